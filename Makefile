@@ -1,0 +1,55 @@
+# xray-spark: `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LAKE ?= lake
+CONF ?= conf/local.yaml
+DEMO_IMAGES ?= 1500
+DEMO_ARCHIVE := $(LAKE)/archive/synthetic
+PYTEST_ARGS ?=
+# Spark's console kept quiet (warnings and progress) under spark-submit too.
+SUBMIT := $(VENV)/bin/spark-submit --driver-memory 4g \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties)"
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: help setup demo test lint check-java clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+check-java: ## stop with one clear line unless Java 17+ is installed
+	@v=$$( (java -version 2>&1 || true) | sed -nE 's/.*version "([0-9]+)(\.([0-9]+))?.*/\1 \3/p' | head -1); \
+	major=$${v%% *}; [ "$$major" = "1" ] && major=$${v##* }; \
+	if [ -z "$$major" ]; then echo "error: Java 17 is required by Spark and no 'java' was found: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"; exit 1; fi; \
+	if [ "$$major" -lt 17 ]; then echo "error: Java 17 or newer is required by Spark, found Java $$major: install OpenJDK 17 and put it first on PATH"; exit 1; fi
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: check-java $(VENV)/.installed ## create .venv and install xray-spark with its dev extra
+
+$(DEMO_ARCHIVE)/Data_Entry_2017.csv: | $(VENV)/.installed
+	$(PY) -m xray_spark.synthetic --output $(DEMO_ARCHIVE) --images $(DEMO_IMAGES) --size 256 --seed 7
+
+demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
+	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) \
+	  --metadata $(DEMO_ARCHIVE)/Data_Entry_2017.csv --images $(DEMO_ARCHIVE)/images \
+	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
+
+test: setup ## install, then run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff over the code
+	$(VENV)/bin/ruff check xray_spark jobs tests
+
+clean: ## remove the lake and caches (keeps .venv)
+	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log

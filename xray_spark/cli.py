@@ -1,0 +1,91 @@
+"""What every job shares: common options, configuration, logging and error handling.
+
+Jobs stay thin: ``_arg_parser()`` adds their own options to :func:`base_parser`, ``main()``
+calls :func:`run_job` with a function that takes the settings and the parsed arguments.
+A :class:`~xray_spark.errors.UsageError` becomes one line on stderr and exit status 2;
+no Java stack trace reaches the user for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from xray_spark.config import Settings, load_settings
+from xray_spark.errors import QuarantineLimitExceeded, UsageError, XraySparkError
+
+EXIT_USAGE = 2
+EXIT_QUARANTINE = 3
+EXIT_FAILED = 1
+
+log = logging.getLogger("xray_spark")
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--lake", help="root folder or URL of the lake (overrides the conf's 'lake', default ./lake)")
+    parser.add_argument("--conf", help="configuration file (YAML), e.g. conf/local.yaml; defaults built in")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one configuration key, e.g. --set image.size=224 (repeatable)",
+    )
+    parser.add_argument("--summary-json", help="also write the run's summary to this JSON file")
+    return parser
+
+
+def setup_logging() -> None:
+    level = os.environ.get("XRAY_SPARK_LOG", "INFO").upper()
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    # petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated on every call.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
+    for noisy in ("py4j", "petastorm", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Settings:
+    overrides = list(args.overrides) + list(extra_overrides)
+    if getattr(args, "lake", None):
+        overrides.append(f"lake={json.dumps(args.lake)}")
+    return load_settings(args.conf, overrides)
+
+
+def write_summary_json(path: str | None, summary: dict[str, Any]) -> None:
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+
+
+def run_job(name: str, body: Callable[[], int]) -> int:
+    """Run a job's body; map the package's errors to one line and an exit status."""
+    setup_logging()
+    try:
+        return body()
+    except UsageError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except QuarantineLimitExceeded as exc:
+        print(f"{name}: failed: {exc}", file=sys.stderr)
+        return EXIT_QUARANTINE
+    except XraySparkError as exc:
+        print(f"{name}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,238 @@
+"""Configuration: ``conf/*.yaml`` plus ``--set key=value`` overrides, parsed once into frozen dataclasses.
+
+A configuration file is a nested mapping whose keys mirror the dataclasses below
+(``image.size``, ``labels.min_cases``, ``split.train`` ...). Keys the file leaves out keep
+their defaults; a key that does not exist, or a value of the wrong type, is a
+:class:`~xray_spark.errors.ConfigError` that names the key. Overrides use dotted keys and
+YAML values: ``--set image.size=224 --set labels.findings=[Mass,Nodule]``.
+
+Spark tuning beyond the few settings here belongs in ``spark-submit --conf`` or in
+``spark.conf`` (a free mapping of Spark properties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xray_spark.errors import ConfigError
+from xray_spark.labels import FINDINGS
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[2]"
+    app_name: str = "xray-spark"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    log_level: str = "WARN"
+    conf: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    size: int = 128
+    # Images whose header claims more pixels than this are quarantined before decoding.
+    max_pixels: int = 100_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleWeightSettings:
+    base: float = 0.1
+    per_finding: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSettings:
+    findings: list[str] = dataclasses.field(default_factory=lambda: list(FINDINGS))
+    min_cases: int = 0
+    sample_weight: SampleWeightSettings = dataclasses.field(default_factory=SampleWeightSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSettings:
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+    salt: str = "xray-spark"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuarantineSettings:
+    max_fraction: float = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareSettings:
+    images_per_file: int = 1000
+    rowgroup_size_mb: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    lake: str = "./lake"
+    dataset: str = "nih"
+    spark: SparkSettings = dataclasses.field(default_factory=SparkSettings)
+    image: ImageSettings = dataclasses.field(default_factory=ImageSettings)
+    labels: LabelSettings = dataclasses.field(default_factory=LabelSettings)
+    split: SplitSettings = dataclasses.field(default_factory=SplitSettings)
+    quarantine: QuarantineSettings = dataclasses.field(default_factory=QuarantineSettings)
+    prepare: PrepareSettings = dataclasses.field(default_factory=PrepareSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
+    """Read ``path`` (YAML), apply ``key=value`` overrides in order, validate, freeze."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist: pass an existing --conf FILE")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping of keys, not {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+    settings = _build(Settings, raw, prefix="")
+    _check(settings)
+    return settings
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"image.size=224"`` -> ``("image.size", 224)``; the value is read as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. --set image.size=224")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(prefix + name for name in fields)
+            raise ConfigError(f"unknown configuration key {prefix + str(key)!r} (known here: {known})")
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name not in raw:
+            continue
+        values[name] = _coerce(hints[name], raw[name], prefix + name)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"configuration key {key!r} must be a mapping of sub-keys, got {value!r}")
+        return _build(hint, value, prefix=key + ".")
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(option for option in options if option is not type(None))
+        return _coerce(hint, value, key)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"configuration key {key!r} must be a list, got {value!r}")
+        return [_coerce(item_hint, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"configuration key {key!r} must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"configuration key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"configuration key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"configuration key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, dict | list) or value is None:
+            raise ConfigError(f"configuration key {key!r} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"configuration key {key!r} has an unsupported type {hint!r}")  # pragma: no cover
+
+
+def _check(settings: Settings) -> None:
+    """Cross-field rules that types alone cannot express."""
+    split = settings.split
+    for name in ("train", "val", "test"):
+        if not 0.0 <= getattr(split, name) <= 1.0:
+            raise ConfigError(f"configuration key 'split.{name}' must lie in [0, 1], got {getattr(split, name)}")
+    total = split.train + split.val + split.test
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            f"split.train + split.val + split.test must be 1, got {total:g} "
+            f"({split.train:g} + {split.val:g} + {split.test:g})"
+        )
+    if settings.image.size < 8 or settings.image.size > 4096:
+        raise ConfigError(f"configuration key 'image.size' must lie in [8, 4096], got {settings.image.size}")
+    if settings.image.max_pixels <= 0:
+        raise ConfigError("configuration key 'image.max_pixels' must be positive")
+    if not 0.0 <= settings.quarantine.max_fraction <= 1.0:
+        raise ConfigError(
+            f"configuration key 'quarantine.max_fraction' must lie in [0, 1], got {settings.quarantine.max_fraction}"
+        )
+    if settings.labels.min_cases < 0:
+        raise ConfigError("configuration key 'labels.min_cases' must be >= 0")
+    unknown = [f for f in settings.labels.findings if f not in FINDINGS]
+    if unknown:
+        raise ConfigError(
+            f"configuration key 'labels.findings' names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
+        )
+    if not settings.labels.findings:
+        raise ConfigError("configuration key 'labels.findings' must name at least one finding")
+    if len(set(settings.labels.findings)) != len(settings.labels.findings):
+        raise ConfigError("configuration key 'labels.findings' lists a finding twice")
+    if settings.prepare.images_per_file <= 0:
+        raise ConfigError("configuration key 'prepare.images_per_file' must be positive")
+    if not settings.dataset or not settings.dataset.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(
+            f"configuration key 'dataset' must be a simple name (letters, digits, - and _), got {settings.dataset!r}"
+        )

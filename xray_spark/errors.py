@@ -1,0 +1,40 @@
+"""The package's own exceptions.
+
+Every message names the input that is wrong and, where there is one, the fix. Jobs turn
+a :class:`UsageError` into one line on stderr and exit status 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class XraySparkError(Exception):
+    """Base class of every error raised on purpose by xray-spark."""
+
+
+class UsageError(XraySparkError):
+    """The user asked for something impossible: a missing file, a bad option, a wrong column."""
+
+
+class ConfigError(UsageError):
+    """A configuration file or a ``--set`` override is invalid."""
+
+
+class EnvironmentProblem(UsageError):
+    """The machine lacks something the jobs need (Java 17, a writable lake)."""
+
+
+class ImageError(XraySparkError):
+    """An image could not be turned into a training image; ``reason`` is its quarantine code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class QuarantineLimitExceeded(XraySparkError):
+    """More of the input was quarantined than ``quarantine.max_fraction`` allows."""
+
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}

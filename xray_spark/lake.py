@@ -1,0 +1,101 @@
+"""The lake: one root under which every job reads and writes (``--lake DIR``, default ``./lake``).
+
+::
+
+    lake/
+      petastorm/<dataset>/         the training store (Petastorm / Parquet), with _xray_store.json
+      tables/<table>/              Parquet tables: studies, quarantine, boxes, ...
+      reports/<job>/<run_id>/      summaries, lists of missing files, plots
+      models/<model_version>/      trained models (jobs/train.py)
+
+The root may be a local path or a URL Spark and pyarrow both understand (``hdfs://``,
+``s3a://`` for Spark with ``s3://`` for pyarrow is the one case that needs care).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+def _is_url(path: str) -> bool:
+    return bool(urlparse(path).scheme) and not os.path.splitdrive(path)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lake:
+    root: str
+
+    @classmethod
+    def at(cls, root: str) -> Lake:
+        if _is_url(root) and not root.startswith("file:"):
+            return cls(root.rstrip("/"))
+        local = root[len("file://") :] if root.startswith("file://") else root
+        return cls(os.path.abspath(local))
+
+    @property
+    def is_local(self) -> bool:
+        return not _is_url(self.root)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, *parts: str) -> str:
+        """A URL for Spark and Petastorm (``file:///...`` for a local lake)."""
+        path = self.path(*parts)
+        return "file://" + path if self.is_local else path
+
+    def store_url(self, dataset: str) -> str:
+        return self.url("petastorm", dataset)
+
+    def table_url(self, name: str) -> str:
+        return self.url("tables", name)
+
+    def report_dir(self, job: str, run_id: str) -> str:
+        return self.path("reports", job, run_id)
+
+    # -- small files (manifests, reports) ------------------------------------------------
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        if self.is_local:
+            return pafs.LocalFileSystem(), ""
+        fs, base = pafs.FileSystem.from_uri(self.root)
+        return fs, base
+
+    def _resolve(self, path: str) -> tuple[pafs.FileSystem, str]:
+        fs, base = self._fs()
+        if self.is_local:
+            return fs, path
+        return fs, base + path[len(self.root) :]
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        fs, p = self._resolve(path)
+        fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+        tmp = p + ".tmp"
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, p)
+
+    def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+    def read_json(self, path: str) -> Any:
+        fs, p = self._resolve(path)
+        with fs.open_input_stream(p) as stream:
+            return json.loads(stream.read().decode("utf-8"))
+
+    def exists(self, path: str) -> bool:
+        fs, p = self._resolve(path)
+        return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+    def delete_dir(self, path: str) -> None:
+        fs, p = self._resolve(path)
+        if fs.get_file_info(p).type == pafs.FileType.Directory:
+            fs.delete_dir(p)

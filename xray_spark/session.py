@@ -1,0 +1,122 @@
+"""The one SparkSession builder.
+
+* Checks for Java 17+ first and says so in one line when it is missing.
+* Runs the Python workers on the driver's own interpreter (``spark.pyspark.python``), so a
+  virtual environment's petastorm and OpenCV are found by the executors in local mode.
+* Keeps Spark's console quiet apart from warnings and the stage progress bar.
+* Registers the lake's tables in the catalog as the ``xray`` database (``tables.py``).
+
+Library functions never build sessions: they take ``spark`` as an argument, and
+:func:`active_session` gives a clear error where one is needed and none is running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+
+from pyspark.sql import SparkSession
+
+from xray_spark.config import SparkSettings
+from xray_spark.errors import EnvironmentProblem
+
+MIN_JAVA = 17
+
+
+def java_executable() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = os.path.join(home, "bin", "java")
+        if os.path.exists(candidate):
+            return candidate
+    return shutil.which("java")
+
+
+def java_major_version(java: str) -> int | None:
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_392" is Java 8
+        major = int(match.group(2))
+    return major
+
+
+def check_java() -> int:
+    """The Java major version, or :class:`EnvironmentProblem` when Spark cannot run on it."""
+    java = java_executable()
+    if java is None:
+        raise EnvironmentProblem(
+            f"Java {MIN_JAVA} is required by Spark and no 'java' was found: "
+            "install OpenJDK 17 (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
+    major = java_major_version(java)
+    if major is None or major < MIN_JAVA:
+        found = "an unknown version" if major is None else f"Java {major}"
+        raise EnvironmentProblem(
+            f"Java {MIN_JAVA} or newer is required by Spark, found {found} at {java}: "
+            "install OpenJDK 17 and put it first on PATH or set JAVA_HOME"
+        )
+    return major
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (it owns the master)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _log4j_file() -> str:
+    return str(resources.files("xray_spark").joinpath("log4j2.properties"))
+
+
+def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
+    """Create (or return) the SparkSession for a job or a test.
+
+    ``settings.master`` is used when the job runs under plain ``python``; under
+    ``spark-submit`` the ``--master`` given there wins, as Spark users expect.
+    """
+    check_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name or settings.app_name)
+    if not under_spark_submit():
+        builder = builder.master(settings.master)
+        builder = builder.config("spark.driver.memory", settings.driver_memory)
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j_file()}")
+    builder = (
+        builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "true" if sys.stderr.isatty() else "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Keep the catalog in memory: every process rebuilds it from the lake, so no
+        # process can lock another out (the embedded Derby metastore would).
+        .config("spark.sql.catalogImplementation", "in-memory")
+        # petastorm 0.12 calls pyarrow APIs that pyarrow 14 flags on every use, in the
+        # Python workers too (row-group indexing runs there); the pins are deliberate.
+        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    return spark
+
+
+def active_session() -> SparkSession:
+    """The running SparkSession, or a clear error for library code called without one."""
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError(
+            "no active SparkSession: build one with xray_spark.session.build_session(settings.spark) "
+            "and pass it to this function"
+        )
+    return spark
