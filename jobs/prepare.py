@@ -1,0 +1,79 @@
+"""spark-submit jobs/prepare.py: an NIH-format archive into a Petastorm training store.
+
+spark-submit jobs/prepare.py --metadata CSV --images DIR [--bbox CSV]
+    [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--conf FILE] [--set k=v ...]
+    [--incremental] [--require-images] [--metadata-only] [--summary-json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xray_spark import cli, ingest, report, tables
+from xray_spark.lake import Lake
+from xray_spark.session import build_session
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("prepare", "Ingest chest X-rays and their NIH-format metadata into a Petastorm store.")
+    parser.add_argument("--metadata", required=True, help="Data_Entry CSV (2017 or v2020; .csv or .csv.gz)")
+    parser.add_argument("--images", help="folder holding the images (searched recursively)")
+    parser.add_argument("--bbox", help="BBox_List CSV: boxes are loaded into xray.boxes")
+    parser.add_argument(
+        "--split-lists",
+        nargs=2,
+        metavar=("TRAIN_VAL_TXT", "TEST_TXT"),
+        help="official NIH split lists; default: patient-hash split from the conf",
+    )
+    parser.add_argument("--dataset", help="store name under lake/petastorm (overrides the conf's 'dataset')")
+    parser.add_argument("--incremental", action="store_true", help="add only images not yet in the store")
+    parser.add_argument(
+        "--require-images",
+        action="store_true",
+        help="fail when a metadata row has no image file (default: report and go on)",
+    )
+    parser.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="read and check the metadata only: counts and label set, no store written",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+
+    def body() -> int:
+        extra = [f"dataset={args.dataset}"] if args.dataset else []
+        settings = cli.resolve_settings(args, extra)
+        if args.images is None and not args.metadata_only:
+            raise cli.UsageError("--images DIR is required (or pass --metadata-only to check the metadata alone)")
+        inputs = ingest.PrepareInputs(
+            metadata=args.metadata,
+            images=args.images,
+            bbox=args.bbox,
+            split_lists=tuple(args.split_lists) if args.split_lists else None,
+            incremental=args.incremental,
+            require_images=args.require_images,
+            metadata_only=args.metadata_only,
+        )
+        ingest.check_inputs(inputs)
+        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        spark = build_session(settings.spark, app_name="xray-spark prepare")
+        lake = Lake.at(settings.lake)
+        tables.register_tables(spark, lake)
+        try:
+            summary = ingest.run_prepare(spark, settings, inputs, lake)
+        except cli.QuarantineLimitExceeded as exc:
+            cli.write_summary_json(args.summary_json, exc.summary)
+            raise
+        print(report.prepare_summary_text(summary))
+        cli.write_summary_json(args.summary_json, summary)
+        return 0
+
+    return cli.run_job("prepare", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The one Petastorm Unischema of the training store, and the schemas of the lake's tables.
+
+Refer to fields as ``XraySchema.image.name``, never as string literals. The image side and
+the number of labels are configurable, so those two shapes are left open here; the store's
+manifest (``xray_spark.store``) records the values a store was built with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from petastorm.codecs import CompressedImageCodec, NdarrayCodec, ScalarCodec
+from petastorm.unischema import Unischema, UnischemaField
+from pyspark.sql.types import (
+    ArrayType,
+    FloatType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+XraySchema = Unischema(
+    "XraySchema",
+    [
+        UnischemaField("image_id", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("patient_id", np.int32, (), ScalarCodec(IntegerType()), False),
+        UnischemaField("follow_up", np.int32, (), ScalarCodec(IntegerType()), False),
+        # Null where the metadata gives an implausible age (the 2017 file has ages over 150).
+        UnischemaField("age", np.int32, (), ScalarCodec(IntegerType()), True),
+        UnischemaField("sex", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("view", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("original_width", np.int32, (), ScalarCodec(IntegerType()), True),
+        UnischemaField("original_height", np.int32, (), ScalarCodec(IntegerType()), True),
+        UnischemaField("pixel_spacing_x", np.float32, (), ScalarCodec(FloatType()), True),
+        UnischemaField("pixel_spacing_y", np.float32, (), ScalarCodec(FloatType()), True),
+        UnischemaField("split", np.str_, (), ScalarCodec(StringType()), False),
+        # 8-bit grayscale, image.size x image.size, stored PNG-compressed (lossless).
+        UnischemaField("image", np.uint8, (None, None), CompressedImageCodec("png"), False),
+        # Multi-hot over the store's label set, in the manifest's label order.
+        UnischemaField("labels", np.float32, (None,), NdarrayCodec(), False),
+        UnischemaField("finding_labels", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("sample_weight", np.float32, (), ScalarCodec(FloatType()), False),
+        UnischemaField("ingest_date", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("source_path", np.str_, (), ScalarCodec(StringType()), False),
+    ],
+)
+
+#: Store columns copied into ``xray.studies`` (everything but the pixels and the encoded labels).
+STUDY_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in XraySchema.fields.values() if f.name not in (XraySchema.image.name, XraySchema.labels.name)
+)
+
+#: ``xray.studies``: the metadata of every ingested image, its split and where it is stored.
+STUDIES_SCHEMA = StructType(
+    [f for f in XraySchema.as_spark_schema().fields if f.name in STUDY_FIELDS]
+    + [
+        StructField("findings", ArrayType(StringType()), False),
+        StructField("dataset", StringType(), False),
+        StructField("store_path", StringType(), False),
+    ]
+)
+
+#: ``xray.quarantine``: one row per input that was set aside, and why.
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField("image_id", StringType(), True),
+        StructField("source_path", StringType(), True),
+        StructField("reason", StringType(), False),
+        StructField("detail", StringType(), True),
+        StructField("dataset", StringType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("run_time", TimestampType(), False),
+    ]
+)
+
+#: ``xray.boxes``: the hand-drawn boxes of the bounding-box file, labels in ChestX-ray14 spelling.
+BOXES_SCHEMA = StructType(
+    [
+        StructField("image_id", StringType(), False),
+        StructField("finding", StringType(), False),
+        StructField("x", FloatType(), False),
+        StructField("y", FloatType(), False),
+        StructField("w", FloatType(), False),
+        StructField("h", FloatType(), False),
+        StructField("dataset", StringType(), False),
+    ]
+)

@@ -1,0 +1,74 @@
+"""The training store's manifest: what a Petastorm store holds beyond its Unischema.
+
+``lake/petastorm/<dataset>/_xray_store.json`` records the label set (in vector order), the
+image side, the split settings and the runs that wrote the store. Readers (training,
+scoring) take the label order from here; an incremental run refuses to mix a different
+label set or image size into an existing store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
+
+MANIFEST_NAME = "_xray_store.json"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreManifest:
+    dataset: str
+    labels: list[str]
+    image_size: int
+    split: dict[str, Any]
+    runs: list[dict[str, Any]]
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def manifest_path(lake: Lake, dataset: str) -> str:
+    return lake.path("petastorm", dataset, MANIFEST_NAME)
+
+
+def read_manifest(lake: Lake, dataset: str) -> StoreManifest | None:
+    path = manifest_path(lake, dataset)
+    if not lake.exists(path):
+        return None
+    raw = lake.read_json(path)
+    try:
+        return StoreManifest(**raw)
+    except TypeError as exc:
+        raise UsageError(f"store manifest {path} is not one this version of xray-spark can read: {exc}") from None
+
+
+def require_manifest(lake: Lake, dataset: str) -> StoreManifest:
+    manifest = read_manifest(lake, dataset)
+    if manifest is None:
+        raise UsageError(
+            f"no training store for dataset {dataset!r} under {lake.path('petastorm')}: "
+            "run jobs/prepare.py first (or pass the right --lake / --dataset)"
+        )
+    return manifest
+
+
+def write_manifest(lake: Lake, manifest: StoreManifest) -> None:
+    lake.write_json(manifest_path(lake, manifest.dataset), manifest.to_dict())
+
+
+def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int) -> None:
+    """An incremental run must add rows of the same shape as the store already holds."""
+    if manifest.image_size != image_size:
+        raise UsageError(
+            f"store {manifest.dataset!r} holds images of {manifest.image_size} px and this run asks for "
+            f"image.size={image_size}: keep the size, or write a new store with --set dataset=NEW_NAME"
+        )
+    if manifest.labels != labels:
+        raise UsageError(
+            f"store {manifest.dataset!r} was built with labels {manifest.labels} and this run would use {labels}: "
+            "keep labels.findings and labels.min_cases, or write a new store with --set dataset=NEW_NAME"
+        )
