@@ -1,0 +1,74 @@
+"""Shared fixtures: one SparkSession for the whole run, small archives in temp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from xray_spark.config import load_settings
+from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.lake import Lake
+from xray_spark.synthetic import write_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
+
+#: Small settings for fast tests: 64 px images, a few files per store.
+TEST_OVERRIDES = ["image.size=64", "prepare.images_per_file=40", "spark.shuffle_partitions=4"]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from xray_spark.session import build_session
+
+    settings = load_settings(
+        None,
+        [
+            "spark.master=local[2]",
+            "spark.driver_memory=2g",
+            "spark.shuffle_partitions=4",
+            "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}",
+        ],
+    )
+    session = build_session(settings.spark, app_name="xray-spark tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    """A synthetic NIH-layout archive: 160 images at 96 px."""
+    out = tmp_path_factory.mktemp("archive")
+    write_archive(out, n_images=160, size=96, seed=11)
+    return out
+
+
+def make_settings(lake_dir: Path, *extra: str):
+    return load_settings(ROOT / "conf" / "local.yaml", [*TEST_OVERRIDES, f"lake={lake_dir}", *extra])
+
+
+@pytest.fixture(scope="session")
+def prepared(spark, archive, tmp_path_factory):
+    """The archive prepared into a lake: (settings, lake, summary)."""
+    lake_dir = tmp_path_factory.mktemp("lake")
+    settings = make_settings(lake_dir)
+    lake = Lake.at(settings.lake)
+    inputs = PrepareInputs(
+        metadata=str(archive / "Data_Entry_2017.csv"),
+        images=str(archive / "images"),
+        bbox=str(archive / "BBox_List_2017.csv"),
+    )
+    summary = run_prepare(spark, settings, inputs, lake)
+    return settings, lake, summary
+
+
+@pytest.fixture(scope="session")
+def nih_sample() -> Path:
+    """The real NIH metadata and 150 real images; skipped when absent, except under CI."""
+    if not (NIH_SAMPLE / "Data_Entry_2017_v2020.csv.gz").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the NIH sample is missing at {NIH_SAMPLE} and CI=true: real-data tests must run in CI")
+        pytest.skip("the NIH sample (../shared/data/nih-sample) is not present")
+    return NIH_SAMPLE

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from xray_spark.config import Settings, load_settings, parse_override
+from xray_spark.errors import ConfigError
+from xray_spark.labels import FINDINGS
+
+from .conftest import ROOT
+
+
+def test_local_yaml_is_the_embedded_default():
+    assert load_settings(ROOT / "conf" / "local.yaml") == Settings()
+
+
+def test_overrides_are_typed_and_applied_in_order():
+    s = load_settings(
+        None,
+        [
+            "image.size=224",
+            "labels.min_cases=5000",
+            "split.train=0.8",
+            "split.val=0.0",
+            "image.size=256",
+            "labels.findings=[Mass, Nodule]",
+            "spark.master=local[4]",
+        ],
+    )
+    assert s.image.size == 256
+    assert s.labels.min_cases == 5000
+    assert s.split.train == 0.8 and s.split.test == 0.2
+    assert s.labels.findings == ["Mass", "Nodule"]
+    assert s.spark.master == "local[4]"
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    assert load_settings(None, ["quarantine.max_fraction=1"]).quarantine.max_fraction == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("image.sise=224", r"unknown configuration key 'image.sise'"),
+        ("imaging.size=224", r"unknown configuration key 'imaging'"),
+        ("image.size=big", r"'image.size' must be an integer, got 'big'"),
+        ("image.size=2.5", r"'image.size' must be an integer"),
+        ("labels.min_cases=true", r"'labels.min_cases' must be an integer"),
+        ("quarantine.max_fraction=lots", r"'quarantine.max_fraction' must be a number"),
+        ("labels.findings=Mass", r"'labels.findings' must be a list"),
+        ("labels.findings=[Tumour]", r"unknown findings \['Tumour'\]"),
+        ("split.train=0.9", r"split.train \+ split.val \+ split.test must be 1"),
+        ("image=5", r"'image' must be a mapping"),
+        ("no-equals-sign", r"must look like key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, [override])
+
+
+def test_conf_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image:\n  size: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("labels:\n  min_case: 10\n")
+    with pytest.raises(ConfigError, match=r"'labels\.min_case'"):
+        load_settings(unknown)
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a=x=y") == ("a", "x=y")
+    assert parse_override("a=") == ("a", "")
+
+
+def test_settings_are_frozen_and_json_dumpable():
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.image.size = 3  # type: ignore[misc]
+    assert '"min_cases": 0' in s.to_json()
+    assert list(s.labels.findings) == list(FINDINGS)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from xray_spark import images as img
+from xray_spark.errors import ImageError
+
+from . import corpus
+
+MAX = 100_000_000
+
+
+def test_gray8_png_is_resized_losslessly_when_the_size_matches():
+    data = corpus.png_gray8(80)
+    out, facts = img.load_training_image(data, 80, MAX)
+    np.testing.assert_array_equal(out, corpus.chest_like(80, 0))
+    assert facts["converted"] == "" and facts["format"] == "png"
+
+
+@pytest.mark.parametrize(("maker", "converted"), [(corpus.png_rgb, "rgb"), (corpus.png_rgba, "rgba")])
+def test_colour_pngs_become_8bit_gray(maker, converted):
+    out, facts = img.load_training_image(maker(80), 40, MAX)
+    assert out.shape == (40, 40) and out.dtype == np.uint8
+    assert facts["converted"] == converted
+    # Gray replicated into R, G and B converts back to the same gray.
+    seed = {"rgb": 1, "rgba": 2}[converted]
+    expected = cv2.resize(corpus.chest_like(80, seed), (40, 40), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_16bit_is_scaled_not_clipped():
+    out, facts = img.load_training_image(corpus.png_16bit(80), 80, MAX)
+    source = corpus.chest_like(80, 3).astype(np.float64)
+    assert facts["converted"] == "16bit"
+    assert out.max() == 255 and out.min() == 0  # the full 8-bit range is used
+    # Scaling keeps the order and spacing of grey levels: a linear map of the source.
+    expected = np.rint((source - source.min()) * 255 / (source.max() - source.min()))
+    np.testing.assert_allclose(out, expected, atol=1)
+
+
+def test_jpeg_named_png_is_decoded_by_content():
+    out, facts = img.load_training_image(corpus.jpeg(80), 80, MAX)
+    assert facts["format"] == "jpeg"
+    assert np.abs(out.astype(int) - corpus.chest_like(80, 4)).mean() < 4
+
+
+def test_non_square_is_padded_not_stretched():
+    tall = np.full((100, 50), 200, dtype=np.uint8)
+    out = img.square_resize(tall, 100)
+    assert out.shape == (100, 100)
+    assert out[:, :25].max() == 0 and out[:, 75:].max() == 0
+    assert out[:, 30:70].min() == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "message"),
+    [
+        (b"", img.EMPTY, "empty"),
+        (corpus.truncated_png(), img.TRUNCATED, "cut short"),
+        (corpus.TEXT_AS_PNG, img.UNDECODABLE, "not a PNG, JPEG or DICOM"),
+        (corpus.huge_header_png(), img.TOO_LARGE, "60000x60000"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", img.TRUNCATED, "IHDR"),
+    ],
+)
+def test_bad_files_raise_with_their_reason(data, reason, message):
+    with pytest.raises(ImageError, match=message) as info:
+        img.load_training_image(data, 64, MAX)
+    assert info.value.reason == reason
+
+
+def test_max_pixels_is_configurable():
+    with pytest.raises(ImageError, match=r"image\.max_pixels=1,000"):
+        img.load_training_image(corpus.png_gray8(80), 64, 1_000)
+
+
+def test_dicom_monochrome2_is_read():
+    pydicom = pytest.importorskip("pydicom")
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\x00" * 128)
+    pixels = corpus.chest_like(64, 6).astype(np.uint16) * 16
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True) if pydicom.__version__ >= "3" else ds.save_as(buffer)
+    out, facts = img.load_training_image(buffer.getvalue(), 64, MAX)
+    assert facts["format"] == "dicom" and facts["converted"] == "16bit"
+    assert np.corrcoef(out.ravel(), corpus.chest_like(64, 6).ravel())[0, 1] > 0.999

@@ -1,0 +1,409 @@
+"""The prepare pipeline on synthetic archives: store contents, tables, reports, quarantine, increments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from petastorm import make_reader
+from pyspark.sql import functions as F
+
+from xray_spark import ingest
+from xray_spark.errors import QuarantineLimitExceeded, UsageError
+from xray_spark.images import load_training_image
+from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.labels import FINDINGS, multi_hot, parse_finding_labels
+from xray_spark.lake import Lake
+from xray_spark.schema import XraySchema
+from xray_spark.store import read_manifest
+from xray_spark.synthetic import METADATA_HEADER
+
+from . import corpus
+from .conftest import make_settings
+
+
+def _read_all(url: str, **kwargs) -> list:
+    with make_reader(url, reader_pool_type="dummy", **kwargs) as reader:
+        return list(reader)
+
+
+def test_summary_counts(prepared):
+    _, _, summary = prepared
+    assert summary["metadata"]["rows"] == 160
+    assert summary["images"]["written"] == 160
+    assert summary["store_rows"] == 160
+    assert summary["quarantine"]["total"] == 0
+    assert summary["label_set"] == list(FINDINGS)
+    assert sum(v["images"] for v in summary["splits"].values()) == 160
+    assert sum(summary["metadata"]["finding_counts"].values()) >= 160
+
+
+@pytest.mark.parametrize("shard_count", [1, 3])
+def test_every_row_exactly_once_per_epoch_across_shards(prepared, shard_count):
+    settings, lake, summary = prepared
+    url = lake.store_url(settings.dataset)
+    ids: list[str] = []
+    for shard in range(shard_count):
+        with make_reader(
+            url,
+            cur_shard=shard,
+            shard_count=shard_count,
+            num_epochs=2,
+            schema_fields=[XraySchema.image_id.name],
+            workers_count=2,
+        ) as reader:
+            ids.extend(row.image_id for row in reader)
+    assert len(ids) == 2 * 160
+    counts = {i: ids.count(i) for i in set(ids)}
+    assert set(counts.values()) == {2}
+    assert len(counts) == summary["store_rows"]
+
+
+def test_the_store_has_several_row_groups(prepared):
+    settings, lake, _ = prepared
+    import pyarrow.parquet as pq
+
+    files = [f for f in os.listdir(lake.path("petastorm", settings.dataset)) if f.endswith(".parquet")]
+    groups = sum(pq.ParquetFile(lake.path("petastorm", settings.dataset, f)).num_row_groups for f in files)
+    assert groups >= 3, "sharding needs more row groups than shards"
+
+
+def test_pixels_labels_and_weights_match_the_library(prepared, archive):
+    settings, lake, _ = prepared
+    manifest = read_manifest(lake, settings.dataset)
+    assert manifest is not None and manifest.image_size == 64
+    rows = _read_all(lake.store_url(settings.dataset))
+    assert len(rows) == 160
+    for row in rows:
+        source = archive / "images" / row.image_id
+        assert Path(row.source_path) == source.resolve()
+        expected, _ = load_training_image(source.read_bytes(), 64, settings.image.max_pixels)
+        assert row.image.shape == (64, 64) and row.image.dtype == np.uint8
+        np.testing.assert_array_equal(row.image, expected)
+        findings = parse_finding_labels(row.finding_labels)
+        np.testing.assert_array_equal(row.labels, multi_hot(findings, manifest.labels))
+        assert row.sample_weight == pytest.approx(0.1 + len(findings))
+
+
+def test_metadata_columns_survive(prepared, archive):
+    settings, lake, _ = prepared
+    with open(archive / "Data_Entry_2017.csv", newline="") as fh:
+        source = {r["Image Index"]: r for r in csv.DictReader(fh)}
+    for row in _read_all(
+        lake.store_url(settings.dataset),
+        schema_fields=[
+            "image_id",
+            "patient_id",
+            "follow_up",
+            "age",
+            "sex",
+            "view",
+            "original_width",
+            "pixel_spacing_x",
+        ],
+    ):
+        src = source[row.image_id]
+        assert (row.patient_id, row.follow_up, row.age) == (
+            int(src["Patient ID"]),
+            int(src["Follow-up #"]),
+            int(src["Patient Age"]),
+        )
+        assert (row.sex, row.view, row.original_width) == (src["Patient Gender"], src["View Position"], 96)
+        assert row.pixel_spacing_x == pytest.approx(float(src["OriginalImagePixelSpacing[x"]))
+
+
+def test_tables_are_registered_and_agree_with_the_store(spark, prepared):
+    settings, lake, _ = prepared
+    from xray_spark.tables import register_tables
+
+    assert set(register_tables(spark, lake)) >= {"xray.studies", "xray.boxes"}
+    studies = spark.table("xray.studies").where(F.col("dataset") == settings.dataset)
+    store = spark.read.parquet(lake.store_url(settings.dataset))
+    assert studies.count() == 160
+    assert studies.select("image_id").subtract(store.select("image_id")).count() == 0
+    mixed = studies.groupBy("patient_id").agg(F.countDistinct("split").alias("n")).where("n > 1")
+    assert mixed.count() == 0, "a patient in two splits"
+    boxes = spark.table("xray.boxes")
+    assert boxes.count() > 0
+    assert boxes.where(F.col("finding") == "Infiltrate").count() == 0
+
+
+def test_reports(prepared):
+    _, _, summary = prepared
+    report_dir = Path(summary["report_dir"])
+    assert json.loads((report_dir / "summary.json").read_text())["store_rows"] == 160
+    assert (report_dir / "finding_counts.png").read_bytes().startswith(b"\x89PNG")
+
+
+# -- bad input -------------------------------------------------------------------------------
+GOOD = {
+    "00000001_000.png": corpus.png_gray8(80, 0),
+    "00000001_001.png": corpus.png_gray8(80, 7),
+    "00000002_000.png": corpus.png_rgb(80),
+    "00000003_000.png": corpus.png_rgba(80),
+    "00000004_000.png": corpus.png_16bit(80),
+    "00000005_000.png": corpus.jpeg(80),
+    "00000006_000.png": corpus.png_gray8(80, 8),
+    "00000007_000.png": corpus.png_gray8(80, 9),
+    "00000008_000.png": corpus.png_gray8(80, 10),
+}
+BAD_FILES = {
+    "00000010_000.png": (b"", "empty_file"),
+    "00000011_000.png": (corpus.truncated_png(), "truncated_image"),
+    "00000012_000.png": (corpus.TEXT_AS_PNG, "undecodable_image"),
+    "00000013_000.png": (corpus.huge_header_png(), "image_too_large"),
+}
+
+
+def _row(name: str, labels: str = "No Finding", age: str = "45", pid: str | None = None) -> list[str]:
+    pid = pid if pid is not None else str(int(name[:8]))
+    follow_up = str(int(name[9:12])) if name[8:9] == "_" else "0"
+    return [name, labels, follow_up, pid, age, "F", "PA", "80", "80", "0.143", "0.143"]
+
+
+def make_bad_archive(root: Path) -> Path:
+    images = root / "images" / "images_001" / "images"  # nested like the NIH release
+    images.mkdir(parents=True)
+    for name, data in {**GOOD, **{k: v[0] for k, v in BAD_FILES.items()}}.items():
+        (images / name).write_bytes(data)
+    (images / "00000099_000.png").write_bytes(corpus.png_gray8(80, 11))  # a file with no metadata row
+    (images / "00000020_000.png").write_bytes(corpus.png_gray8(80, 12))
+    (images / "00000021_000.png").write_bytes(corpus.png_gray8(80, 13))
+    (images / "00000022_000.png").write_bytes(corpus.png_gray8(80, 14))
+    (images / "00000023_000.png").write_bytes(corpus.png_gray8(80, 15))
+    os.symlink("..", images / "loop")  # a symlink loop in the images folder
+    rows = [_row(n, "Effusion|Mass" if n.endswith("6_000.png") else "No Finding") for n in GOOD]
+    rows += [_row(n) for n in BAD_FILES]
+    rows += [
+        _row("00000020_000.png", "Mass|Tumour"),  # unknown finding
+        _row("00000001_000.png", "Nodule"),  # duplicate image id
+        _row("00000021_000.png", age="abc"),  # unparseable age
+        _row("../../etc/passwd.png", pid="9"),  # tries to leave the images folder
+        _row("00000022_000.png", pid="P22"),  # bad patient id
+        _row("00000030_000.png", "Nodule"),  # valid row, no file: reported, not quarantined
+    ]
+    lines = [",".join(METADATA_HEADER).encode()] + [",".join(r).encode() for r in rows]
+    # A non-UTF-8 byte in a label is an unknown finding, not a crash.
+    lines.append(b"00000023_000.png,Effus\xefon,0,23,50,M,AP,80,80,0.143,0.143")
+    (root / "Data_Entry_2017.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")  # Windows line endings
+    return root
+
+
+EXPECTED_REASONS = {
+    "empty_file": ["00000010_000.png"],
+    "truncated_image": ["00000011_000.png"],
+    "undecodable_image": ["00000012_000.png"],
+    "image_too_large": ["00000013_000.png"],
+    "unknown_finding": ["00000020_000.png", "00000023_000.png"],
+    "duplicate_image_id": ["00000001_000.png"],
+    "bad_age": ["00000021_000.png"],
+    "unsafe_image_name": ["../../etc/passwd.png"],
+    "bad_patient_id": ["00000022_000.png"],
+}
+
+
+@pytest.fixture(scope="module")
+def bad_run(spark, tmp_path_factory):
+    root = make_bad_archive(tmp_path_factory.mktemp("bad"))
+    lake_dir = tmp_path_factory.mktemp("badlake")
+    settings = make_settings(lake_dir, "quarantine.max_fraction=1.0")
+    lake = Lake.at(settings.lake)
+    inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"))
+    return settings, lake, run_prepare(spark, settings, inputs, lake), root
+
+
+def test_every_bad_input_is_quarantined_with_its_reason(spark, bad_run):
+    _, _, summary, _ = bad_run
+    rows = spark.table("xray.quarantine").where(F.col("run_id") == summary["run_id"]).collect()
+    got: dict[str, list[str]] = {}
+    for r in rows:
+        got.setdefault(r["reason"], []).append(r["image_id"])
+        assert r["detail"], "every quarantine row says what is wrong"
+    assert {k: sorted(v) for k, v in got.items()} == EXPECTED_REASONS
+    assert summary["quarantine"]["by_reason"] == {k: len(v) for k, v in EXPECTED_REASONS.items()}
+
+
+def test_nothing_valid_is_lost(bad_run):
+    settings, lake, summary, _ = bad_run
+    ids = sorted(r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"]))
+    assert ids == sorted(GOOD)
+    assert summary["images"]["converted"] == {"rgb": 1, "rgba": 1, "16bit": 1}
+    meta = summary["metadata"]
+    quarantined_rows = summary["quarantine"]["total"]
+    assert meta["rows"] == len(GOOD) + quarantined_rows + summary["images"]["metadata_rows_without_file"]
+
+
+def test_missing_and_orphan_files_are_listed(bad_run):
+    _, _, summary, _ = bad_run
+    assert summary["images"]["metadata_rows_without_file"] == 1
+    assert summary["images"]["files_without_metadata"] == 1
+    missing = _csv_folder(Path(summary["report_dir"]) / "missing_images")
+    orphans = _csv_folder(Path(summary["report_dir"]) / "orphan_images")
+    assert [r["image_id"] for r in missing] == ["00000030_000.png"]
+    assert [r["file_name"] for r in orphans] == ["00000099_000.png"]
+
+
+def _csv_folder(folder: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for part in sorted(folder.glob("part-*.csv")):
+        with open(part, newline="") as fh:
+            rows.extend(csv.DictReader(fh))
+    return rows
+
+
+def test_quarantine_over_the_limit_fails_and_writes_nothing_to_the_store(spark, bad_run, tmp_path):
+    _, _, _, root = bad_run
+    settings = make_settings(tmp_path, "quarantine.max_fraction=0.2")
+    lake = Lake.at(settings.lake)
+    inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"))
+    with pytest.raises(QuarantineLimitExceeded, match=r"over quarantine.max_fraction=0.2") as info:
+        run_prepare(spark, settings, inputs, lake)
+    assert read_manifest(lake, settings.dataset) is None
+    assert not (tmp_path / "petastorm").exists()
+    n_bad = sum(len(v) for v in EXPECTED_REASONS.values())
+    assert info.value.summary["quarantine"]["total"] == n_bad
+    q = spark.read.parquet(lake.table_url("quarantine"))
+    assert q.count() == n_bad, "the quarantine rows are kept so the user can see why"
+
+
+def test_require_images(spark, bad_run, tmp_path):
+    _, _, _, root = bad_run
+    settings = make_settings(tmp_path, "quarantine.max_fraction=1.0")
+    inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"), require_images=True)
+    with pytest.raises(UsageError, match="1 metadata rows have no image file"):
+        run_prepare(spark, settings, inputs, Lake.at(settings.lake))
+
+
+# -- increments, label sets, modes ---------------------------------------------------------------
+def _subset_archive(src: Path, dst: Path, n: int) -> Path:
+    (dst / "images").mkdir(parents=True)
+    with open(src / "Data_Entry_2017.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    with open(dst / "Data_Entry_2017.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows[: n + 1])
+    for row in rows[1 : n + 1]:
+        shutil.copy(src / "images" / row[0], dst / "images" / row[0])
+    return dst
+
+
+def test_incremental_adds_only_new_ids(spark, archive, tmp_path):
+    small = _subset_archive(archive, tmp_path / "small", 100)
+    settings = make_settings(tmp_path / "lake")
+    lake = Lake.at(settings.lake)
+    first = run_prepare(
+        spark,
+        settings,
+        PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images"), incremental=True),
+        lake,
+    )
+    assert first["images"]["written"] == 100
+    full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
+    second = run_prepare(spark, settings, full, lake)
+    assert second["metadata"]["already_in_store"] == 100
+    assert second["images"]["written"] == 60
+    assert second["images"]["files_without_metadata"] == 0
+    third = run_prepare(spark, settings, full, lake)
+    assert third["images"]["written"] == 0
+    ids = [r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"])]
+    assert len(ids) == len(set(ids)) == 160
+    assert third["studies_rows"] == 160
+    manifest = read_manifest(lake, settings.dataset)
+    assert [r["images_added"] for r in manifest.runs] == [100, 60, 0]
+    dates = spark.read.parquet(lake.store_url(settings.dataset)).select("ingest_date").distinct().collect()
+    assert all(len(d["ingest_date"]) == 10 for d in dates)
+
+
+def test_incremental_refuses_a_different_image_size(spark, prepared, archive):
+    _, lake, _ = prepared
+    other = make_settings(Path(lake.root), "image.size=32")
+    inputs = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
+    with pytest.raises(UsageError, match="holds images of 64 px"):
+        run_prepare(spark, other, inputs, lake)
+
+
+def test_min_cases_filters_the_label_set(spark, archive, tmp_path):
+    settings = make_settings(tmp_path, "labels.min_cases=12", "dataset=filtered")
+    lake = Lake.at(settings.lake)
+    summary = run_prepare(
+        spark, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images")), lake
+    )
+    counts = summary["metadata"]["finding_counts"]
+    expected = [f for f in FINDINGS if counts[f] >= 12]
+    assert 0 < len(expected) < len(FINDINGS)
+    assert summary["label_set"] == expected
+    row = _read_all(lake.store_url("filtered"), num_epochs=1)[0]
+    assert row.labels.shape == (len(expected),)
+
+
+def test_metadata_only(spark, archive, tmp_path):
+    settings = make_settings(tmp_path)
+    lake = Lake.at(settings.lake)
+    summary = run_prepare(
+        spark, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), None, metadata_only=True), lake
+    )
+    assert summary["mode"] == "metadata-only"
+    assert summary["metadata"]["rows"] == 160
+    assert not (tmp_path / "petastorm").exists()
+
+
+def test_official_split_lists(spark, archive, tmp_path):
+    with open(archive / "Data_Entry_2017.csv", newline="") as fh:
+        ids = [r["Image Index"] for r in csv.DictReader(fh)]
+    (tmp_path / "train_val_list.txt").write_text("\n".join(ids[:120]))
+    (tmp_path / "test_list.txt").write_text("\n".join(ids[120:150]))
+    settings = make_settings(tmp_path / "lake")
+    summary = run_prepare(
+        spark,
+        settings,
+        PrepareInputs(
+            str(archive / "Data_Entry_2017.csv"),
+            str(archive / "images"),
+            split_lists=(str(tmp_path / "train_val_list.txt"), str(tmp_path / "test_list.txt")),
+        ),
+        Lake.at(settings.lake),
+    )
+    assert summary["splits"]["test"]["images"] == 30
+    assert summary["splits"]["unlisted"]["images"] == 10
+    assert summary["splits"]["train"]["images"] + summary["splits"]["val"]["images"] == 120
+
+
+# -- usage errors ------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_usage_errors_name_the_file_and_the_fix(spark, tmp_path, archive):
+    images = str(archive / "images")
+    with pytest.raises(UsageError, match=r"metadata file .*nope.csv does not exist"):
+        ingest.check_inputs(PrepareInputs(str(tmp_path / "nope.csv"), images))
+    with pytest.raises(UsageError, match=r"is empty"):
+        ingest.check_inputs(PrepareInputs(_write(tmp_path / "empty.csv", ""), images))
+    wrong = _write(tmp_path / "wrong.csv", "Image,Labels,x\n1,2,3\n")
+    with pytest.raises(UsageError, match=r"wrong.csv has 3 columns, the NIH format has 11"):
+        ingest.check_inputs(PrepareInputs(wrong, images))
+    header = list(METADATA_HEADER)
+    header[1] = "Diagnosis"
+    renamed = _write(tmp_path / "renamed.csv", ",".join(header) + "\n")
+    with pytest.raises(UsageError, match=r"column 2 is 'Diagnosis', expected 'findinglabels'"):
+        ingest.check_inputs(PrepareInputs(renamed, images))
+    missing_column = _write(tmp_path / "missing.csv", ",".join(METADATA_HEADER[:4] + METADATA_HEADER[5:]) + "\n")
+    with pytest.raises(UsageError, match=r"missing patientage"):
+        ingest.check_inputs(PrepareInputs(missing_column, images))
+    ok = str(archive / "Data_Entry_2017.csv")
+    with pytest.raises(UsageError, match=r"images folder .*nowhere does not exist"):
+        ingest.check_inputs(PrepareInputs(ok, str(tmp_path / "nowhere")))
+    with pytest.raises(UsageError, match=r"images folder .*nowhere does not exist"):
+        ingest.list_image_files(spark, str(tmp_path / "nowhere"))
+
+
+def test_the_2017_header_with_a_trailing_empty_column_is_accepted(spark, tmp_path):
+    text = ",".join(METADATA_HEADER) + ",\n" + ",".join(_row("00000001_000.png", age="058Y")) + ",\n"
+    df = ingest.validate_metadata(ingest.read_metadata(spark, _write(tmp_path / "2017.csv", text)))
+    row = df.collect()[0]
+    assert row["reason"] is None and row["age"] == 58 and row["image_id"] == "00000001_000.png"
