@@ -44,6 +44,8 @@ demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synth
 	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) \
 	  --metadata $(DEMO_ARCHIVE)/Data_Entry_2017.csv --images $(DEMO_ARCHIVE)/images \
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
+	$(SUBMIT) jobs/train.py --conf $(CONF) --lake $(LAKE) --model small_cnn \
+	  --summary-json $(LAKE)/reports/train-latest.json
 
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -51,6 +51,7 @@ def setup_logging() -> None:
     # petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated on every call.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
+    warnings.filterwarnings("ignore", category=UnicodeWarning, module=r"petastorm(\..*)?$")
     for noisy in ("py4j", "petastorm", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -76,6 +76,38 @@ class PrepareSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    enabled: bool = True
+    rotation: float = 0.02  # fraction of a full turn (0.02 = 7 degrees)
+    shift: float = 0.04  # fraction of the image side
+    zoom: float = 0.08
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    model: str = "small_cnn"
+    epochs: int = 20
+    batch_size: int = 32  # per worker
+    learning_rate: float = 0.002
+    loss: str = "weighted_bce"  # weighted_bce | bce | focal
+    focal_gamma: float = 2.0
+    use_sample_weights: bool = False
+    init_weights: str = "none"  # none | imagenet | PATH to a weights file
+    num_workers: int = 1
+    mixed_precision: bool = True  # on GPU only
+    shuffle_buffer: int = 512
+    dropout: float = 0.2
+    early_stopping_patience: int = 6
+    reduce_lr_patience: int = 3
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 0.00001
+    eval_max_rows: int = 1000  # rows of train used for the per-epoch train AUROC (0 = all)
+    seed: int = 0
+    worker_timeout_s: int = 1800  # a collective that waits longer fails the stage
+    augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -85,6 +117,7 @@ class Settings:
     split: SplitSettings = dataclasses.field(default_factory=SplitSettings)
     quarantine: QuarantineSettings = dataclasses.field(default_factory=QuarantineSettings)
     prepare: PrepareSettings = dataclasses.field(default_factory=PrepareSettings)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,6 +265,18 @@ def _check(settings: Settings) -> None:
         raise ConfigError("configuration key 'labels.findings' lists a finding twice")
     if settings.prepare.images_per_file <= 0:
         raise ConfigError("configuration key 'prepare.images_per_file' must be positive")
+    train = settings.train
+    if train.model not in ("small_cnn", "densenet121", "mobilenet_v2"):
+        raise ConfigError(
+            f"configuration key 'train.model' must be small_cnn, densenet121 or mobilenet_v2, got {train.model!r}"
+        )
+    if train.loss not in ("weighted_bce", "bce", "focal"):
+        raise ConfigError(f"configuration key 'train.loss' must be weighted_bce, bce or focal, got {train.loss!r}")
+    for name in ("epochs", "batch_size", "num_workers"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
+    if train.learning_rate <= 0:
+        raise ConfigError("configuration key 'train.learning_rate' must be positive")
     if not settings.dataset or not settings.dataset.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(
             f"configuration key 'dataset' must be a simple name (letters, digits, - and _), got {settings.dataset!r}"

@@ -13,7 +13,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain fixed-width table; numbers right-aligned."""
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(isinstance(row[i], int | float) for row in rows) if rows else False for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], int | float) or row[i] == "" for row in rows) for i in range(len(headers))
+    ]
 
     def line(row: Sequence[str]) -> str:
         return "  ".join(
@@ -27,7 +29,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if value < 1 else f"{value:,.1f}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -112,3 +114,96 @@ def finding_frequency_chart(summary: Mapping[str, Any]) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def write_history_csv(path: str, history: Sequence[Mapping[str, Any]]) -> None:
+    """The per-epoch history (loss, binary accuracy, per-finding and mean AUROC, train and val)."""
+    import csv
+
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def training_curves_png(history: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> bytes:
+    """Loss (train and val) and mean AUROC (train and val) per epoch."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    ax1.plot(epochs, [r["loss"] for r in history], "o-", label="train (running, augmented)")
+    ax1.plot(epochs, [r.get("val_loss") for r in history], "o-", label="val")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax1.set_title("Loss")
+    ax2.plot(epochs, [r.get("auroc_mean") for r in history], "o-", label="train")
+    ax2.plot(epochs, [r.get("val_auroc_mean") for r in history], "o-", label="val")
+    ax2.axhline(0.5, color="#999999", linestyle=":", linewidth=1)
+    ax2.set_ylim(0.4, 1.0)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"mean AUROC over {len(labels)} findings")
+    ax2.legend()
+    ax2.set_title("Mean AUROC (0.5 = chance)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def roc_curves_png(y_true: Any, y_score: Any, labels: Sequence[str], title: str) -> bytes:
+    """One ROC curve per finding, AUROC in the legend."""
+    import numpy as np
+
+    from xray_spark.evaluation import auroc, roc_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 6.5), dpi=100)
+    cmap = plt.get_cmap("tab20")
+    for i, name in enumerate(labels):
+        y = np.asarray(y_true)[:, i]
+        if y.min() == y.max():
+            continue
+        fpr, tpr, _ = roc_curve(y, np.asarray(y_score)[:, i])
+        ax.plot(fpr, tpr, color=cmap(i % 20), linewidth=1.3, label=f"{name} {auroc(y, np.asarray(y_score)[:, i]):.3f}")
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right", title="AUROC", title_fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def auroc_table_text(val_auroc: Mapping[str, float], thresholds: Mapping[str, float] | None = None) -> str:
+    """Per-finding validation AUROC (and operating threshold), the mean last."""
+    import math
+
+    rows = []
+    for name, value in val_auroc.items():
+        row = [name, value if not math.isnan(value) else "n/a"]
+        if thresholds is not None:
+            row.append(thresholds.get(name, float("nan")))
+        rows.append(row)
+    defined = [v for v in val_auroc.values() if not math.isnan(v)]
+    mean = sum(defined) / len(defined) if defined else float("nan")
+    rows.append(["mean", mean] + ([""] if thresholds is not None else []))
+    headers = ["finding", "val AUROC"] + (["threshold"] if thresholds is not None else [])
+    return format_table(headers, rows)

@@ -12,6 +12,7 @@ from petastorm.codecs import CompressedImageCodec, NdarrayCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import (
     ArrayType,
+    DoubleType,
     FloatType,
     IntegerType,
     StringType,
@@ -84,5 +85,21 @@ BOXES_SCHEMA = StructType(
         StructField("w", FloatType(), False),
         StructField("h", FloatType(), False),
         StructField("dataset", StringType(), False),
+    ]
+)
+
+#: ``xray.models``: one row per trained model.
+MODELS_SCHEMA = StructType(
+    [
+        StructField("version", StringType(), False),
+        StructField("created", StringType(), False),
+        StructField("path", StringType(), False),
+        StructField("model", StringType(), False),
+        StructField("dataset", StringType(), False),
+        StructField("labels", ArrayType(StringType()), False),
+        StructField("image_size", IntegerType(), False),
+        StructField("val_auroc_mean", DoubleType(), True),
+        StructField("best_epoch", IntegerType(), False),
+        StructField("num_workers", IntegerType(), False),
     ]
 )

@@ -198,7 +198,7 @@ def _consolidation(c: Canvas, rng: np.random.Generator, a: Anatomy) -> np.ndarra
         m = np.maximum(m, c.ellipse(x + rng.normal(0, 0.03), y + rng.normal(0, 0.03), 0.045, 0.04))
     texture = 0.8 + 0.2 * c.soft(rng.random(c.pixels.shape).astype(np.float32), 0.008)
     m = c.soft(m, 0.008) * texture
-    c.pixels += 0.3 * m
+    c.pixels += 0.36 * m
     return m
 
 
@@ -268,12 +268,12 @@ def _pleural_thickening(c: Canvas, rng: np.random.Generator, a: Anatomy) -> np.n
 
 def _pneumonia(c: Canvas, rng: np.random.Generator, a: Anatomy) -> np.ndarray:
     x, y = _lung_point(rng, a, rng.choice((-1, 1)), (0.1, 0.35))
-    m = c.gaussian(x, y, rng.uniform(0.035, 0.045))
+    m = c.gaussian(x, y, rng.uniform(0.04, 0.05))
     # Air bronchograms: dark branching lines inside the bright patch.
     branches = np.zeros_like(c.pixels)
     for angle in rng.uniform(0, np.pi, size=3):
         branches = np.maximum(branches, c.ellipse(x, y, 0.04, 0.004, angle))
-    c.pixels += 0.38 * m - 0.22 * m * branches
+    c.pixels += 0.45 * m - 0.25 * m * branches
     return m
 
 

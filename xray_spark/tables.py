@@ -16,7 +16,7 @@ from xray_spark.lake import Lake
 DATABASE = "xray"
 
 #: Tables that the jobs write, by name; each lives at ``lake/tables/<name>``.
-TABLES: tuple[str, ...] = ("studies", "quarantine", "boxes")
+TABLES: tuple[str, ...] = ("studies", "quarantine", "boxes", "models")
 
 
 def qualified(name: str) -> str:

@@ -1,0 +1,106 @@
+"""AUROC, ROC curves, operating points and prevalence: numpy only, exact, tie-aware.
+
+AUROC is the probability that a random positive scores above a random negative, ties
+counting one half: the Mann-Whitney U statistic over the midranks of the scores. It is
+undefined when a finding has no positive or no negative example; those come back as NaN
+and are left out of the mean (with the count of findings that were left out reported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    i = 0
+    n = len(values)
+    while i < n:
+        j = i
+        while j + 1 < n and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve of one binary label; NaN when only one class is present."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"auroc: {y.size} labels but {s.size} scores")
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _midranks(s)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def per_label_auroc(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """AUROC of each column, by label name."""
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score)
+    if y_true.shape != y_score.shape or y_true.shape[1] != len(labels):
+        raise ValueError(f"per_label_auroc: labels {y_true.shape}, scores {y_score.shape}, {len(labels)} label names")
+    return {name: auroc(y_true[:, i], y_score[:, i]) for i, name in enumerate(labels)}
+
+
+def mean_auroc(values: dict[str, float]) -> float:
+    """The mean over the findings whose AUROC is defined (NaN if none is)."""
+    defined = [v for v in values.values() if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, thresholds), one point per distinct score.
+
+    A study is called positive when its score is >= the threshold. The first point is
+    (0, 0) with threshold +inf.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    y_sorted = y[order]
+    distinct = np.where(np.diff(s_sorted))[0]
+    idx = np.concatenate([distinct, [len(s_sorted) - 1]])
+    tps = np.cumsum(y_sorted)[idx]
+    fps = (idx + 1) - tps
+    n_pos = max(int(y.sum()), 1)
+    n_neg = max(int((~y).sum()), 1)
+    tpr = np.concatenate([[0.0], tps / n_pos])
+    fpr = np.concatenate([[0.0], fps / n_neg])
+    thresholds = np.concatenate([[np.inf], s_sorted[idx]])
+    return fpr, tpr, thresholds
+
+
+def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """The score threshold that maximises sensitivity + specificity - 1 (Youden's J).
+
+    0.5 when the label has a single class (no operating point can be chosen from it).
+    """
+    y = np.asarray(y_true).astype(bool)
+    if y.all() or not y.any():
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, y_score)
+    j = tpr - fpr
+    best = int(np.argmax(j[1:])) + 1  # skip the +inf point
+    return float(thresholds[best])
+
+
+def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> tuple[float, float]:
+    y = np.asarray(y_true).astype(bool)
+    called = np.asarray(y_score) >= threshold
+    pos = y.sum()
+    neg = (~y).sum()
+    sens = float((called & y).sum() / pos) if pos else float("nan")
+    spec = float((~called & ~y).sum() / neg) if neg else float("nan")
+    return sens, spec

@@ -1,0 +1,142 @@
+"""The CNN zoo (small_cnn, densenet121, mobilenet_v2), with the preprocessing inside the model.
+
+Every model takes raw uint8 grayscale images ``(size, size, 1)`` and returns one sigmoid
+probability per finding. The preprocessing (scaling, channel handling, ImageNet
+normalisation for the ImageNet backbones) and the training-only augmentation are layers
+of the model, so the saved model carries them: scoring feeds the same raw pixels and can
+never apply a different preprocessing than training did.
+
+TensorFlow is imported inside the functions: prepare and most tests never load it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from xray_spark.errors import UsageError
+
+MODELS = ("small_cnn", "densenet121", "mobilenet_v2")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def use_tf_keras() -> None:
+    """tf_keras (Keras 2) is the Keras that supports MultiWorkerMirroredStrategy."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras() -> Any:
+    use_tf_keras()
+    import tf_keras
+
+    return tf_keras
+
+
+def preprocessing_spec(kind: str, image_size: int) -> dict[str, Any]:
+    """What the model's own first layers do to its input (recorded in model.json)."""
+    if kind == "small_cnn":
+        return {"input": f"uint8 grayscale {image_size}x{image_size}x1", "scale": "x / 127.5 - 1", "channels": 1}
+    return {
+        "input": f"uint8 grayscale {image_size}x{image_size}x1",
+        "scale": "x / 255, repeated to 3 channels, minus ImageNet mean, over ImageNet std",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "channels": 3,
+    }
+
+
+def _augmentation(k: Any, augment: dict[str, Any], seed: int) -> list[Any]:
+    if not augment.get("enabled", True):
+        return []
+    layers = []
+    if augment.get("rotation", 0) > 0:
+        layers.append(k.layers.RandomRotation(augment["rotation"], fill_mode="constant", seed=seed))
+    if augment.get("shift", 0) > 0:
+        layers.append(
+            k.layers.RandomTranslation(augment["shift"], augment["shift"], fill_mode="constant", seed=seed + 1)
+        )
+    if augment.get("zoom", 0) > 0:
+        layers.append(k.layers.RandomZoom(augment["zoom"], fill_mode="constant", seed=seed + 2))
+    return layers
+
+
+def _conv_bn_relu(k: Any, x: Any, filters: int, size: int = 3, strides: int = 1) -> Any:
+    x = k.layers.Conv2D(filters, size, strides=strides, padding="same", use_bias=False)(x)
+    # A short BatchNormalization memory: the running statistics used for scoring catch up
+    # within an epoch even on small stores.
+    x = k.layers.BatchNormalization(momentum=0.9)(x)
+    return k.layers.Activation("relu")(x)
+
+
+def _small_cnn_body(k: Any, x: Any) -> Any:
+    """A strided 5x5 stem and three conv blocks (~150 M multiply-adds at 128 px): fast on a CPU.
+
+    Average and max pooling side by side: the max keeps small bright lesions (a nodule)
+    that an average over the whole film would dilute.
+    """
+    x = _conv_bn_relu(k, x, 24, size=5, strides=2)
+    x = _conv_bn_relu(k, x, 32)
+    x = k.layers.MaxPooling2D(2)(x)
+    for filters in (64, 128):
+        x = _conv_bn_relu(k, x, filters)
+        x = _conv_bn_relu(k, x, filters)
+        x = k.layers.MaxPooling2D(2)(x)
+    return k.layers.Concatenate(name="pooled")([k.layers.GlobalAveragePooling2D()(x), k.layers.GlobalMaxPooling2D()(x)])
+
+
+def build_model(
+    kind: str,
+    n_labels: int,
+    image_size: int,
+    *,
+    init_weights: str = "none",
+    augment: dict[str, Any] | None = None,
+    seed: int = 0,
+    dropout: float = 0.2,
+) -> Any:
+    """A compiled-free tf_keras model: uint8 image in, ``n_labels`` sigmoid probabilities out."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    k = keras()
+    inputs = k.Input(shape=(image_size, image_size, 1), dtype="uint8", name="image")
+    x = k.layers.Rescaling(1.0, name="to_float")(inputs)
+    for layer in _augmentation(k, augment or {}, seed):
+        x = layer(x)
+    if kind == "small_cnn":
+        x = k.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
+        features = _small_cnn_body(k, x)
+    else:
+        x = k.layers.Rescaling(1.0 / 255.0, name="scale")(x)
+        x = k.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        x = k.layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD], name="imagenet_norm"
+        )(x)
+        weights = "imagenet" if init_weights == "imagenet" else None
+        app = k.applications.DenseNet121 if kind == "densenet121" else k.applications.MobileNetV2
+        try:
+            backbone = app(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+        except Exception as exc:  # the download of ImageNet weights fails offline
+            raise UsageError(
+                f"could not load ImageNet weights for {kind} ({type(exc).__name__}: {exc}); "
+                "use --init-weights none, or --init-weights PATH to a local weights file"
+            ) from None
+        features = k.layers.GlobalAveragePooling2D(name="gap")(backbone(x))
+    if dropout > 0:
+        features = k.layers.Dropout(dropout, seed=seed)(features)
+    logits = k.layers.Dense(n_labels, name="logits")(features)
+    outputs = k.layers.Activation("sigmoid", dtype="float32", name="probabilities")(logits)
+    model = k.Model(inputs, outputs, name=kind)
+    if init_weights not in ("none", "imagenet", ""):
+        try:
+            model.load_weights(init_weights)
+        except Exception as exc:
+            raise UsageError(f"could not load weights from {init_weights}: {exc}") from None
+    return model
+
+
+def load_model(path: str) -> Any:
+    """A saved model for inference (no optimizer, no loss)."""
+    k = keras()
+    return k.models.load_model(path, compile=False)
