@@ -102,7 +102,7 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         .config("spark.sql.catalogImplementation", "in-memory")
         # petastorm 0.12 calls pyarrow APIs that pyarrow 14 flags on every use, in the
         # Python workers too (row-group indexing runs there); the pins are deliberate.
-        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning")
+        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning,ignore::UnicodeWarning")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

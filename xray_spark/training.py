@@ -21,8 +21,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -168,6 +170,25 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def _read_weights_file(plan: TrainPlan, path: str) -> list[np.ndarray]:
+    """Weights from an .h5 file as arrays, read through a plain (undistributed) twin model.
+
+    Loading .h5 straight into a model under MultiWorkerMirroredStrategy fails in tf_keras;
+    ``set_weights`` with arrays is safe there.
+    """
+    t = plan.train
+    twin = build_model(
+        t["model"],
+        len(plan.labels),
+        plan.image_size,
+        augment=t["augment"],
+        seed=int(t["seed"]),
+        dropout=float(t["dropout"]),
+    )
+    twin.load_weights(path)
+    return twin.get_weights()
+
+
 def _progress_bar(tf_keras: Any, total_epochs: int) -> Any:
     """Keras' progress bar, numbering epochs out of the whole run (fit is called once per epoch)."""
 
@@ -179,9 +200,9 @@ def _progress_bar(tf_keras: Any, total_epochs: int) -> Any:
     return RunProgress(count_mode="steps")
 
 
-def weights_digest(model: Any) -> str:
+def weights_digest(weights: list[np.ndarray]) -> str:
     h = hashlib.sha256()
-    for w in model.get_weights():
+    for w in weights:
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
 
@@ -262,11 +283,14 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
         "finished": False,
     }
     ckpt_dir = os.path.join(plan.model_dir, CHECKPOINT_DIR)
+    # Saving and loading weights are collective under MultiWorkerMirroredStrategy: every
+    # worker does them, in the same order; only the chief's files are kept.
+    own_dir = ckpt_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"xray-spark-worker{cluster.rank}-")
     if plan.resume:
         saved = read_state(plan.model_dir)
         if saved is not None and saved.get("epoch", 0) > 0:
             state.update(saved)
-            model.load_weights(os.path.join(ckpt_dir, "last.weights.h5"))
+            model.set_weights(_read_weights_file(plan, os.path.join(ckpt_dir, "last.weights.h5")))
             log.info("resumed %s after epoch %d", plan.version, state["epoch"])
     tf_keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
 
@@ -274,6 +298,9 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
     progress = _progress_bar(tf_keras, int(t["epochs"])) if cluster.is_chief and sys.stdout.isatty() else None
     started = time.monotonic()
     epochs_seen: list[int] = []
+    best_weights: list[np.ndarray] | None = None
+    if plan.resume and os.path.exists(os.path.join(ckpt_dir, "best.weights.h5")):
+        best_weights = _read_weights_file(plan, os.path.join(ckpt_dir, "best.weights.h5"))
     while state["epoch"] < int(t["epochs"]) and not state["finished"]:
         epoch = state["epoch"]
         t0 = time.monotonic()
@@ -348,15 +375,21 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
             if state["wait_stop"] >= int(t["early_stopping_patience"]):
                 state["finished"] = True
         state["epoch"] = epoch + 1
+        os.makedirs(own_dir, exist_ok=True)
+        model.save_weights(os.path.join(own_dir, "last.weights.h5"))
+        if improved:
+            best_weights = model.get_weights()
+            model.save_weights(os.path.join(own_dir, "best.weights.h5"))
         if cluster.is_chief:
-            os.makedirs(ckpt_dir, exist_ok=True)
-            model.save_weights(os.path.join(ckpt_dir, "last.weights.h5"))
             if improved:
-                model.save_weights(os.path.join(ckpt_dir, "best.weights.h5"))
                 np.savez(os.path.join(ckpt_dir, "best_val_predictions.npz"), p=val_probs, y=val_y)
             _write_json_atomic(_state_path(plan), state)
 
-    final_digest = weights_digest(model)
+    final_weights = best_weights if best_weights is not None else model.get_weights()
+    if not cluster.is_chief:
+        shutil.rmtree(own_dir, ignore_errors=True)
+
+    final_digest = weights_digest(final_weights)
     report: dict[str, Any] = {
         "rank": cluster.rank,
         "train_ids": sorted(train_ids),
@@ -367,13 +400,13 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
         "on_gpu": on_gpu,
     }
     if cluster.is_chief:
-        report["result"] = _finish_model(plan, model, state, pos_w, neg_w, total_rows, positives)
+        report["result"] = _finish_model(plan, final_weights, state, pos_w, neg_w, total_rows, positives)
     return report
 
 
 def _finish_model(
     plan: TrainPlan,
-    model: Any,
+    weights: list[np.ndarray],
     state: dict[str, Any],
     pos_w: np.ndarray,
     neg_w: np.ndarray,
@@ -384,9 +417,6 @@ def _finish_model(
     from xray_spark import report
 
     ckpt_dir = os.path.join(plan.model_dir, CHECKPOINT_DIR)
-    best_path = os.path.join(ckpt_dir, "best.weights.h5")
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
     best = np.load(os.path.join(ckpt_dir, "best_val_predictions.npz"))
     val_p, val_y = best["p"], best["y"]
     best_row = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
@@ -402,7 +432,7 @@ def _finish_model(
         seed=int(plan.train["seed"]),
         dropout=float(plan.train["dropout"]),
     )
-    clean.set_weights(model.get_weights())
+    clean.set_weights(weights)
     clean.save(os.path.join(plan.model_dir, MODEL_FILE))
     report.write_history_csv(os.path.join(plan.model_dir, "history.csv"), state["history"])
     with open(os.path.join(plan.model_dir, "training_curves.png"), "wb") as fh:
@@ -472,10 +502,31 @@ def barrier_task(plan_json: str) -> Callable:
 
 def train_on_spark(spark: Any, plan: TrainPlan, num_workers: int) -> list[dict[str, Any]]:
     """Run ``num_workers`` TensorFlow workers as one Spark barrier stage; reports by rank."""
+    from xray_spark.errors import XraySparkError
+
     rdd = spark.sparkContext.parallelize(range(num_workers), num_workers).barrier()
     plan_json = json.dumps(dataclasses.asdict(plan))
-    reports = [json.loads(r) for r in rdd.mapPartitions(barrier_task(plan_json)).collect()]
+    try:
+        reports = [json.loads(r) for r in rdd.mapPartitions(barrier_task(plan_json)).collect()]
+    except Exception as exc:
+        raise XraySparkError(f"a training worker failed: {worker_error(exc)}") from exc
     return sorted(reports, key=lambda r: r["rank"])
+
+
+def worker_error(exc: BaseException) -> str:
+    """The Python error a failed Spark task raised, without the Java stack around it."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            for candidate in lines[i + 1 :]:
+                if (
+                    candidate
+                    and not candidate.startswith(("File ", "^", "~"))
+                    and ("Error" in candidate or "Exception" in candidate)
+                ):
+                    return candidate
+    return lines[0] if lines else type(exc).__name__
 
 
 # =========================================================================================
