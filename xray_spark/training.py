@@ -170,6 +170,12 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def _save_weights_atomic(model: Any, path: str) -> None:
+    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
 def _read_weights_file(plan: TrainPlan, path: str) -> list[np.ndarray]:
     """Weights from an .h5 file as arrays, read through a plain (undistributed) twin model.
 
@@ -280,6 +286,7 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
         "lr": float(t["learning_rate"]),
         "wait_stop": 0,
         "wait_lr": 0,
+        "stopped_early": False,
         "finished": False,
     }
     ckpt_dir = os.path.join(plan.model_dir, CHECKPOINT_DIR)
@@ -290,7 +297,7 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
         saved = read_state(plan.model_dir)
         if saved is not None and saved.get("epoch", 0) > 0:
             state.update(saved)
-            model.set_weights(_read_weights_file(plan, os.path.join(ckpt_dir, "last.weights.h5")))
+            model.set_weights(_read_weights_file(plan, os.path.join(ckpt_dir, state["last_weights"])))
             log.info("resumed %s after epoch %d", plan.version, state["epoch"])
     tf_keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
 
@@ -299,9 +306,9 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
     started = time.monotonic()
     epochs_seen: list[int] = []
     best_weights: list[np.ndarray] | None = None
-    if plan.resume and os.path.exists(os.path.join(ckpt_dir, "best.weights.h5")):
-        best_weights = _read_weights_file(plan, os.path.join(ckpt_dir, "best.weights.h5"))
-    while state["epoch"] < int(t["epochs"]) and not state["finished"]:
+    if plan.resume and state.get("best_weights"):
+        best_weights = _read_weights_file(plan, os.path.join(ckpt_dir, state["best_weights"]))
+    while state["epoch"] < int(t["epochs"]) and not state["stopped_early"]:
         epoch = state["epoch"]
         t0 = time.monotonic()
         with ds_mod.training_dataset(
@@ -373,17 +380,29 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
                 tf_keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
                 state["wait_lr"] = 0
             if state["wait_stop"] >= int(t["early_stopping_patience"]):
-                state["finished"] = True
+                state["stopped_early"] = True
+        # -- checkpoint: new files first, then the state that names them, then old files go,
+        # so a run killed at any point resumes from a complete epoch.
         state["epoch"] = epoch + 1
         os.makedirs(own_dir, exist_ok=True)
-        model.save_weights(os.path.join(own_dir, "last.weights.h5"))
+        stale = [state.get("last_weights")]
+        state["last_weights"] = f"epoch-{epoch + 1:03d}.weights.h5"
+        _save_weights_atomic(model, os.path.join(own_dir, state["last_weights"]))
         if improved:
             best_weights = model.get_weights()
-            model.save_weights(os.path.join(own_dir, "best.weights.h5"))
+            stale += [state.get("best_weights"), state.get("best_predictions")]
+            state["best_weights"] = f"best-epoch-{epoch + 1:03d}.weights.h5"
+            state["best_predictions"] = f"best-epoch-{epoch + 1:03d}.val.npz"
+            _save_weights_atomic(model, os.path.join(own_dir, state["best_weights"]))
+            if cluster.is_chief:
+                tmp = os.path.join(ckpt_dir, "tmp-" + state["best_predictions"])
+                np.savez(tmp, p=val_probs, y=val_y)
+                os.replace(tmp, os.path.join(ckpt_dir, state["best_predictions"]))
         if cluster.is_chief:
-            if improved:
-                np.savez(os.path.join(ckpt_dir, "best_val_predictions.npz"), p=val_probs, y=val_y)
             _write_json_atomic(_state_path(plan), state)
+        for name in stale:
+            if name and os.path.exists(os.path.join(own_dir, name)):
+                os.remove(os.path.join(own_dir, name))
 
     final_weights = best_weights if best_weights is not None else model.get_weights()
     if not cluster.is_chief:
@@ -417,7 +436,7 @@ def _finish_model(
     from xray_spark import report
 
     ckpt_dir = os.path.join(plan.model_dir, CHECKPOINT_DIR)
-    best = np.load(os.path.join(ckpt_dir, "best_val_predictions.npz"))
+    best = np.load(os.path.join(ckpt_dir, state["best_predictions"]))
     val_p, val_y = best["p"], best["y"]
     best_row = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
     thresholds = {name: youden_threshold(val_y[:, i], val_p[:, i]) for i, name in enumerate(plan.labels)}

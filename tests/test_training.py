@@ -1,0 +1,227 @@
+"""Training learns a planted signal, and only a real one; two barrier workers agree; resume works."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.lake import Lake
+from xray_spark.synthetic import write_archive
+
+from .conftest import ROOT, make_settings
+
+#: A small training budget: 800 images at 96 px, 60/40 train/val, 14 epochs of small_cnn.
+STORE = ["image.size=96", "split.train=0.6", "split.val=0.4", "split.test=0.0", "prepare.images_per_file=100"]
+BUDGET = ["train.epochs=14", "train.eval_max_rows=200", "train.early_stopping_patience=14"]
+
+
+def _shuffle_labels(archive: Path, out: Path, seed: int) -> Path:
+    """The same images with the Finding Labels column permuted across rows: no signal left."""
+    with open(archive / "Data_Entry_2017.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    labels = [r[1] for r in body]
+    np.random.default_rng(seed).shuffle(labels)
+    out.mkdir()
+    with open(out / "Data_Entry_2017.csv", "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[r[0], label, *r[2:]] for r, label in zip(body, labels, strict=True)])
+    return out
+
+
+def _best_predictions(model_dir: Path):
+    state = json.loads((model_dir / "checkpoints" / "state.json").read_text())
+    return np.load(model_dir / "checkpoints" / state["best_predictions"])
+
+
+@pytest.fixture(scope="module")
+def learning_archive(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("learn")
+    write_archive(out, 800, 96, seed=21)
+    return out
+
+
+def _train(spark, archive: Path, lake_dir: Path, metadata: Path, *extra: str):
+    settings = make_settings(lake_dir, *STORE, *BUDGET, *extra)
+    lake = Lake.at(settings.lake)
+    run_prepare(spark, settings, PrepareInputs(str(metadata), str(archive / "images")), lake)
+    from xray_spark.training import run_training
+
+    return settings, lake, run_training(spark, settings, lake)
+
+
+@pytest.fixture(scope="module")
+def trained(spark, learning_archive, tmp_path_factory):
+    return _train(
+        spark, learning_archive, tmp_path_factory.mktemp("learnlake"), learning_archive / "Data_Entry_2017.csv"
+    )
+
+
+def test_small_cnn_learns_the_planted_findings(trained):
+    _, _, summary = trained
+    assert summary["val_auroc_mean"] >= 0.80, summary["val_auroc"]
+    assert sum(v >= 0.7 for v in summary["val_auroc"].values()) >= 11, summary["val_auroc"]
+
+
+def test_shuffled_labels_stay_at_chance(spark, learning_archive, tmp_path):
+    shuffled = _shuffle_labels(learning_archive, tmp_path / "shuffled", seed=5)
+    _, _, summary = _train(spark, learning_archive, tmp_path / "lake", shuffled / "Data_Entry_2017.csv")
+    assert abs(summary["val_auroc_mean"] - 0.5) < 0.1, summary["val_auroc"]
+
+
+def test_model_dir_contents_and_metrics_agree_with_sklearn(spark, trained):
+    settings, lake, summary = trained
+    model_dir = Path(summary["model_dir"])
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["labels"] == summary["labels"] and len(meta["labels"]) == 14
+    assert meta["input"] == {"size": 96, "channels": 1, "dtype": "uint8"}
+    assert meta["preprocessing"]["scale"] == "x / 127.5 - 1"
+    assert set(meta["thresholds"]) == set(meta["labels"])
+    best = _best_predictions(model_dir)
+    for i, name in enumerate(meta["labels"]):
+        assert meta["val_auroc"][name] == pytest.approx(roc_auc_score(best["y"][:, i], best["p"][:, i]), abs=1e-9)
+    with open(model_dir / "history.csv", newline="") as fh:
+        history = list(csv.DictReader(fh))
+    assert len(history) == meta["epochs_run"] == 14
+    for column in (
+        "loss",
+        "val_loss",
+        "binary_accuracy",
+        "val_binary_accuracy",
+        "auroc_mean",
+        "val_auroc_mean",
+        "auroc_nodule",
+        "val_auroc_pneumothorax",
+    ):
+        assert column in history[0]
+    for png in ("training_curves.png", "val_roc.png"):
+        assert (model_dir / png).read_bytes().startswith(b"\x89PNG")
+    row = spark.read.parquet(lake.table_url("models")).where(F.col("version") == summary["version"]).first()
+    assert row["val_auroc_mean"] == pytest.approx(meta["val_auroc_mean"])
+
+
+def test_saved_model_carries_its_preprocessing(trained):
+    """The saved model, fed the store's raw uint8 pixels, reproduces the validation scores."""
+    settings, lake, summary = trained
+    from xray_spark.dataset import ShardSpec, read_arrays
+    from xray_spark.models import load_model
+
+    val = read_arrays(lake.store_url(settings.dataset), ShardSpec("val"))
+    model = load_model(summary["model_file"])
+    probs = model.predict(val["images"], verbose=0)
+    best = _best_predictions(Path(summary["model_dir"]))
+    np.testing.assert_allclose(probs, best["p"], atol=1e-4)
+
+
+def test_two_barrier_workers_agree_and_split_the_train_rows(spark, prepared):
+    settings, lake, _ = prepared
+    import dataclasses
+
+    from xray_spark.store import read_manifest
+    from xray_spark.training import TrainPlan, train_on_spark
+
+    manifest = read_manifest(lake, settings.dataset)
+    train = dataclasses.asdict(settings.train) | {"epochs": 2, "num_workers": 2, "eval_max_rows": 50}
+    plan = TrainPlan(
+        store_url=lake.store_url(settings.dataset),
+        dataset=settings.dataset,
+        labels=manifest.labels,
+        image_size=manifest.image_size,
+        model_dir=str(Path(lake.root) / "models" / "two-workers"),
+        version="two-workers",
+        train=train,
+    )
+    reports = train_on_spark(spark, plan, 2)
+    assert [r["rank"] for r in reports] == [0, 1]
+    assert reports[0]["final_weights_digest"] == reports[1]["final_weights_digest"]
+    assert reports[0]["steps_per_epoch"] == reports[1]["steps_per_epoch"]
+    ids0, ids1 = set(reports[0]["train_ids"]), set(reports[1]["train_ids"])
+    assert ids0 and ids1 and not ids0 & ids1, "the shards are disjoint"
+    store_train = {
+        r["image_id"]
+        for r in spark.read.parquet(lake.store_url(settings.dataset))
+        .where(F.col("split") == "train")
+        .select("image_id")
+        .collect()
+    }
+    assert ids0 | ids1 == store_train, "together they cover the train split"
+    assert (Path(plan.model_dir) / "model.keras").exists()
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(spark, prepared, tmp_path):
+    settings, lake, _ = prepared
+    lake_dir = tmp_path / "lake"
+    lake_dir.mkdir()
+    os.symlink(Path(lake.root) / "petastorm", lake_dir / "petastorm")  # the same store, a lake of its own
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        str(ROOT / "jobs" / "train.py"),
+        "--lake",
+        str(lake_dir),
+        "--epochs",
+        "30",
+        "--set",
+        "spark.driver_memory=1g",
+        "--set",
+        "train.eval_max_rows=50",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        state_files: list[Path] = []
+        while time.monotonic() < deadline:
+            state_files = list((lake_dir / "models").glob("*/checkpoints/state.json"))
+            if state_files and json.loads(state_files[0].read_text())["epoch"] >= 2:
+                break
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint within 5 minutes")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    interrupted = json.loads(state_files[0].read_text())
+    assert not interrupted["finished"] and not (state_files[0].parents[1] / "model.keras").exists()
+    version = state_files[0].parents[1].name
+
+    from xray_spark.training import run_training
+
+    resumed_settings = make_settings(lake_dir, f"train.epochs={interrupted['epoch'] + 1}", "train.eval_max_rows=50")
+    summary = run_training(spark, resumed_settings, Lake.at(str(lake_dir)), resume=True)
+    assert summary["version"] == version
+    state = json.loads(state_files[0].read_text())
+    assert state["finished"] and state["epoch"] == interrupted["epoch"] + 1
+    assert [r["epoch"] for r in state["history"]] == list(range(1, state["epoch"] + 1))
+    assert state["history"][: interrupted["epoch"]] == interrupted["history"]
+    from xray_spark.models import load_model
+
+    assert load_model(summary["model_file"]).output_shape == (None, 14)
+
+
+def test_imagenet_weights_offline_fail_in_one_clear_line(monkeypatch, tmp_path):
+    from xray_spark.errors import UsageError
+    from xray_spark.models import build_model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
+    try:
+        model = build_model("mobilenet_v2", 3, 96, init_weights="imagenet")
+    except UsageError as exc:  # offline, as CI is
+        assert "could not load ImageNet weights for mobilenet_v2" in str(exc)
+        assert "--init-weights none" in str(exc)
+    else:  # a machine that can download them: the backbone then holds non-trivial weights
+        assert model.output_shape == (None, 3)
+        assert any(float(np.abs(w).sum()) > 0 for w in model.get_layer("mobilenetv2_1.00_96").get_weights())
