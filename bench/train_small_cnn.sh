@@ -16,7 +16,7 @@ start=$(date +%s)
 $PY jobs/train.py --conf conf/local.yaml --lake "$work/lake" --model small_cnn --summary-json "$work/train.json" \
   >/dev/null 2>"$work/train.log" || { tail -20 "$work/train.log"; exit 1; }
 end=$(date +%s)
-out=bench/results/train_small_cnn_$(hostname -s 2>/dev/null || echo host).json
+out=bench/results/train_small_cnn_cpu$(nproc).json
 $PY - "$work/train.json" "$out" "$((end - start))" <<'PY'
 import json, os, platform, sys
 summary = json.load(open(sys.argv[1]))

@@ -83,7 +83,7 @@ def test_shuffled_labels_stay_at_chance(spark, learning_archive, tmp_path):
 
 
 def test_model_dir_contents_and_metrics_agree_with_sklearn(spark, trained):
-    settings, lake, summary = trained
+    _, lake, summary = trained
     model_dir = Path(summary["model_dir"])
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["labels"] == summary["labels"] and len(meta["labels"]) == 14
@@ -162,7 +162,7 @@ def test_two_barrier_workers_agree_and_split_the_train_rows(spark, prepared):
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(spark, prepared, tmp_path):
-    settings, lake, _ = prepared
+    _, lake, _ = prepared
     lake_dir = tmp_path / "lake"
     lake_dir.mkdir()
     os.symlink(Path(lake.root) / "petastorm", lake_dir / "petastorm")  # the same store, a lake of its own

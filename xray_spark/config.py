@@ -108,6 +108,18 @@ class TrainSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoreSettings:
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings:
+    split: str = "test"
+    bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -118,6 +130,8 @@ class Settings:
     quarantine: QuarantineSettings = dataclasses.field(default_factory=QuarantineSettings)
     prepare: PrepareSettings = dataclasses.field(default_factory=PrepareSettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    score: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
+    evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,18 +15,10 @@ import numpy as np
 
 
 def _midranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    i = 0
-    n = len(values)
-    while i < n:
-        j = i
-        while j + 1 < n and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    from scipy.stats import rankdata
+
+    return rankdata(values, method="average")
 
 
 def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
@@ -94,6 +86,38 @@ def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
     j = tpr - fpr
     best = int(np.argmax(j[1:])) + 1  # skip the +inf point
     return float(thresholds[best])
+
+
+def bootstrap_auroc_ci(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    groups: np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of the AUROC, resampling ``groups`` (patients), not images.
+
+    A patient's follow-up films are correlated; resampling images would make the interval
+    too narrow. Resamples in which the label has one class only are skipped.
+    """
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(y_score, dtype=np.float64)
+    unique, index = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(index == g) for g in range(len(unique))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        chosen = rng.integers(0, len(unique), size=len(unique))
+        rows = np.concatenate([members[g] for g in chosen])
+        value = auroc(y[rows], s[rows])
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
 
 
 def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> tuple[float, float]:

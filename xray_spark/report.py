@@ -207,3 +207,38 @@ def auroc_table_text(val_auroc: Mapping[str, float], thresholds: Mapping[str, fl
     rows.append(["mean", mean] + ([""] if thresholds is not None else []))
     headers = ["finding", "val AUROC"] + (["threshold"] if thresholds is not None else [])
     return format_table(headers, rows)
+
+
+def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000) -> str:
+    """A query's result as a table, CSV or JSON lines (at most ``limit`` rows)."""
+    import csv
+    import json
+
+    from xray_spark.errors import UsageError
+
+    try:
+        df = spark.sql(query)
+        rows = df.limit(limit).collect()
+    except Exception as exc:  # AnalysisException / ParseException: the query is wrong
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"query failed: {first}") from None
+    names = df.columns
+    if fmt == "json":
+        return "\n".join(json.dumps(r.asDict(recursive=True), default=str) for r in rows)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
+        return buffer.getvalue().rstrip("\n")
+    return format_table(names, [[_cell(v) for v in r] for r in rows])
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return value

@@ -103,3 +103,24 @@ MODELS_SCHEMA = StructType(
         StructField("num_workers", IntegerType(), False),
     ]
 )
+
+#: ``xray.evaluations``: one row per model version, split and finding.
+EVALUATIONS_SCHEMA = StructType(
+    [
+        StructField("model_version", StringType(), False),
+        StructField("dataset", StringType(), False),
+        StructField("split", StringType(), False),
+        StructField("finding", StringType(), False),
+        StructField("images", IntegerType(), False),
+        StructField("positives", IntegerType(), False),
+        StructField("auroc", DoubleType(), True),
+        StructField("auroc_low", DoubleType(), True),
+        StructField("auroc_high", DoubleType(), True),
+        StructField("threshold", DoubleType(), False),
+        StructField("sensitivity", DoubleType(), True),
+        StructField("specificity", DoubleType(), True),
+        StructField("true_prevalence", DoubleType(), True),
+        StructField("predicted_prevalence", DoubleType(), True),
+        StructField("evaluated_at", TimestampType(), False),
+    ]
+)

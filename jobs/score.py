@@ -1,0 +1,67 @@
+"""spark-submit jobs/score.py: per-image finding probabilities for the archive.
+
+spark-submit jobs/score.py [--lake DIR] [--model-version V | --model PATH]
+    [--new-only] [--batch-size B] [--conf FILE] [--set k=v ...] [--summary-json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xray_spark import cli, tables
+from xray_spark.lake import Lake
+from xray_spark.session import build_session
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("score", "Score the store's studies with a trained model into xray.predictions.")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model-version", help="a version from xray.models (default: the newest)")
+    which.add_argument("--model", help="a model folder written by jobs/train.py")
+    parser.add_argument("--dataset", help="store name under lake/petastorm (default: the conf's 'dataset')")
+    parser.add_argument("--new-only", action="store_true", help="score only studies this model has not scored")
+    parser.add_argument("--batch-size", type=int, help="score.batch_size: images per model call")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+
+    def body() -> int:
+        extra = [f"dataset={args.dataset}"] if args.dataset else []
+        if args.batch_size is not None:
+            extra.append(f"score.batch_size={args.batch_size}")
+        settings = cli.resolve_settings(args, extra)
+        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        spark = build_session(settings.spark, app_name="xray-spark score")
+        lake = Lake.at(settings.lake)
+        tables.register_tables(spark, lake)
+        from xray_spark.scoring import run_scoring
+
+        summary = run_scoring(
+            spark,
+            lake,
+            settings.dataset,
+            model_version=args.model_version,
+            model_path=args.model,
+            new_only=args.new_only,
+            batch_size=settings.score.batch_size,
+        )
+        print(f"score {summary['run_id']}  model={summary['model_version']}  dataset={summary['dataset']}")
+        print(
+            f"  {summary['studies_in_store']:,} studies in the store, {summary['to_score']:,} to score"
+            + (f" ({summary['already_scored']:,} already scored by this model)" if args.new_only else "")
+        )
+        print(
+            f"  {summary['written']:,} predictions written to xray.predictions "
+            f"(score_date={summary['score_date']}) in {summary['seconds']:.1f} s"
+        )
+        cli.write_summary_json(args.summary_json, summary)
+        return 0
+
+    return cli.run_job("score", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Scoring: a trained model applied across the archive with Spark's ``predict_batch_udf``.
+
+* The studies to score come from the store (``xray.studies`` x the Parquet store);
+  ``new_only`` keeps those without a prediction from this model version yet.
+* Images travel as flat float arrays with their shape (``input_tensor_shapes``); the
+  model, loaded once per Python worker inside ``make_predict_fn``, holds its own
+  preprocessing, so scoring feeds exactly the pixels training saw.
+* A run's rows are written to a staging folder and published with one directory rename
+  (``lake/tables/predictions/score_date=D/run_id=R``): a run killed half-way leaves nothing
+  visible, and the next ``new_only`` run completes the work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from xray_spark import tables
+from xray_spark.errors import UsageError
+from xray_spark.labels import column_name
+from xray_spark.lake import Lake
+from xray_spark.schema import XraySchema
+
+log = logging.getLogger("xray_spark.scoring")
+
+PREDICTIONS = "predictions"
+STAGING = "_staging"
+
+
+# =========================================================================================
+# the model
+# =========================================================================================
+def resolve_model(
+    spark: SparkSession, lake: Lake, *, version: str | None = None, path: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(model folder, model.json) for ``--model PATH``, ``--model-version V`` or the newest model."""
+    if path is None:
+        if version is None:
+            models = tables.read_table(spark, lake, "models")
+            newest = models.orderBy(F.desc("created"), F.desc("version")).first() if models is not None else None
+            if newest is None:
+                raise UsageError(f"no model in {lake.path('tables', 'models')}: train one with jobs/train.py first")
+            version = newest["version"]
+        path = lake.path("models", version)
+    meta_path = os.path.join(path, "model.json")
+    if not os.path.isfile(meta_path):
+        raise UsageError(f"model folder {path} has no model.json: pass a folder written by jobs/train.py")
+    try:
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+        model_file = os.path.join(path, meta["model_file"])
+        labels = list(meta["labels"])
+        size = int(meta["input"]["size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
+    if not os.path.isfile(model_file):
+        raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
+    meta["_model_file"] = model_file
+    meta["_labels"] = labels
+    meta["_size"] = size
+    return path, meta
+
+
+def check_model_loads(model_file: str, n_labels: int, size: int) -> None:
+    """Load the model once on the driver, so a corrupt file is one clear error, not a failed stage."""
+    from xray_spark.models import load_model
+
+    try:
+        model = load_model(model_file)
+    except Exception as exc:
+        raise UsageError(
+            f"model file {model_file} cannot be loaded ({type(exc).__name__}): retrain or restore it"
+        ) from None
+    if tuple(model.input_shape[1:]) != (size, size, 1) or model.output_shape[-1] != n_labels:
+        raise UsageError(
+            f"model file {model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} outputs; "
+            f"model.json says ({size}, {size}, 1) and {n_labels} labels"
+        )
+
+
+def make_predict_fn_factory(model_file: str, n_labels: int, size: int) -> Callable[[], Callable]:
+    """``make_predict_fn`` for ``predict_batch_udf``: loads the model once per Python worker."""
+
+    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses and "tensorflow" not in sys.modules:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+        from xray_spark.models import load_model
+
+        model = load_model(model_file)
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            if images.shape[1:] != (size, size, 1):
+                raise ValueError(f"expected images of shape ({size}, {size}, 1) per row, received {images.shape[1:]}")
+            batch = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+            out = np.asarray(model(batch, training=False), dtype=np.float32)
+            if out.shape[1] != n_labels:
+                raise ValueError(f"the model gave {out.shape[1]} outputs per image, expected {n_labels}")
+            return out
+
+        return predict
+
+    return make_predict_fn
+
+
+# =========================================================================================
+# what to score
+# =========================================================================================
+def decode_png_column(column: str = XraySchema.image.name) -> Any:
+    """A pandas UDF: the store's PNG bytes -> a flat float array of the pixels."""
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def decode(images: pd.Series) -> pd.Series:
+        import cv2
+
+        def one(data: bytes) -> np.ndarray:
+            pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            return pixels.astype(np.float32).ravel()
+
+        return images.map(one)
+
+    return decode(F.col(column))
+
+
+def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str, *, new_only: bool) -> DataFrame:
+    """The store's rows (with pixels) to score; with ``new_only`` those this version has not scored."""
+    store_url = lake.store_url(dataset)
+    try:
+        store = spark.read.parquet(store_url)
+    except Exception:
+        raise UsageError(
+            f"no training store for dataset {dataset!r} at {store_url}: run jobs/prepare.py first"
+        ) from None
+    rows = store.select("image_id", "patient_id", "follow_up", "view", "split", "image")
+    done = scored_ids(spark, lake, version) if new_only else None
+    if done is not None:
+        rows = rows.join(done, "image_id", "left_anti")
+    return rows
+
+
+def scored_ids(spark: SparkSession, lake: Lake, version: str) -> DataFrame | None:
+    predictions = tables.read_table(spark, lake, PREDICTIONS)
+    if predictions is None:
+        return None
+    return predictions.where(F.col("model_version") == version).select("image_id").distinct()
+
+
+def prediction_columns(labels: Sequence[str]) -> list[str]:
+    return [f"p_{column_name(label)}" for label in labels]
+
+
+def predictions_schema(labels: Sequence[str]) -> T.StructType:
+    """``xray.predictions`` (the partition columns ``score_date`` and ``run_id`` come from the folders)."""
+    return T.StructType(
+        [
+            T.StructField("image_id", T.StringType(), False),
+            T.StructField("patient_id", T.IntegerType(), False),
+            T.StructField("follow_up", T.IntegerType(), False),
+            T.StructField("view", T.StringType(), False),
+            T.StructField("dataset", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("scored_at", T.TimestampType(), False),
+        ]
+        + [T.StructField(c, T.FloatType(), False) for c in prediction_columns(labels)]
+        + [
+            T.StructField("top_finding", T.StringType(), False),
+            T.StructField("top_probability", T.FloatType(), False),
+            T.StructField("positive_findings", T.ArrayType(T.StringType()), False),
+        ]
+    )
+
+
+def score_frame(
+    rows: DataFrame, meta: dict[str, Any], *, batch_size: int, dataset: str, scored_at: dt.datetime
+) -> DataFrame:
+    """Predictions for ``rows``: one probability column per label, the top finding, the positives."""
+    from pyspark.ml.functions import predict_batch_udf
+
+    labels: list[str] = meta["_labels"]
+    size: int = meta["_size"]
+    thresholds = [float(meta.get("thresholds", {}).get(label, 0.5)) for label in labels]
+    predict = predict_batch_udf(
+        make_predict_fn_factory(meta["_model_file"], len(labels), size),
+        return_type=T.ArrayType(T.FloatType()),
+        batch_size=batch_size,
+        input_tensor_shapes=[[size, size, 1]],
+    )
+    scored = rows.withColumn("_p", predict(decode_png_column()))
+    prob_cols = [F.col("_p")[i].alias(name) for i, name in enumerate(prediction_columns(labels))]
+    label_array = F.array(*[F.lit(x) for x in labels])
+    top_index = F.expr("array_position(_p, array_max(_p))")
+    positives = F.filter(
+        F.arrays_zip(
+            label_array.alias("label"), F.col("_p").alias("p"), F.array(*[F.lit(t) for t in thresholds]).alias("t")
+        ),
+        lambda z: z["p"] >= z["t"],
+    )
+    return scored.select(
+        "image_id",
+        "patient_id",
+        "follow_up",
+        "view",
+        F.lit(dataset).alias("dataset"),
+        F.lit(meta["version"]).alias("model_version"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        *prob_cols,
+        F.element_at(label_array, top_index.cast("int")).alias("top_finding"),
+        F.array_max("_p").alias("top_probability"),
+        F.transform(positives, lambda z: z["label"]).alias("positive_findings"),
+    )
+
+
+# =========================================================================================
+# publishing a run
+# =========================================================================================
+def _local(lake: Lake) -> None:
+    if not lake.is_local:
+        raise UsageError("scoring publishes runs with a directory rename: use a local or mounted --lake for score")
+
+
+def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str) -> int:
+    """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
+    _local(lake)
+    staging = lake.path("tables", STAGING, PREDICTIONS, run_id)
+    final_parent = lake.path("tables", PREDICTIONS, f"score_date={score_date}")
+    df.write.mode("overwrite").parquet("file://" + staging)
+    written = df.sparkSession.read.parquet("file://" + staging).count()
+    os.makedirs(final_parent, exist_ok=True)
+    os.replace(staging, os.path.join(final_parent, f"run_id={run_id}"))  # the commit: one rename
+    return written
+
+
+def clean_staging(lake: Lake, older_than_s: float = 0.0) -> list[str]:
+    """Remove what killed runs left in staging (never visible to readers); returns what was removed."""
+    root = lake.path("tables", STAGING, PREDICTIONS)
+    removed = []
+    if os.path.isdir(root):
+        now = time.time()
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if now - os.path.getmtime(path) >= older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_scoring(
+    spark: SparkSession,
+    lake: Lake,
+    dataset: str,
+    *,
+    model_version: str | None = None,
+    model_path: str | None = None,
+    new_only: bool = False,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Score the store's studies with one model; returns the run's summary."""
+    _local(lake)
+    started = time.monotonic()
+    model_dir, meta = resolve_model(spark, lake, version=model_version, path=model_path)
+    check_model_loads(meta["_model_file"], len(meta["_labels"]), meta["_size"])
+    stale = clean_staging(lake, older_than_s=6 * 3600)
+    run_id = new_run_id()
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    score_date = scored_at.date().isoformat()
+    rows = studies_to_score(spark, lake, dataset, meta["version"], new_only=new_only)
+    total = spark.read.parquet(lake.store_url(dataset)).count()
+    n_rows = rows.count()
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "model_version": meta["version"],
+        "model_dir": model_dir,
+        "dataset": dataset,
+        "new_only": new_only,
+        "studies_in_store": total,
+        "to_score": n_rows,
+        "already_scored": total - n_rows if new_only else 0,
+        "score_date": score_date,
+        "stale_staging_removed": stale,
+    }
+    if n_rows == 0:
+        summary.update(written=0, seconds=round(time.monotonic() - started, 1))
+        tables.register_predictions(spark, lake)
+        return summary
+    n_partitions = max(spark.sparkContext.defaultParallelism, -(-n_rows // 2000))
+    scored = score_frame(
+        rows.repartition(n_partitions), meta, batch_size=batch_size, dataset=dataset, scored_at=scored_at
+    )
+    summary["written"] = publish_run(scored, lake, score_date=score_date, run_id=run_id)
+    tables.register_predictions(spark, lake)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["images_per_second"] = round(summary["written"] / max(summary["seconds"], 1e-9), 1)
+    return summary
