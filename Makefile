@@ -17,7 +17,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: help setup demo test lint check-java clean
+.PHONY: help setup demo nightly test lint check-java clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,23 @@ demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synth
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
 	$(SUBMIT) jobs/train.py --conf $(CONF) --lake $(LAKE) --model small_cnn \
 	  --summary-json $(LAKE)/reports/train-latest.json
+	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/score-latest.json
+	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/evaluate-latest.json
+	@echo; echo "Tonight's worklist, riskiest first:"
+	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, top_finding, \
+	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist ORDER BY risk_rank LIMIT 10"
+
+# The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without it,
+# a synthetic batch of new patients is written to lake/incoming/<timestamp>.
+NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
+INCOMING ?= $(LAKE)/incoming/$(NIGHT)
+nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron-able)
+	@[ -f $(INCOMING)/Data_Entry_2017.csv ] || $(PY) -m xray_spark.synthetic --output $(INCOMING) \
+	  --images 200 --size 256 --seed $$(date +%s) --first-patient $$(( 10000000 + $$(date +%s) % 80000000 ))
+	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) --incremental \
+	  --metadata $(INCOMING)/Data_Entry_2017.csv --images $(INCOMING)/images \
+	  --summary-json $(LAKE)/reports/nightly-prepare-latest.json
+	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/nightly-score-latest.json
 
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

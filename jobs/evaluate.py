@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = cli.resolve_settings(args, [f"evaluate.split={args.split}"] if args.split else [])
-        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
         spark = build_session(settings.spark, app_name="xray-spark evaluate")
         lake = Lake.at(settings.lake)
         tables.register_tables(spark, lake)

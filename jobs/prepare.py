@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             metadata_only=args.metadata_only,
         )
         ingest.check_inputs(inputs)
-        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
         spark = build_session(settings.spark, app_name="xray-spark prepare")
         lake = Lake.at(settings.lake)
         tables.register_tables(spark, lake)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size is not None:
             extra.append(f"score.batch_size={args.batch_size}")
         settings = cli.resolve_settings(args, extra)
-        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
         spark = build_session(settings.spark, app_name="xray-spark score")
         lake = Lake.at(settings.lake)
         tables.register_tables(spark, lake)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 extra.append(f"train.{key}={json.dumps(value)}")
         settings = cli.resolve_settings(args, extra)
-        cli.log.info("resolved configuration:\n%s", settings.to_json())
+        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
         spark = build_session(settings.spark, app_name="xray-spark train")
         lake = Lake.at(settings.lake)
         tables.register_tables(spark, lake)

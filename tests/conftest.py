@@ -72,3 +72,13 @@ def nih_sample() -> Path:
             pytest.fail(f"the NIH sample is missing at {NIH_SAMPLE} and CI=true: real-data tests must run in CI")
         pytest.skip("the NIH sample (../shared/data/nih-sample) is not present")
     return NIH_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def small_model(spark, prepared):
+    """A quickly trained small_cnn on the prepared store (quality is not the point here)."""
+    from xray_spark.training import run_training
+
+    _, lake, _ = prepared
+    quick = make_settings(Path(lake.root), "train.epochs=2", "train.eval_max_rows=50")
+    return run_training(spark, quick, lake)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from petastorm import make_reader
@@ -95,3 +97,21 @@ def test_real_boxes(spark, nih_run):
     assert boxed == 4
     findings = {r["finding"] for r in spark.table("xray.boxes").select("finding").distinct().collect()}
     assert "Infiltration" in findings and "Infiltrate" not in findings
+
+
+def test_the_150_real_images_are_scored_once_each(spark, nih_run):
+    """A model trained briefly on the real sample's store, then every real image scored exactly once."""
+    from pyspark.sql import functions as F
+
+    from xray_spark.scoring import run_scoring
+    from xray_spark.training import run_training
+
+    settings, lake, _ = nih_run
+    quick = make_settings(Path(lake.root), "labels.min_cases=5000", "train.epochs=1", "train.eval_max_rows=20")
+    trained = run_training(spark, quick, lake)
+    assert trained["labels"] == THESIS_SIX
+    summary = run_scoring(spark, lake, settings.dataset, model_version=trained["version"], new_only=True)
+    assert summary["written"] == 150
+    rows = spark.table("xray.predictions").where(F.col("model_version") == trained["version"])
+    assert rows.count() == 150 and rows.select("image_id").distinct().count() == 150
+    assert set(rows.columns) >= {f"p_{f.lower()}" for f in THESIS_SIX}

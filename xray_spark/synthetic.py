@@ -371,11 +371,11 @@ def _draw_findings(rng: np.random.Generator, previous: tuple[str, ...] | None) -
     return tuple(n for n in FINDINGS if n in set(chosen))
 
 
-def plan_studies(n_images: int, seed: int) -> list[Study]:
-    """Patients with 1-8 follow-ups each, until ``n_images`` studies."""
+def plan_studies(n_images: int, seed: int, first_patient: int = 1) -> list[Study]:
+    """Patients with 1-8 follow-ups each, numbered from ``first_patient``, until ``n_images`` studies."""
     rng = np.random.default_rng([seed, 0])
     studies: list[Study] = []
-    patient = 0
+    patient = first_patient - 1
     while len(studies) < n_images:
         patient += 1
         n_follow = int(min(8, 1 + rng.poisson(1.6)))
@@ -391,12 +391,14 @@ def plan_studies(n_images: int, seed: int) -> list[Study]:
     return studies
 
 
-def write_archive(output: str | Path, n_images: int, size: int, seed: int, *, progress: bool = False) -> list[Study]:
+def write_archive(
+    output: str | Path, n_images: int, size: int, seed: int, *, first_patient: int = 1, progress: bool = False
+) -> list[Study]:
     """Write the archive under ``output``; returns the studies written."""
     out = Path(output)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    studies = plan_studies(n_images, seed)
+    studies = plan_studies(n_images, seed, first_patient)
     anatomies: dict[int, Anatomy] = {}
     spacing = round(0.143 * 1024 / size, 6)
     with (
@@ -446,15 +448,20 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=1500, help="number of images (default 1500)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--first-patient", type=int, default=1, help="first patient id (a later batch of an archive starts higher)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
-    if args.images <= 0 or args.size < 32:
-        print("error: --images must be positive and --size at least 32", file=sys.stderr)
+    if args.images <= 0 or args.size < 32 or not 1 <= args.first_patient < 90_000_000:
+        print("error: --images must be positive, --size at least 32, --first-patient in [1, 9e7)", file=sys.stderr)
         return 2
-    studies = write_archive(args.output, args.images, args.size, args.seed, progress=True)
+    studies = write_archive(
+        args.output, args.images, args.size, args.seed, first_patient=args.first_patient, progress=True
+    )
     patients = len({s.patient_id for s in studies})
     normal = sum(1 for s in studies if not s.findings)
     print(

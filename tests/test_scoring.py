@@ -1,0 +1,274 @@
+"""Scoring, the prediction tables and views, and evaluation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from xray_spark import scoring, tables
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
+
+
+def _predictions(spark, lake: Lake):
+    tables.register_tables(spark, lake)
+    return spark.table("xray.predictions")
+
+
+@pytest.fixture(scope="module")
+def scored_lake(spark, prepared, small_model, tmp_path_factory):
+    """A lake of its own (sharing the store and the model) so these tests own its predictions."""
+    settings, base, _ = prepared
+    root = tmp_path_factory.mktemp("scorelake")
+    os.symlink(Path(base.root) / "petastorm", root / "petastorm")
+    shutil.copytree(Path(small_model["model_dir"]), root / "models" / small_model["version"])
+    shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
+    lake = Lake.at(str(root))
+    return settings, lake
+
+
+def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    _, meta = scoring.resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, meta["version"], new_only=False)
+    out = scoring.score_frame(
+        rows, meta, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
+    ).collect()
+    from xray_spark.dataset import ShardSpec, read_arrays
+    from xray_spark.models import load_model
+
+    model = load_model(meta["_model_file"])
+    cols = scoring.prediction_columns(meta["_labels"])
+    by_id = {r["image_id"]: np.array([r[c] for c in cols]) for r in out}
+    assert len(by_id) == 160
+    for split in ("train", "val", "test"):
+        arrays = read_arrays(lake.store_url(settings.dataset), ShardSpec(split))
+        expected = model.predict(arrays["images"], verbose=0)
+        got = np.stack([by_id[i] for i in arrays["ids"]])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    row = out[0]
+    probs = [row[c] for c in cols]
+    assert row["top_finding"] == meta["_labels"][int(np.argmax(probs))]
+    assert row["top_probability"] == pytest.approx(max(probs))
+    thresholds = meta["thresholds"]
+    assert row["positive_findings"] == [x for x, p in zip(meta["_labels"], probs, strict=True) if p >= thresholds[x]]
+
+
+def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study_once(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    _, meta = scoring.resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, meta["version"], new_only=True)
+    poison = rows.limit(1).withColumn("image_id", F.lit("poison")).withColumn("image", F.lit(b"not a png"))
+    dying = scoring.score_frame(
+        rows.union(poison).repartition(4),
+        meta,
+        batch_size=16,
+        dataset=settings.dataset,
+        scored_at=dt.datetime(2026, 1, 1),
+    )
+    with pytest.raises(Exception, match=r"poison|NoneType|astype|Python"):
+        scoring.publish_run(dying, lake, score_date="2026-01-01", run_id="dying-run")
+    assert not (Path(lake.root) / "tables" / "predictions").exists() or not list(
+        (Path(lake.root) / "tables" / "predictions").rglob("run_id=dying-run")
+    )
+    first = scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    assert first["written"] == 160
+    again = scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    assert again["to_score"] == 0 and again["written"] == 0 and again["already_scored"] == 160
+    counts = _predictions(spark, lake).groupBy("image_id").count()
+    assert counts.count() == 160 and counts.where("count > 1").count() == 0
+
+
+def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    # A second version: the same network saved under another version name, registered later.
+    second = Path(lake.root) / "models" / "second-version"
+    shutil.copytree(small_model["model_dir"], second, dirs_exist_ok=True)
+    meta = json.loads((second / "model.json").read_text())
+    meta["version"] = "second-version"
+    (second / "model.json").write_text(json.dumps(meta))
+    rows = [
+        {
+            "version": v,
+            "created": c,
+            "path": str(Path(lake.root) / "models" / v),
+            "model": "small_cnn",
+            "dataset": settings.dataset,
+            "labels": meta["labels"],
+            "image_size": 64,
+            "val_auroc_mean": 0.5,
+            "best_epoch": 1,
+            "num_workers": 1,
+        }
+        for v, c in ((small_model["version"], "2026-01-01T00:00:00Z"), ("second-version", "2026-02-01T00:00:00Z"))
+    ]
+    from xray_spark.schema import MODELS_SCHEMA
+
+    tables.write_table(spark.createDataFrame(rows, MODELS_SCHEMA), lake, "models", mode="overwrite")
+    summary = scoring.run_scoring(spark, lake, settings.dataset, new_only=True)  # the newest model by default
+    assert summary["model_version"] == "second-version" and summary["written"] == 160
+    by_version = {
+        r["model_version"]: r["count"] for r in _predictions(spark, lake).groupBy("model_version").count().collect()
+    }
+    assert by_version == {small_model["version"]: 160, "second-version": 160}
+    latest = spark.table("xray.latest_predictions")
+    assert latest.count() == 160
+    assert {r["model_version"] for r in latest.select("model_version").distinct().collect()} == {"second-version"}
+
+
+def test_parquet_output_reads_the_same_without_spark(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    table = pads.dataset(lake.path("tables", "predictions"), format="parquet", partitioning="hive").to_table()
+    frame = table.to_pandas()
+    spark_rows = _predictions(spark, lake).select("image_id", "model_version", "p_nodule", "score_date").collect()
+    ours = sorted(
+        (r["image_id"], r["model_version"], round(float(r["p_nodule"]), 6), str(r["score_date"])) for r in spark_rows
+    )
+    theirs = sorted(
+        (r.image_id, r.model_version, round(float(r.p_nodule), 6), str(r.score_date)) for r in frame.itertuples()
+    )
+    assert ours == theirs and len(ours) >= 160
+
+
+def test_corrupt_or_missing_model_is_one_clear_error(spark, scored_lake, small_model, tmp_path):
+    _, lake = scored_lake
+    broken = tmp_path / "broken"
+    shutil.copytree(small_model["model_dir"], broken)
+    (broken / "model.keras").write_bytes(b"this is not a model")
+    _, meta = scoring.resolve_model(spark, lake, path=str(broken))
+    with pytest.raises(UsageError, match=r"model file .*model.keras cannot be loaded"):
+        scoring.check_model_loads(meta["_model_file"], len(meta["_labels"]), meta["_size"])
+    (broken / "model.keras").unlink()
+    with pytest.raises(UsageError, match=r"model file .*model.keras is missing"):
+        scoring.resolve_model(spark, lake, path=str(broken))
+    with pytest.raises(UsageError, match=r"has no model\.json"):
+        scoring.resolve_model(spark, lake, path=str(tmp_path))
+
+
+# -- views on a hand-made table -----------------------------------------------------------------
+def test_views_do_what_they_promise(spark, tmp_path):
+    lake = Lake.at(str(tmp_path))
+    from xray_spark.schema import MODELS_SCHEMA
+
+    models = [
+        {
+            "version": v,
+            "created": c,
+            "path": "-",
+            "model": "small_cnn",
+            "dataset": "d",
+            "labels": ["Mass", "Nodule"],
+            "image_size": 64,
+            "val_auroc_mean": 0.9,
+            "best_epoch": 1,
+            "num_workers": 1,
+        }
+        for v, c in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-03-01T00:00:00Z"))
+    ]
+    tables.write_table(spark.createDataFrame(models, MODELS_SCHEMA), lake, "models", mode="overwrite")
+    schema = scoring.predictions_schema(["Mass", "Nodule"])
+
+    def row(image, patient, fu, version, date, mass, nodule):
+        top = "Mass" if mass >= nodule else "Nodule"
+        return (
+            {
+                "image_id": image,
+                "patient_id": patient,
+                "follow_up": fu,
+                "view": "PA",
+                "dataset": "d",
+                "model_version": version,
+                "scored_at": dt.datetime.fromisoformat(date),
+                "p_mass": mass,
+                "p_nodule": nodule,
+                "top_finding": top,
+                "top_probability": max(mass, nodule),
+                "positive_findings": [x for x, p in (("Mass", mass), ("Nodule", nodule)) if p >= 0.5],
+            },
+            date[:10],
+        )
+
+    runs = {
+        ("2026-01-02", "r1"): [
+            row("a0", 1, 0, "old", "2026-01-02 01:00:00", 0.1, 0.2),
+            row("a1", 1, 1, "old", "2026-01-02 01:00:00", 0.9, 0.2),
+            row("b0", 2, 0, "old", "2026-01-02 01:00:00", 0.3, 0.3),
+        ],
+        ("2026-03-02", "r2"): [
+            row("a0", 1, 0, "new", "2026-03-02 01:00:00", 0.2, 0.1),
+            row("a1", 1, 1, "new", "2026-03-02 01:00:00", 0.7, 0.15),
+            row("c0", 3, 0, "new", "2026-03-02 01:00:00", 0.95, 0.6),
+        ],
+    }
+    for (date, run), items in runs.items():
+        df = spark.createDataFrame([r for r, _ in items], schema)
+        df.write.parquet("file://" + lake.path("tables", "predictions", f"score_date={date}", f"run_id={run}"))
+    tables.register_tables(spark, lake)
+    latest = {r["image_id"]: r["model_version"] for r in spark.table("xray.latest_predictions").collect()}
+    assert latest == {"a0": "new", "a1": "new", "b0": "old", "c0": "new"}
+    worklist = spark.sql("SELECT risk_rank, image_id FROM xray.worklist ORDER BY risk_rank").collect()
+    assert [(r["risk_rank"], r["image_id"]) for r in worklist] == [(1, "c0"), (2, "a1"), (3, "a0")]
+    prog = {(r["patient_id"], r["finding"], r["follow_up"]): r for r in spark.table("xray.progression").collect()}
+    mass = prog[(1, "Mass", 1)]
+    assert mass["previous_follow_up"] == 0
+    assert mass["change"] == pytest.approx(0.5) and mass["rising"] is True
+    assert prog[(1, "Nodule", 1)]["change"] == pytest.approx(0.05) and prog[(1, "Nodule", 1)]["rising"] is False
+    assert prog[(1, "Mass", 0)]["change"] is None and prog[(1, "Mass", 0)]["rising"] is False
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def test_evaluation_agrees_with_sklearn_and_writes_its_report(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    from xray_spark.evaluate import collect_scored_labels, run_evaluation
+
+    summary = run_evaluation(spark, lake, model_path=small_model["model_dir"], split="test", resamples=200)
+    data = collect_scored_labels(spark, lake, small_model["version"], "test", small_model["labels"])
+    assert summary["images"] == len(data["y"]) > 0
+    test_patients = {r["patient_id"] for r in spark.table("xray.studies").where("split = 'test'").collect()}
+    assert set(data["patients"].tolist()) <= test_patients
+    for i, m in enumerate(summary["metrics"]):
+        y, p = data["y"][:, i], data["p"][:, i]
+        if 0 < y.sum() < len(y):
+            assert m["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+            assert m["auroc_low"] <= m["auroc"] <= m["auroc_high"]
+        assert m["true_prevalence"] == pytest.approx(y.mean())
+        assert m["predicted_prevalence"] == pytest.approx((p >= m["threshold"]).mean())
+    assert Path(summary["report"]).read_text().count("<tr>") == len(summary["metrics"]) + 1
+    assert Path(summary["roc_png"]).read_bytes().startswith(b"\x89PNG")
+    rows = spark.read.parquet(lake.table_url("evaluations")).where(F.col("model_version") == small_model["version"])
+    assert rows.count() == len(summary["metrics"])
+
+
+def test_sql_output_formats(spark, scored_lake, small_model):
+    settings, lake = scored_lake
+    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    tables.register_tables(spark, lake)
+    from xray_spark.report import query_text
+
+    q = "SELECT image_id, top_probability FROM xray.worklist ORDER BY risk_rank LIMIT 3"
+    csv_text = query_text(spark, q, fmt="csv")
+    assert csv_text.splitlines()[0] == "image_id,top_probability" and len(csv_text.splitlines()) == 4
+    assert all(
+        set(json.loads(line)) == {"image_id", "top_probability"}
+        for line in query_text(spark, q, fmt="json").splitlines()
+    )
+    with pytest.raises(UsageError, match="query failed"):
+        query_text(spark, "SELECT * FROM xray.nope")
+
+
+def test_scoring_an_empty_store_is_a_clear_error(spark, tmp_path, small_model):
+    lake = Lake.at(str(tmp_path))
+    with pytest.raises(UsageError, match="no training store"):
+        scoring.run_scoring(spark, lake, "nih", model_path=small_model["model_dir"])
