@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, tables
-from xray_spark.lake import Lake
-from xray_spark.session import build_session
+from xray_spark import cli
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -28,10 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = cli.resolve_settings(args, [f"evaluate.split={args.split}"] if args.split else [])
-        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
-        spark = build_session(settings.spark, app_name="xray-spark evaluate")
-        lake = Lake.at(settings.lake)
-        tables.register_tables(spark, lake)
+        spark, lake = cli.open_lake(settings, "evaluate")
         from xray_spark.evaluate import run_evaluation
         from xray_spark.report import format_table
 

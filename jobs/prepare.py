@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, ingest, report, tables
-from xray_spark.lake import Lake
-from xray_spark.session import build_session
+from xray_spark import cli, ingest, report
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -59,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             metadata_only=args.metadata_only,
         )
         ingest.check_inputs(inputs)
-        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
-        spark = build_session(settings.spark, app_name="xray-spark prepare")
-        lake = Lake.at(settings.lake)
-        tables.register_tables(spark, lake)
+        spark, lake = cli.open_lake(settings, "prepare")
         try:
             summary = ingest.run_prepare(spark, settings, inputs, lake)
         except cli.QuarantineLimitExceeded as exc:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, tables
-from xray_spark.lake import Lake
-from xray_spark.session import build_session
+from xray_spark import cli
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -33,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size is not None:
             extra.append(f"score.batch_size={args.batch_size}")
         settings = cli.resolve_settings(args, extra)
-        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
-        spark = build_session(settings.spark, app_name="xray-spark score")
-        lake = Lake.at(settings.lake)
-        tables.register_tables(spark, lake)
+        spark, lake = cli.open_lake(settings, "score")
         from xray_spark.scoring import run_scoring
 
         summary = run_scoring(

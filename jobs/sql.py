@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, tables
-from xray_spark.lake import Lake
-from xray_spark.session import build_session
+from xray_spark import cli
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -26,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = cli.resolve_settings(args)
-        spark = build_session(settings.spark, app_name="xray-spark sql")
-        lake = Lake.at(settings.lake)
-        tables.register_tables(spark, lake)
+        spark, _ = cli.open_lake(settings, "sql")
         from xray_spark.report import query_text
 
         print(query_text(spark, args.query, fmt=args.format, limit=args.limit))

@@ -11,9 +11,7 @@ import argparse
 import json
 import sys
 
-from xray_spark import cli, report, tables
-from xray_spark.lake import Lake
-from xray_spark.session import build_session
+from xray_spark import cli, report
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -44,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 extra.append(f"train.{key}={json.dumps(value)}")
         settings = cli.resolve_settings(args, extra)
-        cli.log.info("resolved configuration: %s", settings.to_json(indent=None))
-        spark = build_session(settings.spark, app_name="xray-spark train")
-        lake = Lake.at(settings.lake)
-        tables.register_tables(spark, lake)
+        spark, lake = cli.open_lake(settings, "train")
         from xray_spark.training import run_training
 
         summary = run_training(spark, settings, lake, resume=args.resume)

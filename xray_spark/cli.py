@@ -63,6 +63,19 @@ def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = 
     return load_settings(args.conf, overrides)
 
 
+def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
+    """Log the resolved configuration, build the session, register the lake's tables."""
+    from xray_spark import tables
+    from xray_spark.lake import Lake
+    from xray_spark.session import build_session
+
+    log.info("resolved configuration: %s", settings.to_json(indent=None))
+    spark = build_session(settings.spark, app_name=f"xray-spark {job}")
+    lake = Lake.at(settings.lake)
+    tables.register_tables(spark, lake)
+    return spark, lake
+
+
 def write_summary_json(path: str | None, summary: dict[str, Any]) -> None:
     if not path:
         return
