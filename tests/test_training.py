@@ -225,3 +225,32 @@ def test_imagenet_weights_offline_fail_in_one_clear_line(monkeypatch, tmp_path):
     else:  # a machine that can download them: the backbone then holds non-trivial weights
         assert model.output_shape == (None, 3)
         assert any(float(np.abs(w).sum()) > 0 for w in model.get_layer("mobilenetv2_1.00_96").get_weights())
+
+
+def test_a_failing_worker_fails_the_stage_with_its_own_error(spark, prepared, tmp_path):
+    import dataclasses
+
+    from xray_spark.errors import XraySparkError
+    from xray_spark.store import read_manifest
+    from xray_spark.training import TrainPlan, train_on_spark
+
+    settings, lake, _ = prepared
+    manifest = read_manifest(lake, settings.dataset)
+    train = dataclasses.asdict(settings.train) | {
+        "epochs": 1,
+        "num_workers": 2,
+        "init_weights": str(tmp_path / "no-such.weights.h5"),
+    }
+    plan = TrainPlan(
+        store_url=lake.store_url(settings.dataset),
+        dataset=settings.dataset,
+        labels=manifest.labels,
+        image_size=manifest.image_size,
+        model_dir=str(tmp_path / "model"),
+        version="failing",
+        train=train,
+    )
+    started = time.monotonic()
+    with pytest.raises(XraySparkError, match=r"a training worker failed: .*could not load weights from .*no-such"):
+        train_on_spark(spark, plan, 2)
+    assert time.monotonic() - started < 300, "a failure must not wait out a collective timeout"

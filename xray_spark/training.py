@@ -533,18 +533,17 @@ def train_on_spark(spark: Any, plan: TrainPlan, num_workers: int) -> list[dict[s
 
 
 def worker_error(exc: BaseException) -> str:
-    """The Python error a failed Spark task raised, without the Java stack around it."""
-    text = str(exc)
-    lines = [line.strip() for line in text.splitlines()]
+    """The Python error a failed Spark task raised (the traceback's last line), without the Java stack."""
+    lines = str(exc).splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("Traceback (most recent call last)"):
-            for candidate in lines[i + 1 :]:
-                if (
-                    candidate
-                    and not candidate.startswith(("File ", "^", "~"))
-                    and ("Error" in candidate or "Exception" in candidate)
-                ):
-                    return candidate
+        if "Traceback (most recent call last)" in line:
+            block = []
+            for rest in lines[i + 1 :]:
+                if not rest.strip() or rest.strip().startswith("at "):
+                    break
+                block.append(rest.strip())
+            if block:
+                return block[-1]
     return lines[0] if lines else type(exc).__name__
 
 
