@@ -74,7 +74,7 @@ def create_views(spark: SparkSession) -> list[str]:
     * latest_predictions: per dataset and image, the row of the newest model version (by
       its ``created`` time in ``xray.models``), and of that version the newest scoring.
     * worklist: the studies scored on the latest scoring date, riskiest first
-      (``risk_rank`` 1 = highest top probability).
+      (``risk_rank`` 1 = the most findings called positive, then the highest top probability).
     * progression: per patient and finding, the probability at each follow-up, the change
       since the previous follow-up, and ``rising`` when it went up by at least 0.2.
     """
@@ -99,7 +99,7 @@ def create_views(spark: SparkSession) -> list[str]:
     """)
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("worklist")} AS
-        SELECT ROW_NUMBER() OVER (ORDER BY top_probability DESC, image_id) AS risk_rank,
+        SELECT ROW_NUMBER() OVER (ORDER BY size(positive_findings) DESC, top_probability DESC, image_id) AS risk_rank,
                image_id, patient_id, follow_up, view, top_finding, top_probability, positive_findings,
                dataset, model_version, scored_at, score_date
         FROM {qualified("latest_predictions")}
