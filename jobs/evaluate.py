@@ -14,9 +14,7 @@ from xray_spark import cli
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("evaluate", "Evaluate a model's predictions against the labels of a split.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model-version", help="a version from xray.models (default: the newest)")
-    which.add_argument("--model", help="a model folder written by jobs/train.py")
+    cli.add_model_choice(parser)
     parser.add_argument("--split", help="evaluate.split: test (default), val or train")
     return parser
 

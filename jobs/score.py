@@ -14,9 +14,7 @@ from xray_spark import cli
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("score", "Score the store's studies with a trained model into xray.predictions.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model-version", help="a version from xray.models (default: the newest)")
-    which.add_argument("--model", help="a model folder written by jobs/train.py")
+    cli.add_model_choice(parser)
     parser.add_argument("--dataset", help="store name under lake/petastorm (default: the conf's 'dataset')")
     parser.add_argument("--new-only", action="store_true", help="score only studies this model has not scored")
     parser.add_argument("--batch-size", type=int, help="score.batch_size: images per model call")

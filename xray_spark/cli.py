@@ -43,6 +43,13 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """``--model-version V | --model PATH``: which trained model a job uses (default: the newest)."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model-version", help="a version from xray.models (default: the newest)")
+    which.add_argument("--model", help="a model folder written by jobs/train.py")
+
+
 def setup_logging() -> None:
     level = os.environ.get("XRAY_SPARK_LOG", "INFO").upper()
     logging.basicConfig(
