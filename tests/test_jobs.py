@@ -113,3 +113,42 @@ def test_missing_java(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EnvironmentProblem, match="no 'java' was found"):
         check_java()
+
+
+def _job(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
+    """The three jobs a nightly run and an analyst use, as subprocesses on a lake of their own."""
+    import shutil
+
+    _, lake, _ = prepared
+    root = tmp_path / "lake"
+    root.mkdir()
+    os.symlink(Path(lake.root) / "petastorm", root / "petastorm")
+    shutil.copytree(Path(lake.root) / "tables" / "studies", root / "tables" / "studies")
+    common = ["--lake", str(root), "--set", "spark.driver_memory=1g"]
+    scored = _job("score", [*common, "--model", small_model["model_dir"], "--new-only"], tmp_path)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "160 predictions written to xray.predictions" in scored.stdout
+    evaluated = _job(
+        "evaluate", [*common, "--model", small_model["model_dir"], "--set", "evaluate.bootstrap=50"], tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "on the test split" in evaluated.stdout and "report.html" in evaluated.stdout
+    counted = _job("sql", [*common, "SELECT COUNT(*) AS n FROM xray.predictions", "--format", "csv"], tmp_path)
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    assert counted.stdout.split() == ["n", "160"]
+    bad = _job("sql", [*common, "SELECT * FROM xray.no_such_table"], tmp_path)
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("sql: error:")]
+    assert len(errors) == 1 and "query failed" in errors[0] and "Traceback" not in bad.stderr
