@@ -497,22 +497,15 @@ def decode_images(
     The result has the store's columns plus ``reason``/``detail`` (null for a good image)
     and ``converted`` (``rgba``, ``rgb``, ``16bit`` or empty).
     """
-    columns = [
-        "image_id",
-        "patient_id",
-        "follow_up",
-        "age",
-        "sex",
-        "view",
-        "original_width",
-        "original_height",
-        "pixel_spacing_x",
-        "pixel_spacing_y",
-        "split",
-        "finding_labels",
-        "findings",
-        "source_path",
-    ]
+    # The metadata the store keeps, plus the findings the labels are made from; the
+    # decoder computes the pixels, the label vector, the weight and the ingest date.
+    computed = {
+        XraySchema.image.name,
+        XraySchema.labels.name,
+        XraySchema.sample_weight.name,
+        XraySchema.ingest_date.name,
+    }
+    columns = [f.name for f in XraySchema.fields.values() if f.name not in computed] + ["findings"]
     decoder = make_decoder(
         label_set,
         settings.image.size,
