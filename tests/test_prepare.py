@@ -24,7 +24,8 @@ from xray_spark.store import read_manifest
 from xray_spark.synthetic import METADATA_HEADER
 
 from . import corpus
-from .conftest import make_settings
+from .conftest import TEST_OVERRIDES, make_settings
+from .jobs import kill_when
 
 
 def _read_all(url: str, **kwargs) -> list:
@@ -316,6 +317,62 @@ def test_incremental_adds_only_new_ids(spark, archive, tmp_path):
     assert [r["images_added"] for r in manifest.runs] == [100, 60, 0]
     dates = spark.read.parquet(lake.store_url(settings.dataset)).select("ingest_date").distinct().collect()
     assert all(len(d["ingest_date"]) == 10 for d in dates)
+
+
+def _assert_every_image_once(spark, lake: Lake, settings, n: int) -> None:
+    """The store (read by Petastorm, as training reads it) and xray.studies hold each image once."""
+    ids = [r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"])]
+    assert len(ids) == len(set(ids)) == n
+    studies = spark.read.parquet(lake.table_url("studies")).where(F.col("dataset") == settings.dataset)
+    assert studies.count() == studies.select("image_id").distinct().count() == n
+    assert not (Path(lake.root) / "petastorm" / ingest.STORE_STAGING / settings.dataset).exists(), "staging cleaned"
+
+
+def test_a_killed_incremental_prepare_is_completed_by_its_rerun(spark, archive, tmp_path):
+    """SIGKILL `prepare --incremental` while it writes; the rerun leaves every image exactly once."""
+    small = _subset_archive(archive, tmp_path / "small", 100)
+    settings = make_settings(tmp_path / "lake")
+    lake = Lake.at(settings.lake)
+    run_prepare(spark, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")), lake)
+    staging = Path(lake.root) / "petastorm" / ingest.STORE_STAGING
+    args = ["--lake", lake.root, "--incremental", "--metadata", archive / "Data_Entry_2017.csv"]
+    args += ["--images", archive / "images", "--set", "spark.driver_memory=1g"]
+    for item in TEST_OVERRIDES:
+        args += ["--set", item]
+    kill_when("prepare", args, staging.exists, timeout=240, what="writing its new store files")
+    assert staging.exists(), "the killed run left its staging folder"
+    full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
+    rerun = run_prepare(spark, settings, full, lake)
+    assert rerun["metadata"]["already_in_store"] + rerun["images"]["written"] == 160
+    _assert_every_image_once(spark, lake, settings, 160)
+
+
+def test_a_prepare_that_dies_while_moving_files_is_completed_by_its_rerun(spark, archive, tmp_path, monkeypatch):
+    """The narrow window between the staged files' renames: some new files are in, some are not."""
+    small = _subset_archive(archive, tmp_path / "small", 100)
+    settings = make_settings(tmp_path / "lake")
+    lake = Lake.at(settings.lake)
+    run_prepare(spark, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")), lake)
+    real_move = Lake.move
+    moved: list[str] = []
+
+    def move_once_then_die(self, src: str, dst: str) -> None:
+        if moved:
+            raise OSError("the driver died here")
+        real_move(self, src, dst)
+        moved.append(dst)
+
+    monkeypatch.setattr(Lake, "move", move_once_then_die)
+    full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
+    with pytest.raises(OSError, match="died"):
+        run_prepare(spark, settings, full, lake)
+    monkeypatch.setattr(Lake, "move", real_move)
+    partial = spark.read.parquet(lake.store_url(settings.dataset)).count()
+    assert 100 < partial < 160, "one of the two new files made it into the store"
+    rerun = run_prepare(spark, settings, full, lake)
+    assert rerun["metadata"]["already_in_store"] == partial
+    assert rerun["images"]["written"] == 160 - partial
+    _assert_every_image_once(spark, lake, settings, 160)
 
 
 def test_incremental_refuses_a_different_image_size(spark, prepared, archive):

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import gzip
 import io
+import logging
 import math
 import os
 import time
@@ -40,6 +41,8 @@ from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.labels import ALIASES, FINDINGS, NO_FINDING, choose_label_set, multi_hot, sample_weight
 from xray_spark.lake import Lake
 from xray_spark.schema import BOXES_SCHEMA, QUARANTINE_SCHEMA, STUDY_FIELDS, XraySchema
+
+log = logging.getLogger(__name__)
 
 # -- quarantine reasons ------------------------------------------------------------------
 MISSING_IMAGE_ID = "missing_image_id"
@@ -520,22 +523,60 @@ def decode_images(
 # =========================================================================================
 # load
 # =========================================================================================
+#: Where a run's new store files are written before they move into the store.
+STORE_STAGING = "_staging"
+
+
 def write_store(
-    spark: SparkSession, good: DataFrame, store_url: str, *, append: bool, n_files: int, rowgroup_size_mb: int
+    spark: SparkSession,
+    good: DataFrame,
+    lake: Lake,
+    dataset: str,
+    run_id: str,
+    *,
+    append: bool,
+    n_files: int,
+    rowgroup_size_mb: int,
 ) -> None:
-    """Write the store's rows with Petastorm's metadata (``materialize_dataset``)."""
+    """Write the store's rows with Petastorm's metadata (``materialize_dataset``).
+
+    The rows are written to ``petastorm/_staging/<dataset>/<run_id>`` first and then moved
+    into the store: an appended file at a time (a rename each), or the whole folder for a
+    full run. A run killed while Spark writes leaves the store as it was; one killed while
+    its files move leaves some new images in the store, each once, and the next
+    ``--incremental`` run adds the rest. Writing straight into the store would not be safe:
+    Spark's committer leaves ``_temporary`` behind in a killed append, and the next
+    append's commit would merge those stale task files in as duplicates.
+    """
     from petastorm.etl.dataset_metadata import materialize_dataset
 
+    store_path = lake.path("petastorm", dataset)
+    stale = lake.path("petastorm", STORE_STAGING, dataset)
+    for leftover in (stale, f"{store_path}/_temporary"):
+        if lake.exists(leftover):
+            log.warning("removing %s, left by a run that did not finish", leftover)
+            lake.delete_dir(leftover)
+    staging = f"{stale}/{run_id}"
     columns = [f.name for f in XraySchema.as_spark_schema().fields]
-    with materialize_dataset(spark, store_url, XraySchema, rowgroup_size_mb):
+    with materialize_dataset(spark, lake.store_url(dataset), XraySchema, rowgroup_size_mb):
         (
             good.select(*columns)
             .repartition(max(1, n_files))
             .sortWithinPartitions(XraySchema.image_id.name)
-            .write.mode("append" if append else "overwrite")
+            .write.mode("overwrite")
             .option("compression", "none")
-            .parquet(store_url)
+            .parquet(lake.url("petastorm", STORE_STAGING, dataset, run_id))
         )
+        if append:
+            for part in lake.list_files(staging, suffix=".parquet"):
+                lake.move(part, f"{store_path}/{part.rsplit('/', 1)[1]}")
+        else:
+            replaced = f"{staging}-replaced"
+            if lake.exists(store_path):
+                lake.move(store_path, replaced)
+            lake.move(staging, store_path)
+            lake.delete_dir(replaced)
+    lake.delete_dir(stale)
 
 
 def store_image_ids(spark: SparkSession, store_url: str) -> DataFrame:
@@ -610,7 +651,26 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
 
     Raises :class:`UsageError` for bad arguments and :class:`QuarantineLimitExceeded`
     (after recording the quarantine rows and reports) when too much input is bad.
+
+    Whatever the run cached is released however it ends: Spark matches cached plans by
+    the store's path, not its files, so a later run in the same session would otherwise
+    be served the failed run's view of the store.
     """
+    cached: list[DataFrame] = []
+    try:
+        return _prepare(spark, settings, inputs, lake, cached)
+    finally:
+        for df in cached:
+            df.unpersist()
+
+
+def _prepare(
+    spark: SparkSession, settings: Settings, inputs: PrepareInputs, lake: Lake, cached: list[DataFrame]
+) -> dict[str, Any]:
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist())
+        return df
+
     started = time.monotonic()
     run_time = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = new_run_id()
@@ -638,7 +698,7 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
     else:
         already = 0
 
-    checked = validate_metadata(raw).persist()
+    checked = keep(validate_metadata(raw))
     rows_read = checked.count()
     valid = checked.where(F.col("reason").isNull())
     bad_meta = checked.where(F.col("reason").isNotNull())
@@ -669,7 +729,6 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
     summary["label_set_rule"] = {"findings": list(settings.labels.findings), "min_cases": settings.labels.min_cases}
 
     if inputs.metadata_only or inputs.images is None:
-        checked.unpersist()
         summary["mode"] = "metadata-only"
         return _finish(summary, lake, started)
     summary["mode"] = "incremental" if inputs.incremental else "full"
@@ -683,7 +742,7 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
 
     # -- files ----------------------------------------------------------------------------
     with_file, without_file, unique_files, duplicate_files = attach_files(with_split, files)
-    with_file = with_file.persist()
+    with_file = keep(with_file)
     n_candidates = with_file.count()
     n_missing = without_file.count()
     all_ids = checked.select("image_id")
@@ -708,15 +767,15 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
     ingest_date = run_time.date().isoformat()
     parallelism = spark.sparkContext.defaultParallelism
     n_partitions = max(parallelism, math.ceil(n_candidates / 250))
-    decoded = decode_images(with_file, settings, label_set, ingest_date, n_partitions).persist()
+    decoded = keep(decode_images(with_file, settings, label_set, ingest_date, n_partitions))
     good = decoded.where(F.col("reason").isNull())
     bad_images = decoded.where(F.col("reason").isNotNull())
     n_good = good.count()
 
-    quarantine = (
-        _quarantine_rows(bad_meta, dataset, run_id, run_time)
-        .unionByName(_quarantine_rows(bad_images, dataset, run_id, run_time))
-        .persist()
+    quarantine = keep(
+        _quarantine_rows(bad_meta, dataset, run_id, run_time).unionByName(
+            _quarantine_rows(bad_images, dataset, run_id, run_time)
+        )
     )
     by_reason = {r["reason"]: int(r["count"]) for r in quarantine.groupBy("reason").count().collect()}
     n_quarantined = sum(by_reason.values())
@@ -745,8 +804,6 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
         append_quarantine(spark, quarantine, lake)
         _write_list(quarantine.select("image_id", "source_path", "reason", "detail"), f"{report_dir}/quarantine")
     if fraction > settings.quarantine.max_fraction:
-        for df in (decoded, quarantine, with_file, checked):
-            df.unpersist()
         summary["seconds"] = round(time.monotonic() - started, 1)
         lake.write_json(f"{report_dir}/summary.json", summary)
         raise QuarantineLimitExceeded(
@@ -762,7 +819,9 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
         write_store(
             spark,
             good,
-            store_url,
+            lake,
+            dataset,
+            run_id,
             append=append,
             n_files=math.ceil(n_good / settings.prepare.images_per_file),
             rowgroup_size_mb=settings.prepare.rowgroup_size_mb,
@@ -799,16 +858,13 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
     )
     summary["store_finding_counts"] = finding_counts(store_findings)
     if inputs.bbox:
-        boxes = read_bbox(spark, inputs.bbox, dataset).persist()
+        boxes = keep(read_bbox(spark, inputs.bbox, dataset))
         write_boxes(spark, boxes, lake)
         summary["boxes"] = {
             "rows": boxes.count(),
             "images": boxes.select("image_id").distinct().count(),
             "for_stored_images": boxes.join(store_df.select("image_id"), "image_id", "left_semi").count(),
         }
-        boxes.unpersist()
-    for df in (decoded, quarantine, with_file, checked):
-        df.unpersist()
     return _finish(summary, lake, started)
 
 

@@ -99,3 +99,17 @@ class Lake:
         fs, p = self._resolve(path)
         if fs.get_file_info(p).type == pafs.FileType.Directory:
             fs.delete_dir(p)
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename a file or folder (one rename on a local or HDFS lake; copy and delete on S3)."""
+        fs, s = self._resolve(src)
+        _, d = self._resolve(dst)
+        fs.create_dir(d.rsplit("/", 1)[0], recursive=True)
+        fs.move(s, d)
+
+    def list_files(self, folder: str, suffix: str = "") -> list[str]:
+        """The files directly in ``folder`` whose names end in ``suffix`` (sorted, lake paths)."""
+        fs, p = self._resolve(folder)
+        infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+        names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
+        return [f"{folder}/{name}" for name in names]
