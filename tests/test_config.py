@@ -83,3 +83,26 @@ def test_settings_are_frozen_and_json_dumpable():
         s.image.size = 3  # type: ignore[misc]
     assert '"min_cases": 0' in s.to_json()
     assert list(s.labels.findings) == list(FINDINGS)
+
+
+def test_one_spark_property_can_be_overridden_by_its_own_dotted_name():
+    s = load_settings(ROOT / "conf" / "standalone.yaml", ["spark.conf.spark.ui.port=4050", "spark.master=local[1]"])
+    assert s.spark.conf["spark.ui.port"] == "4050"
+    assert s.spark.conf["spark.executor.memory"] == "1500m", "the file's other properties stay"
+    assert s.spark.master == "local[1]"
+
+
+def test_dataset_names_cannot_start_with_an_underscore():
+    with pytest.raises(ConfigError, match="'dataset' must be a simple name"):
+        load_settings(None, ["dataset=_staging"])
+
+
+def test_config_get_prints_one_resolved_value():
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "xray_spark.config", "--conf", str(ROOT / "conf" / "standalone.yaml")]
+    out = subprocess.run([*args, "--get", "spark.master"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "spark://127.0.0.1:7077"
+    bad = subprocess.run([*args, "--get", "spark.nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown configuration key 'spark.nope'" in bad.stderr

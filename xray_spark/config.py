@@ -7,7 +7,11 @@ their defaults; a key that does not exist, or a value of the wrong type, is a
 YAML values: ``--set image.size=224 --set labels.findings=[Mass,Nodule]``.
 
 Spark tuning beyond the few settings here belongs in ``spark-submit --conf`` or in
-``spark.conf`` (a free mapping of Spark properties).
+``spark.conf`` (a free mapping of Spark properties); one property can be overridden as
+``--set spark.conf.spark.executor.memory=8g`` (everything after ``spark.conf.`` is its name).
+
+``python -m xray_spark.config --conf FILE --get spark.master`` prints one resolved value
+(the Makefile hands the conf's master to ``spark-submit`` this way).
 """
 
 from __future__ import annotations
@@ -179,7 +183,17 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+SPARK_CONF_PREFIX = "spark.conf."
+
+
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    if key.startswith(SPARK_CONF_PREFIX) and len(key) > len(SPARK_CONF_PREFIX):
+        # A Spark property's own name has dots: it is one key of the spark.conf mapping.
+        spark = raw.setdefault("spark", {})
+        if not isinstance(spark.get("conf"), dict):
+            spark["conf"] = {}
+        spark["conf"][key[len(SPARK_CONF_PREFIX) :]] = "" if value is None else str(value)
+        return
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
@@ -291,7 +305,36 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
     if train.learning_rate <= 0:
         raise ConfigError("configuration key 'train.learning_rate' must be positive")
-    if not settings.dataset or not settings.dataset.replace("-", "").replace("_", "").isalnum():
+    name = settings.dataset
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
         raise ConfigError(
-            f"configuration key 'dataset' must be a simple name (letters, digits, - and _), got {settings.dataset!r}"
+            "configuration key 'dataset' must be a simple name (letters, digits, - and _, "
+            f"starting with a letter or digit), got {settings.dataset!r}"
         )
+
+
+def _get(settings: Settings, key: str) -> Any:
+    node: Any = settings.to_dict()
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"unknown configuration key {key!r}")
+        node = node[part]
+    return node
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m xray_spark.config", description="print resolved configuration")
+    parser.add_argument("--conf", help="configuration file (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--get", metavar="KEY", help="print one value (e.g. spark.master); default: all as JSON")
+    args = parser.parse_args()
+    try:
+        resolved = load_settings(args.conf, args.overrides)
+        value = _get(resolved, args.get) if args.get else resolved.to_dict()
+    except ConfigError as exc:
+        print(f"config: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(value if isinstance(value, str | int | float) else json.dumps(value, indent=2, sort_keys=True))
