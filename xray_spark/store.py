@@ -72,3 +72,24 @@ def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int
             f"store {manifest.dataset!r} was built with labels {manifest.labels} and this run would use {labels}: "
             "keep labels.findings and labels.min_cases, or write a new store with --set dataset=NEW_NAME"
         )
+
+
+def row_group_count(store_url: str) -> int:
+    """Row groups in the store's Parquet files: the units Petastorm deals out to shards."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(store_url)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    return sum(fragment.metadata.num_row_groups for fragment in dataset.get_fragments())
+
+
+def check_shardable(store_url: str, num_workers: int) -> None:
+    """Each of ``num_workers`` training workers needs at least one row group of its own."""
+    groups = row_group_count(store_url)
+    if groups < num_workers:
+        raise UsageError(
+            f"the store {store_url} has {groups} row group(s), fewer than train.num_workers={num_workers}: "
+            f"train with --set train.num_workers={max(1, groups)}, or rewrite the store with a smaller "
+            "prepare.images_per_file (a full prepare, not --incremental)"
+        )

@@ -682,8 +682,10 @@ def run_training(spark: Any, settings: Any, lake: Any, *, resume: bool = False) 
         train=train,
         resume=version is not None and resume,
     )
-    _write_json_atomic(os.path.join(plan.model_dir, CHECKPOINT_DIR, "plan.json"), dataclasses.asdict(plan))
     n = int(train["num_workers"])
+    if n > 1:
+        store_mod.check_shardable(plan.store_url, n)
+    _write_json_atomic(os.path.join(plan.model_dir, CHECKPOINT_DIR, "plan.json"), dataclasses.asdict(plan))
     reports = [train_worker(plan, Cluster())] if n == 1 else train_on_spark(spark, plan, n)
     meta = reports[0]["result"]
     row = {
