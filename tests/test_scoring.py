@@ -18,6 +18,8 @@ from xray_spark import scoring, tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
 
+from .jobs import kill_when
+
 
 def _predictions(spark, lake: Lake):
     tables.register_tables(spark, lake)
@@ -276,47 +278,19 @@ def test_scoring_an_empty_store_is_a_clear_error(spark, tmp_path, small_model):
 
 def test_a_killed_scoring_job_leaves_no_rows_and_the_rerun_completes(spark, prepared, small_model, tmp_path):
     """SIGKILL the score job while its run is in staging: nothing visible; the rerun scores each study once."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import ROOT
-
     _, base, _ = prepared
     root = tmp_path / "lake"
     root.mkdir()
     os.symlink(Path(base.root) / "petastorm", root / "petastorm")
     staging = root / "tables" / "_staging" / "predictions"
-    cmd = [
-        sys.executable,
-        str(ROOT / "jobs" / "score.py"),
-        "--lake",
-        str(root),
-        "--model",
-        small_model["model_dir"],
-        "--new-only",
-        "--batch-size",
-        "1",
-        "--set",
-        "spark.driver_memory=1g",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    args = ["--lake", root, "--model", small_model["model_dir"], "--new-only", "--batch-size", "1"]
+    kill_when(
+        "score",
+        [*args, "--set", "spark.driver_memory=1g"],
+        lambda: staging.exists() and any(staging.iterdir()),
+        timeout=240,
+        what="its staging folder",
     )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not (staging.exists() and any(staging.iterdir())):
-            assert proc.poll() is None, "the job ended before it could be killed"
-            time.sleep(0.02)
-        assert staging.exists(), "the run never reached its staging folder"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     published = root / "tables" / "predictions"
     assert not published.exists() or not list(published.rglob("*.parquet")), "a killed run left visible rows"
     lake = Lake.at(str(root))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,8 @@ from xray_spark.ingest import PrepareInputs, run_prepare
 from xray_spark.lake import Lake
 from xray_spark.synthetic import write_archive
 
-from .conftest import ROOT, make_settings
+from .conftest import make_settings
+from .jobs import kill_when
 
 #: A small training budget: 800 images at 96 px, 60/40 train/val, 14 epochs of small_cnn.
 STORE = ["image.size=96", "split.train=0.6", "split.val=0.4", "split.test=0.0", "prepare.images_per_file=100"]
@@ -166,34 +164,14 @@ def test_interrupted_training_resumes_from_its_checkpoint(spark, prepared, tmp_p
     lake_dir = tmp_path / "lake"
     lake_dir.mkdir()
     os.symlink(Path(lake.root) / "petastorm", lake_dir / "petastorm")  # the same store, a lake of its own
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        str(ROOT / "jobs" / "train.py"),
-        "--lake",
-        str(lake_dir),
-        "--epochs",
-        "30",
-        "--set",
-        "spark.driver_memory=1g",
-        "--set",
-        "train.eval_max_rows=50",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        state_files: list[Path] = []
-        while time.monotonic() < deadline:
-            state_files = list((lake_dir / "models").glob("*/checkpoints/state.json"))
-            if state_files and json.loads(state_files[0].read_text())["epoch"] >= 2:
-                break
-            assert proc.poll() is None, "training ended before it could be interrupted"
-            time.sleep(0.5)
-        else:
-            pytest.fail("no checkpoint within 5 minutes")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    args = ["--lake", lake_dir, "--epochs", "30", "--set", "spark.driver_memory=1g", "--set", "train.eval_max_rows=50"]
+
+    def two_epochs_checkpointed() -> bool:
+        found = list((lake_dir / "models").glob("*/checkpoints/state.json"))
+        return bool(found) and json.loads(found[0].read_text())["epoch"] >= 2
+
+    kill_when("train", args, two_epochs_checkpointed, what="its second checkpoint")
+    state_files = list((lake_dir / "models").glob("*/checkpoints/state.json"))
     interrupted = json.loads(state_files[0].read_text())
     assert not interrupted["finished"] and not (state_files[0].parents[1] / "model.keras").exists()
     version = state_files[0].parents[1].name
