@@ -10,14 +10,16 @@ CONF ?= conf/local.yaml
 DEMO_IMAGES ?= 1500
 DEMO_ARCHIVE := $(LAKE)/archive/synthetic
 PYTEST_ARGS ?=
-# Spark's console kept quiet (warnings and progress) under spark-submit too.
-SUBMIT := $(VENV)/bin/spark-submit --driver-memory 4g \
+# The master comes from the conf (spark.master), so CONF=conf/standalone.yaml runs every
+# target on the cluster of `make cluster-up`. Spark's console kept quiet under spark-submit too.
+MASTER = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get spark.master)
+SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
   --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties)"
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: help setup demo nightly test lint check-java clean
+.PHONY: help setup demo nightly test lint check-java clean cluster-up cluster-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,11 +66,22 @@ nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron
 	  --summary-json $(LAKE)/reports/nightly-prepare-latest.json
 	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/nightly-score-latest.json
 
+# A Spark standalone cluster on this machine: a master on 127.0.0.1:7077 and two workers of
+# one core each; logs, work folders and pids under CLUSTER_DIR.
+CLUSTER_DIR ?= $(LAKE)/cluster
+CLUSTER_WORKERS ?= 2
+CLUSTER_MEMORY ?= 2g
+cluster-up: setup ## start a standalone master and 2 workers on 127.0.0.1 (use CONF=conf/standalone.yaml)
+	$(PY) -m xray_spark.cluster up --dir $(CLUSTER_DIR) --workers $(CLUSTER_WORKERS) --cores 1 --memory $(CLUSTER_MEMORY)
+
+cluster-down: ## stop exactly the processes that cluster-up started
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.cluster down --dir $(CLUSTER_DIR); fi
+
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests
 
-clean: ## remove the lake and caches (keeps .venv)
+clean: cluster-down ## stop the local cluster, remove the lake and caches (keeps .venv)
 	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log

@@ -232,3 +232,16 @@ def test_a_failing_worker_fails_the_stage_with_its_own_error(spark, prepared, tm
     with pytest.raises(XraySparkError, match=r"a training worker failed: .*could not load weights from .*no-such"):
         train_on_spark(spark, plan, 2)
     assert time.monotonic() - started < 300, "a failure must not wait out a collective timeout"
+
+
+def test_more_workers_than_row_groups_is_a_clear_error(prepared):
+    from xray_spark.errors import UsageError
+    from xray_spark.store import check_shardable, row_group_count
+
+    settings, lake, _ = prepared
+    url = lake.store_url(settings.dataset)
+    groups = row_group_count(url)
+    assert groups == 4  # 160 images, 40 per file, one row group each
+    check_shardable(url, groups)
+    with pytest.raises(UsageError, match=r"has 4 row group\(s\), fewer than train.num_workers=5"):
+        check_shardable(url, groups + 1)
