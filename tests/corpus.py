@@ -1,14 +1,25 @@
-"""Bad and unusual input files, made on the fly (nothing binary is checked in)."""
+"""The bad-input corpus: every kind of bad or unusual input, made on the fly (nothing binary is checked in).
+
+* image files: :func:`png_rgb`, :func:`png_16bit`, :func:`truncated_png`, :func:`huge_header_png` ...
+* an archive holding all of them beside good images, with a metadata file that has every
+  row-level fault: :func:`make_bad_archive` (quarantine reasons in :data:`EXPECTED_REASONS`);
+* inputs that stop a job with one line: :func:`usage_cases` (wrong headers, missing
+  columns, missing or corrupt models, bad ``--set`` overrides).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from xray_spark.images import encode_png
+from xray_spark.synthetic import METADATA_HEADER
 
 
 def chest_like(size: int = 80, seed: int = 0) -> np.ndarray:
@@ -60,3 +71,137 @@ def huge_header_png(width: int = 60_000, height: int = 60_000) -> bytes:
 
 
 TEXT_AS_PNG = b"this is a text file that someone named .png\n"
+
+
+# -- an archive with every row-level fault ------------------------------------------------------
+GOOD = {
+    "00000001_000.png": png_gray8(80, 0),
+    "00000001_001.png": png_gray8(80, 7),
+    "00000002_000.png": png_rgb(80),
+    "00000003_000.png": png_rgba(80),
+    "00000004_000.png": png_16bit(80),
+    "00000005_000.png": jpeg(80),
+    "00000006_000.png": png_gray8(80, 8),
+    "00000007_000.png": png_gray8(80, 9),
+    "00000008_000.png": png_gray8(80, 10),
+}
+BAD_FILES = {
+    "00000010_000.png": (b"", "empty_file"),
+    "00000011_000.png": (truncated_png(), "truncated_image"),
+    "00000012_000.png": (TEXT_AS_PNG, "undecodable_image"),
+    "00000013_000.png": (huge_header_png(), "image_too_large"),
+}
+
+
+def metadata_row(name: str, labels: str = "No Finding", age: str = "45", pid: str | None = None) -> list[str]:
+    pid = pid if pid is not None else str(int(name[:8]))
+    follow_up = str(int(name[9:12])) if name[8:9] == "_" else "0"
+    return [name, labels, follow_up, pid, age, "F", "PA", "80", "80", "0.143", "0.143"]
+
+
+def make_bad_archive(root: Path) -> Path:
+    """An NIH-layout archive where every kind of bad input sits beside good images."""
+    images = root / "images" / "images_001" / "images"  # nested like the NIH release
+    images.mkdir(parents=True)
+    for name, data in {**GOOD, **{k: v[0] for k, v in BAD_FILES.items()}}.items():
+        (images / name).write_bytes(data)
+    (images / "00000099_000.png").write_bytes(png_gray8(80, 11))  # a file with no metadata row
+    (images / "00000020_000.png").write_bytes(png_gray8(80, 12))
+    (images / "00000021_000.png").write_bytes(png_gray8(80, 13))
+    (images / "00000022_000.png").write_bytes(png_gray8(80, 14))
+    (images / "00000023_000.png").write_bytes(png_gray8(80, 15))
+    os.symlink("..", images / "loop")  # a symlink loop in the images folder
+    rows = [metadata_row(n, "Effusion|Mass" if n.endswith("6_000.png") else "No Finding") for n in GOOD]
+    rows += [metadata_row(n) for n in BAD_FILES]
+    rows += [
+        metadata_row("00000020_000.png", "Mass|Tumour"),  # unknown finding
+        metadata_row("00000001_000.png", "Nodule"),  # duplicate image id
+        metadata_row("00000021_000.png", age="abc"),  # unparseable age
+        metadata_row("../../etc/passwd.png", pid="9"),  # tries to leave the images folder
+        metadata_row("00000022_000.png", pid="P22"),  # bad patient id
+        metadata_row("00000030_000.png", "Nodule"),  # valid row, no file: reported, not quarantined
+    ]
+    lines = [",".join(METADATA_HEADER).encode()] + [",".join(r).encode() for r in rows]
+    # A non-UTF-8 byte in a label is an unknown finding, not a crash.
+    lines.append(b"00000023_000.png,Effus\xefon,0,23,50,M,AP,80,80,0.143,0.143")
+    (root / "Data_Entry_2017.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")  # Windows line endings
+    return root
+
+
+EXPECTED_REASONS = {
+    "empty_file": ["00000010_000.png"],
+    "truncated_image": ["00000011_000.png"],
+    "undecodable_image": ["00000012_000.png"],
+    "image_too_large": ["00000013_000.png"],
+    "unknown_finding": ["00000020_000.png", "00000023_000.png"],
+    "duplicate_image_id": ["00000001_000.png"],
+    "bad_age": ["00000021_000.png"],
+    "unsafe_image_name": ["../../etc/passwd.png"],
+    "bad_patient_id": ["00000022_000.png"],
+}
+
+
+# -- inputs that stop a job with one clear line ------------------------------------------------
+def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """``{case: (job, arguments, what the one error line must say)}``, with the files written under ``root``.
+
+    ``model_dir`` is a trained model's folder; the model cases break copies of it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    images = root / "images"
+    images.mkdir(exist_ok=True)
+
+    def csv_file(name: str, header: list[str]) -> str:
+        path = root / name
+        path.write_text(",".join(header) + "\n" + ",".join(metadata_row("00000001_000.png")[: len(header)]) + "\n")
+        return str(path)
+
+    renamed = list(METADATA_HEADER)
+    renamed[1] = "Diagnosis"
+    missing_age = METADATA_HEADER[:4] + METADATA_HEADER[5:]
+    no_model_file = root / "model-without-file"
+    shutil.copytree(model_dir, no_model_file)
+    os.remove(no_model_file / "model.keras")
+    corrupt = root / "model-corrupt"
+    shutil.copytree(model_dir, corrupt)
+    (corrupt / "model.keras").write_bytes(b"this is not a model")
+    prepare = ["--lake", str(root / "lake"), "--images", str(images)]
+    score = ["--lake", str(root / "lake")]
+    return {
+        "metadata-missing": ("prepare", [*prepare, "--metadata", str(root / "nope.csv")], ["nope.csv does not exist"]),
+        "metadata-wrong-header": (
+            "prepare",
+            [*prepare, "--metadata", csv_file("renamed.csv", renamed)],
+            ["renamed.csv", "column 2 is 'Diagnosis', expected 'findinglabels'"],
+        ),
+        "metadata-missing-column": (
+            "prepare",
+            [*prepare, "--metadata", csv_file("no-age.csv", missing_age)],
+            ["no-age.csv", "missing patientage"],
+        ),
+        "metadata-not-nih": (
+            "prepare",
+            [*prepare, "--metadata", csv_file("other.csv", ["id", "label"])],
+            ["other.csv has 2 columns", "the NIH format has 11"],
+        ),
+        "set-unknown-key": (
+            "prepare",
+            [*prepare, "--metadata", "x.csv", "--set", "image.sise=3"],
+            ["unknown configuration key 'image.sise'", "image.size"],
+        ),
+        "set-wrong-type": (
+            "prepare",
+            [*prepare, "--metadata", "x.csv", "--set", "image.size=big"],
+            ["'image.size'", "must be an integer"],
+        ),
+        "model-file-missing": (
+            "score",
+            [*score, "--model", str(no_model_file)],
+            ["model-without-file", "model.keras is missing"],
+        ),
+        "model-file-corrupt": (
+            "score",
+            [*score, "--model", str(corrupt)],
+            ["model-corrupt", "model.keras cannot be loaded"],
+        ),
+    }

@@ -142,75 +142,9 @@ def test_reports(prepared):
 
 
 # -- bad input -------------------------------------------------------------------------------
-GOOD = {
-    "00000001_000.png": corpus.png_gray8(80, 0),
-    "00000001_001.png": corpus.png_gray8(80, 7),
-    "00000002_000.png": corpus.png_rgb(80),
-    "00000003_000.png": corpus.png_rgba(80),
-    "00000004_000.png": corpus.png_16bit(80),
-    "00000005_000.png": corpus.jpeg(80),
-    "00000006_000.png": corpus.png_gray8(80, 8),
-    "00000007_000.png": corpus.png_gray8(80, 9),
-    "00000008_000.png": corpus.png_gray8(80, 10),
-}
-BAD_FILES = {
-    "00000010_000.png": (b"", "empty_file"),
-    "00000011_000.png": (corpus.truncated_png(), "truncated_image"),
-    "00000012_000.png": (corpus.TEXT_AS_PNG, "undecodable_image"),
-    "00000013_000.png": (corpus.huge_header_png(), "image_too_large"),
-}
-
-
-def _row(name: str, labels: str = "No Finding", age: str = "45", pid: str | None = None) -> list[str]:
-    pid = pid if pid is not None else str(int(name[:8]))
-    follow_up = str(int(name[9:12])) if name[8:9] == "_" else "0"
-    return [name, labels, follow_up, pid, age, "F", "PA", "80", "80", "0.143", "0.143"]
-
-
-def make_bad_archive(root: Path) -> Path:
-    images = root / "images" / "images_001" / "images"  # nested like the NIH release
-    images.mkdir(parents=True)
-    for name, data in {**GOOD, **{k: v[0] for k, v in BAD_FILES.items()}}.items():
-        (images / name).write_bytes(data)
-    (images / "00000099_000.png").write_bytes(corpus.png_gray8(80, 11))  # a file with no metadata row
-    (images / "00000020_000.png").write_bytes(corpus.png_gray8(80, 12))
-    (images / "00000021_000.png").write_bytes(corpus.png_gray8(80, 13))
-    (images / "00000022_000.png").write_bytes(corpus.png_gray8(80, 14))
-    (images / "00000023_000.png").write_bytes(corpus.png_gray8(80, 15))
-    os.symlink("..", images / "loop")  # a symlink loop in the images folder
-    rows = [_row(n, "Effusion|Mass" if n.endswith("6_000.png") else "No Finding") for n in GOOD]
-    rows += [_row(n) for n in BAD_FILES]
-    rows += [
-        _row("00000020_000.png", "Mass|Tumour"),  # unknown finding
-        _row("00000001_000.png", "Nodule"),  # duplicate image id
-        _row("00000021_000.png", age="abc"),  # unparseable age
-        _row("../../etc/passwd.png", pid="9"),  # tries to leave the images folder
-        _row("00000022_000.png", pid="P22"),  # bad patient id
-        _row("00000030_000.png", "Nodule"),  # valid row, no file: reported, not quarantined
-    ]
-    lines = [",".join(METADATA_HEADER).encode()] + [",".join(r).encode() for r in rows]
-    # A non-UTF-8 byte in a label is an unknown finding, not a crash.
-    lines.append(b"00000023_000.png,Effus\xefon,0,23,50,M,AP,80,80,0.143,0.143")
-    (root / "Data_Entry_2017.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")  # Windows line endings
-    return root
-
-
-EXPECTED_REASONS = {
-    "empty_file": ["00000010_000.png"],
-    "truncated_image": ["00000011_000.png"],
-    "undecodable_image": ["00000012_000.png"],
-    "image_too_large": ["00000013_000.png"],
-    "unknown_finding": ["00000020_000.png", "00000023_000.png"],
-    "duplicate_image_id": ["00000001_000.png"],
-    "bad_age": ["00000021_000.png"],
-    "unsafe_image_name": ["../../etc/passwd.png"],
-    "bad_patient_id": ["00000022_000.png"],
-}
-
-
 @pytest.fixture(scope="module")
 def bad_run(spark, tmp_path_factory):
-    root = make_bad_archive(tmp_path_factory.mktemp("bad"))
+    root = corpus.make_bad_archive(tmp_path_factory.mktemp("bad"))
     lake_dir = tmp_path_factory.mktemp("badlake")
     settings = make_settings(lake_dir, "quarantine.max_fraction=1.0")
     lake = Lake.at(settings.lake)
@@ -225,18 +159,18 @@ def test_every_bad_input_is_quarantined_with_its_reason(spark, bad_run):
     for r in rows:
         got.setdefault(r["reason"], []).append(r["image_id"])
         assert r["detail"], "every quarantine row says what is wrong"
-    assert {k: sorted(v) for k, v in got.items()} == EXPECTED_REASONS
-    assert summary["quarantine"]["by_reason"] == {k: len(v) for k, v in EXPECTED_REASONS.items()}
+    assert {k: sorted(v) for k, v in got.items()} == corpus.EXPECTED_REASONS
+    assert summary["quarantine"]["by_reason"] == {k: len(v) for k, v in corpus.EXPECTED_REASONS.items()}
 
 
 def test_nothing_valid_is_lost(bad_run):
     settings, lake, summary, _ = bad_run
     ids = sorted(r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"]))
-    assert ids == sorted(GOOD)
+    assert ids == sorted(corpus.GOOD)
     assert summary["images"]["converted"] == {"rgb": 1, "rgba": 1, "16bit": 1}
     meta = summary["metadata"]
     quarantined_rows = summary["quarantine"]["total"]
-    assert meta["rows"] == len(GOOD) + quarantined_rows + summary["images"]["metadata_rows_without_file"]
+    assert meta["rows"] == len(corpus.GOOD) + quarantined_rows + summary["images"]["metadata_rows_without_file"]
 
 
 def test_missing_and_orphan_files_are_listed(bad_run):
@@ -266,7 +200,7 @@ def test_quarantine_over_the_limit_fails_and_writes_nothing_to_the_store(spark, 
         run_prepare(spark, settings, inputs, lake)
     assert read_manifest(lake, settings.dataset) is None
     assert not (tmp_path / "petastorm").exists()
-    n_bad = sum(len(v) for v in EXPECTED_REASONS.values())
+    n_bad = sum(len(v) for v in corpus.EXPECTED_REASONS.values())
     assert info.value.summary["quarantine"]["total"] == n_bad
     q = spark.read.parquet(lake.table_url("quarantine"))
     assert q.count() == n_bad, "the quarantine rows are kept so the user can see why"
@@ -460,7 +394,7 @@ def test_usage_errors_name_the_file_and_the_fix(spark, tmp_path, archive):
 
 
 def test_the_2017_header_with_a_trailing_empty_column_is_accepted(spark, tmp_path):
-    text = ",".join(METADATA_HEADER) + ",\n" + ",".join(_row("00000001_000.png", age="058Y")) + ",\n"
+    text = ",".join(METADATA_HEADER) + ",\n" + ",".join(corpus.metadata_row("00000001_000.png", age="058Y")) + ",\n"
     df = ingest.validate_metadata(ingest.read_metadata(spark, _write(tmp_path / "2017.csv", text)))
     row = df.collect()[0]
     assert row["reason"] is None and row["age"] == 58 and row["image_id"] == "00000001_000.png"
