@@ -19,7 +19,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: help setup demo nightly test lint check-java clean cluster-up cluster-down
+.PHONY: help setup demo nightly test lint check-java clean cluster-up cluster-down bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,8 +80,12 @@ cluster-down: ## stop exactly the processes that cluster-up started
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+BENCH_SCALE ?= 500
+bench: setup ## throughput against plain-Python limits, growth, memory (~25 min on 2 cores; bench/results)
+	$(PY) bench/pipeline.py --scale $(BENCH_SCALE) --repeats 3
+
 lint: setup ## ruff over the code
-	$(VENV)/bin/ruff check xray_spark jobs tests
+	$(VENV)/bin/ruff check xray_spark jobs tests bench
 
 clean: cluster-down ## stop the local cluster, remove the lake and caches (keeps .venv)
 	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log
