@@ -1,10 +1,12 @@
-"""Scoring: a trained model applied across the archive with Spark's ``predict_batch_udf``.
+"""Scoring: a trained model applied across the archive with a pandas UDF.
 
 * The studies to score come from the store (``xray.studies`` x the Parquet store);
   ``new_only`` keeps those without a prediction from this model version yet.
-* Images travel as flat float arrays with their shape (``input_tensor_shapes``); the
-  model, loaded once per Python worker inside ``make_predict_fn``, holds its own
-  preprocessing, so scoring feeds exactly the pixels training saw.
+* The UDF takes the store's PNG bytes in Arrow batches of at most
+  :data:`ARROW_BATCH_IMAGES` x ``batch_size`` rows (memory per worker stays bounded however
+  large a partition is), decodes and predicts in the same Python step, and returns the
+  probabilities. The model, loaded once per Python worker, holds its own preprocessing,
+  so scoring feeds exactly the pixels training saw.
 * A run's rows are written to a staging folder and published with one directory rename
   (``lake/tables/predictions/score_date=D/run_id=R``): a run killed half-way leaves nothing
   visible, and the next ``new_only`` run completes the work.
@@ -20,7 +22,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,8 @@ from xray_spark.schema import XraySchema
 log = logging.getLogger("xray_spark.scoring")
 
 PREDICTIONS = "predictions"
+#: Rows per Arrow batch sent to the scoring UDF, in model batches.
+ARROW_BATCH_IMAGES = 4
 STAGING = "_staging"
 
 
@@ -92,10 +96,15 @@ def check_model_loads(model_file: str, n_labels: int, size: int) -> None:
         )
 
 
-def make_predict_fn_factory(model_file: str, n_labels: int, size: int) -> Callable[[], Callable]:
-    """``make_predict_fn`` for ``predict_batch_udf``: loads the model once per Python worker."""
+#: The model each Python worker has loaded, by file: Spark reuses its Python workers across
+#: tasks, so a worker loads the model once however many partitions it scores.
+_WORKER_MODELS: dict[str, Any] = {}
 
-    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+
+def worker_model(model_file: str) -> Any:
+    """The model for this Python worker (loaded on first use, on the task's GPU if it was given one)."""
+    model = _WORKER_MODELS.get(model_file)
+    if model is None:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
@@ -104,41 +113,50 @@ def make_predict_fn_factory(model_file: str, n_labels: int, size: int) -> Callab
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
         from xray_spark.models import load_model
 
-        model = load_model(model_file)
+        model = _WORKER_MODELS[model_file] = load_model(model_file)
+    return model
 
-        def predict(images: np.ndarray) -> np.ndarray:
-            if images.shape[1:] != (size, size, 1):
-                raise ValueError(f"expected images of shape ({size}, {size}, 1) per row, received {images.shape[1:]}")
-            batch = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-            out = np.asarray(model(batch, training=False), dtype=np.float32)
+
+def predict_png_udf(model_file: str, n_labels: int, size: int, batch_size: int) -> Any:
+    """A pandas UDF (iterator of Arrow batches): the store's PNG bytes in, ``n_labels`` probabilities out.
+
+    Decoding and prediction happen in one Python step, so only compressed images cross
+    from the JVM to Python and only probabilities come back.
+    """
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import cv2
+
+        from xray_spark import scoring  # the worker's module, so its model cache outlives the task
+
+        model = scoring.worker_model(model_file)
+        for images in batches:
+            pixels = np.empty((len(images), size, size, 1), dtype=np.uint8)
+            for i, data in enumerate(images):
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                if image is None or image.shape != (size, size):
+                    received = "undecodable bytes" if image is None else f"shape {image.shape}"
+                    raise ValueError(f"expected a {size} x {size} gray PNG per row, received {received}")
+                pixels[i, :, :, 0] = image
+            out = np.zeros((0, n_labels), dtype=np.float32)
+            if len(pixels):
+                out = np.concatenate(
+                    [
+                        np.asarray(model(pixels[start : start + batch_size], training=False), dtype=np.float32)
+                        for start in range(0, len(pixels), batch_size)
+                    ]
+                )
             if out.shape[1] != n_labels:
                 raise ValueError(f"the model gave {out.shape[1]} outputs per image, expected {n_labels}")
-            return out
+            yield pd.Series(list(out))
 
-        return predict
-
-    return make_predict_fn
+    return predict
 
 
 # =========================================================================================
 # what to score
 # =========================================================================================
-def decode_png_column(column: str = XraySchema.image.name) -> Any:
-    """A pandas UDF: the store's PNG bytes -> a flat float array of the pixels."""
-
-    @F.pandas_udf(T.ArrayType(T.FloatType()))
-    def decode(images: pd.Series) -> pd.Series:
-        import cv2
-
-        def one(data: bytes) -> np.ndarray:
-            pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-            return pixels.astype(np.float32).ravel()
-
-        return images.map(one)
-
-    return decode(F.col(column))
-
-
 def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str, *, new_only: bool) -> DataFrame:
     """The store's rows (with pixels) to score; with ``new_only`` those this version has not scored."""
     store_url = lake.store_url(dataset)
@@ -191,18 +209,11 @@ def score_frame(
     rows: DataFrame, meta: dict[str, Any], *, batch_size: int, dataset: str, scored_at: dt.datetime
 ) -> DataFrame:
     """Predictions for ``rows``: one probability column per label, the top finding, the positives."""
-    from pyspark.ml.functions import predict_batch_udf
-
     labels: list[str] = meta["_labels"]
     size: int = meta["_size"]
     thresholds = [float(meta.get("thresholds", {}).get(label, 0.5)) for label in labels]
-    predict = predict_batch_udf(
-        make_predict_fn_factory(meta["_model_file"], len(labels), size),
-        return_type=T.ArrayType(T.FloatType()),
-        batch_size=batch_size,
-        input_tensor_shapes=[[size, size, 1]],
-    )
-    scored = rows.withColumn("_p", predict(decode_png_column()))
+    predict = predict_png_udf(meta["_model_file"], len(labels), size, batch_size)
+    scored = rows.withColumn("_p", predict(F.col(XraySchema.image.name)))
     prob_cols = [F.col("_p")[i].alias(name) for i, name in enumerate(prediction_columns(labels))]
     label_array = F.array(*[F.lit(x) for x in labels])
     top_index = F.expr("array_position(_p, array_max(_p))")
@@ -307,7 +318,13 @@ def run_scoring(
     scored = score_frame(
         rows.repartition(n_partitions), meta, batch_size=batch_size, dataset=dataset, scored_at=scored_at
     )
-    summary["written"] = publish_run(scored, lake, score_date=score_date, run_id=run_id)
+    arrow_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(arrow_key)
+    spark.conf.set(arrow_key, str(ARROW_BATCH_IMAGES * batch_size))
+    try:
+        summary["written"] = publish_run(scored, lake, score_date=score_date, run_id=run_id)
+    finally:
+        spark.conf.set(arrow_key, previous)
     tables.register_predictions(spark, lake)
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["images_per_second"] = round(summary["written"] / max(summary["seconds"], 1e-9), 1)
