@@ -671,6 +671,15 @@ def _prepare(
         cached.append(df.persist())
         return df
 
+    phases: dict[str, float] = {}
+    mark = [time.monotonic()]
+
+    def phase(name: str) -> None:
+        """Seconds since the previous phase ended, under ``summary['phase_seconds'][name]``."""
+        now = time.monotonic()
+        phases[name] = round(now - mark[0], 2)
+        mark[0] = now
+
     started = time.monotonic()
     run_time = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = new_run_id()
@@ -684,6 +693,7 @@ def _prepare(
         "store": store_url,
         "report_dir": report_dir,
         "incremental": inputs.incremental,
+        "phase_seconds": phases,
     }
 
     raw = read_metadata(spark, inputs.metadata)
@@ -732,6 +742,7 @@ def _prepare(
         summary["mode"] = "metadata-only"
         return _finish(summary, lake, started)
     summary["mode"] = "incremental" if inputs.incremental else "full"
+    phase("metadata")
 
     # -- splits ---------------------------------------------------------------------------
     if inputs.split_lists is not None:
@@ -763,6 +774,8 @@ def _prepare(
             f"see {report_dir}/missing_images, or drop --require-images to ingest what is there"
         )
 
+    phase("files")
+
     # -- decode on the executors ---------------------------------------------------------
     ingest_date = run_time.date().isoformat()
     parallelism = spark.sparkContext.defaultParallelism
@@ -771,6 +784,7 @@ def _prepare(
     good = decoded.where(F.col("reason").isNull())
     bad_images = decoded.where(F.col("reason").isNotNull())
     n_good = good.count()
+    phase("decode")
 
     quarantine = keep(
         _quarantine_rows(bad_meta, dataset, run_id, run_time).unionByName(
@@ -813,6 +827,8 @@ def _prepare(
             summary,
         )
 
+    phase("quarantine")
+
     # -- load -----------------------------------------------------------------------------
     append = inputs.incremental and manifest is not None
     if n_good or not append:
@@ -847,6 +863,7 @@ def _prepare(
         ),
     )
     summary["images"]["written"] = n_good
+    phase("write_store")
     summary["studies_rows"] = write_studies(spark, lake, dataset, store_url)
     store_df = spark.read.parquet(store_url)
     summary["store_rows"] = store_df.count()
@@ -857,6 +874,7 @@ def _prepare(
         .alias("findings")
     )
     summary["store_finding_counts"] = finding_counts(store_findings)
+    phase("tables")
     if inputs.bbox:
         boxes = keep(read_bbox(spark, inputs.bbox, dataset))
         write_boxes(spark, boxes, lake)
@@ -865,6 +883,7 @@ def _prepare(
             "images": boxes.select("image_id").distinct().count(),
             "for_stored_images": boxes.join(store_df.select("image_id"), "image_id", "left_semi").count(),
         }
+        phase("boxes")
     return _finish(summary, lake, started)
 
 
