@@ -352,57 +352,72 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline_cpu2.json"))
+    parser.add_argument("--only", default="ingest,input,scoring", help="comma-separated parts to (re)run")
     parser.add_argument("--predict-baseline", nargs=3, metavar=("STORE", "MODEL", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.predict_baseline:
         store, model, repeats = args.predict_baseline
         print(json.dumps(predict_baseline(store, model, int(repeats))))
         return
+    only = set(args.only.split(","))
+    unknown = only - {"ingest", "input", "scoring"}
+    if unknown:
+        parser.error(f"--only takes ingest, input, scoring; got {sorted(unknown)}")
     cache = Path(args.cache)
     work = cache / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     archives = make_inputs(cache, args.scale)
-    results: dict = {
-        "machine": machine(),
-        "command": f"python bench/pipeline.py --scale {args.scale} --repeats {args.repeats}",
-        "image": "synthetic 1024 x 1024 8-bit PNG -> 224 px store",
-        "spark": "local[2], conf/local.yaml defaults (driver memory 4g)",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    out = Path(args.out)
+    results: dict = json.loads(out.read_text()) if only != {"ingest", "input", "scoring"} and out.exists() else {}
+    if "ingest" not in only and "ingest" not in results:
+        parser.error(f"--only without ingest needs an earlier full run's {out} and bench/.cache/work")
+    results.update(
+        {
+            "machine": machine(),
+            "command": f"python bench/pipeline.py --scale {args.scale} --repeats {args.repeats}",
+            "image": "synthetic 1024 x 1024 8-bit PNG -> 224 px store",
+            "spark": "local[2], conf/local.yaml defaults (driver memory 4g)",
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    )
     started = time.monotonic()
 
-    log("1. ingest: baseline")
-    baseline = ingest_baseline(archives["1x"], args.repeats)
-    log(f"  one core: {baseline['one_core_images_per_s']} images/s")
-    prepare = {}
-    for name, archive in archives.items():
-        log(f"1/4. ingest: prepare {name}")
-        prepare[name] = prepare_runs(archive, work, args.repeats)
-    results["ingest"] = {"baseline": baseline, "prepare": prepare}
+    if "ingest" in only:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        log("1. ingest: baseline")
+        baseline = ingest_baseline(archives["1x"], args.repeats)
+        log(f"  one core: {baseline['one_core_images_per_s']} images/s")
+        prepare = {}
+        for name, archive in archives.items():
+            log(f"1/4. ingest: prepare {name}")
+            prepare[name] = prepare_runs(archive, work, args.repeats)
+        results["ingest"] = {"baseline": baseline, "prepare": prepare}
+    prepare = results["ingest"]["prepare"]
 
     lake_4x = Path(prepare["4x"][-1]["lake"])
     store_4x = "file://" + str(lake_4x / "petastorm" / "nih")
     labels = len(json.loads((lake_4x / "petastorm" / "nih" / "_xray_store.json").read_text())["labels"])
-    log("2. training input")
-    results["training_input"] = training_input(store_4x, labels, args.repeats)
+    if "input" in only:
+        log("2. training input")
+        results["training_input"] = training_input(store_4x, labels, args.repeats)
 
-    log("3. scoring: a model to score with (small_cnn, 1 epoch on the 1x store)")
-    model_dir = train_model(Path(prepare["1x"][-1]["lake"]), work)
-    score = {}
-    for name in SIZES:
-        score[name] = score_runs(Path(prepare[name][-1]["lake"]), model_dir, work, args.repeats)
-    results["scoring"] = {
-        "model": "small_cnn",
-        "baseline": predict_baseline_in_child(store_4x, model_dir, args.repeats),
-        "score": score,
-    }
+    if "scoring" in only:
+        log("3. scoring: a model to score with (small_cnn, 1 epoch on the 1x store)")
+        model_dir = train_model(Path(prepare["1x"][-1]["lake"]), work)
+        score = {}
+        for name in SIZES:
+            score[name] = score_runs(Path(prepare[name][-1]["lake"]), model_dir, work, args.repeats)
+        results["scoring"] = {
+            "model": "small_cnn",
+            "baseline": predict_baseline_in_child(store_4x, model_dir, args.repeats),
+            "score": score,
+        }
     results["summary"] = summarise(results)
     results["seconds"] = round(time.monotonic() - started)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["summary"], indent=2))
-    log(f"written to {args.out}")
+    log(f"written to {out}")
 
 
 def summarise(results: dict) -> dict:
