@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from xray_spark.cluster import process_tree  # noqa: E402  (after the path is set)
+
 SIZE = 224  # the store's image side: DenseNet-121's input
 SIZES = {"1x": 1, "2x": 2, "4x": 4}
 
@@ -80,23 +82,6 @@ def make_inputs(cache: Path, scale: int) -> dict[str, Path]:
 
 
 # -- running a job and watching its memory --------------------------------------------------------
-def _tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(parents.get(pid, []))
-    return out
-
-
 def _rss_and_kind(pid: int) -> tuple[int, str]:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -119,7 +104,7 @@ def run_job(job: str, args: list[str], summary: Path) -> dict:
     def watch() -> None:
         while not done.is_set():
             sums = {"jvm": 0, "python": 0}
-            for pid in _tree(proc.pid):
+            for pid in process_tree(proc.pid):
                 rss, kind = _rss_and_kind(pid)
                 if kind:
                     sums[kind] += rss
@@ -420,6 +405,18 @@ def main() -> None:
     log(f"written to {out}")
 
 
+def _rates(runs: list[dict], limit: float, limit_name: str) -> dict:
+    """Median images/s of a job's runs (in the job and wall clock) and their ratio to ``limit``."""
+    job_rate, wall_rate = median_of(runs, "images_per_s_job"), median_of(runs, "images_per_s_wall")
+    return {
+        "images": runs[0]["images"],
+        "job_images_per_s": job_rate,
+        "wall_images_per_s": wall_rate,
+        f"ratio_job_to_{limit_name}": round(job_rate / limit, 3),
+        f"ratio_wall_to_{limit_name}": round(wall_rate / limit, 3),
+    }
+
+
 def summarise(results: dict) -> dict:
     ingest = results["ingest"]
     limit = ingest["baseline"]["two_cores_limit_images_per_s"]
@@ -427,24 +424,9 @@ def summarise(results: dict) -> dict:
     predict = scoring["baseline"]["images_per_s"]
     out: dict = {"ingest": {}, "scoring": {}, "growth": {}, "memory_peak_mib": {}}
     for name in SIZES:
-        runs = ingest["prepare"][name]
-        job_rate, wall_rate = median_of(runs, "images_per_s_job"), median_of(runs, "images_per_s_wall")
-        out["ingest"][name] = {
-            "images": runs[0]["images"],
-            "job_images_per_s": job_rate,
-            "wall_images_per_s": wall_rate,
-            "ratio_job_to_two_core_limit": round(job_rate / limit, 3),
-            "ratio_wall_to_two_core_limit": round(wall_rate / limit, 3),
-        }
-        sruns = scoring["score"][name]
-        s_job, s_wall = median_of(sruns, "images_per_s_job"), median_of(sruns, "images_per_s_wall")
-        out["scoring"][name] = {
-            "images": sruns[0]["images"],
-            "job_images_per_s": s_job,
-            "wall_images_per_s": s_wall,
-            "ratio_job_to_predict": round(s_job / predict, 3),
-            "ratio_wall_to_predict": round(s_wall / predict, 3),
-        }
+        runs, sruns = ingest["prepare"][name], scoring["score"][name]
+        out["ingest"][name] = _rates(runs, limit, "two_core_limit")
+        out["scoring"][name] = _rates(sruns, predict, "predict")
         out["memory_peak_mib"][name] = {
             "prepare": max((r["peak_rss_mib"] for r in runs), key=lambda p: p["total"]),
             "score": max((r["peak_rss_mib"] for r in sruns), key=lambda p: p["total"]),

@@ -155,27 +155,9 @@ def test_sql_on_the_cluster_equals_local_mode(spark, cluster, cluster_run):
 
 
 # -- faults ------------------------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def _runs_python_task(worker_pid: int) -> bool:
     """True once an executor under this worker has started Python workers (a task is underway)."""
-    stack, seen = [worker_pid], []
-    while stack:
-        for child in _children(stack.pop()):
-            seen.append(child)
-            stack.append(child)
-    for pid in seen:
+    for pid in cluster_mod.process_tree(worker_pid)[1:]:
         try:
             if b"pyspark" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
