@@ -105,7 +105,14 @@ class Lake:
         fs, s = self._resolve(src)
         _, d = self._resolve(dst)
         fs.create_dir(d.rsplit("/", 1)[0], recursive=True)
-        fs.move(s, d)
+        try:
+            fs.move(s, d)
+        except (OSError, NotImplementedError):
+            # Object stores have no folder rename: copy the folder, then delete the source.
+            if fs.get_file_info(s).type != pafs.FileType.Directory:
+                raise
+            pafs.copy_files(s, d, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_dir(s)
 
     def list_files(self, folder: str, suffix: str = "") -> list[str]:
         """The files directly in ``folder`` whose names end in ``suffix`` (sorted, lake paths)."""
