@@ -170,7 +170,7 @@ def prepare_runs(archive: Path, work: Path, repeats: int) -> list[dict]:
         run["images"] = written
         run["images_per_s_job"] = round(written / run["job_s"], 1)
         run["images_per_s_wall"] = round(written / run["wall_s"], 1)
-        run["lake"] = str(lake)
+        run["lake"] = os.path.relpath(lake.resolve(), ROOT)  # results name no machine paths
         del run["summary"]
         runs.append(run)
         log(f"  prepare {archive.name} #{i + 1}: {written} images, {run['job_s']} s in the job, {run['wall_s']} s wall")
@@ -379,7 +379,7 @@ def main() -> None:
         results["ingest"] = {"baseline": baseline, "prepare": prepare}
     prepare = results["ingest"]["prepare"]
 
-    lake_4x = Path(prepare["4x"][-1]["lake"])
+    lake_4x = ROOT / prepare["4x"][-1]["lake"]
     store_4x = "file://" + str(lake_4x / "petastorm" / "nih")
     labels = len(json.loads((lake_4x / "petastorm" / "nih" / "_xray_store.json").read_text())["labels"])
     if "input" in only:
@@ -388,10 +388,10 @@ def main() -> None:
 
     if "scoring" in only:
         log("3. scoring: a model to score with (small_cnn, 1 epoch on the 1x store)")
-        model_dir = train_model(Path(prepare["1x"][-1]["lake"]), work)
+        model_dir = train_model(ROOT / prepare["1x"][-1]["lake"], work)
         score = {}
         for name in SIZES:
-            score[name] = score_runs(Path(prepare[name][-1]["lake"]), model_dir, work, args.repeats)
+            score[name] = score_runs(ROOT / prepare[name][-1]["lake"], model_dir, work, args.repeats)
         results["scoring"] = {
             "model": "small_cnn",
             "baseline": predict_baseline_in_child(store_4x, model_dir, args.repeats),
