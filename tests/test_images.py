@@ -9,19 +9,19 @@ from xray_spark.errors import ImageError
 
 from . import corpus
 
-MAX = 100_000_000
+LIMITS = img.ImageLimits()
 
 
 def test_gray8_png_is_resized_losslessly_when_the_size_matches():
     data = corpus.png_gray8(80)
-    out, facts = img.load_training_image(data, 80, MAX)
+    out, facts = img.load_training_image(data, 80, LIMITS)
     np.testing.assert_array_equal(out, corpus.chest_like(80, 0))
     assert facts["converted"] == "" and facts["format"] == "png"
 
 
 @pytest.mark.parametrize(("maker", "converted"), [(corpus.png_rgb, "rgb"), (corpus.png_rgba, "rgba")])
 def test_colour_pngs_become_8bit_gray(maker, converted):
-    out, facts = img.load_training_image(maker(80), 40, MAX)
+    out, facts = img.load_training_image(maker(80), 40, LIMITS)
     assert out.shape == (40, 40) and out.dtype == np.uint8
     assert facts["converted"] == converted
     # Gray replicated into R, G and B converts back to the same gray.
@@ -31,7 +31,7 @@ def test_colour_pngs_become_8bit_gray(maker, converted):
 
 
 def test_16bit_is_scaled_not_clipped():
-    out, facts = img.load_training_image(corpus.png_16bit(80), 80, MAX)
+    out, facts = img.load_training_image(corpus.png_16bit(80), 80, LIMITS)
     source = corpus.chest_like(80, 3).astype(np.float64)
     assert facts["converted"] == "16bit"
     assert out.max() == 255 and out.min() == 0  # the full 8-bit range is used
@@ -41,7 +41,7 @@ def test_16bit_is_scaled_not_clipped():
 
 
 def test_jpeg_named_png_is_decoded_by_content():
-    out, facts = img.load_training_image(corpus.jpeg(80), 80, MAX)
+    out, facts = img.load_training_image(corpus.jpeg(80), 80, LIMITS)
     assert facts["format"] == "jpeg"
     assert np.abs(out.astype(int) - corpus.chest_like(80, 4)).mean() < 4
 
@@ -66,13 +66,13 @@ def test_non_square_is_padded_not_stretched():
 )
 def test_bad_files_raise_with_their_reason(data, reason, message):
     with pytest.raises(ImageError, match=message) as info:
-        img.load_training_image(data, 64, MAX)
+        img.load_training_image(data, 64, LIMITS)
     assert info.value.reason == reason
 
 
 def test_max_pixels_is_configurable():
     with pytest.raises(ImageError, match=r"image\.max_pixels=1,000"):
-        img.load_training_image(corpus.png_gray8(80), 64, 1_000)
+        img.load_training_image(corpus.png_gray8(80), 64, img.ImageLimits(max_pixels=1_000))
 
 
 def test_dicom_monochrome2_is_read():
@@ -94,6 +94,45 @@ def test_dicom_monochrome2_is_read():
     ds.PixelData = pixels.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True) if pydicom.__version__ >= "3" else ds.save_as(buffer)
-    out, facts = img.load_training_image(buffer.getvalue(), 64, MAX)
+    out, facts = img.load_training_image(buffer.getvalue(), 64, LIMITS)
     assert facts["format"] == "dicom" and facts["converted"] == "16bit"
     assert np.corrcoef(out.ravel(), corpus.chest_like(64, 6).ravel())[0, 1] > 0.999
+
+
+# -- bounded before decoding ----------------------------------------------------------------------
+def test_a_decompression_bomb_is_refused_from_its_header():
+    """777 KB of PNG that would decode to 10000 x 10000 x 4 x 16 bits (763 MiB): refused unread."""
+    bomb = corpus.png_rgba16_bomb()
+    assert len(bomb) < 2_000_000
+    with pytest.raises(ImageError, match=r"decode to 763 MiB, over image\.max_decoded_bytes") as info:
+        img.load_training_image(bomb, 64, LIMITS)
+    assert info.value.reason == img.TOO_LARGE
+
+
+def test_dicom_frames_count_against_the_decode_limit():
+    pytest.importorskip("pydicom")
+    with pytest.raises(ImageError, match=r"1024x1024 x 120 frames.*240 MiB") as info:
+        img.load_training_image(corpus.dicom_multiframe(120, 1024), 64, LIMITS)
+    assert info.value.reason == img.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (img.encode_png(np.full((1, 1), 77, np.uint8)), img.TOO_SMALL),
+        (img.encode_png(np.full((80, 40), 77, np.uint8)), img.TOO_SMALL),
+        (img.encode_png(np.zeros((80, 80), np.uint8)), img.BLANK),
+        (img.encode_png(np.full((80, 80), 4000, np.uint16)), img.BLANK),
+    ],
+)
+def test_films_too_small_or_blank_are_refused(data, reason):
+    with pytest.raises(ImageError) as info:
+        img.load_training_image(data, 64, LIMITS)
+    assert info.value.reason == reason
+
+
+def test_a_non_image_message_never_echoes_its_bytes():
+    with pytest.raises(ImageError) as info:
+        img.load_training_image(corpus.SECRET_AS_PNG, 64, LIMITS)
+    assert info.value.reason == img.UNDECODABLE
+    assert "DOE" not in str(info.value) and corpus.SECRET_AS_PNG[:8].hex() not in str(info.value)

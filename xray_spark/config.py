@@ -45,6 +45,18 @@ class ImageSettings:
     size: int = 128
     # Images whose header claims more pixels than this are quarantined before decoding.
     max_pixels: int = 100_000_000
+    # frames x rows x columns x samples x bytes per sample a decoder may allocate (128 MiB).
+    max_decoded_bytes: int = 134_217_728
+    # Files larger than this are not read (64 MiB; an NIH PNG is under 1 MiB).
+    max_file_bytes: int = 67_108_864
+    # Images whose shorter side is below this are quarantined (a 1 x 1 "film" holds nothing).
+    min_side: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class LockSettings:
+    # How long a run waits for another run holding its lock (0: refuse at once).
+    wait_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +148,7 @@ class Settings:
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     score: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
+    locks: LockSettings = dataclasses.field(default_factory=LockSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -274,8 +287,11 @@ def _check(settings: Settings) -> None:
         )
     if settings.image.size < 8 or settings.image.size > 4096:
         raise ConfigError(f"configuration key 'image.size' must lie in [8, 4096], got {settings.image.size}")
-    if settings.image.max_pixels <= 0:
-        raise ConfigError("configuration key 'image.max_pixels' must be positive")
+    for name in ("max_pixels", "max_decoded_bytes", "max_file_bytes", "min_side"):
+        if getattr(settings.image, name) <= 0:
+            raise ConfigError(f"configuration key 'image.{name}' must be positive")
+    if settings.locks.wait_seconds < 0:
+        raise ConfigError("configuration key 'locks.wait_seconds' must be >= 0")
     if not 0.0 <= settings.quarantine.max_fraction <= 1.0:
         raise ConfigError(
             f"configuration key 'quarantine.max_fraction' must lie in [0, 1], got {settings.quarantine.max_fraction}"

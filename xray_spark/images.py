@@ -11,6 +11,7 @@ installed, uncompressed DICOM.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 
@@ -24,10 +25,51 @@ EMPTY = "empty_file"
 TRUNCATED = "truncated_image"
 UNDECODABLE = "undecodable_image"
 TOO_LARGE = "image_too_large"
+TOO_SMALL = "image_too_small"
+BLANK = "blank_image"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+MIB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """What an image may cost before any decoder runs (``image.*`` in the configuration).
+
+    ``max_decoded_bytes`` counts frames x rows x columns x samples x bytes per sample, the
+    array a decoder would allocate: a 777 KB PNG can claim 10000 x 10000 x 4 x 16 bits
+    (763 MiB). The default, 128 MiB, admits a 4300 x 4300 16-bit colour plate (106 MiB) and
+    keeps two decoding workers (with their float and resize buffers) under 2 GiB.
+    """
+
+    max_pixels: int = 100_000_000
+    max_decoded_bytes: int = 128 * MIB
+    min_side: int = 64
+
+    def check(self, kind: str, width: int, height: int, channels: int, sample_bytes: int, frames: int = 1) -> None:
+        """Raise the quarantine error for a header that is too small or would decode too large."""
+        shape = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
+        if width == 0 or height == 0:
+            raise ImageError(UNDECODABLE, f"{kind} header gives an empty size {width}x{height}")
+        if width * height > self.max_pixels:
+            raise ImageError(
+                TOO_LARGE,
+                f"{kind} header claims {width}x{height} = {width * height:,} pixels, "
+                f"over the limit image.max_pixels={self.max_pixels:,}",
+            )
+        decoded = frames * width * height * channels * sample_bytes
+        if decoded > self.max_decoded_bytes:
+            raise ImageError(
+                TOO_LARGE,
+                f"{kind} of {shape}, {channels} sample(s) of {sample_bytes} byte(s) would decode to "
+                f"{decoded / MIB:,.0f} MiB, over image.max_decoded_bytes={self.max_decoded_bytes:,}",
+            )
+        if min(width, height) < self.min_side:
+            raise ImageError(
+                TOO_SMALL, f"{kind} of {width}x{height} is smaller than image.min_side={self.min_side} pixels"
+            )
 
 
 def sniff_format(data: bytes) -> str:
@@ -49,8 +91,8 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return width, height, depth, colour
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's start-of-frame marker."""
+def jpeg_size(data: bytes) -> tuple[int, int, int, int]:
+    """(width, height, components, bits per sample) from a JPEG's start-of-frame marker."""
     pos = 2
     n = len(data)
     while pos + 4 <= n:
@@ -63,69 +105,71 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > n:
+            if pos + 10 > n:
                 break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
+            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
+            return width, height, components, precision
         pos += 2 + length
     raise ImageError(TRUNCATED, "JPEG file ends before its frame header")
 
 
-def check_image_bytes(data: bytes, max_pixels: int) -> str:
-    """Reject empty, truncated, unknown and oversized files before any decoder sees them."""
+#: Samples per pixel that OpenCV decodes a PNG colour type into (palette -> BGR, gray+alpha -> BGRA).
+PNG_DECODED_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}
+
+
+def check_image_bytes(data: bytes, limits: ImageLimits) -> str:
+    """Reject empty, truncated, unknown, too small and too costly files before any decoder sees them.
+
+    Messages describe the file (its size, its header's claims), never echo its content.
+    """
     if not data:
         raise ImageError(EMPTY, "the file is empty (0 bytes)")
     kind = sniff_format(data)
     if kind == "png":
-        width, height, _, _ = png_header(data)
+        width, height, depth, colour = png_header(data)
         if b"IEND" not in data[-64:]:
             raise ImageError(TRUNCATED, f"PNG of {width}x{height} has no IEND chunk: the file is cut short")
+        limits.check("PNG", width, height, PNG_DECODED_CHANNELS.get(colour, 4), 2 if depth > 8 else 1)
     elif kind == "jpeg":
-        width, height = jpeg_size(data)
+        width, height, components, precision = jpeg_size(data)
         if b"\xff\xd9" not in data[-64:]:
             raise ImageError(TRUNCATED, f"JPEG of {width}x{height} has no end-of-image marker: the file is cut short")
-    elif kind == "dicom":
-        return kind
-    else:
-        head = data[:8].hex()
-        raise ImageError(UNDECODABLE, f"not a PNG, JPEG or DICOM image (first bytes {head})")
-    if width == 0 or height == 0:
-        raise ImageError(UNDECODABLE, f"{kind.upper()} header gives an empty size {width}x{height}")
-    if width * height > max_pixels:
-        raise ImageError(
-            TOO_LARGE,
-            f"{kind.upper()} header claims {width}x{height} = {width * height:,} pixels, "
-            f"over the limit image.max_pixels={max_pixels:,}",
-        )
+        limits.check("JPEG", width, height, max(components, 1), 2 if precision > 8 else 1)
+    elif kind == "unknown":
+        raise ImageError(UNDECODABLE, f"not a PNG, JPEG or DICOM image ({len(data):,} bytes, no known signature)")
     return kind
 
 
-def decode(data: bytes, max_pixels: int) -> np.ndarray:
+def decode(data: bytes, limits: ImageLimits) -> np.ndarray:
     """The image as stored: uint8 or uint16, 2-D (gray) or 3-D (BGR / BGRA)."""
-    kind = check_image_bytes(data, max_pixels)
+    kind = check_image_bytes(data, limits)
     if kind == "dicom":
-        return _decode_dicom(data, max_pixels)
+        return _decode_dicom(data, limits)
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise ImageError(UNDECODABLE, f"the {kind.upper()} decoder rejected the file's data")
     return array
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
+def _decode_dicom(data: bytes, limits: ImageLimits) -> np.ndarray:
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is an install requirement
         raise ImageError(UNDECODABLE, "a DICOM file, and pydicom is not installed") from None
     try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        rows, cols = int(header.Rows), int(header.Columns)
+        frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
+        sample_bytes = max(1, (int(getattr(header, "BitsAllocated", 16) or 16) + 7) // 8)
+    except Exception as exc:  # pydicom raises many types for a bad header
+        raise ImageError(UNDECODABLE, f"DICOM header could not be read ({type(exc).__name__})") from None
+    limits.check("DICOM", cols, rows, samples, sample_bytes, frames)
+    try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        if rows * cols > max_pixels:
-            raise ImageError(TOO_LARGE, f"DICOM of {cols}x{rows} is over image.max_pixels={max_pixels:,}")
         array = ds.pixel_array
-    except ImageError:
-        raise
     except Exception as exc:  # pydicom raises many types for bad or compressed data
-        raise ImageError(UNDECODABLE, f"DICOM pixel data could not be read: {exc}") from None
+        raise ImageError(UNDECODABLE, f"DICOM pixel data could not be read ({type(exc).__name__})") from None
     if array.ndim == 3 and array.shape[-1] not in (3, 4):
         array = array[0]  # a multi-frame object: keep the first frame
     array = np.asarray(array)
@@ -156,11 +200,11 @@ def to_gray8(image: np.ndarray) -> np.ndarray:
         raise ImageError(UNDECODABLE, f"an image of {image.ndim} dimensions")
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    values = image.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
+    low, high = float(image.min()), float(image.max())
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
-    scaled = (values - low) * (255.0 / (high - low))
+    # float32 (4 bytes a pixel, not 8): exact for any 16-bit value, half the peak memory.
+    scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
@@ -184,13 +228,17 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def load_training_image(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, dict[str, object]]:
+def load_training_image(
+    data: bytes, size: int, limits: ImageLimits | None = None
+) -> tuple[np.ndarray, dict[str, object]]:
     """File bytes -> (``size`` x ``size`` uint8 image, facts about the source).
 
     The facts say what was converted: ``format``, ``source_shape``, ``source_dtype``,
-    ``converted`` (``"rgba"``, ``"rgb"``, ``"16bit"`` or ``""``).
+    ``converted`` (``"rgba"``, ``"rgb"``, ``"16bit"`` or ``""``). A film of one flat value
+    (a black or white frame: nothing a reader or a model can use) is a :data:`BLANK` error.
     """
-    raw = decode(data, max_pixels)
+    limits = limits or ImageLimits()
+    raw = decode(data, limits)
     converted = ""
     if raw.ndim == 3 and raw.shape[2] == 4:
         converted = "rgba"
@@ -199,6 +247,8 @@ def load_training_image(data: bytes, size: int, max_pixels: int) -> tuple[np.nda
     elif raw.dtype != np.uint8:
         converted = f"{raw.dtype.itemsize * 8}bit"
     gray = to_gray8(raw)
+    if gray.size and int(gray.min()) == int(gray.max()):
+        raise ImageError(BLANK, f"every pixel of the {raw.shape[1]}x{raw.shape[0]} image has the same value")
     facts: dict[str, object] = {
         "format": sniff_format(data),
         "source_shape": tuple(int(d) for d in raw.shape),
