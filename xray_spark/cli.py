@@ -12,17 +12,23 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from xray_spark.config import Settings, load_settings
-from xray_spark.errors import QuarantineLimitExceeded, UsageError, XraySparkError
+from xray_spark.errors import LockBusy, QuarantineLimitExceeded, UsageError, XraySparkError
 
 EXIT_USAGE = 2
 EXIT_QUARANTINE = 3
 EXIT_FAILED = 1
+#: Another run holds this run's lock: sysexits' EX_TEMPFAIL, "try again later".
+EXIT_BUSY = 75
+
+#: The signal that stopped the job (SIGINT or SIGTERM), once one arrived.
+_stopped_by: list[int] = []
 
 log = logging.getLogger("xray_spark")
 
@@ -78,6 +84,7 @@ def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
 
     log.info("resolved configuration: %s", settings.to_json(indent=None))
     spark = build_session(settings.spark, app_name=f"xray-spark {job}")
+    install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
     lake = Lake.at(settings.lake)
     tables.register_tables(spark, lake)
     return spark, lake
@@ -93,20 +100,58 @@ def write_summary_json(path: str | None, summary: dict[str, Any]) -> None:
         fh.write("\n")
 
 
-def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run a job's body; map the package's errors to one line and an exit status."""
-    setup_logging()
-    try:
-        return body()
-    except UsageError as exc:
+def install_signal_handlers() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM unwind the job's ``finally`` blocks, then it exits.
+
+    Unwinding releases the run's lock and leaves staging folders for the next run to clean;
+    :func:`run_job` then prints one line and exits 128 + the signal number (130 for Ctrl-C).
+    The Spark JVM stops with the Python process, and its running jobs with it. (No py4j
+    call is made from the handler: it would re-enter the connection it interrupted.)
+    """
+
+    def stop(signum: int, _frame: Any) -> None:
+        _stopped_by.append(signum)
+        # The py4j call this interrupts logs its broken connection with a trace (to the
+        # root logger): expected now, and not for the user's screen.
+        logging.root.addFilter(lambda record: "py4j" not in record.pathname)
+        logging.getLogger("py4j").setLevel(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _error_exit(name: str, exc: BaseException) -> int | None:
+    """The exit status for ``exc`` after printing its one line, or None for a bug (re-raised)."""
+    if _stopped_by or isinstance(exc, KeyboardInterrupt):
+        signum = _stopped_by[0] if _stopped_by else signal.SIGINT
+        print(
+            f"{name}: interrupted by {signal.Signals(signum).name}: stopped, nothing partial published", file=sys.stderr
+        )
+        return 128 + signum
+    if isinstance(exc, UsageError):
         print(f"{name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except QuarantineLimitExceeded as exc:
+    if isinstance(exc, QuarantineLimitExceeded):
         print(f"{name}: failed: {exc}", file=sys.stderr)
         return EXIT_QUARANTINE
-    except XraySparkError as exc:
+    if isinstance(exc, LockBusy):
+        print(f"{name}: busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    if isinstance(exc, XraySparkError):
         print(f"{name}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    return None
+
+
+def run_job(name: str, body: Callable[[], int]) -> int:
+    """Run a job's body; map the package's errors and a stopping signal to one line and an exit status."""
+    setup_logging()
+    install_signal_handlers()
+    try:
+        return body()
+    except BaseException as exc:
+        code = _error_exit(name, exc)
+        if code is None:
+            raise
+        return code

@@ -23,6 +23,14 @@ class EnvironmentProblem(UsageError):
     """The machine lacks something the jobs need (Java 17, a writable lake)."""
 
 
+class LockBusy(XraySparkError):
+    """Another run holds the lock this run needs (``xray_spark.locks``); try again later."""
+
+
+class ModelRefused(UsageError):
+    """A model file that could run code when loaded, or that does not match what was registered."""
+
+
 class ImageError(XraySparkError):
     """An image could not be turned into a training image; ``reason`` is its quarantine code."""
 
