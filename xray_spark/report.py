@@ -210,12 +210,18 @@ def auroc_table_text(val_auroc: Mapping[str, float], thresholds: Mapping[str, fl
 
 
 def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000) -> str:
-    """A query's result as a table, CSV or JSON lines (at most ``limit`` rows)."""
+    """A read-only query's result as a table, CSV or JSON lines (at most ``limit`` rows).
+
+    Anything but a query or a SHOW/DESCRIBE/EXPLAIN is refused before Spark runs it
+    (:func:`xray_spark.readonly.check_read_only`).
+    """
     import csv
     import json
 
     from xray_spark.errors import UsageError
+    from xray_spark.readonly import check_read_only
 
+    check_read_only(spark, query)
     try:
         df = spark.sql(query)
         rows = df.limit(limit).collect()

@@ -1,0 +1,152 @@
+"""Read-only SQL: whoever can query the lake cannot change it.
+
+A statement is allowed only when Spark's own parser turns it into a plan made entirely of
+read-only nodes: a query (SELECT, WITH, VALUES, TABLE, set operations, joins, windows,
+sampling ...) or a metadata statement (SHOW, DESCRIBE, EXPLAIN of a query). The decision
+is taken on the parsed plan, never on the text, so comments, casing, a ``WITH`` in front
+of an ``INSERT`` or a ``FROM t INSERT ...`` change nothing. It is an allow-list: a node
+this module does not know (a new Spark statement) is refused, not guessed at.
+
+Also refused inside an otherwise read-only query: ``TRANSFORM ... USING 'cmd'`` (runs a
+program) and the functions that call arbitrary Java methods (``reflect``,
+``java_method``, ``try_reflect``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xray_spark.errors import UsageError
+
+#: Logical plan nodes of a query, by their class's simple name.
+QUERY_NODES = frozenset(
+    {
+        "Aggregate",
+        "CTERelationDef",
+        "CTERelationRef",
+        "Deduplicate",
+        "Distinct",
+        "Except",
+        "Expand",
+        "Filter",
+        "Generate",
+        "GlobalLimit",
+        "Intersect",
+        "Join",
+        "LateralJoin",
+        "LocalLimit",
+        "LocalRelation",
+        "Offset",
+        "OneRowRelation",
+        "Pivot",
+        "Project",
+        "Range",
+        "Repartition",
+        "RepartitionByExpression",
+        "Sample",
+        "Sort",
+        "SubqueryAlias",
+        "Tail",
+        "Union",
+        "Unpivot",
+        "UnresolvedHaving",
+        "UnresolvedHint",
+        "UnresolvedInlineTable",
+        "UnresolvedRelation",
+        "UnresolvedSubqueryColumnAliases",
+        "UnresolvedTableValuedFunction",
+        "UnresolvedWith",
+        "Window",
+        "WithCTE",
+        "WithWindowDefinition",
+    }
+)
+#: Statements that only read the catalog, and the name nodes they hold.
+METADATA_NODES = frozenset(
+    {
+        "DescribeColumn",
+        "DescribeFunction",
+        "DescribeNamespace",
+        "DescribeRelation",
+        "ShowColumns",
+        "ShowCreateTable",
+        "ShowFunctions",
+        "ShowNamespaces",
+        "ShowPartitions",
+        "ShowTableExtended",
+        "ShowTableProperties",
+        "ShowTables",
+        "ShowViews",
+        "UnresolvedFunctionName",
+        "UnresolvedNamespace",
+        "UnresolvedPartitionSpec",
+        "UnresolvedTable",
+        "UnresolvedTableOrView",
+    }
+)
+#: Statements that wrap a query plan without running it: the wrapped plan is checked as a query.
+WRAPPERS = {"ExplainCommand": "logicalPlan", "DescribeQueryCommand": "plan"}
+#: Functions that call any static Java method, by lower-case name.
+DENIED_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect"})
+
+
+def _simple_name(node: Any) -> str:
+    return str(node.getClass().getSimpleName()).rstrip("$")
+
+
+def _seq(scala_seq: Any) -> list[Any]:
+    out = []
+    iterator = scala_seq.iterator()
+    while iterator.hasNext():
+        out.append(iterator.next())
+    return out
+
+
+def _refuse(query: str, what: str) -> UsageError:
+    shown = " ".join(query.split())
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return UsageError(
+        f"refused: {what}; jobs/sql.py runs read-only statements only (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN): {shown}"
+    )
+
+
+def _check_expressions(node: Any, query: str) -> None:
+    stack = _seq(node.expressions())
+    while stack:
+        expression = stack.pop()
+        if _simple_name(expression) == "UnresolvedFunction":
+            name = str(_seq(expression.nameParts())[-1]).lower()
+            if name in DENIED_FUNCTIONS:
+                raise _refuse(query, f"the function {name}() calls Java methods")
+        stack.extend(_seq(expression.children()))
+
+
+def _check_plan(plan: Any, query: str, allowed: frozenset[str]) -> None:
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        name = _simple_name(node)
+        if name in WRAPPERS:
+            _check_plan(getattr(node, WRAPPERS[name])(), query, QUERY_NODES)
+            continue
+        if name not in allowed:
+            raise _refuse(query, f"{name} is not a read-only statement")
+        _check_expressions(node, query)
+        stack.extend(_seq(node.children()))
+        stack.extend(_seq(node.innerChildren()))  # CTE definitions
+        stack.extend(_seq(node.subqueries()))  # IN (SELECT ...), EXISTS, scalar subqueries
+
+
+def check_read_only(spark: Any, query: str) -> None:
+    """Raise a one-line :class:`UsageError` unless ``query`` parses into a read-only plan."""
+    parser = spark._jsparkSession.sessionState().sqlParser()
+    try:
+        plan = parser.parsePlan(query)
+    except Exception as exc:  # ParseException, through py4j
+        java = getattr(exc, "java_exception", None)
+        text = str(java.getMessage()) if java is not None else str(exc)
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise UsageError(f"query failed: {first}") from None
+    top = _simple_name(plan)
+    allowed = METADATA_NODES if top in METADATA_NODES else QUERY_NODES
+    _check_plan(plan, query, allowed)
