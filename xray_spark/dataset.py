@@ -18,7 +18,7 @@ import numpy as np
 from petastorm import make_reader
 from petastorm.predicates import in_set
 
-from xray_spark.schema import XraySchema
+from xray_spark.schema import XraySchema, decode_labels
 
 #: Fields the training pipeline reads (the split too: petastorm's predicate needs it read).
 TRAIN_FIELDS = [XraySchema.image, XraySchema.labels, XraySchema.sample_weight, XraySchema.split]
@@ -53,7 +53,7 @@ def shard_ids_and_labels(store_url: str, spec: ShardSpec) -> tuple[list[str], np
     ) as reader:
         for row in reader:
             ids.append(row.image_id)
-            labels.append(row.labels)
+            labels.append(decode_labels(row.labels))
     return ids, (np.stack(labels).astype(np.float32) if labels else np.zeros((0, 0), np.float32))
 
 
@@ -74,7 +74,7 @@ def read_arrays(store_url: str, spec: ShardSpec, *, max_rows: int = 0) -> dict[s
         for row in reader:
             ids.append(row.image_id)
             images.append(row.image)
-            labels.append(row.labels)
+            labels.append(decode_labels(row.labels))
             if max_rows and len(ids) >= max_rows:
                 break
     if not ids:
@@ -127,7 +127,9 @@ def training_dataset(
 
         def to_example(row: Any) -> tuple[Any, Any, Any]:
             image = tf.ensure_shape(row.image, [image_size, image_size])[..., None]
-            labels = tf.ensure_shape(tf.cast(row.labels, tf.float32), [n_labels])
+            # "0"/"1" characters (schema.encode_labels) -> 0.0/1.0
+            codes = tf.io.decode_raw(row.labels, tf.uint8)
+            labels = tf.ensure_shape(tf.cast(codes, tf.float32) - 48.0, [n_labels])
             weight = tf.cast(row.sample_weight, tf.float32) if use_sample_weights else tf.constant(1.0)
             return image, labels, weight
 

@@ -26,8 +26,8 @@ from xray_spark.errors import UsageError
 from xray_spark.evaluation import auroc, bootstrap_auroc_ci, mean_auroc, sensitivity_specificity
 from xray_spark.labels import column_name
 from xray_spark.lake import Lake
+from xray_spark.registry import resolve_model
 from xray_spark.schema import EVALUATIONS_SCHEMA
-from xray_spark.scoring import resolve_model
 
 
 def collect_scored_labels(
@@ -138,8 +138,8 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate one model version on one split; returns the summary (metrics per finding)."""
     started = time.monotonic()
-    _, meta = resolve_model(spark, lake, version=model_version, path=model_path)
-    labels = meta["_labels"]
+    folder = resolve_model(spark, lake, version=model_version, path=model_path)
+    meta, labels = folder.meta, folder.labels
     data = collect_scored_labels(spark, lake, meta["version"], split, labels)
     if len(data["y"]) == 0:
         raise UsageError(

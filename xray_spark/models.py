@@ -137,6 +137,7 @@ def build_model(
 
 
 def load_model(path: str) -> Any:
-    """A saved model for inference (no optimizer, no loss)."""
-    k = keras()
-    return k.models.load_model(path, compile=False)
+    """A saved ``.keras`` model for inference (no optimizer, no loss), in safe mode: see ``registry``."""
+    from xray_spark.registry import load_model_safely
+
+    return load_model_safely(path)

@@ -8,7 +8,7 @@ manifest (``xray_spark.store``) records the values a store was built with.
 from __future__ import annotations
 
 import numpy as np
-from petastorm.codecs import CompressedImageCodec, NdarrayCodec, ScalarCodec
+from petastorm.codecs import CompressedImageCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import (
     ArrayType,
@@ -20,6 +20,23 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+
+def encode_labels(vector: np.ndarray) -> str:
+    """A multi-hot vector as a string of ``0``/``1`` characters, in label-set order (``"010000"``)."""
+    values = np.asarray(vector).ravel()
+    if not np.isin(values, (0, 1)).all():
+        raise ValueError(f"a label vector holds 0 and 1 only, got {values.tolist()}")
+    return "".join("1" if v else "0" for v in values)
+
+
+def decode_labels(text: str) -> np.ndarray:
+    """The float32 multi-hot vector of :func:`encode_labels` (``np.frombuffer``: no parser, no ``np.load``)."""
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    if codes.size and (codes.min() < 48 or codes.max() > 49):
+        raise ValueError(f"labels {text!r} are not a string of 0 and 1")
+    return (codes - 48).astype(np.float32)
+
 
 XraySchema = Unischema(
     "XraySchema",
@@ -38,8 +55,11 @@ XraySchema = Unischema(
         UnischemaField("split", np.str_, (), ScalarCodec(StringType()), False),
         # 8-bit grayscale, image.size x image.size, stored PNG-compressed (lossless).
         UnischemaField("image", np.uint8, (None, None), CompressedImageCodec("png"), False),
-        # Multi-hot over the store's label set, in the manifest's label order.
-        UnischemaField("labels", np.float32, (None,), NdarrayCodec(), False),
+        # Multi-hot over the store's label set, in the manifest's label order, as "0"/"1"
+        # characters (encode_labels / decode_labels). Not Petastorm's NdarrayCodec: it
+        # decodes with np.load, whose header parser (ast.literal_eval) is not thread-safe in
+        # CPython 3.11 (gh-106905), and Petastorm's reader decodes in threads.
+        UnischemaField("labels", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("finding_labels", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("sample_weight", np.float32, (), ScalarCodec(FloatType()), False),
         UnischemaField("ingest_date", np.str_, (), ScalarCodec(StringType()), False),
@@ -101,6 +121,9 @@ MODELS_SCHEMA = StructType(
         StructField("val_auroc_mean", DoubleType(), True),
         StructField("best_epoch", IntegerType(), False),
         StructField("num_workers", IntegerType(), False),
+        # SHA-256 of the model file and of model.json, checked before every load.
+        StructField("model_sha256", StringType(), True),
+        StructField("meta_sha256", StringType(), True),
     ]
 )
 

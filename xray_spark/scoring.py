@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -31,10 +30,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark import tables
+from xray_spark import locks, tables
+from xray_spark import store as store_mod
 from xray_spark.errors import UsageError
 from xray_spark.labels import column_name
 from xray_spark.lake import Lake
+from xray_spark.registry import ModelFolder, resolve_model
 from xray_spark.schema import XraySchema
 
 log = logging.getLogger("xray_spark.scoring")
@@ -48,51 +49,20 @@ STAGING = "_staging"
 # =========================================================================================
 # the model
 # =========================================================================================
-def resolve_model(
-    spark: SparkSession, lake: Lake, *, version: str | None = None, path: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """(model folder, model.json) for ``--model PATH``, ``--model-version V`` or the newest model."""
-    if path is None:
-        if version is None:
-            models = tables.read_table(spark, lake, "models")
-            newest = models.orderBy(F.desc("created"), F.desc("version")).first() if models is not None else None
-            if newest is None:
-                raise UsageError(f"no model in {lake.path('tables', 'models')}: train one with jobs/train.py first")
-            version = newest["version"]
-        path = lake.path("models", version)
-    meta_path = os.path.join(path, "model.json")
-    if not os.path.isfile(meta_path):
-        raise UsageError(f"model folder {path} has no model.json: pass a folder written by jobs/train.py")
-    try:
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        model_file = os.path.join(path, meta["model_file"])
-        labels = list(meta["labels"])
-        size = int(meta["input"]["size"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
-    if not os.path.isfile(model_file):
-        raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
-    meta["_model_file"] = model_file
-    meta["_labels"] = labels
-    meta["_size"] = size
-    return path, meta
-
-
-def check_model_loads(model_file: str, n_labels: int, size: int) -> None:
-    """Load the model once on the driver, so a corrupt file is one clear error, not a failed stage."""
+def check_model_loads(folder: ModelFolder, store_size: int) -> None:
+    """Before any task: the model's size matches the store's, and the file loads (safely) on the driver."""
     from xray_spark.models import load_model
 
-    try:
-        model = load_model(model_file)
-    except Exception as exc:
+    if folder.size != store_size:
         raise UsageError(
-            f"model file {model_file} cannot be loaded ({type(exc).__name__}): retrain or restore it"
-        ) from None
-    if tuple(model.input_shape[1:]) != (size, size, 1) or model.output_shape[-1] != n_labels:
+            f"model {folder.version} takes {folder.size} px images and the store holds {store_size} px images: "
+            f"score with a model trained on this store, or prepare a store with --set image.size={folder.size}"
+        )
+    model = load_model(folder.model_file)
+    if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
         raise UsageError(
-            f"model file {model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} outputs; "
-            f"model.json says ({size}, {size}, 1) and {n_labels} labels"
+            f"model file {folder.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
+            f"outputs; model.json says ({folder.size}, {folder.size}, 1) and {len(folder.labels)} labels"
         )
 
 
@@ -101,10 +71,17 @@ def check_model_loads(model_file: str, n_labels: int, size: int) -> None:
 _WORKER_MODELS: dict[str, Any] = {}
 
 
-def worker_model(model_file: str) -> Any:
-    """The model for this Python worker (loaded on first use, on the task's GPU if it was given one)."""
+def worker_model(model_file: str, sha256: str) -> Any:
+    """The model for this Python worker (loaded on first use, on the task's GPU if it was given one).
+
+    The file is hashed again on the executor: it must be the one the driver verified.
+    """
     model = _WORKER_MODELS.get(model_file)
     if model is None:
+        from xray_spark.registry import file_sha256
+
+        if file_sha256(model_file) != sha256:
+            raise ValueError(f"model file {model_file} changed after the driver verified it: refusing to load it")
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
@@ -117,7 +94,7 @@ def worker_model(model_file: str) -> Any:
     return model
 
 
-def predict_png_udf(model_file: str, n_labels: int, size: int, batch_size: int) -> Any:
+def predict_png_udf(model_file: str, sha256: str, n_labels: int, size: int, batch_size: int) -> Any:
     """A pandas UDF (iterator of Arrow batches): the store's PNG bytes in, ``n_labels`` probabilities out.
 
     Decoding and prediction happen in one Python step, so only compressed images cross
@@ -130,7 +107,7 @@ def predict_png_udf(model_file: str, n_labels: int, size: int, batch_size: int) 
 
         from xray_spark import scoring  # the worker's module, so its model cache outlives the task
 
-        model = scoring.worker_model(model_file)
+        model = scoring.worker_model(model_file, sha256)
         for images in batches:
             pixels = np.empty((len(images), size, size, 1), dtype=np.uint8)
             for i, data in enumerate(images):
@@ -206,13 +183,13 @@ def predictions_schema(labels: Sequence[str]) -> T.StructType:
 
 
 def score_frame(
-    rows: DataFrame, meta: dict[str, Any], *, batch_size: int, dataset: str, scored_at: dt.datetime
+    rows: DataFrame, folder: ModelFolder, *, batch_size: int, dataset: str, scored_at: dt.datetime
 ) -> DataFrame:
     """Predictions for ``rows``: one probability column per label, the top finding, the positives."""
-    labels: list[str] = meta["_labels"]
-    size: int = meta["_size"]
+    labels = folder.labels
+    meta = folder.meta
     thresholds = [float(meta.get("thresholds", {}).get(label, 0.5)) for label in labels]
-    predict = predict_png_udf(meta["_model_file"], len(labels), size, batch_size)
+    predict = predict_png_udf(folder.model_file, folder.model_sha256, len(labels), folder.size, batch_size)
     scored = rows.withColumn("_p", predict(F.col(XraySchema.image.name)))
     prob_cols = [F.col("_p")[i].alias(name) for i, name in enumerate(prediction_columns(labels))]
     label_array = F.array(*[F.lit(x) for x in labels])
@@ -285,12 +262,27 @@ def run_scoring(
     model_path: str | None = None,
     new_only: bool = False,
     batch_size: int = 64,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Score the store's studies with one model; returns the run's summary."""
+    """Score the store's studies with one model; returns the run's summary.
+
+    One run per model version at a time (``lake/locks/score-<version>.lock``): a second
+    ``new_only`` run would score the same studies again.
+    """
     _local(lake)
+    folder = resolve_model(spark, lake, version=model_version, path=model_path)
+    manifest = store_mod.require_manifest(lake, dataset)
+    check_model_loads(folder, manifest.image_size)
+    with locks.lake_lock(lake, f"score-{folder.version}", job="score", wait_seconds=lock_wait_s):
+        return _score(spark, lake, dataset, folder, new_only=new_only, batch_size=batch_size)
+
+
+def _score(
+    spark: SparkSession, lake: Lake, dataset: str, folder: ModelFolder, *, new_only: bool, batch_size: int
+) -> dict[str, Any]:
     started = time.monotonic()
-    model_dir, meta = resolve_model(spark, lake, version=model_version, path=model_path)
-    check_model_loads(meta["_model_file"], len(meta["_labels"]), meta["_size"])
+    meta = folder.meta
+    model_dir = folder.path
     stale = clean_staging(lake, older_than_s=6 * 3600)
     run_id = new_run_id()
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -316,7 +308,7 @@ def run_scoring(
         return summary
     n_partitions = max(spark.sparkContext.defaultParallelism, -(-n_rows // 2000))
     scored = score_frame(
-        rows.repartition(n_partitions), meta, batch_size=batch_size, dataset=dataset, scored_at=scored_at
+        rows.repartition(n_partitions), folder, batch_size=batch_size, dataset=dataset, scored_at=scored_at
     )
     arrow_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(arrow_key)

@@ -15,7 +15,8 @@ from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
 
 MANIFEST_NAME = "_xray_store.json"
-FORMAT_VERSION = 1
+#: 2: labels stored as a "0"/"1" string (``schema.encode_labels``); 1: Petastorm's NdarrayCodec (np.load).
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,13 @@ def write_manifest(lake: Lake, manifest: StoreManifest) -> None:
 
 
 def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int) -> None:
-    """An incremental run must add rows of the same shape as the store already holds."""
+    """An incremental run must add rows of the same shape and encoding as the store already holds."""
+    if manifest.format_version != FORMAT_VERSION:
+        raise UsageError(
+            f"store {manifest.dataset!r} is in format {manifest.format_version} (labels decoded with np.load, which "
+            f"crashes in reader threads on Python 3.11) and this version writes format {FORMAT_VERSION}: rebuild it "
+            "with a full prepare --replace"
+        )
     if manifest.image_size != image_size:
         raise UsageError(
             f"store {manifest.dataset!r} holds images of {manifest.image_size} px and this run asks for "

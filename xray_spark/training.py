@@ -651,8 +651,8 @@ def run_training(spark: Any, settings: Any, lake: Any, *, resume: bool = False) 
     ``settings`` is a :class:`~xray_spark.config.Settings`; the model lands in
     ``lake/models/<version>/`` and a row in ``xray.models``.
     """
+    from xray_spark import registry, tables
     from xray_spark import store as store_mod
-    from xray_spark import tables
     from xray_spark.errors import UsageError
     from xray_spark.schema import MODELS_SCHEMA
 
@@ -699,6 +699,7 @@ def run_training(spark: Any, settings: Any, lake: Any, *, resume: bool = False) 
         "val_auroc_mean": float(meta["val_auroc_mean"]),
         "best_epoch": int(meta["best_epoch"]),
         "num_workers": n,
+        **registry.digests(plan.model_dir, os.path.join(plan.model_dir, MODEL_FILE)),
     }
     tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
     return {
