@@ -18,8 +18,11 @@ SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_USE_LEGACY_KERAS := 1
+# Spark's web UI binds to this address (when it is on: spark.ui.enabled defaults to false
+# in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
+export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup demo nightly test lint check-java clean cluster-up cluster-down bench
+.PHONY: help setup demo nightly nightly-demo test lint check-java clean cluster-up cluster-down bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,17 +57,24 @@ demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synth
 	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, top_finding, \
 	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist ORDER BY risk_rank LIMIT 10"
 
-# The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without it,
-# a synthetic batch of new patients is written to lake/incoming/<timestamp>.
+# The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without the CSV
+# (a late delivery) it stops in one line and writes nothing: it never invents studies.
 NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
-INCOMING ?= $(LAKE)/incoming/$(NIGHT)
+INCOMING ?= $(LAKE)/incoming/$(shell date -u +%Y%m%d)
 nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron-able)
-	@[ -f $(INCOMING)/Data_Entry_2017.csv ] || $(PY) -m xray_spark.synthetic --output $(INCOMING) \
-	  --images 200 --size 256 --seed $$(date +%s) --first-patient $$(( 10000000 + $$(date +%s) % 80000000 ))
+	@[ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
+	@[ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
 	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) --incremental \
 	  --metadata $(INCOMING)/Data_Entry_2017.csv --images $(INCOMING)/images \
 	  --summary-json $(LAKE)/reports/nightly-prepare-latest.json
 	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/nightly-score-latest.json
+
+# A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
+# then the nightly run ingests and scores them. For the demo lake only, never a real one.
+nightly-demo: setup ## a synthetic night on the demo lake: 200 new studies, then make nightly
+	$(PY) -m xray_spark.synthetic --output $(LAKE)/incoming/demo-$(NIGHT) \
+	  --images 200 --size 256 --seed $$(date +%s) --first-patient $$(( 10000000 + $$(date +%s) % 80000000 ))
+	$(MAKE) nightly INCOMING=$(LAKE)/incoming/demo-$(NIGHT)
 
 # A Spark standalone cluster on this machine: a master on 127.0.0.1:7077 and two workers of
 # one core each; logs, work folders and pids under CLUSTER_DIR.

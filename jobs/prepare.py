@@ -2,7 +2,7 @@
 
 spark-submit jobs/prepare.py --metadata CSV --images DIR [--bbox CSV]
     [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--conf FILE] [--set k=v ...]
-    [--incremental] [--require-images] [--metadata-only] [--summary-json PATH]
+    [--incremental | --replace] [--require-images] [--metadata-only] [--summary-json PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ def _arg_parser() -> argparse.ArgumentParser:
         help="official NIH split lists; default: patient-hash split from the conf",
     )
     parser.add_argument("--dataset", help="store name under lake/petastorm (overrides the conf's 'dataset')")
-    parser.add_argument("--incremental", action="store_true", help="add only images not yet in the store")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--incremental", action="store_true", help="add only images not yet in the store")
+    mode.add_argument(
+        "--replace",
+        action="store_true",
+        help="let a full run remove studies from a non-empty store (without it such a run is refused)",
+    )
     parser.add_argument(
         "--require-images",
         action="store_true",
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             incremental=args.incremental,
             require_images=args.require_images,
             metadata_only=args.metadata_only,
+            replace=args.replace,
         )
         ingest.check_inputs(inputs)
         spark, lake = cli.open_lake(settings, "prepare")

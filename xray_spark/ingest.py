@@ -14,6 +14,7 @@ Nothing is dropped silently: every metadata row ends up in the store, in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -22,6 +23,7 @@ import io
 import logging
 import math
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,14 +35,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from xray_spark import images as img
-from xray_spark import report, tables
+from xray_spark import locks, report, tables
 from xray_spark import split as splits
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.labels import ALIASES, FINDINGS, NO_FINDING, choose_label_set, multi_hot, sample_weight
 from xray_spark.lake import Lake
-from xray_spark.schema import BOXES_SCHEMA, QUARANTINE_SCHEMA, STUDY_FIELDS, XraySchema
+from xray_spark.schema import BOXES_SCHEMA, QUARANTINE_SCHEMA, STUDY_FIELDS, XraySchema, encode_labels
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ BAD_AGE = "bad_age"
 BAD_PATIENT_ID = "bad_patient_id"
 BAD_FOLLOW_UP = "bad_follow_up"
 UNREADABLE_FILE = "unreadable_file"
+NOT_A_FILE = "not_a_regular_file"
+FILE_TOO_LARGE = "file_too_large"
+CONTRADICTORY_LABELS = "contradictory_labels"
+LINE_BREAK_IN_FIELD = "line_break_in_field"
 
 #: Every reason a row can be quarantined for, with what it means.
 REASONS: dict[str, str] = {
@@ -60,14 +66,20 @@ REASONS: dict[str, str] = {
     UNSAFE_IMAGE_NAME: "the image name holds a path separator or '..' and would leave the images folder",
     DUPLICATE_IMAGE_ID: "the image id appears on an earlier metadata row (the first one is kept)",
     UNKNOWN_FINDING: "Finding Labels holds a token that is not one of the 14 findings",
+    CONTRADICTORY_LABELS: "Finding Labels says No Finding and names a finding too (e.g. No Finding|Effusion)",
+    LINE_BREAK_IN_FIELD: "a quoted field of the metadata row holds a line break",
     BAD_AGE: "Patient Age is not a number of years (e.g. 58 or 058Y)",
     BAD_PATIENT_ID: "Patient ID is not an integer",
     BAD_FOLLOW_UP: "Follow-up # is not an integer",
     UNREADABLE_FILE: "the image file could not be read",
+    NOT_A_FILE: "the path is a FIFO, a device, a socket or a link to one: only regular files are read",
+    FILE_TOO_LARGE: "the file is larger than image.max_file_bytes and was not read",
     img.EMPTY: "the image file is empty",
     img.TRUNCATED: "the image file is cut short",
     img.UNDECODABLE: "the file is not an image that can be decoded",
-    img.TOO_LARGE: "the image header claims more pixels than image.max_pixels",
+    img.TOO_LARGE: "the header claims more than image.max_pixels pixels or image.max_decoded_bytes decoded",
+    img.TOO_SMALL: "the image's shorter side is below image.min_side",
+    img.BLANK: "every pixel of the image has the same value",
 }
 
 #: The metadata columns by position, as named inside the pipeline.
@@ -110,6 +122,8 @@ class PrepareInputs:
     incremental: bool = False
     require_images: bool = False
     metadata_only: bool = False
+    #: A full run may remove studies from a non-empty store only when this is set.
+    replace: bool = False
 
 
 # =========================================================================================
@@ -194,7 +208,15 @@ def read_metadata(spark: SparkSession, path: str) -> DataFrame:
     names = list(METADATA_COLUMNS) + [f"extra_{i}" for i in range(len(cells) - len(METADATA_COLUMNS))]
     # All columns as strings (no inference); renamed by position, so the bracketed NIH
     # header cells never have to be quoted.
-    df = spark.read.option("header", "true").option("mode", "PERMISSIVE").option("encoding", "UTF-8").csv(path)
+    # multiLine: a quoted field may hold a line break and the row stays one row (validation
+    # then quarantines it); without it Spark would split the row in two.
+    df = (
+        spark.read.option("header", "true")
+        .option("mode", "PERMISSIVE")
+        .option("encoding", "UTF-8")
+        .option("multiLine", "true")
+        .csv(path)
+    )
     df = df.toDF(*names[: len(df.columns)])
     return df.select(*METADATA_COLUMNS).withColumn("row_number", F.monotonically_increasing_id())
 
@@ -281,7 +303,8 @@ def _findings_array(raw: F.Column) -> tuple[F.Column, F.Column]:
 
     canonical = F.transform(tokens, canonical_token)
     only_no_finding = (F.size(tokens) == 1) & (F.element_at(tokens, 1) == F.lit(NO_FINDING))
-    vocabulary = F.array(*[F.lit(f) for f in FINDINGS])
+    # "No Finding" beside a finding is contradictory, not unknown (validate_metadata says so).
+    vocabulary = F.array(*[F.lit(f) for f in (*FINDINGS, NO_FINDING)])
     unknown = F.when(only_no_finding, F.array().cast("array<string>")).otherwise(
         F.filter(canonical, lambda t: ~F.array_contains(vocabulary, t))
     )
@@ -295,8 +318,8 @@ def validate_metadata(df: DataFrame) -> DataFrame:
     """Parse and check each metadata row; ``reason`` and ``detail`` say why a row is rejected.
 
     Rows with a null ``reason`` are valid. The first failing rule names the reason, in
-    this order: missing id, unsafe name, duplicate id, unknown finding, bad patient id,
-    bad follow-up, bad age.
+    this order: missing id, unsafe name, duplicate id, a line break in a field, unknown
+    finding, contradictory labels, bad patient id, bad follow-up, bad age.
     """
     image_id = F.trim(F.col("image_index"))
     findings, unknown = _findings_array(F.col("finding_labels_raw"))
@@ -319,11 +342,16 @@ def validate_metadata(df: DataFrame) -> DataFrame:
         | F.col("image_id").startswith(".")
         | F.col("image_id").rlike(r"[\x00-\x1f]")
     )
+    line_break = F.lit(False)
+    for column in METADATA_COLUMNS:
+        line_break = line_break | F.coalesce(F.col(column).rlike("[\r\n]"), F.lit(False))
     reason = (
         F.when(F.col("image_id").isNull() | (F.col("image_id") == ""), F.lit(MISSING_IMAGE_ID))
         .when(unsafe, F.lit(UNSAFE_IMAGE_NAME))
         .when(F.col("occurrence") > 1, F.lit(DUPLICATE_IMAGE_ID))
+        .when(line_break, F.lit(LINE_BREAK_IN_FIELD))
         .when((F.size("unknown_tokens") > 0) | (F.col("finding_labels_raw").isNull()), F.lit(UNKNOWN_FINDING))
+        .when(F.array_contains("findings", NO_FINDING), F.lit(CONTRADICTORY_LABELS))
         .when(~pid_text.rlike(r"^[0-9]{1,9}$") | pid_text.isNull(), F.lit(BAD_PATIENT_ID))
         .when(~fu_text.rlike(r"^[0-9]{1,6}$") | fu_text.isNull(), F.lit(BAD_FOLLOW_UP))
         .when(age_text.isNotNull() & (age_text != "") & ~age_ok, F.lit(BAD_AGE))
@@ -338,6 +366,8 @@ def validate_metadata(df: DataFrame) -> DataFrame:
                 F.coalesce(F.col("finding_labels_raw"), F.lit("<empty>")),
             ),
         )
+        .when(reason == CONTRADICTORY_LABELS, F.concat(F.lit("Finding Labels is "), F.col("finding_labels_raw")))
+        .when(reason == LINE_BREAK_IN_FIELD, F.lit("a quoted field holds a line break; the row was kept whole"))
         .when(reason == BAD_AGE, F.concat(F.lit("Patient Age is "), F.col("age_raw")))
         .when(
             reason == BAD_PATIENT_ID, F.concat(F.lit("Patient ID is "), F.coalesce("patient_id_raw", F.lit("<empty>")))
@@ -420,22 +450,45 @@ def decoded_schema() -> T.StructType:
     return T.StructType(fields + _DECODED_EXTRA)
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, max_bytes: int) -> bytes:
+    """A regular file's bytes, at most ``max_bytes``; anything else is an :class:`ImageError`.
+
+    A FIFO, a device (a ``.png`` linked to ``/dev/zero``) or a socket is refused before a
+    byte is read: opening is non-blocking, so a FIFO with no writer cannot hang the task.
+    """
     local = _local_path(path)
     if local is not None:
-        with open(local, "rb") as fh:
-            return fh.read()
-    import pyarrow.fs as pafs
+        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise img.ImageError(NOT_A_FILE, "the path is not a regular file (a FIFO, device or socket)")
+            _check_file_size(info.st_size, max_bytes)
+            data = fh.read(max_bytes + 1)
+    else:
+        import pyarrow.fs as pafs
 
-    fs, inner = pafs.FileSystem.from_uri(path)
-    with fs.open_input_stream(inner) as stream:
-        return stream.read()
+        fs, inner = pafs.FileSystem.from_uri(path)
+        info = fs.get_file_info(inner)
+        if info.type != pafs.FileType.File:
+            raise img.ImageError(NOT_A_FILE, f"the path is not a regular file ({info.type.name})")
+        _check_file_size(info.size or 0, max_bytes)
+        with fs.open_input_stream(inner) as stream:
+            data = stream.read(max_bytes + 1)
+    _check_file_size(len(data), max_bytes)  # it grew while being read
+    return data
+
+
+def _check_file_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise img.ImageError(FILE_TOO_LARGE, f"the file has {size:,} bytes, over image.max_file_bytes={max_bytes:,}")
 
 
 def make_decoder(
     label_set: Sequence[str],
     size: int,
-    max_pixels: int,
+    limits: img.ImageLimits,
+    max_file_bytes: int,
     weight_base: float,
     weight_per_finding: float,
     ingest_date: str,
@@ -446,23 +499,20 @@ def make_decoder(
 
     def decode_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         image_field = XraySchema.image
-        labels_field = XraySchema.labels
         for batch in batches:
             out: dict[str, list[Any]] = {name: [] for name in field_names}
             for row in batch.itertuples(index=False):
                 reason = detail = converted = None
                 encoded_image = None
                 try:
-                    data = _read_bytes(row.source_path)
+                    data = _read_bytes(row.source_path, max_file_bytes)
+                    pixels, facts = img.load_training_image(data, size, limits)
+                    encoded_image = bytes(image_field.codec.encode(image_field, pixels))
+                    converted = str(facts["converted"])
                 except OSError as exc:
-                    reason, detail = UNREADABLE_FILE, f"{type(exc).__name__}: {exc}"
-                else:
-                    try:
-                        pixels, facts = img.load_training_image(data, size, max_pixels)
-                        encoded_image = bytes(image_field.codec.encode(image_field, pixels))
-                        converted = str(facts["converted"])
-                    except img.ImageError as exc:
-                        reason, detail = exc.reason, exc.detail
+                    reason, detail = UNREADABLE_FILE, f"{type(exc).__name__}: {exc.strerror or 'cannot be read'}"
+                except img.ImageError as exc:
+                    reason, detail = exc.reason, exc.detail
                 findings = list(row.findings) if row.findings is not None else []
                 vector = multi_hot(findings, labels)
                 out["image_id"].append(row.image_id)
@@ -479,7 +529,7 @@ def make_decoder(
                     out[col].append(None if pd.isna(value) else float(value))
                 out["split"].append(row.split)
                 out["image"].append(encoded_image)
-                out["labels"].append(bytes(labels_field.codec.encode(labels_field, vector)))
+                out["labels"].append(encode_labels(vector))
                 out["finding_labels"].append(row.finding_labels)
                 out["sample_weight"].append(sample_weight(int(vector.sum()), weight_base, weight_per_finding))
                 out["ingest_date"].append(ingest_date)
@@ -490,6 +540,14 @@ def make_decoder(
             yield pd.DataFrame(out, columns=field_names)
 
     return decode_partition
+
+
+def image_limits(settings: Settings) -> img.ImageLimits:
+    """The decoder's bounds from ``image.*``."""
+    image = settings.image
+    return img.ImageLimits(
+        max_pixels=image.max_pixels, max_decoded_bytes=image.max_decoded_bytes, min_side=image.min_side
+    )
 
 
 def decode_images(
@@ -512,7 +570,8 @@ def decode_images(
     decoder = make_decoder(
         label_set,
         settings.image.size,
-        settings.image.max_pixels,
+        image_limits(settings),
+        settings.image.max_file_bytes,
         settings.labels.sample_weight.base,
         settings.labels.sample_weight.per_finding,
         ingest_date,
@@ -594,12 +653,23 @@ def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str)
         F.lit(store_url).alias("store_path"),
         F.lit(dataset).alias("dataset"),
     )
-    _write_dataset_partition(spark, studies, lake, "studies")
+    _write_dataset_partition(spark, studies, lake, "studies", dataset)
     return tables.read_table(spark, lake, "studies").where(F.col("dataset") == dataset).count()
 
 
-def _write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name: str) -> None:
-    """Replace one dataset's partition of a table, leaving other datasets' rows alone."""
+def _write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name: str, dataset: str) -> None:
+    """Replace one dataset's partition of a table, leaving other datasets' rows alone.
+
+    Dynamic partition overwrite only replaces partitions the new rows fall in: with no rows
+    the old partition would stay, so an empty result removes it explicitly.
+    """
+    if df.isEmpty():
+        lake.delete_dir(lake.path("tables", name, f"dataset={dataset}"))
+        if tables.exists_in_lake(spark, lake, name):
+            tables.register_table(spark, lake, name)
+        else:
+            spark.sql(f"DROP TABLE IF EXISTS {tables.qualified(name)}")
+        return
     previous = spark.conf.get("spark.sql.sources.partitionOverwriteMode")
     spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
     try:
@@ -613,8 +683,8 @@ def append_quarantine(spark: SparkSession, rows: DataFrame, lake: Lake) -> None:
     tables.write_table(rows.select(*QUARANTINE_SCHEMA.fieldNames()), lake, "quarantine", mode="append")
 
 
-def write_boxes(spark: SparkSession, boxes: DataFrame, lake: Lake) -> None:
-    _write_dataset_partition(spark, boxes.select(*BOXES_SCHEMA.fieldNames()), lake, "boxes")
+def write_boxes(spark: SparkSession, boxes: DataFrame, lake: Lake, dataset: str) -> None:
+    _write_dataset_partition(spark, boxes.select(*BOXES_SCHEMA.fieldNames()), lake, "boxes", dataset)
 
 
 # =========================================================================================
@@ -657,11 +727,30 @@ def run_prepare(spark: SparkSession, settings: Settings, inputs: PrepareInputs, 
     be served the failed run's view of the store.
     """
     cached: list[DataFrame] = []
-    try:
-        return _prepare(spark, settings, inputs, lake, cached)
-    finally:
-        for df in cached:
-            df.unpersist()
+    lock = (
+        contextlib.nullcontext()
+        if inputs.metadata_only or inputs.images is None
+        else locks.lake_lock(
+            lake, f"prepare-{settings.dataset}", job="prepare", wait_seconds=settings.locks.wait_seconds
+        )
+    )
+    with lock:
+        try:
+            return _prepare(spark, settings, inputs, lake, cached)
+        finally:
+            for df in cached:
+                df.unpersist()
+
+
+def refuse_removal(spark: SparkSession, store_url: str, kept_ids: DataFrame, dataset: str, what: str) -> None:
+    """A full run must not remove studies from a non-empty store unless ``--replace`` says so."""
+    existing = store_image_ids(spark, store_url)
+    removed = existing.join(kept_ids, XraySchema.image_id.name, "left_anti").count()
+    if removed:
+        raise UsageError(
+            f"this full prepare would remove {removed:,} of the {existing.count():,} studies in store {dataset!r} "
+            f"({what}): pass --incremental to add to the store, or --replace to replace it"
+        )
 
 
 def _prepare(
@@ -756,6 +845,11 @@ def _prepare(
     with_file = keep(with_file)
     n_candidates = with_file.count()
     n_missing = without_file.count()
+    full_over_existing = not inputs.incremental and manifest is not None and not inputs.replace
+    if full_over_existing:  # fail before the decode when the files alone cannot keep the store
+        refuse_removal(
+            spark, store_url, with_file.select("image_id"), dataset, f"{n_candidates:,} images have metadata and a file"
+        )
     all_ids = checked.select("image_id")
     if inputs.incremental and manifest is not None:
         all_ids = all_ids.unionByName(store_image_ids(spark, store_url))
@@ -830,6 +924,8 @@ def _prepare(
     phase("quarantine")
 
     # -- load -----------------------------------------------------------------------------
+    if full_over_existing:
+        refuse_removal(spark, store_url, good.select("image_id"), dataset, f"{n_good:,} images decoded")
     append = inputs.incremental and manifest is not None
     if n_good or not append:
         write_store(
@@ -842,11 +938,13 @@ def _prepare(
             n_files=math.ceil(n_good / settings.prepare.images_per_file),
             rowgroup_size_mb=settings.prepare.rowgroup_size_mb,
         )
-    runs = list(manifest.runs) if append and manifest is not None else []
+    # Every run stays in the history, a replacing one too.
+    runs = list(manifest.runs) if manifest is not None else []
     runs.append(
         {
             "run_id": run_id,
             "run_time": run_time.isoformat(),
+            "mode": summary["mode"] if not inputs.replace or append else "replace",
             "images_added": n_good,
             "metadata": inputs.metadata,
             "images": inputs.images,
@@ -877,7 +975,7 @@ def _prepare(
     phase("tables")
     if inputs.bbox:
         boxes = keep(read_bbox(spark, inputs.bbox, dataset))
-        write_boxes(spark, boxes, lake)
+        write_boxes(spark, boxes, lake, dataset)
         summary["boxes"] = {
             "rows": boxes.count(),
             "images": boxes.select("image_id").distinct().count(),

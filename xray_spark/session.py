@@ -4,7 +4,9 @@
 * Runs the Python workers on the driver's own interpreter (``spark.pyspark.python``), so a
   virtual environment's petastorm and OpenCV are found by the executors in local mode.
 * Keeps Spark's console quiet apart from warnings and the stage progress bar.
-* Registers the lake's tables in the catalog as the ``xray`` database (``tables.py``).
+* In local mode nothing listens beyond loopback: the driver's RPC and block manager bind
+  to 127.0.0.1, the web UI is off unless asked for, and when it is on it binds to
+  ``SPARK_LOCAL_IP`` (127.0.0.1 unless the environment says otherwise).
 
 Library functions never build sessions: they take ``spark`` as an argument, and
 :func:`active_session` gives a clear error where one is needed and none is running.
@@ -77,6 +79,30 @@ def _log4j_file() -> str:
     return str(resources.files("xray_spark").joinpath("log4j2.properties"))
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def effective_master(settings: SparkSettings) -> str:
+    """The master this process will run on: spark-submit's ``--master`` where it gave one."""
+    if under_spark_submit():
+        from pyspark import SparkConf
+
+        return SparkConf().get("spark.master", settings.master) or settings.master
+    return settings.master
+
+
+def loopback_conf(master: str, given: dict[str, str]) -> dict[str, str]:
+    """Local-mode properties that keep every service on 127.0.0.1 (what ``given`` sets wins)."""
+    if not master.startswith("local"):
+        return {}
+    defaults = {
+        "spark.driver.host": LOOPBACK,
+        "spark.driver.bindAddress": LOOPBACK,
+        "spark.ui.enabled": "false",
+    }
+    return {k: v for k, v in defaults.items() if k not in given}
+
+
 def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
     """Create (or return) the SparkSession for a job or a test.
 
@@ -86,6 +112,11 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
     check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    master = effective_master(settings)
+    if master.startswith("local"):
+        # The web UI binds to SPARK_LOCAL_IP, read by the JVM at start (under spark-submit,
+        # the Makefile exports it); the other services follow spark.driver.bindAddress.
+        os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     builder = SparkSession.builder.appName(app_name or settings.app_name)
     if not under_spark_submit():
         builder = builder.master(settings.master)
@@ -104,6 +135,13 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         # Python workers too (row-group indexing runs there); the pins are deliberate.
         .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning,ignore::UnicodeWarning")
     )
+    given = dict(settings.conf)
+    if under_spark_submit():
+        from pyspark import SparkConf
+
+        given.update(dict(SparkConf().getAll()))  # spark-submit --conf
+    for key, value in loopback_conf(master, given).items():
+        builder = builder.config(key, value)
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

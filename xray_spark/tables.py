@@ -26,7 +26,7 @@ def qualified(name: str) -> str:
     return f"{DATABASE}.{name}"
 
 
-def _table_exists_in_lake(spark: SparkSession, lake: Lake, name: str) -> bool:
+def exists_in_lake(spark: SparkSession, lake: Lake, name: str) -> bool:
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(lake.table_url(name))
@@ -52,7 +52,7 @@ def register_tables(spark: SparkSession, lake: Lake) -> list[str]:
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     registered = []
     for name in TABLES:
-        if _table_exists_in_lake(spark, lake, name):
+        if exists_in_lake(spark, lake, name):
             register_table(spark, lake, name)
             registered.append(qualified(name))
     if qualified("predictions") in registered:
@@ -62,7 +62,7 @@ def register_tables(spark: SparkSession, lake: Lake) -> list[str]:
 
 def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
     """(Re)register ``xray.predictions`` and its views after a scoring run."""
-    if not _table_exists_in_lake(spark, lake, "predictions"):
+    if not exists_in_lake(spark, lake, "predictions"):
         return []
     register_table(spark, lake, "predictions")
     return [qualified("predictions"), *create_views(spark)]
@@ -135,6 +135,6 @@ def write_table(df: DataFrame, lake: Lake, name: str, *, mode: str) -> None:
 
 def read_table(spark: SparkSession, lake: Lake, name: str) -> DataFrame | None:
     """The table as a DataFrame, or None when the lake does not have it yet."""
-    if not _table_exists_in_lake(spark, lake, name):
+    if not exists_in_lake(spark, lake, name):
         return None
     return spark.read.parquet(lake.table_url(name))
