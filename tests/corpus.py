@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -71,6 +72,46 @@ def huge_header_png(width: int = 60_000, height: int = 60_000) -> bytes:
 
 
 TEXT_AS_PNG = b"this is a text file that someone named .png\n"
+#: A non-image whose first bytes a quarantine message must never repeat.
+SECRET_AS_PNG = b"PatientName=DOE^JANE;BirthDate=19470203 and more text named .png\n"
+
+
+def png_rgba16_bomb(side: int = 10_000) -> bytes:
+    """A small, valid 16-bit RGBA PNG of ``side`` x ``side`` (one flat colour): it decodes to 8 x side^2 bytes."""
+    row = b"\x00" + b"\x00" * (side * 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def dicom_multiframe(frames: int = 120, side: int = 1024) -> bytes:
+    """A header-valid DICOM of ``frames`` x ``side`` x ``side`` 16-bit frames, without the pixel data.
+
+    The decoder must refuse it from the header alone (frames x rows x columns x 2 bytes).
+    """
+    import io
+
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = b"\x00\x00" * 16  # the header claims far more: never read
+    buffer = io.BytesIO()
+    if pydicom.__version__ >= "3":
+        ds.save_as(buffer, enforce_file_format=True)
+    else:  # pragma: no cover - pydicom 2
+        ds.save_as(buffer)
+    return buffer.getvalue()
 
 
 # -- an archive with every row-level fault ------------------------------------------------------
@@ -90,7 +131,14 @@ BAD_FILES = {
     "00000011_000.png": (truncated_png(), "truncated_image"),
     "00000012_000.png": (TEXT_AS_PNG, "undecodable_image"),
     "00000013_000.png": (huge_header_png(), "image_too_large"),
+    "00000014_000.png": (png_rgba16_bomb(), "image_too_large"),
+    "00000015_000.png": (encode_png(np.full((1, 1), 128, np.uint8)), "image_too_small"),
+    "00000016_000.png": (encode_png(np.zeros((80, 80), np.uint8)), "blank_image"),
+    "00000017_000.png": (SECRET_AS_PNG, "undecodable_image"),
+    "00000018_000.png": (dicom_multiframe(), "image_too_large"),
 }
+#: Paths that are not regular files: a FIFO and a link to a device (made by make_bad_archive).
+SPECIAL_FILES = {"00000040_000.png": "not_a_regular_file", "00000041_000.png": "not_a_regular_file"}
 
 
 def metadata_row(name: str, labels: str = "No Finding", age: str = "45", pid: str | None = None) -> list[str]:
@@ -111,8 +159,10 @@ def make_bad_archive(root: Path) -> Path:
     (images / "00000022_000.png").write_bytes(png_gray8(80, 14))
     (images / "00000023_000.png").write_bytes(png_gray8(80, 15))
     os.symlink("..", images / "loop")  # a symlink loop in the images folder
+    os.mkfifo(images / "00000040_000.png")  # a FIFO: reading it would wait for a writer forever
+    os.symlink("/dev/zero", images / "00000041_000.png")  # a device: endless bytes
     rows = [metadata_row(n, "Effusion|Mass" if n.endswith("6_000.png") else "No Finding") for n in GOOD]
-    rows += [metadata_row(n) for n in BAD_FILES]
+    rows += [metadata_row(n) for n in [*BAD_FILES, *SPECIAL_FILES]]
     rows += [
         metadata_row("00000020_000.png", "Mass|Tumour"),  # unknown finding
         metadata_row("00000001_000.png", "Nodule"),  # duplicate image id
@@ -120,10 +170,15 @@ def make_bad_archive(root: Path) -> Path:
         metadata_row("../../etc/passwd.png", pid="9"),  # tries to leave the images folder
         metadata_row("00000022_000.png", pid="P22"),  # bad patient id
         metadata_row("00000030_000.png", "Nodule"),  # valid row, no file: reported, not quarantined
+        metadata_row("00000024_000.png", "No Finding|Effusion"),  # contradictory labels
     ]
+    (images / "00000024_000.png").write_bytes(png_gray8(80, 16))
+    (images / "00000025_000.png").write_bytes(png_gray8(80, 17))
     lines = [",".join(METADATA_HEADER).encode()] + [",".join(r).encode() for r in rows]
     # A non-UTF-8 byte in a label is an unknown finding, not a crash.
     lines.append(b"00000023_000.png,Effus\xefon,0,23,50,M,AP,80,80,0.143,0.143")
+    # A quoted field with a line break in it: one row, quarantined whole (not split in two).
+    lines.append(b'00000025_000.png,Effusion,0,25,50,M,"P\r\nA",80,80,0.143,0.143')
     (root / "Data_Entry_2017.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")  # Windows line endings
     return root
 
@@ -131,8 +186,13 @@ def make_bad_archive(root: Path) -> Path:
 EXPECTED_REASONS = {
     "empty_file": ["00000010_000.png"],
     "truncated_image": ["00000011_000.png"],
-    "undecodable_image": ["00000012_000.png"],
-    "image_too_large": ["00000013_000.png"],
+    "undecodable_image": ["00000012_000.png", "00000017_000.png"],
+    "image_too_large": ["00000013_000.png", "00000014_000.png", "00000018_000.png"],
+    "image_too_small": ["00000015_000.png"],
+    "blank_image": ["00000016_000.png"],
+    "not_a_regular_file": ["00000040_000.png", "00000041_000.png"],
+    "contradictory_labels": ["00000024_000.png"],
+    "line_break_in_field": ["00000025_000.png"],
     "unknown_finding": ["00000020_000.png", "00000023_000.png"],
     "duplicate_image_id": ["00000001_000.png"],
     "bad_age": ["00000021_000.png"],
@@ -165,6 +225,16 @@ def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], l
     corrupt = root / "model-corrupt"
     shutil.copytree(model_dir, corrupt)
     (corrupt / "model.keras").write_bytes(b"this is not a model")
+    h5_model = root / "model-h5"  # model.json names an HDF5 file: loading it could run a Lambda's code
+    shutil.copytree(model_dir, h5_model)
+    os.rename(h5_model / "model.keras", h5_model / "model.h5")
+    meta = json.loads((h5_model / "model.json").read_text())
+    (h5_model / "model.json").write_text(json.dumps(meta | {"model_file": "model.h5"}))
+    tampered = root / "model-tampered"  # the thresholds edited after training
+    shutil.copytree(model_dir, tampered)
+    meta = json.loads((tampered / "model.json").read_text())
+    meta["thresholds"] = {k: 0.0 for k in meta["thresholds"]}
+    (tampered / "model.json").write_text(json.dumps(meta))
     prepare = ["--lake", str(root / "lake"), "--images", str(images)]
     score = ["--lake", str(root / "lake")]
     return {
@@ -203,5 +273,21 @@ def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], l
             "score",
             [*score, "--model", str(corrupt)],
             ["model-corrupt", "model.keras cannot be loaded"],
+        ),
+        "model-file-h5": ("score", [*score, "--model", str(h5_model)], ["model.h5 is a HDF5 file", "run Python"]),
+        "model-json-tampered": (
+            "score",
+            [*score, "--model", str(tampered)],
+            ["model.json of model", "does not match the SHA-256 recorded"],
+        ),
+        "sql-insert": (
+            "sql",
+            [*score, "INSERT INTO xray.predictions SELECT * FROM xray.predictions"],
+            ["refused: InsertIntoStatement is not a read-only statement"],
+        ),
+        "sql-insert-overwrite-directory": (
+            "sql",
+            [*score, f"INSERT OVERWRITE DIRECTORY '{root / 'lake' / 'tables' / 'predictions'}' USING parquet SELECT 1"],
+            ["refused: InsertIntoDir is not a read-only statement"],
         ),
     }

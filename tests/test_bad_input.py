@@ -22,6 +22,10 @@ CASES = [
     "set-wrong-type",
     "model-file-missing",
     "model-file-corrupt",
+    "model-file-h5",
+    "model-json-tampered",
+    "sql-insert",
+    "sql-insert-overwrite-directory",
 ]
 
 

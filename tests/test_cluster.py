@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from xray_spark import cluster as cluster_mod
 from xray_spark import scoring, tables
 from xray_spark.lake import Lake
+from xray_spark.registry import register_model
 
 from .conftest import ROOT, TEST_OVERRIDES
 from .jobs import checked, job_command, job_env, run_job
@@ -120,7 +121,9 @@ def test_predictions_on_the_cluster_equal_local_mode(spark, cluster_run, tmp_pat
     local_root.mkdir()
     os.symlink(Path(lake.root) / "petastorm", local_root / "petastorm")
     local_lake = Lake.at(str(local_root))
-    scoring.run_scoring(spark, local_lake, "nih", model_path=cluster_run["train"]["model_dir"])
+    # The cluster's model enters this lake the documented way for a model trained elsewhere.
+    registered = register_model(spark, local_lake, cluster_run["train"]["model_dir"], dataset="nih")
+    scoring.run_scoring(spark, local_lake, "nih", model_version=registered["version"])
     local = _probabilities(spark, local_lake)
     remote = _probabilities(spark, lake)
     assert sorted(local) == sorted(remote) and len(local) == 160

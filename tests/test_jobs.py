@@ -84,6 +84,10 @@ def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
     os.symlink(Path(lake.root) / "petastorm", root / "petastorm")
     shutil.copytree(Path(lake.root) / "tables" / "studies", root / "tables" / "studies")
     common = ["--lake", str(root), "--set", "spark.driver_memory=1g"]
+    registered = run_job("register_model", [*common, "--model", small_model["model_dir"]], cwd=tmp_path)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    assert json.loads(registered.stdout)["version"] == small_model["version"]
+    assert (root / "models" / small_model["version"] / "model.keras").is_file()
     scored = run_job("score", [*common, "--model", small_model["model_dir"], "--new-only"], cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert "160 predictions written to xray.predictions" in scored.stdout

@@ -16,10 +16,10 @@ from pyspark.sql import functions as F
 from xray_spark import ingest
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.images import load_training_image
-from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.ingest import PrepareInputs, image_limits, run_prepare
 from xray_spark.labels import FINDINGS, multi_hot, parse_finding_labels
 from xray_spark.lake import Lake
-from xray_spark.schema import XraySchema
+from xray_spark.schema import XraySchema, decode_labels
 from xray_spark.store import read_manifest
 from xray_spark.synthetic import METADATA_HEADER
 
@@ -83,11 +83,11 @@ def test_pixels_labels_and_weights_match_the_library(prepared, archive):
     for row in rows:
         source = archive / "images" / row.image_id
         assert Path(row.source_path) == source.resolve()
-        expected, _ = load_training_image(source.read_bytes(), 64, settings.image.max_pixels)
+        expected, _ = load_training_image(source.read_bytes(), 64, image_limits(settings))
         assert row.image.shape == (64, 64) and row.image.dtype == np.uint8
         np.testing.assert_array_equal(row.image, expected)
         findings = parse_finding_labels(row.finding_labels)
-        np.testing.assert_array_equal(row.labels, multi_hot(findings, manifest.labels))
+        np.testing.assert_array_equal(decode_labels(row.labels), multi_hot(findings, manifest.labels))
         assert row.sample_weight == pytest.approx(0.1 + len(findings))
 
 
@@ -159,6 +159,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(spark, bad_run):
     for r in rows:
         got.setdefault(r["reason"], []).append(r["image_id"])
         assert r["detail"], "every quarantine row says what is wrong"
+        assert "DOE^JANE" not in r["detail"] and "BirthDate" not in r["detail"], "a detail never echoes file content"
     assert {k: sorted(v) for k, v in got.items()} == corpus.EXPECTED_REASONS
     assert summary["quarantine"]["by_reason"] == {k: len(v) for k, v in corpus.EXPECTED_REASONS.items()}
 
@@ -328,7 +329,7 @@ def test_min_cases_filters_the_label_set(spark, archive, tmp_path):
     assert 0 < len(expected) < len(FINDINGS)
     assert summary["label_set"] == expected
     row = _read_all(lake.store_url("filtered"), num_epochs=1)[0]
-    assert row.labels.shape == (len(expected),)
+    assert decode_labels(row.labels).shape == (len(expected),)
 
 
 def test_metadata_only(spark, archive, tmp_path):

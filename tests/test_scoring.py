@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from xray_spark import scoring, tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
+from xray_spark.registry import digests, resolve_model
 
 from .jobs import kill_when
 
@@ -34,22 +35,24 @@ def scored_lake(spark, prepared, small_model, tmp_path_factory):
     os.symlink(Path(base.root) / "petastorm", root / "petastorm")
     shutil.copytree(Path(small_model["model_dir"]), root / "models" / small_model["version"])
     shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
+    shutil.copytree(Path(base.root) / "tables" / "models", root / "tables" / "models")  # the model's registration
     lake = Lake.at(str(root))
     return settings, lake
 
 
 def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    _, meta = scoring.resolve_model(spark, lake, path=small_model["model_dir"])
-    rows = scoring.studies_to_score(spark, lake, settings.dataset, meta["version"], new_only=False)
+    folder = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, folder.version, new_only=False)
     out = scoring.score_frame(
-        rows, meta, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
+        rows, folder, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
     ).collect()
     from xray_spark.dataset import ShardSpec, read_arrays
     from xray_spark.models import load_model
 
-    model = load_model(meta["_model_file"])
-    cols = scoring.prediction_columns(meta["_labels"])
+    model = load_model(folder.model_file)
+    labels = folder.labels
+    cols = scoring.prediction_columns(labels)
     by_id = {r["image_id"]: np.array([r[c] for c in cols]) for r in out}
     assert len(by_id) == 160
     for split in ("train", "val", "test"):
@@ -59,20 +62,20 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
         np.testing.assert_allclose(got, expected, atol=1e-5)
     row = out[0]
     probs = [row[c] for c in cols]
-    assert row["top_finding"] == meta["_labels"][int(np.argmax(probs))]
+    assert row["top_finding"] == labels[int(np.argmax(probs))]
     assert row["top_probability"] == pytest.approx(max(probs))
-    thresholds = meta["thresholds"]
-    assert row["positive_findings"] == [x for x, p in zip(meta["_labels"], probs, strict=True) if p >= thresholds[x]]
+    thresholds = folder.meta["thresholds"]
+    assert row["positive_findings"] == [x for x, p in zip(labels, probs, strict=True) if p >= thresholds[x]]
 
 
 def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study_once(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    _, meta = scoring.resolve_model(spark, lake, path=small_model["model_dir"])
-    rows = scoring.studies_to_score(spark, lake, settings.dataset, meta["version"], new_only=True)
+    folder = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, folder.version, new_only=True)
     poison = rows.limit(1).withColumn("image_id", F.lit("poison")).withColumn("image", F.lit(b"not a png"))
     dying = scoring.score_frame(
         rows.union(poison).repartition(4),
-        meta,
+        folder,
         batch_size=16,
         dataset=settings.dataset,
         scored_at=dt.datetime(2026, 1, 1),
@@ -111,6 +114,7 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
             "val_auroc_mean": 0.5,
             "best_epoch": 1,
             "num_workers": 1,
+            **digests(str(Path(lake.root) / "models" / v), str(Path(lake.root) / "models" / v / "model.keras")),
         }
         for v, c in ((small_model["version"], "2026-01-01T00:00:00Z"), ("second-version", "2026-02-01T00:00:00Z"))
     ]
@@ -148,14 +152,13 @@ def test_corrupt_or_missing_model_is_one_clear_error(spark, scored_lake, small_m
     broken = tmp_path / "broken"
     shutil.copytree(small_model["model_dir"], broken)
     (broken / "model.keras").write_bytes(b"this is not a model")
-    _, meta = scoring.resolve_model(spark, lake, path=str(broken))
-    with pytest.raises(UsageError, match=r"model file .*model.keras cannot be loaded"):
-        scoring.check_model_loads(meta["_model_file"], len(meta["_labels"]), meta["_size"])
+    with pytest.raises(UsageError, match=r"model file .*model.keras cannot be loaded: it is not a .keras \(zip\)"):
+        resolve_model(spark, lake, path=str(broken))
     (broken / "model.keras").unlink()
     with pytest.raises(UsageError, match=r"model file .*model.keras is missing"):
-        scoring.resolve_model(spark, lake, path=str(broken))
+        resolve_model(spark, lake, path=str(broken))
     with pytest.raises(UsageError, match=r"has no model\.json"):
-        scoring.resolve_model(spark, lake, path=str(tmp_path))
+        resolve_model(spark, lake, path=str(tmp_path))
 
 
 # -- views on a hand-made table -----------------------------------------------------------------
@@ -175,6 +178,7 @@ def test_views_do_what_they_promise(spark, tmp_path):
             "val_auroc_mean": 0.9,
             "best_epoch": 1,
             "num_workers": 1,
+            **digests(str(Path(lake.root) / "models" / v), str(Path(lake.root) / "models" / v / "model.keras")),
         }
         for v, c in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-03-01T00:00:00Z"))
     ]
@@ -270,7 +274,8 @@ def test_sql_output_formats(spark, scored_lake, small_model):
         query_text(spark, "SELECT * FROM xray.nope")
 
 
-def test_scoring_an_empty_store_is_a_clear_error(spark, tmp_path, small_model):
+def test_scoring_an_empty_store_is_a_clear_error(spark, prepared, tmp_path, small_model):
+    shutil.copytree(Path(prepared[1].root) / "tables" / "models", tmp_path / "tables" / "models")
     lake = Lake.at(str(tmp_path))
     with pytest.raises(UsageError, match="no training store"):
         scoring.run_scoring(spark, lake, "nih", model_path=small_model["model_dir"])
@@ -282,6 +287,7 @@ def test_a_killed_scoring_job_leaves_no_rows_and_the_rerun_completes(spark, prep
     root = tmp_path / "lake"
     root.mkdir()
     os.symlink(Path(base.root) / "petastorm", root / "petastorm")
+    shutil.copytree(Path(base.root) / "tables" / "models", root / "tables" / "models")
     staging = root / "tables" / "_staging" / "predictions"
     args = ["--lake", root, "--model", small_model["model_dir"], "--new-only", "--batch-size", "1"]
     kill_when(
