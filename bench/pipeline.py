@@ -262,6 +262,8 @@ def train_model(lake: Path, work: Path) -> str:
 
 def score_runs(lake: Path, model_dir: str, work: Path, repeats: int) -> list[dict]:
     runs = []
+    if not (lake / "models" / Path(model_dir).name).is_dir():  # trained in another lake: register it here
+        run_job("register_model", ["--lake", str(lake), "--model", model_dir], work / "register.json")
     for i in range(repeats):
         shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
         args = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--model", model_dir]

@@ -109,6 +109,17 @@ def load_model_safely(model_file: str) -> Any:
         ) from None
 
 
+def load_checked(folder: ModelFolder) -> Any:
+    """The folder's model, loaded safely, whose input and outputs are what its model.json says."""
+    model = load_model_safely(folder.model_file)
+    if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
+        raise UsageError(
+            f"model file {folder.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
+            f"outputs; its {META_FILE} says ({folder.size}, {folder.size}, 1) and {len(folder.labels)} labels"
+        )
+    return model
+
+
 def read_model_folder(path: str) -> ModelFolder:
     """model.json and the model file of a folder, checked for shape and presence (not yet for hashes)."""
     meta_path = os.path.join(path, META_FILE)
@@ -197,12 +208,7 @@ def register_model(spark: SparkSession, lake: Lake, source: str, *, dataset: str
         raise UsageError(
             f"model version {folder.version} is already registered in this lake: give the copy a new version"
         )
-    model = load_model_safely(folder.model_file)
-    if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
-        raise UsageError(
-            f"model file {folder.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
-            f"outputs; its {META_FILE} says ({folder.size}, {folder.size}, 1) and {len(folder.labels)} labels"
-        )
+    load_checked(folder)
     target = lake.path("models", folder.version)
     if os.path.normpath(target) != os.path.normpath(folder.path):
         if os.path.exists(target):

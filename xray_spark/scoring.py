@@ -35,7 +35,7 @@ from xray_spark import store as store_mod
 from xray_spark.errors import UsageError
 from xray_spark.labels import column_name
 from xray_spark.lake import Lake
-from xray_spark.registry import ModelFolder, resolve_model
+from xray_spark.registry import ModelFolder, load_checked, resolve_model
 from xray_spark.schema import XraySchema
 
 log = logging.getLogger("xray_spark.scoring")
@@ -51,19 +51,12 @@ STAGING = "_staging"
 # =========================================================================================
 def check_model_loads(folder: ModelFolder, store_size: int) -> None:
     """Before any task: the model's size matches the store's, and the file loads (safely) on the driver."""
-    from xray_spark.models import load_model
-
     if folder.size != store_size:
         raise UsageError(
             f"model {folder.version} takes {folder.size} px images and the store holds {store_size} px images: "
             f"score with a model trained on this store, or prepare a store with --set image.size={folder.size}"
         )
-    model = load_model(folder.model_file)
-    if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
-        raise UsageError(
-            f"model file {folder.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
-            f"outputs; model.json says ({folder.size}, {folder.size}, 1) and {len(folder.labels)} labels"
-        )
+    load_checked(folder)
 
 
 #: The model each Python worker has loaded, by file: Spark reuses its Python workers across
