@@ -230,6 +230,8 @@ def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], l
     os.rename(h5_model / "model.keras", h5_model / "model.h5")
     meta = json.loads((h5_model / "model.json").read_text())
     (h5_model / "model.json").write_text(json.dumps(meta | {"model_file": "model.h5"}))
+    registered_lake = root / "registered-lake"  # a lake whose xray.models holds the trained model
+    shutil.copytree(Path(model_dir).parents[1] / "tables" / "models", registered_lake / "tables" / "models")
     tampered = root / "model-tampered"  # the thresholds edited after training
     shutil.copytree(model_dir, tampered)
     meta = json.loads((tampered / "model.json").read_text())
@@ -277,7 +279,7 @@ def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], l
         "model-file-h5": ("score", [*score, "--model", str(h5_model)], ["model.h5 is a HDF5 file", "run Python"]),
         "model-json-tampered": (
             "score",
-            [*score, "--model", str(tampered)],
+            ["--lake", str(registered_lake), "--model", str(tampered)],
             ["model.json of model", "does not match the SHA-256 recorded"],
         ),
         "sql-insert": (
