@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             model_path=args.model,
             new_only=args.new_only,
             batch_size=settings.score.batch_size,
+            lock_wait_s=settings.locks.wait_seconds,
         )
         print(f"score {summary['run_id']}  model={summary['model_version']}  dataset={summary['dataset']}")
         print(
