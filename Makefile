@@ -17,7 +17,6 @@ SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
   --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties)"
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
-export TF_USE_LEGACY_KERAS := 1
 # Spark's web UI binds to this address (when it is on: spark.ui.enabled defaults to false
 # in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
 export SPARK_LOCAL_IP ?= 127.0.0.1
@@ -43,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 setup: check-java $(VENV)/.installed ## create .venv and install xray-spark with its dev extra
 
 $(DEMO_ARCHIVE)/Data_Entry_2017.csv: | $(VENV)/.installed
-	$(PY) -m xray_spark.synthetic --output $(DEMO_ARCHIVE) --images $(DEMO_IMAGES) --size 256 --seed 7
+	$(PY) -m xray_spark.dev.synthetic --output $(DEMO_ARCHIVE) --images $(DEMO_IMAGES) --size 256 --seed 7
 
 demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
 	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) \
@@ -72,7 +71,7 @@ nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
 # then the nightly run ingests and scores them. For the demo lake only, never a real one.
 nightly-demo: setup ## a synthetic night on the demo lake: 200 new studies, then make nightly
-	$(PY) -m xray_spark.synthetic --output $(LAKE)/incoming/demo-$(NIGHT) \
+	$(PY) -m xray_spark.dev.synthetic --output $(LAKE)/incoming/demo-$(NIGHT) \
 	  --images 200 --size 256 --seed $$(date +%s) --first-patient $$(( 10000000 + $$(date +%s) % 80000000 ))
 	$(MAKE) nightly INCOMING=$(LAKE)/incoming/demo-$(NIGHT)
 
@@ -82,10 +81,10 @@ CLUSTER_DIR ?= $(LAKE)/cluster
 CLUSTER_WORKERS ?= 2
 CLUSTER_MEMORY ?= 2g
 cluster-up: setup ## start a standalone master and 2 workers on 127.0.0.1 (use CONF=conf/standalone.yaml)
-	$(PY) -m xray_spark.cluster up --dir $(CLUSTER_DIR) --workers $(CLUSTER_WORKERS) --cores 1 --memory $(CLUSTER_MEMORY)
+	$(PY) -m xray_spark.dev.cluster up --dir $(CLUSTER_DIR) --workers $(CLUSTER_WORKERS) --cores 1 --memory $(CLUSTER_MEMORY)
 
 cluster-down: ## stop exactly the processes that cluster-up started
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.cluster down --dir $(CLUSTER_DIR); fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.dev.cluster down --dir $(CLUSTER_DIR); fi
 
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

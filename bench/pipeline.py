@@ -37,9 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from xray_spark.cluster import process_tree  # noqa: E402  (after the path is set)
+from xray_spark.dev.cluster import process_tree  # noqa: E402  (after the path is set)
 
 SIZE = 224  # the store's image side: DenseNet-121's input
 SIZES = {"1x": 1, "2x": 2, "4x": 4}
@@ -52,7 +50,7 @@ def log(message: str) -> None:
 # -- inputs ------------------------------------------------------------------------------------
 def make_inputs(cache: Path, scale: int) -> dict[str, Path]:
     """``{size: archive folder}`` with Data_Entry_2017.csv and images/ for 1x, 2x, 4x."""
-    from xray_spark.synthetic import write_archive
+    from xray_spark.dev.synthetic import write_archive
 
     base = cache / f"nih1024-{scale}"
     unique = base / "unique"
@@ -137,7 +135,7 @@ def median_of(runs: list[dict], key: str) -> float:
 # -- 1 and 4: ingest ---------------------------------------------------------------------------------
 def ingest_baseline(archive: Path, repeats: int) -> dict:
     """The library's own per-image work (read, decode, resize, PNG-encode), one core, no Spark."""
-    from xray_spark import images as img
+    from xray_spark.prepare import images as img
     from xray_spark.schema import XraySchema
 
     field = XraySchema.image
@@ -183,7 +181,7 @@ def training_input(store_url: str, labels: int, repeats: int) -> dict:
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    from xray_spark.dataset import ShardSpec, training_dataset
+    from xray_spark.train.data import ShardSpec, training_dataset
 
     path = store_url.removeprefix("file://")
     table = pq.read_table(path, columns=["image", "split"])
@@ -286,9 +284,9 @@ def predict_baseline(store_url: str, model_dir: str, repeats: int, threads: int 
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from xray_spark.models import load_model
+    from xray_spark.registry import load_model_safely
 
-    model = load_model(os.path.join(model_dir, "model.keras"))
+    model = load_model_safely(os.path.join(model_dir, "model.keras"))
     blobs = pq.read_table(store_url.removeprefix("file://"), columns=["image"]).column("image").to_pylist()
     x = np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in blobs])[..., None]
     model.predict(x[:64], batch_size=64, verbose=0)

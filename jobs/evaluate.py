@@ -25,19 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         settings = cli.resolve_settings(args, [f"evaluate.split={args.split}"] if args.split else [])
         spark, lake = cli.open_lake(settings, "evaluate")
-        from xray_spark.evaluate import run_evaluation
+        from xray_spark.evaluate.pipeline import run_evaluation
         from xray_spark.report import format_table
 
-        e = settings.evaluate
-        summary = run_evaluation(
-            spark,
-            lake,
-            model_version=args.model_version,
-            model_path=args.model,
-            split=e.split,
-            resamples=e.bootstrap,
-            seed=e.seed,
-        )
+        summary = run_evaluation(spark, lake, settings, model_version=args.model_version, model_path=args.model)
         print(
             f"evaluate {summary['model_version']} on the {summary['split']} split: "
             f"{summary['images']:,} images of {summary['patients']:,} patients"

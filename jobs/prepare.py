@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, ingest, report
+from xray_spark import cli, report
+from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args, extra)
         if args.images is None and not args.metadata_only:
             raise cli.UsageError("--images DIR is required (or pass --metadata-only to check the metadata alone)")
-        inputs = ingest.PrepareInputs(
+        inputs = PrepareInputs(
             metadata=args.metadata,
             images=args.images,
             bbox=args.bbox,
@@ -63,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             metadata_only=args.metadata_only,
             replace=args.replace,
         )
-        ingest.check_inputs(inputs)
+        check_inputs(inputs)
         spark, lake = cli.open_lake(settings, "prepare")
         try:
-            summary = ingest.run_prepare(spark, settings, inputs, lake)
+            summary = run_prepare(spark, lake, settings, inputs)
         except cli.QuarantineLimitExceeded as exc:
             cli.write_summary_json(args.summary_json, exc.summary)
             raise

@@ -30,17 +30,10 @@ def main(argv: list[str] | None = None) -> int:
             extra.append(f"score.batch_size={args.batch_size}")
         settings = cli.resolve_settings(args, extra)
         spark, lake = cli.open_lake(settings, "score")
-        from xray_spark.scoring import run_scoring
+        from xray_spark.score.pipeline import run_scoring
 
         summary = run_scoring(
-            spark,
-            lake,
-            settings.dataset,
-            model_version=args.model_version,
-            model_path=args.model,
-            new_only=args.new_only,
-            batch_size=settings.score.batch_size,
-            lock_wait_s=settings.locks.wait_seconds,
+            spark, lake, settings, model_version=args.model_version, model_path=args.model, new_only=args.new_only
         )
         print(f"score {summary['run_id']}  model={summary['model_version']}  dataset={summary['dataset']}")
         print(

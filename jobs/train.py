@@ -12,12 +12,13 @@ import json
 import sys
 
 from xray_spark import cli, report
+from xray_spark.models import MODELS
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("train", "Train the finding classifier from the Petastorm store.")
     parser.add_argument("--dataset", help="store name under lake/petastorm (default: the conf's 'dataset')")
-    parser.add_argument("--model", choices=["small_cnn", "densenet121", "mobilenet_v2"], help="train.model")
+    parser.add_argument("--model", choices=MODELS, help="train.model")
     parser.add_argument("--epochs", type=int, help="train.epochs")
     parser.add_argument("--batch-size", type=int, help="train.batch_size (per worker)")
     parser.add_argument("--num-workers", type=int, help="train.num_workers: >1 runs a Spark barrier stage")
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                 extra.append(f"train.{key}={json.dumps(value)}")
         settings = cli.resolve_settings(args, extra)
         spark, lake = cli.open_lake(settings, "train")
-        from xray_spark.training import run_training
+        from xray_spark.train.pipeline import run_training
 
-        summary = run_training(spark, settings, lake, resume=args.resume)
+        summary = run_training(spark, lake, settings, resume=args.resume)
         print(
             f"\nmodel {summary['version']} ({summary['model']}, best epoch {summary['best_epoch']} "
             f"of {summary['epochs_run']}, {summary['num_workers']} worker(s), {summary['seconds']:.0f} s)"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from xray_spark.config import load_settings
-from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.dev.synthetic import write_archive
 from xray_spark.lake import Lake
-from xray_spark.synthetic import write_archive
+from xray_spark.prepare import PrepareInputs, run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
@@ -60,7 +60,7 @@ def prepared(spark, archive, tmp_path_factory):
         images=str(archive / "images"),
         bbox=str(archive / "BBox_List_2017.csv"),
     )
-    summary = run_prepare(spark, settings, inputs, lake)
+    summary = run_prepare(spark, lake, settings, inputs)
     return settings, lake, summary
 
 
@@ -77,8 +77,8 @@ def nih_sample() -> Path:
 @pytest.fixture(scope="session")
 def small_model(spark, prepared):
     """A quickly trained small_cnn on the prepared store (quality is not the point here)."""
-    from xray_spark.training import run_training
+    from xray_spark.train.pipeline import run_training
 
     _, lake, _ = prepared
     quick = make_settings(Path(lake.root), "train.epochs=2", "train.eval_max_rows=50")
-    return run_training(spark, quick, lake)
+    return run_training(spark, lake, quick)

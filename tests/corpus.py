@@ -19,8 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xray_spark.images import encode_png
-from xray_spark.synthetic import METADATA_HEADER
+from xray_spark.dev.synthetic import METADATA_HEADER
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an image."""
+    ok, buffer = cv2.imencode(".png", image)
+    assert ok, f"could not encode an image of shape {image.shape} and dtype {image.dtype}"
+    return buffer.tobytes()
 
 
 def chest_like(size: int = 80, seed: int = 0) -> np.ndarray:

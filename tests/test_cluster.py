@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark import cluster as cluster_mod
-from xray_spark import scoring, tables
+from xray_spark import tables
+from xray_spark.dev import cluster as cluster_mod
 from xray_spark.lake import Lake
 from xray_spark.registry import register_model
+from xray_spark.score.pipeline import run_scoring
 
-from .conftest import ROOT, TEST_OVERRIDES
+from .conftest import ROOT, TEST_OVERRIDES, make_settings
 from .jobs import checked, job_command, job_env, run_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -123,7 +124,7 @@ def test_predictions_on_the_cluster_equal_local_mode(spark, cluster_run, tmp_pat
     local_lake = Lake.at(str(local_root))
     # The cluster's model enters this lake the documented way for a model trained elsewhere.
     registered = register_model(spark, local_lake, cluster_run["train"]["model_dir"], dataset="nih")
-    scoring.run_scoring(spark, local_lake, "nih", model_version=registered["version"])
+    run_scoring(spark, local_lake, make_settings(local_root), model_version=registered["version"])
     local = _probabilities(spark, local_lake)
     remote = _probabilities(spark, lake)
     assert sorted(local) == sorted(remote) and len(local) == 160

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from xray_spark import images as img
 from xray_spark.errors import ImageError
+from xray_spark.prepare import images as img
 
 from . import corpus
 
@@ -119,10 +119,10 @@ def test_dicom_frames_count_against_the_decode_limit():
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (img.encode_png(np.full((1, 1), 77, np.uint8)), img.TOO_SMALL),
-        (img.encode_png(np.full((80, 40), 77, np.uint8)), img.TOO_SMALL),
-        (img.encode_png(np.zeros((80, 80), np.uint8)), img.BLANK),
-        (img.encode_png(np.full((80, 80), 4000, np.uint16)), img.BLANK),
+        (corpus.encode_png(np.full((1, 1), 77, np.uint8)), img.TOO_SMALL),
+        (corpus.encode_png(np.full((80, 40), 77, np.uint8)), img.TOO_SMALL),
+        (corpus.encode_png(np.zeros((80, 80), np.uint8)), img.BLANK),
+        (corpus.encode_png(np.full((80, 80), 4000, np.uint16)), img.BLANK),
     ],
 )
 def test_films_too_small_or_blank_are_refused(data, reason):

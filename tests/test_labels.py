@@ -3,15 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xray_spark.labels import (
-    FINDINGS,
-    UnknownFindingError,
-    canonical_finding,
-    choose_label_set,
-    multi_hot,
-    parse_finding_labels,
-    sample_weight,
-)
+from xray_spark.labels import FINDINGS, choose_label_set, multi_hot, sample_weight
+
+from .oracle import UnknownFindingError, canonical_finding, parse_finding_labels
 
 
 def test_parse_finding_labels():

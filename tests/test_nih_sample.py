@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from petastorm import make_reader
 
-from xray_spark.images import load_training_image
-from xray_spark.ingest import PrepareInputs, run_prepare
 from xray_spark.lake import Lake
+from xray_spark.prepare import PrepareInputs, run_prepare
+from xray_spark.prepare.images import load_training_image
 from xray_spark.schema import decode_labels
 
 from .conftest import make_settings
@@ -46,7 +46,7 @@ def nih_run(spark, nih_sample, tmp_path_factory):
         images=str(nih_sample / "images"),
         bbox=str(nih_sample / "BBox_List_2017.csv.gz"),
     )
-    return settings, lake, run_prepare(spark, settings, inputs, lake)
+    return settings, lake, run_prepare(spark, lake, settings, inputs)
 
 
 def test_metadata_counts_of_the_whole_release(nih_run):
@@ -104,14 +104,14 @@ def test_the_150_real_images_are_scored_once_each(spark, nih_run):
     """A model trained briefly on the real sample's store, then every real image scored exactly once."""
     from pyspark.sql import functions as F
 
-    from xray_spark.scoring import run_scoring
-    from xray_spark.training import run_training
+    from xray_spark.score.pipeline import run_scoring
+    from xray_spark.train.pipeline import run_training
 
     settings, lake, _ = nih_run
     quick = make_settings(Path(lake.root), "labels.min_cases=5000", "train.epochs=1", "train.eval_max_rows=20")
-    trained = run_training(spark, quick, lake)
+    trained = run_training(spark, lake, quick)
     assert trained["labels"] == THESIS_SIX
-    summary = run_scoring(spark, lake, settings.dataset, model_version=trained["version"], new_only=True)
+    summary = run_scoring(spark, lake, settings, model_version=trained["version"], new_only=True)
     assert summary["written"] == 150
     rows = spark.table("xray.predictions").where(F.col("model_version") == trained["version"])
     assert rows.count() == 150 and rows.select("image_id").distinct().count() == 150

@@ -13,19 +13,23 @@ import pytest
 from petastorm import make_reader
 from pyspark.sql import functions as F
 
-from xray_spark import ingest
+from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
-from xray_spark.images import load_training_image
-from xray_spark.ingest import PrepareInputs, image_limits, run_prepare
-from xray_spark.labels import FINDINGS, multi_hot, parse_finding_labels
+from xray_spark.labels import FINDINGS, multi_hot
 from xray_spark.lake import Lake
+from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
+from xray_spark.prepare.decode import image_limits
+from xray_spark.prepare.files import list_image_files
+from xray_spark.prepare.images import load_training_image
+from xray_spark.prepare.load import STORE_STAGING
+from xray_spark.prepare.metadata import read_metadata, validate_metadata
 from xray_spark.schema import XraySchema, decode_labels
 from xray_spark.store import read_manifest
-from xray_spark.synthetic import METADATA_HEADER
 
 from . import corpus
 from .conftest import TEST_OVERRIDES, make_settings
 from .jobs import kill_when
+from .oracle import parse_finding_labels
 
 
 def _read_all(url: str, **kwargs) -> list:
@@ -149,7 +153,7 @@ def bad_run(spark, tmp_path_factory):
     settings = make_settings(lake_dir, "quarantine.max_fraction=1.0")
     lake = Lake.at(settings.lake)
     inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"))
-    return settings, lake, run_prepare(spark, settings, inputs, lake), root
+    return settings, lake, run_prepare(spark, lake, settings, inputs), root
 
 
 def test_every_bad_input_is_quarantined_with_its_reason(spark, bad_run):
@@ -198,7 +202,7 @@ def test_quarantine_over_the_limit_fails_and_writes_nothing_to_the_store(spark, 
     lake = Lake.at(settings.lake)
     inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"))
     with pytest.raises(QuarantineLimitExceeded, match=r"over quarantine.max_fraction=0.2") as info:
-        run_prepare(spark, settings, inputs, lake)
+        run_prepare(spark, lake, settings, inputs)
     assert read_manifest(lake, settings.dataset) is None
     assert not (tmp_path / "petastorm").exists()
     n_bad = sum(len(v) for v in corpus.EXPECTED_REASONS.values())
@@ -212,7 +216,7 @@ def test_require_images(spark, bad_run, tmp_path):
     settings = make_settings(tmp_path, "quarantine.max_fraction=1.0")
     inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"), require_images=True)
     with pytest.raises(UsageError, match="1 metadata rows have no image file"):
-        run_prepare(spark, settings, inputs, Lake.at(settings.lake))
+        run_prepare(spark, Lake.at(settings.lake), settings, inputs)
 
 
 # -- increments, label sets, modes ---------------------------------------------------------------
@@ -233,17 +237,17 @@ def test_incremental_adds_only_new_ids(spark, archive, tmp_path):
     lake = Lake.at(settings.lake)
     first = run_prepare(
         spark,
+        lake,
         settings,
         PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images"), incremental=True),
-        lake,
     )
     assert first["images"]["written"] == 100
     full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
-    second = run_prepare(spark, settings, full, lake)
+    second = run_prepare(spark, lake, settings, full)
     assert second["metadata"]["already_in_store"] == 100
     assert second["images"]["written"] == 60
     assert second["images"]["files_without_metadata"] == 0
-    third = run_prepare(spark, settings, full, lake)
+    third = run_prepare(spark, lake, settings, full)
     assert third["images"]["written"] == 0
     ids = [r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"])]
     assert len(ids) == len(set(ids)) == 160
@@ -260,7 +264,7 @@ def _assert_every_image_once(spark, lake: Lake, settings, n: int) -> None:
     assert len(ids) == len(set(ids)) == n
     studies = spark.read.parquet(lake.table_url("studies")).where(F.col("dataset") == settings.dataset)
     assert studies.count() == studies.select("image_id").distinct().count() == n
-    assert not (Path(lake.root) / "petastorm" / ingest.STORE_STAGING / settings.dataset).exists(), "staging cleaned"
+    assert not (Path(lake.root) / "petastorm" / STORE_STAGING / settings.dataset).exists(), "staging cleaned"
 
 
 def test_a_killed_incremental_prepare_is_completed_by_its_rerun(spark, archive, tmp_path):
@@ -268,8 +272,8 @@ def test_a_killed_incremental_prepare_is_completed_by_its_rerun(spark, archive, 
     small = _subset_archive(archive, tmp_path / "small", 100)
     settings = make_settings(tmp_path / "lake")
     lake = Lake.at(settings.lake)
-    run_prepare(spark, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")), lake)
-    staging = Path(lake.root) / "petastorm" / ingest.STORE_STAGING
+    run_prepare(spark, lake, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")))
+    staging = Path(lake.root) / "petastorm" / STORE_STAGING
     args = ["--lake", lake.root, "--incremental", "--metadata", archive / "Data_Entry_2017.csv"]
     args += ["--images", archive / "images", "--set", "spark.driver_memory=1g"]
     for item in TEST_OVERRIDES:
@@ -277,7 +281,7 @@ def test_a_killed_incremental_prepare_is_completed_by_its_rerun(spark, archive, 
     kill_when("prepare", args, staging.exists, timeout=240, what="writing its new store files")
     assert staging.exists(), "the killed run left its staging folder"
     full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
-    rerun = run_prepare(spark, settings, full, lake)
+    rerun = run_prepare(spark, lake, settings, full)
     assert rerun["metadata"]["already_in_store"] + rerun["images"]["written"] == 160
     _assert_every_image_once(spark, lake, settings, 160)
 
@@ -287,7 +291,7 @@ def test_a_prepare_that_dies_while_moving_files_is_completed_by_its_rerun(spark,
     small = _subset_archive(archive, tmp_path / "small", 100)
     settings = make_settings(tmp_path / "lake")
     lake = Lake.at(settings.lake)
-    run_prepare(spark, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")), lake)
+    run_prepare(spark, lake, settings, PrepareInputs(str(small / "Data_Entry_2017.csv"), str(small / "images")))
     real_move = Lake.move
     moved: list[str] = []
 
@@ -300,11 +304,11 @@ def test_a_prepare_that_dies_while_moving_files_is_completed_by_its_rerun(spark,
     monkeypatch.setattr(Lake, "move", move_once_then_die)
     full = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
     with pytest.raises(OSError, match="died"):
-        run_prepare(spark, settings, full, lake)
+        run_prepare(spark, lake, settings, full)
     monkeypatch.setattr(Lake, "move", real_move)
     partial = spark.read.parquet(lake.store_url(settings.dataset)).count()
     assert 100 < partial < 160, "one of the two new files made it into the store"
-    rerun = run_prepare(spark, settings, full, lake)
+    rerun = run_prepare(spark, lake, settings, full)
     assert rerun["metadata"]["already_in_store"] == partial
     assert rerun["images"]["written"] == 160 - partial
     _assert_every_image_once(spark, lake, settings, 160)
@@ -315,14 +319,14 @@ def test_incremental_refuses_a_different_image_size(spark, prepared, archive):
     other = make_settings(Path(lake.root), "image.size=32")
     inputs = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
     with pytest.raises(UsageError, match="holds images of 64 px"):
-        run_prepare(spark, other, inputs, lake)
+        run_prepare(spark, lake, other, inputs)
 
 
 def test_min_cases_filters_the_label_set(spark, archive, tmp_path):
     settings = make_settings(tmp_path, "labels.min_cases=12", "dataset=filtered")
     lake = Lake.at(settings.lake)
     summary = run_prepare(
-        spark, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images")), lake
+        spark, lake, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"))
     )
     counts = summary["metadata"]["finding_counts"]
     expected = [f for f in FINDINGS if counts[f] >= 12]
@@ -336,7 +340,7 @@ def test_metadata_only(spark, archive, tmp_path):
     settings = make_settings(tmp_path)
     lake = Lake.at(settings.lake)
     summary = run_prepare(
-        spark, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), None, metadata_only=True), lake
+        spark, lake, settings, PrepareInputs(str(archive / "Data_Entry_2017.csv"), None, metadata_only=True)
     )
     assert summary["mode"] == "metadata-only"
     assert summary["metadata"]["rows"] == 160
@@ -351,13 +355,13 @@ def test_official_split_lists(spark, archive, tmp_path):
     settings = make_settings(tmp_path / "lake")
     summary = run_prepare(
         spark,
+        Lake.at(settings.lake),
         settings,
         PrepareInputs(
             str(archive / "Data_Entry_2017.csv"),
             str(archive / "images"),
             split_lists=(str(tmp_path / "train_val_list.txt"), str(tmp_path / "test_list.txt")),
         ),
-        Lake.at(settings.lake),
     )
     assert summary["splits"]["test"]["images"] == 30
     assert summary["splits"]["unlisted"]["images"] == 10
@@ -373,29 +377,29 @@ def _write(path: Path, text: str) -> str:
 def test_usage_errors_name_the_file_and_the_fix(spark, tmp_path, archive):
     images = str(archive / "images")
     with pytest.raises(UsageError, match=r"metadata file .*nope.csv does not exist"):
-        ingest.check_inputs(PrepareInputs(str(tmp_path / "nope.csv"), images))
+        check_inputs(PrepareInputs(str(tmp_path / "nope.csv"), images))
     with pytest.raises(UsageError, match=r"is empty"):
-        ingest.check_inputs(PrepareInputs(_write(tmp_path / "empty.csv", ""), images))
+        check_inputs(PrepareInputs(_write(tmp_path / "empty.csv", ""), images))
     wrong = _write(tmp_path / "wrong.csv", "Image,Labels,x\n1,2,3\n")
     with pytest.raises(UsageError, match=r"wrong.csv has 3 columns, the NIH format has 11"):
-        ingest.check_inputs(PrepareInputs(wrong, images))
+        check_inputs(PrepareInputs(wrong, images))
     header = list(METADATA_HEADER)
     header[1] = "Diagnosis"
     renamed = _write(tmp_path / "renamed.csv", ",".join(header) + "\n")
     with pytest.raises(UsageError, match=r"column 2 is 'Diagnosis', expected 'findinglabels'"):
-        ingest.check_inputs(PrepareInputs(renamed, images))
+        check_inputs(PrepareInputs(renamed, images))
     missing_column = _write(tmp_path / "missing.csv", ",".join(METADATA_HEADER[:4] + METADATA_HEADER[5:]) + "\n")
     with pytest.raises(UsageError, match=r"missing patientage"):
-        ingest.check_inputs(PrepareInputs(missing_column, images))
+        check_inputs(PrepareInputs(missing_column, images))
     ok = str(archive / "Data_Entry_2017.csv")
     with pytest.raises(UsageError, match=r"images folder .*nowhere does not exist"):
-        ingest.check_inputs(PrepareInputs(ok, str(tmp_path / "nowhere")))
+        check_inputs(PrepareInputs(ok, str(tmp_path / "nowhere")))
     with pytest.raises(UsageError, match=r"images folder .*nowhere does not exist"):
-        ingest.list_image_files(spark, str(tmp_path / "nowhere"))
+        list_image_files(spark, str(tmp_path / "nowhere"))
 
 
 def test_the_2017_header_with_a_trailing_empty_column_is_accepted(spark, tmp_path):
     text = ",".join(METADATA_HEADER) + ",\n" + ",".join(corpus.metadata_row("00000001_000.png", age="058Y")) + ",\n"
-    df = ingest.validate_metadata(ingest.read_metadata(spark, _write(tmp_path / "2017.csv", text)))
+    df = validate_metadata(read_metadata(spark, _write(tmp_path / "2017.csv", text)))
     row = df.collect()[0]
     assert row["reason"] is None and row["age"] == 58 and row["image_id"] == "00000001_000.png"

@@ -23,14 +23,15 @@ import pytest
 from petastorm import make_reader
 from pyspark.sql import functions as F
 
-from xray_spark import locks, registry, scoring, tables
+from xray_spark import locks, registry, tables
+from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import LockBusy, ModelRefused, UsageError
-from xray_spark.ingest import PrepareInputs, run_prepare
 from xray_spark.lake import Lake
+from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.readonly import check_read_only
 from xray_spark.schema import XraySchema, decode_labels
+from xray_spark.score.pipeline import run_scoring
 from xray_spark.store import read_manifest
-from xray_spark.synthetic import METADATA_HEADER
 
 from .conftest import ROOT, make_settings
 from .jobs import job_command, job_env, run_job
@@ -61,7 +62,7 @@ def test_a_full_prepare_that_would_remove_studies_is_refused(spark, prepared, ar
     before = _tree_digest(Path(lake.root) / "petastorm")
     for metadata, images in ((archive / "Data_Entry_2017.csv", empty), (header_only, archive / "images")):
         with pytest.raises(UsageError, match=r"would remove 160 of the 160 studies in store 'nih'.*--replace"):
-            run_prepare(spark, settings, PrepareInputs(str(metadata), str(images)), lake)
+            run_prepare(spark, lake, settings, PrepareInputs(str(metadata), str(images)))
     assert _tree_digest(Path(lake.root) / "petastorm") == before, "the refused runs changed nothing"
     assert len(read_manifest(lake, "nih").runs) == 1
 
@@ -71,7 +72,7 @@ def test_replace_is_explicit_keeps_the_history_and_studies_equal_the_store(spark
     lines = (archive / "Data_Entry_2017.csv").read_text().splitlines()
     subset = tmp_path / "subset.csv"
     subset.write_text("\n".join(lines[:41]) + "\n")  # the header and 40 studies
-    summary = run_prepare(spark, settings, PrepareInputs(str(subset), str(archive / "images"), replace=True), lake)
+    summary = run_prepare(spark, lake, settings, PrepareInputs(str(subset), str(archive / "images"), replace=True))
     assert summary["store_rows"] == 40
     store_ids = {r["image_id"] for r in spark.read.parquet(lake.store_url("nih")).select("image_id").collect()}
     tables.register_tables(spark, lake)
@@ -82,12 +83,12 @@ def test_replace_is_explicit_keeps_the_history_and_studies_equal_the_store(spark
 
 
 def test_studies_partition_is_removed_when_a_dataset_ends_empty(spark, tmp_path):
-    from xray_spark.ingest import _write_dataset_partition
+    from xray_spark.prepare.load import write_dataset_partition
 
     lake = Lake.at(str(tmp_path))
     rows = spark.createDataFrame([("a", "d1"), ("b", "d2")], "image_id string, dataset string")
-    _write_dataset_partition(spark, rows, lake, "studies", "d1")
-    _write_dataset_partition(spark, rows.where("dataset = 'd1' AND false"), lake, "studies", "d1")
+    write_dataset_partition(spark, rows, lake, "studies", "d1")
+    write_dataset_partition(spark, rows.where("dataset = 'd1' AND false"), lake, "studies", "d1")
     left = spark.read.parquet(lake.table_url("studies")).collect()
     assert [(r["image_id"], r["dataset"]) for r in left] == [("b", "d2")]
 
@@ -183,11 +184,11 @@ def test_prepare_and_score_take_their_locks(spark, prepared, small_model, archiv
     settings, lake = _copy_lake(prepared, tmp_path / "lake")
     inputs = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
     with locks.lake_lock(lake, "prepare-nih", job="prepare"), pytest.raises(LockBusy, match=r"prepare-nih\.lock"):
-        run_prepare(spark, settings, inputs, lake)
+        run_prepare(spark, lake, settings, inputs)
     version = small_model["version"]
     with locks.lake_lock(lake, f"score-{version}", job="score"), pytest.raises(LockBusy, match=rf"score-{version}"):
-        scoring.run_scoring(spark, lake, "nih", model_version=version, new_only=True)
-    run_prepare(spark, settings, inputs, lake)  # free again: runs, adds nothing, and is recorded
+        run_scoring(spark, lake, settings, model_version=version, new_only=True)
+    run_prepare(spark, lake, settings, inputs)  # free again: runs, adds nothing, and is recorded
     assert len(read_manifest(lake, "nih").runs) == 2, "the manifest records every run"
 
 
@@ -264,8 +265,8 @@ def test_queries_and_metadata_statements_are_allowed(spark, query):
 
 
 def test_a_refused_statement_leaves_the_lake_byte_identical(spark, prepared, small_model, tmp_path):
-    _, lake = _copy_lake(prepared, tmp_path / "lake")
-    scoring.run_scoring(spark, lake, "nih", model_version=small_model["version"], new_only=True)
+    settings, lake = _copy_lake(prepared, tmp_path / "lake")
+    run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
     before = _tree_digest(Path(lake.root))
     for query in (
         "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
@@ -384,7 +385,7 @@ def _address(hex_host: str, width: int) -> str:
 
 
 def _descendants(pid: int) -> set[int]:
-    from xray_spark.cluster import process_tree
+    from xray_spark.dev.cluster import process_tree
 
     return set(process_tree(pid))
 
@@ -473,12 +474,12 @@ def test_the_store_reads_right_with_many_threads_many_times(prepared):
 
 # -- 10. messages ------------------------------------------------------------------------------------
 def test_a_model_of_another_image_size_is_one_line_before_any_task(spark, prepared, small_model, tmp_path):
-    _, lake = _copy_lake(prepared, tmp_path / "lake")
+    settings, lake = _copy_lake(prepared, tmp_path / "lake")
     manifest_path = Path(lake.root) / "petastorm" / "nih" / "_xray_store.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps(manifest | {"image_size": 96}))
     with pytest.raises(UsageError, match=r"takes 64 px images and the store holds 96 px images") as info:
-        scoring.run_scoring(spark, lake, "nih", model_version=small_model["version"])
+        run_scoring(spark, lake, settings, model_version=small_model["version"])
     assert "\n" not in str(info.value)
     assert not (Path(lake.root) / "tables" / "_staging").exists(), "refused before the scoring stage started"
     assert not (Path(lake.root) / "locks").exists(), "refused before the run took its lock"

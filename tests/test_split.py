@@ -4,7 +4,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from xray_spark.config import SplitSettings
-from xray_spark.split import UNLISTED, assign_splits, assign_splits_from_lists, read_split_lists
+from xray_spark.prepare.split import UNLISTED, assign_splits, assign_splits_from_lists, read_split_lists
 
 
 def _patients(spark, n_patients: int, per_patient: int = 3):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from xray_spark.dev.synthetic import METADATA_HEADER, main, plan_studies, write_archive
 from xray_spark.labels import FINDINGS, NO_FINDING
-from xray_spark.synthetic import METADATA_HEADER, main, plan_studies, write_archive
 
 
 def _digest(folder) -> str:
@@ -82,7 +82,7 @@ def test_every_finding_is_planted_and_brightness_does_not_give_it_away(tmp_path)
 
 def test_planted_pattern_is_visible_in_pixels():
     """The same patient and noise with and without a nodule differ only where the nodule is."""
-    from xray_spark.synthetic import Anatomy, render
+    from xray_spark.dev.anatomy import Anatomy, render
 
     anatomy = Anatomy.draw(np.random.default_rng(0))
     plain, _ = render((), anatomy, "PA", 128, np.random.default_rng(1))

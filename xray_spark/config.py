@@ -28,6 +28,7 @@ import yaml
 
 from xray_spark.errors import ConfigError
 from xray_spark.labels import FINDINGS
+from xray_spark.models import MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +219,11 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def train_settings_from_dict(raw: Mapping[str, Any]) -> TrainSettings:
+    """``train.*`` back from its JSON form (``dataclasses.asdict``), as a training plan carries it."""
+    return _build(TrainSettings, raw, "train.")
+
+
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -310,9 +316,9 @@ def _check(settings: Settings) -> None:
     if settings.prepare.images_per_file <= 0:
         raise ConfigError("configuration key 'prepare.images_per_file' must be positive")
     train = settings.train
-    if train.model not in ("small_cnn", "densenet121", "mobilenet_v2"):
+    if train.model not in MODELS:
         raise ConfigError(
-            f"configuration key 'train.model' must be small_cnn, densenet121 or mobilenet_v2, got {train.model!r}"
+            f"configuration key 'train.model' must be {', '.join(MODELS[:-1])} or {MODELS[-1]}, got {train.model!r}"
         )
     if train.loss not in ("weighted_bce", "bce", "focal"):
         raise ConfigError(f"configuration key 'train.loss' must be weighted_bce, bce or focal, got {train.loss!r}")

@@ -46,3 +46,22 @@ class QuarantineLimitExceeded(XraySparkError):
     def __init__(self, message: str, summary: dict | None = None) -> None:
         super().__init__(message)
         self.summary = summary or {}
+
+
+def first_line(exc: BaseException) -> str:
+    """The line of an exception worth showing a user, without the Java or Python stack.
+
+    A Spark task that failed in Python carries the worker's traceback in its message: the
+    traceback's last line (``ValueError: ...``) is the error. Anything else: its first line.
+    """
+    lines = str(exc).strip().splitlines()
+    for i, line in enumerate(lines):
+        if "Traceback (most recent call last)" in line:
+            block = []
+            for rest in lines[i + 1 :]:
+                if not rest.strip() or rest.strip().startswith("at "):
+                    break
+                block.append(rest.strip())
+            if block:
+                return block[-1]
+    return lines[0] if lines else type(exc).__name__

@@ -1,4 +1,4 @@
-"""The finding vocabulary of ChestX-ray14, label parsing, multi-hot vectors, label-set choice."""
+"""The finding vocabulary of ChestX-ray14, multi-hot vectors, sample weights, label-set choice, column names."""
 
 from __future__ import annotations
 
@@ -30,47 +30,6 @@ NO_FINDING = "No Finding"
 #: Spellings seen in NIH side files for the same finding (the bounding-box file says Infiltrate).
 ALIASES: Mapping[str, str] = {"Infiltrate": "Infiltration"}
 
-SEPARATOR = "|"
-
-
-class UnknownFindingError(ValueError):
-    """A label text holds a token that is not one of the 14 findings."""
-
-    def __init__(self, token: str, text: str) -> None:
-        super().__init__(f"unknown finding {token!r} in {text!r}")
-        self.token = token
-
-
-def canonical_finding(token: str) -> str:
-    """Map a finding spelling (``Infiltrate``) to its ChestX-ray14 name, or raise."""
-    token = token.strip()
-    name = ALIASES.get(token, token)
-    if name not in FINDINGS:
-        raise UnknownFindingError(token, token)
-    return name
-
-
-def parse_finding_labels(text: str | None) -> list[str]:
-    """``"Effusion|Mass"`` -> ``["Effusion", "Mass"]``; ``"No Finding"`` -> ``[]``.
-
-    Raises :class:`UnknownFindingError` for a token outside the vocabulary (an empty text
-    included: an image with no label at all is not the same as ``No Finding``).
-    """
-    if text is None or not text.strip():
-        raise UnknownFindingError("", text or "")
-    tokens = [t.strip() for t in text.split(SEPARATOR)]
-    if tokens == [NO_FINDING]:
-        return []
-    found: list[str] = []
-    for token in tokens:
-        try:
-            name = canonical_finding(token)
-        except UnknownFindingError:
-            raise UnknownFindingError(token, text) from None
-        if name not in found:
-            found.append(name)
-    return found
-
 
 def multi_hot(findings: Iterable[str], label_set: Sequence[str]) -> np.ndarray:
     """A float32 vector with 1 at the position of each finding that is in ``label_set``."""
@@ -95,3 +54,8 @@ def choose_label_set(counts: Mapping[str, int], findings: Sequence[str], min_cas
 def column_name(finding: str) -> str:
     """A finding as a lower-case column suffix: ``Pleural_Thickening`` -> ``pleural_thickening``."""
     return finding.lower()
+
+
+def probability_column(finding: str) -> str:
+    """The prediction column of a finding: ``Pleural_Thickening`` -> ``p_pleural_thickening``."""
+    return f"p_{column_name(finding)}"

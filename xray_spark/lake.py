@@ -15,12 +15,28 @@ The root may be a local path or a URL Spark and pyarrow both understand (``hdfs:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
+import uuid
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+
+def new_run_id() -> str:
+    """A run's id: its UTC start time and six random hex digits (sortable, unique per run)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def local_path(path: str) -> str | None:
+    """The local file system path of ``path`` (a plain path or a ``file://`` URL); None for other URLs."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    if "://" in path:
+        return None
+    return path
 
 
 def _is_url(path: str) -> bool:

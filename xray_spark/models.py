@@ -11,7 +11,6 @@ TensorFlow is imported inside the functions: prepare and most tests never load i
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from xray_spark.errors import UsageError
@@ -21,14 +20,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def use_tf_keras() -> None:
-    """tf_keras (Keras 2) is the Keras that supports MultiWorkerMirroredStrategy."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def keras() -> Any:
-    use_tf_keras()
+    """tf_keras (Keras 2): the Keras that supports MultiWorkerMirroredStrategy.
+
+    ``TF_USE_LEGACY_KERAS`` is set once, when the package is imported (``xray_spark/__init__.py``).
+    """
     import tf_keras
 
     return tf_keras
@@ -134,10 +130,3 @@ def build_model(
         except Exception as exc:
             raise UsageError(f"could not load weights from {init_weights}: {exc}") from None
     return model
-
-
-def load_model(path: str) -> Any:
-    """A saved ``.keras`` model for inference (no optimizer, no loss), in safe mode: see ``registry``."""
-    from xray_spark.registry import load_model_safely
-
-    return load_model_safely(path)

@@ -48,19 +48,21 @@ _REFUSED_FORMATS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelFolder:
-    """A model folder as scoring and evaluation use it: the checked model.json and its file."""
+class ModelCard:
+    """A model folder as scoring and evaluation use it: what its checked model.json says, and its file.
+
+    ``thresholds`` holds each label's operating threshold (0.5 where model.json gives none);
+    ``meta`` keeps the whole of model.json for what the reports quote.
+    """
 
     path: str
-    meta: dict[str, Any]
-    model_file: str
+    version: str
     labels: list[str]
     size: int
+    thresholds: dict[str, float]
+    model_file: str
     model_sha256: str
-
-    @property
-    def version(self) -> str:
-        return str(self.meta["version"])
+    meta: dict[str, Any]
 
 
 def file_sha256(path: str) -> str:
@@ -109,7 +111,7 @@ def load_model_safely(model_file: str) -> Any:
         ) from None
 
 
-def load_checked(folder: ModelFolder) -> Any:
+def load_checked(folder: ModelCard) -> Any:
     """The folder's model, loaded safely, whose input and outputs are what its model.json says."""
     model = load_model_safely(folder.model_file)
     if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
@@ -120,7 +122,7 @@ def load_checked(folder: ModelFolder) -> Any:
     return model
 
 
-def read_model_folder(path: str) -> ModelFolder:
+def read_model_folder(path: str) -> ModelCard:
     """model.json and the model file of a folder, checked for shape and presence (not yet for hashes)."""
     meta_path = os.path.join(path, META_FILE)
     if not os.path.isfile(meta_path):
@@ -132,6 +134,8 @@ def read_model_folder(path: str) -> ModelFolder:
         labels = [str(x) for x in meta["labels"]]
         size = int(meta["input"]["size"])
         version = str(meta["version"])
+        given = meta.get("thresholds") or {}
+        thresholds = {label: float(given.get(label, 0.5)) for label in labels}
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
     if not version or "/" in version or version.startswith("."):
@@ -143,7 +147,7 @@ def read_model_folder(path: str) -> ModelFolder:
     if not os.path.exists(model_file):
         raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
     check_model_format(model_file)
-    return ModelFolder(path, meta, model_file, labels, size, file_sha256(model_file))
+    return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta)
 
 
 def registered_row(spark: SparkSession, lake: Lake, version: str) -> dict[str, Any] | None:
@@ -154,7 +158,7 @@ def registered_row(spark: SparkSession, lake: Lake, version: str) -> dict[str, A
     return row.asDict() if row is not None else None
 
 
-def verify_registered(spark: SparkSession, lake: Lake, folder: ModelFolder) -> None:
+def verify_registered(spark: SparkSession, lake: Lake, folder: ModelCard) -> None:
     """The folder's model.json and model file are byte for byte those recorded in ``xray.models``."""
     row = registered_row(spark, lake, folder.version)
     how = f"register it with: python jobs/register_model.py --lake {lake.root} --model {folder.path}"
@@ -177,9 +181,7 @@ def verify_registered(spark: SparkSession, lake: Lake, folder: ModelFolder) -> N
             )
 
 
-def resolve_model(
-    spark: SparkSession, lake: Lake, *, version: str | None = None, path: str | None = None
-) -> ModelFolder:
+def resolve_model(spark: SparkSession, lake: Lake, *, version: str | None = None, path: str | None = None) -> ModelCard:
     """The verified folder for ``--model PATH``, ``--model-version V`` or the newest registered model."""
     if path is None:
         if version is None:

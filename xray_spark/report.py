@@ -172,7 +172,7 @@ def roc_curves_png(y_true: Any, y_score: Any, labels: Sequence[str], title: str)
     """One ROC curve per finding, AUROC in the legend."""
     import numpy as np
 
-    from xray_spark.evaluation import auroc, roc_curve
+    from xray_spark.metrics import auroc, roc_curve
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6.5), dpi=100)
@@ -218,7 +218,7 @@ def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000)
     import csv
     import json
 
-    from xray_spark.errors import UsageError
+    from xray_spark.errors import UsageError, first_line
     from xray_spark.readonly import check_read_only
 
     check_read_only(spark, query)
@@ -226,8 +226,7 @@ def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000)
         df = spark.sql(query)
         rows = df.limit(limit).collect()
     except Exception as exc:  # AnalysisException / ParseException: the query is wrong
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"query failed: {first}") from None
+        raise UsageError(f"query failed: {first_line(exc)}") from None
     names = df.columns
     if fmt == "json":
         return "\n".join(json.dumps(r.asDict(recursive=True), default=str) for r in rows)

@@ -7,6 +7,8 @@ manifest (``xray_spark.store``) records the values a store was built with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from petastorm.codecs import CompressedImageCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
@@ -20,6 +22,8 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from xray_spark.labels import probability_column
 
 
 def encode_labels(vector: np.ndarray) -> str:
@@ -67,19 +71,10 @@ XraySchema = Unischema(
     ],
 )
 
-#: Store columns copied into ``xray.studies`` (everything but the pixels and the encoded labels).
+#: Store columns copied into ``xray.studies`` (everything but the pixels and the encoded labels);
+#: the table adds ``findings`` (an array), ``store_path`` and ``dataset`` (its partition).
 STUDY_FIELDS: tuple[str, ...] = tuple(
     f.name for f in XraySchema.fields.values() if f.name not in (XraySchema.image.name, XraySchema.labels.name)
-)
-
-#: ``xray.studies``: the metadata of every ingested image, its split and where it is stored.
-STUDIES_SCHEMA = StructType(
-    [f for f in XraySchema.as_spark_schema().fields if f.name in STUDY_FIELDS]
-    + [
-        StructField("findings", ArrayType(StringType()), False),
-        StructField("dataset", StringType(), False),
-        StructField("store_path", StringType(), False),
-    ]
 )
 
 #: ``xray.quarantine``: one row per input that was set aside, and why.
@@ -147,3 +142,24 @@ EVALUATIONS_SCHEMA = StructType(
         StructField("evaluated_at", TimestampType(), False),
     ]
 )
+
+
+def predictions_schema(labels: Sequence[str]) -> StructType:
+    """``xray.predictions`` (the partition columns ``score_date`` and ``run_id`` come from the folders)."""
+    return StructType(
+        [
+            StructField("image_id", StringType(), False),
+            StructField("patient_id", IntegerType(), False),
+            StructField("follow_up", IntegerType(), False),
+            StructField("view", StringType(), False),
+            StructField("dataset", StringType(), False),
+            StructField("model_version", StringType(), False),
+            StructField("scored_at", TimestampType(), False),
+        ]
+        + [StructField(c, FloatType(), False) for c in map(probability_column, labels)]
+        + [
+            StructField("top_finding", StringType(), False),
+            StructField("top_probability", FloatType(), False),
+            StructField("positive_findings", ArrayType(StringType()), False),
+        ]
+    )

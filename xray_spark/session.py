@@ -8,17 +8,20 @@
   to 127.0.0.1, the web UI is off unless asked for, and when it is on it binds to
   ``SPARK_LOCAL_IP`` (127.0.0.1 unless the environment says otherwise).
 
-Library functions never build sessions: they take ``spark`` as an argument, and
-:func:`active_session` gives a clear error where one is needed and none is running.
+Library functions never build sessions: they take ``spark`` as an argument. The tables
+are registered by :mod:`xray_spark.tables` (``cli.open_lake`` does it for the jobs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import resources
 
 from pyspark.sql import SparkSession
@@ -149,12 +152,22 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
     return spark
 
 
-def active_session() -> SparkSession:
-    """The running SparkSession, or a clear error for library code called without one."""
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RuntimeError(
-            "no active SparkSession: build one with xray_spark.session.build_session(settings.spark) "
-            "and pass it to this function"
-        )
-    return spark
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now at ``host`` ("" for every address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a runtime SQL conf for the block, and restore what it was however the block ends."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)

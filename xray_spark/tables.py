@@ -78,7 +78,7 @@ def create_views(spark: SparkSession) -> list[str]:
     * progression: per patient and finding, the probability at each follow-up, the change
       since the previous follow-up, and ``rising`` when it went up by at least 0.2.
     """
-    from xray_spark.labels import FINDINGS, column_name
+    from xray_spark.labels import FINDINGS, probability_column
 
     columns = [f.name for f in spark.table(qualified("predictions")).schema.fields]
     listed = ", ".join(f"p.`{c}`" for c in columns)
@@ -105,7 +105,7 @@ def create_views(spark: SparkSession) -> list[str]:
         FROM {qualified("latest_predictions")}
         WHERE score_date = (SELECT MAX(score_date) FROM {qualified("latest_predictions")})
     """)
-    names = {f"p_{column_name(f)}": f for f in FINDINGS}
+    names = {probability_column(f): f for f in FINDINGS}
     pairs = [(names[c], c) for c in columns if c in names]
     stack = ", ".join(f"'{finding}', `{col}`" for finding, col in pairs)
     spark.sql(f"""

@@ -20,7 +20,7 @@ import numpy as np
 
 from xray_spark.errors import ImageError
 
-# Quarantine reasons raised here (the full list lives in xray_spark.ingest.REASONS).
+# Quarantine reasons raised here (the full list lives in xray_spark.prepare.quarantine.REASONS).
 EMPTY = "empty_file"
 TRUNCATED = "truncated_image"
 UNDECODABLE = "undecodable_image"
@@ -30,7 +30,6 @@ BLANK = "blank_image"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 MIB = 1 << 20
 
 
@@ -256,11 +255,3 @@ def load_training_image(
         "converted": converted,
     }
     return square_resize(gray, size), facts
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an image (used by the synthetic archive and the tests)."""
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:  # pragma: no cover - OpenCV fails only on unsupported dtypes
-        raise ValueError(f"could not encode an image of shape {image.shape} and dtype {image.dtype}")
-    return buffer.tobytes()

@@ -1,9 +1,10 @@
-"""AUROC, ROC curves, operating points and prevalence: numpy only, exact, tie-aware.
+"""AUROC, ROC curves, operating points and a patient-level bootstrap.
 
-AUROC is the probability that a random positive scores above a random negative, ties
-counting one half: the Mann-Whitney U statistic over the midranks of the scores. It is
-undefined when a finding has no positive or no negative example; those come back as NaN
-and are left out of the mean (with the count of findings that were left out reported).
+AUROC and the ROC curve are scikit-learn's (``roc_auc_score``, ``roc_curve``): exact and
+tie-aware (tied scores count one half). AUROC is undefined when a finding has no positive
+or no negative example; those come back as NaN and are left out of the mean. The
+bootstrap resamples patients, not images, because a patient's follow-up films are
+correlated.
 """
 
 from __future__ import annotations
@@ -12,13 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def _midranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of their ranks."""
-    from scipy.stats import rankdata
-
-    return rankdata(values, method="average")
+from sklearn import metrics as sk
 
 
 def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
@@ -27,13 +22,9 @@ def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.nd
     s = np.asarray(y_score, dtype=np.float64).ravel()
     if y.shape != s.shape:
         raise ValueError(f"auroc: {y.size} labels but {s.size} scores")
-    n_pos = int(y.sum())
-    n_neg = int(y.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    ranks = _midranks(s)
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(sk.roc_auc_score(y, s))
 
 
 def per_label_auroc(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
@@ -55,22 +46,15 @@ def roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.n
     """(false positive rate, true positive rate, thresholds), one point per distinct score.
 
     A study is called positive when its score is >= the threshold. The first point is
-    (0, 0) with threshold +inf.
+    (0, 0) with threshold +inf. A label with one class gives NaN rates for the missing class.
     """
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(y_score, dtype=np.float64).ravel()
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    distinct = np.where(np.diff(s_sorted))[0]
-    idx = np.concatenate([distinct, [len(s_sorted) - 1]])
-    tps = np.cumsum(y_sorted)[idx]
-    fps = (idx + 1) - tps
-    n_pos = max(int(y.sum()), 1)
-    n_neg = max(int((~y).sum()), 1)
-    tpr = np.concatenate([[0.0], tps / n_pos])
-    fpr = np.concatenate([[0.0], fps / n_neg])
-    thresholds = np.concatenate([[np.inf], s_sorted[idx]])
+    import warnings
+
+    with warnings.catch_warnings():  # one class: sklearn warns and returns NaN rates
+        warnings.simplefilter("ignore")
+        fpr, tpr, thresholds = sk.roc_curve(y, s, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 

@@ -13,12 +13,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from xray_spark.config import SplitSettings
-from xray_spark.errors import UsageError
+from xray_spark.errors import UsageError, first_line
 
 TRAIN, VAL, TEST = "train", "val", "test"
 #: Images in neither official list (reported, kept out of train/val/test).
 UNLISTED = "unlisted"
-SPLITS = (TRAIN, VAL, TEST)
 _BUCKETS = 1_000_000
 
 
@@ -50,7 +49,7 @@ def read_split_lists(spark: SparkSession, train_val_path: str, test_path: str) -
         try:
             lines = spark.read.text(path)
         except Exception as exc:  # AnalysisException for a missing path
-            raise UsageError(f"split list {path} cannot be read: {_first_line(exc)}") from None
+            raise UsageError(f"split list {path} cannot be read: {first_line(exc)}") from None
         frames.append(
             lines.select(F.trim(F.col("value")).alias("image_id"))
             .where(F.col("image_id") != "")
@@ -75,7 +74,3 @@ def assign_splits_from_lists(
         .otherwise(F.lit(UNLISTED))
     )
     return joined.withColumn("split", split).drop("listed")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

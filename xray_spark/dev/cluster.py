@@ -1,6 +1,6 @@
 """A Spark standalone cluster on this machine: one master and N workers.
 
-``make cluster-up`` / ``make cluster-down`` (or ``python -m xray_spark.cluster up|down``)
+``make cluster-up`` / ``make cluster-down`` (or ``python -m xray_spark.dev.cluster up|down``)
 start and stop it from the installed pyspark (``spark-class ...deploy.master.Master`` and
 ``...deploy.worker.Worker``), bound to 127.0.0.1. Each worker gets a bounded number of
 cores and memory. Logs, the workers' work folders and ``cluster.json`` (the master URL and
@@ -27,10 +27,10 @@ import urllib.request
 from pathlib import Path
 
 from xray_spark.errors import EnvironmentProblem, UsageError
-from xray_spark.session import check_java
+from xray_spark.session import LOOPBACK, check_java, free_port
 
 STATE_FILE = "cluster.json"
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 
 
 @dataclasses.dataclass
@@ -92,12 +92,6 @@ def spark_class() -> Path:
     if not path.exists():
         raise EnvironmentProblem(f"{path} is missing: reinstall pyspark (make setup)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _start_time(pid: int) -> int | None:
@@ -178,7 +172,7 @@ def start(
     if existing is not None and any(is_running(p) for p in existing.processes):
         raise UsageError(
             f"a cluster started from {state} is still running ({existing.master_url}): "
-            f"stop it first (make cluster-down, or python -m xray_spark.cluster down --dir {state})"
+            f"stop it first (make cluster-down, or python -m xray_spark.dev.cluster down --dir {state})"
         )
     check_java()
     port = port or free_port()
@@ -286,7 +280,7 @@ def stop(state_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xray_spark.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m xray_spark.dev.cluster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a master and workers on 127.0.0.1")
     up.add_argument("--dir", required=True, help="state folder: logs, work folders, cluster.json")

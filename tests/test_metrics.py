@@ -4,10 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-from sklearn.metrics import roc_curve as sk_roc_curve
 
-from xray_spark.evaluation import (
+from xray_spark.metrics import (
     auroc,
     mean_auroc,
     per_label_auroc,
@@ -18,11 +16,13 @@ from xray_spark.evaluation import (
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_auroc_agrees_with_sklearn_with_ties(seed):
+def test_auroc_is_the_pairwise_probability_with_ties_as_half(seed):
     rng = np.random.default_rng(seed)
     y = rng.random(300) < 0.2
     scores = np.round(rng.random(300) + 0.3 * y, 1)  # rounding makes many ties
-    assert auroc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    pos, neg = scores[y][:, None], scores[~y][None, :]
+    pairwise = ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
+    assert auroc(y, scores) == pytest.approx(pairwise, abs=1e-12)
 
 
 def test_auroc_extremes_and_undefined():
@@ -42,15 +42,15 @@ def test_per_label_and_mean_skip_undefined():
     assert mean_auroc(values) == 1.0
 
 
-def test_roc_curve_matches_sklearn():
+def test_roc_curve_has_one_point_per_distinct_score_called_at_or_above():
     rng = np.random.default_rng(7)
     y = rng.random(200) < 0.3
     s = np.round(rng.random(200) + 0.4 * y, 2)
     fpr, tpr, thr = roc_curve(y, s)
-    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(y, s, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, sk_fpr)
-    np.testing.assert_allclose(tpr, sk_tpr)
-    np.testing.assert_allclose(thr[1:], sk_thr[1:])
+    assert (fpr[0], tpr[0], thr[0]) == (0.0, 0.0, np.inf)
+    np.testing.assert_allclose(thr[1:], np.unique(s)[::-1])
+    np.testing.assert_allclose(tpr[1:], [(s[y] >= t).mean() for t in thr[1:]])
+    np.testing.assert_allclose(fpr[1:], [(s[~y] >= t).mean() for t in thr[1:]])
 
 
 def test_youden_threshold_separates_separable_scores():

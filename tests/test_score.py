@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -14,10 +15,13 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from xray_spark import scoring, tables
+from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
 from xray_spark.registry import digests, resolve_model
+from xray_spark.schema import predictions_schema
+from xray_spark.score import pipeline as scoring
+from xray_spark.score import udf
 
 from .jobs import kill_when
 
@@ -42,17 +46,17 @@ def scored_lake(spark, prepared, small_model, tmp_path_factory):
 
 def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    folder = resolve_model(spark, lake, path=small_model["model_dir"])
-    rows = scoring.studies_to_score(spark, lake, settings.dataset, folder.version, new_only=False)
-    out = scoring.score_frame(
-        rows, folder, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
+    card = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=False)
+    out = udf.score_frame(
+        rows, card, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
     ).collect()
-    from xray_spark.dataset import ShardSpec, read_arrays
-    from xray_spark.models import load_model
+    from xray_spark.registry import load_model_safely
+    from xray_spark.train.data import ShardSpec, read_arrays
 
-    model = load_model(folder.model_file)
-    labels = folder.labels
-    cols = scoring.prediction_columns(labels)
+    model = load_model_safely(card.model_file)
+    labels = card.labels
+    cols = udf.prediction_columns(labels)
     by_id = {r["image_id"]: np.array([r[c] for c in cols]) for r in out}
     assert len(by_id) == 160
     for split in ("train", "val", "test"):
@@ -64,18 +68,18 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
     probs = [row[c] for c in cols]
     assert row["top_finding"] == labels[int(np.argmax(probs))]
     assert row["top_probability"] == pytest.approx(max(probs))
-    thresholds = folder.meta["thresholds"]
+    thresholds = card.meta["thresholds"]
     assert row["positive_findings"] == [x for x, p in zip(labels, probs, strict=True) if p >= thresholds[x]]
 
 
 def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study_once(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    folder = resolve_model(spark, lake, path=small_model["model_dir"])
-    rows = scoring.studies_to_score(spark, lake, settings.dataset, folder.version, new_only=True)
+    card = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=True)
     poison = rows.limit(1).withColumn("image_id", F.lit("poison")).withColumn("image", F.lit(b"not a png"))
-    dying = scoring.score_frame(
+    dying = udf.score_frame(
         rows.union(poison).repartition(4),
-        folder,
+        card,
         batch_size=16,
         dataset=settings.dataset,
         scored_at=dt.datetime(2026, 1, 1),
@@ -85,9 +89,9 @@ def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study
     assert not (Path(lake.root) / "tables" / "predictions").exists() or not list(
         (Path(lake.root) / "tables" / "predictions").rglob("run_id=dying-run")
     )
-    first = scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    first = scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     assert first["written"] == 160
-    again = scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    again = scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     assert again["to_score"] == 0 and again["written"] == 0 and again["already_scored"] == 160
     counts = _predictions(spark, lake).groupBy("image_id").count()
     assert counts.count() == 160 and counts.where("count > 1").count() == 0
@@ -95,7 +99,7 @@ def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study
 
 def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     # A second version: the same network saved under another version name, registered later.
     second = Path(lake.root) / "models" / "second-version"
     shutil.copytree(small_model["model_dir"], second, dirs_exist_ok=True)
@@ -121,7 +125,7 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
     from xray_spark.schema import MODELS_SCHEMA
 
     tables.write_table(spark.createDataFrame(rows, MODELS_SCHEMA), lake, "models", mode="overwrite")
-    summary = scoring.run_scoring(spark, lake, settings.dataset, new_only=True)  # the newest model by default
+    summary = scoring.run_scoring(spark, lake, settings, new_only=True)  # the newest model by default
     assert summary["model_version"] == "second-version" and summary["written"] == 160
     by_version = {
         r["model_version"]: r["count"] for r in _predictions(spark, lake).groupBy("model_version").count().collect()
@@ -134,7 +138,7 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
 
 def test_parquet_output_reads_the_same_without_spark(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     table = pads.dataset(lake.path("tables", "predictions"), format="parquet", partitioning="hive").to_table()
     frame = table.to_pandas()
     spark_rows = _predictions(spark, lake).select("image_id", "model_version", "p_nodule", "score_date").collect()
@@ -184,7 +188,7 @@ def test_views_do_what_they_promise(spark, tmp_path):
         for v, c in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-03-01T00:00:00Z"))
     ]
     tables.write_table(spark.createDataFrame(models, MODELS_SCHEMA), lake, "models", mode="overwrite")
-    schema = scoring.predictions_schema(["Mass", "Nodule"])
+    schema = predictions_schema(["Mass", "Nodule"])
 
     def row(image, patient, fu, version, date, mass, nodule):
         top = "Mass" if mass >= nodule else "Nodule"
@@ -237,10 +241,11 @@ def test_views_do_what_they_promise(spark, tmp_path):
 # -- evaluation ---------------------------------------------------------------------------------
 def test_evaluation_agrees_with_sklearn_and_writes_its_report(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
-    from xray_spark.evaluate import collect_scored_labels, run_evaluation
+    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
+    from xray_spark.evaluate.pipeline import collect_scored_labels, run_evaluation
 
-    summary = run_evaluation(spark, lake, model_path=small_model["model_dir"], split="test", resamples=200)
+    quick = dataclasses.replace(settings, evaluate=dataclasses.replace(settings.evaluate, split="test", bootstrap=200))
+    summary = run_evaluation(spark, lake, quick, model_path=small_model["model_dir"])
     data = collect_scored_labels(spark, lake, small_model["version"], "test", small_model["labels"])
     assert summary["images"] == len(data["y"]) > 0
     test_patients = {r["patient_id"] for r in spark.table("xray.studies").where("split = 'test'").collect()}
@@ -260,7 +265,7 @@ def test_evaluation_agrees_with_sklearn_and_writes_its_report(spark, scored_lake
 
 def test_sql_output_formats(spark, scored_lake, small_model):
     settings, lake = scored_lake
-    scoring.run_scoring(spark, lake, settings.dataset, model_path=small_model["model_dir"], new_only=True)
+    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     tables.register_tables(spark, lake)
     from xray_spark.report import query_text
 
@@ -279,7 +284,7 @@ def test_scoring_an_empty_store_is_a_clear_error(spark, prepared, tmp_path, smal
     shutil.copytree(Path(prepared[1].root) / "tables" / "models", tmp_path / "tables" / "models")
     lake = Lake.at(str(tmp_path))
     with pytest.raises(UsageError, match="no training store"):
-        scoring.run_scoring(spark, lake, "nih", model_path=small_model["model_dir"])
+        scoring.run_scoring(spark, lake, prepared[0], model_path=small_model["model_dir"])
 
 
 def test_a_killed_scoring_job_leaves_no_rows_and_the_rerun_completes(spark, prepared, small_model, tmp_path):
@@ -301,7 +306,7 @@ def test_a_killed_scoring_job_leaves_no_rows_and_the_rerun_completes(spark, prep
     published = root / "tables" / "predictions"
     assert not published.exists() or not list(published.rglob("*.parquet")), "a killed run left visible rows"
     lake = Lake.at(str(root))
-    summary = scoring.run_scoring(spark, lake, "nih", model_path=small_model["model_dir"], new_only=True)
+    summary = scoring.run_scoring(spark, lake, prepared[0], model_path=small_model["model_dir"], new_only=True)
     assert summary["written"] == 160 and summary["stale_staging_removed"] == []
     counts = _predictions(spark, lake).groupBy("image_id").count()
     assert counts.count() == 160 and counts.where("count > 1").count() == 0

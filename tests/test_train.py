@@ -13,9 +13,9 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from xray_spark.ingest import PrepareInputs, run_prepare
+from xray_spark.dev.synthetic import write_archive
 from xray_spark.lake import Lake
-from xray_spark.synthetic import write_archive
+from xray_spark.prepare import PrepareInputs, run_prepare
 
 from .conftest import make_settings
 from .jobs import kill_when
@@ -55,10 +55,10 @@ def learning_archive(tmp_path_factory) -> Path:
 def _train(spark, archive: Path, lake_dir: Path, metadata: Path, *extra: str):
     settings = make_settings(lake_dir, *STORE, *BUDGET, *extra)
     lake = Lake.at(settings.lake)
-    run_prepare(spark, settings, PrepareInputs(str(metadata), str(archive / "images")), lake)
-    from xray_spark.training import run_training
+    run_prepare(spark, lake, settings, PrepareInputs(str(metadata), str(archive / "images")))
+    from xray_spark.train.pipeline import run_training
 
-    return settings, lake, run_training(spark, settings, lake)
+    return settings, lake, run_training(spark, lake, settings)
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +114,11 @@ def test_model_dir_contents_and_metrics_agree_with_sklearn(spark, trained):
 def test_saved_model_carries_its_preprocessing(trained):
     """The saved model, fed the store's raw uint8 pixels, reproduces the validation scores."""
     settings, lake, summary = trained
-    from xray_spark.dataset import ShardSpec, read_arrays
-    from xray_spark.models import load_model
+    from xray_spark.registry import load_model_safely
+    from xray_spark.train.data import ShardSpec, read_arrays
 
     val = read_arrays(lake.store_url(settings.dataset), ShardSpec("val"))
-    model = load_model(summary["model_file"])
+    model = load_model_safely(summary["model_file"])
     probs = model.predict(val["images"], verbose=0)
     best = _best_predictions(Path(summary["model_dir"]))
     np.testing.assert_allclose(probs, best["p"], atol=1e-4)
@@ -129,10 +129,11 @@ def test_two_barrier_workers_agree_and_split_the_train_rows(spark, prepared):
     import dataclasses
 
     from xray_spark.store import read_manifest
-    from xray_spark.training import TrainPlan, train_on_spark
+    from xray_spark.train.barrier import train_on_spark
+    from xray_spark.train.plan import TrainPlan
 
     manifest = read_manifest(lake, settings.dataset)
-    train = dataclasses.asdict(settings.train) | {"epochs": 2, "num_workers": 2, "eval_max_rows": 50}
+    train = dataclasses.replace(settings.train, epochs=2, num_workers=2, eval_max_rows=50)
     plan = TrainPlan(
         store_url=lake.store_url(settings.dataset),
         dataset=settings.dataset,
@@ -176,18 +177,18 @@ def test_interrupted_training_resumes_from_its_checkpoint(spark, prepared, tmp_p
     assert not interrupted["finished"] and not (state_files[0].parents[1] / "model.keras").exists()
     version = state_files[0].parents[1].name
 
-    from xray_spark.training import run_training
+    from xray_spark.train.pipeline import run_training
 
     resumed_settings = make_settings(lake_dir, f"train.epochs={interrupted['epoch'] + 1}", "train.eval_max_rows=50")
-    summary = run_training(spark, resumed_settings, Lake.at(str(lake_dir)), resume=True)
+    summary = run_training(spark, Lake.at(str(lake_dir)), resumed_settings, resume=True)
     assert summary["version"] == version
     state = json.loads(state_files[0].read_text())
     assert state["finished"] and state["epoch"] == interrupted["epoch"] + 1
     assert [r["epoch"] for r in state["history"]] == list(range(1, state["epoch"] + 1))
     assert state["history"][: interrupted["epoch"]] == interrupted["history"]
-    from xray_spark.models import load_model
+    from xray_spark.registry import load_model_safely
 
-    assert load_model(summary["model_file"]).output_shape == (None, 14)
+    assert load_model_safely(summary["model_file"]).output_shape == (None, 14)
 
 
 def test_imagenet_weights_offline_fail_in_one_clear_line(monkeypatch, tmp_path):
@@ -210,15 +211,14 @@ def test_a_failing_worker_fails_the_stage_with_its_own_error(spark, prepared, tm
 
     from xray_spark.errors import XraySparkError
     from xray_spark.store import read_manifest
-    from xray_spark.training import TrainPlan, train_on_spark
+    from xray_spark.train.barrier import train_on_spark
+    from xray_spark.train.plan import TrainPlan
 
     settings, lake, _ = prepared
     manifest = read_manifest(lake, settings.dataset)
-    train = dataclasses.asdict(settings.train) | {
-        "epochs": 1,
-        "num_workers": 2,
-        "init_weights": str(tmp_path / "no-such.weights.h5"),
-    }
+    train = dataclasses.replace(
+        settings.train, epochs=1, num_workers=2, init_weights=str(tmp_path / "no-such.weights.h5")
+    )
     plan = TrainPlan(
         store_url=lake.store_url(settings.dataset),
         dataset=settings.dataset,

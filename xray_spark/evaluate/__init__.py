@@ -1,0 +1,1 @@
+"""The evaluate job: AUROC per finding with patient-level intervals, ROC curves, operating points."""

@@ -1,0 +1,148 @@
+"""The evaluate job: predictions x labels -> per-finding metrics, plots, a report.
+
+For one model version and one split (default ``test``): per-finding AUROC with a 95%
+patient-level bootstrap interval, sensitivity and specificity at the model's operating
+thresholds, true versus predicted prevalence (the share of studies at or above the
+threshold), ROC curves in one PNG and an HTML report; one row per finding in
+``xray.evaluations``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from xray_spark import report, tables
+from xray_spark.config import Settings
+from xray_spark.errors import UsageError
+from xray_spark.evaluate.html import html_report
+from xray_spark.labels import probability_column
+from xray_spark.lake import Lake
+from xray_spark.metrics import auroc, bootstrap_auroc_ci, mean_auroc, sensitivity_specificity
+from xray_spark.registry import ModelCard, resolve_model
+from xray_spark.schema import EVALUATIONS_SCHEMA
+
+
+def collect_scored_labels(
+    spark: SparkSession, lake: Lake, version: str, split: str, labels: list[str]
+) -> dict[str, np.ndarray]:
+    """For one model version: y (N x L), p (N x L), patient ids, image ids, on one split."""
+    predictions = tables.read_table(spark, lake, "predictions")
+    studies = tables.read_table(spark, lake, "studies")
+    if predictions is None or studies is None:
+        raise UsageError("xray.predictions or xray.studies is missing: run jobs/prepare.py and jobs/score.py first")
+    mine = predictions.where(F.col("model_version") == version)
+    latest = mine.groupBy("dataset", "image_id").agg(F.max("scored_at").alias("scored_at"))
+    mine = mine.join(latest, ["dataset", "image_id", "scored_at"])
+    cols = [probability_column(x) for x in labels]
+    joined = (
+        mine.select("dataset", "image_id", *cols)
+        .join(studies.select("dataset", "image_id", "patient_id", "split", "findings"), ["dataset", "image_id"])
+        .where(F.col("split") == split)
+        .orderBy("dataset", "image_id")
+    )
+    rows = joined.collect()
+    y = np.array([[1.0 if x in (r["findings"] or []) else 0.0 for x in labels] for r in rows], dtype=np.float32)
+    p = np.array([[r[c] for c in cols] for r in rows], dtype=np.float32)
+    return {
+        "y": y.reshape(-1, len(labels)),
+        "p": p.reshape(-1, len(labels)),
+        "patients": np.array([r["patient_id"] for r in rows]),
+        "ids": np.array([r["image_id"] for r in rows], dtype=object),
+    }
+
+
+def finding_metrics(
+    data: dict[str, np.ndarray], labels: list[str], thresholds: dict[str, float], *, resamples: int, seed: int
+) -> list[dict[str, Any]]:
+    out = []
+    for i, name in enumerate(labels):
+        y, p = data["y"][:, i], data["p"][:, i]
+        threshold = float(thresholds.get(name, 0.5))
+        low, high = bootstrap_auroc_ci(y, p, data["patients"], resamples=resamples, seed=seed + i)
+        sens, spec = sensitivity_specificity(y, p, threshold)
+        out.append(
+            {
+                "finding": name,
+                "images": len(y),
+                "positives": int(y.sum()),
+                "auroc": auroc(y, p),
+                "auroc_low": low,
+                "auroc_high": high,
+                "threshold": threshold,
+                "sensitivity": sens,
+                "specificity": spec,
+                "true_prevalence": float(y.mean()) if len(y) else float("nan"),
+                "predicted_prevalence": float((p >= threshold).mean()) if len(y) else float("nan"),
+            }
+        )
+    return out
+
+
+def run_evaluation(
+    spark: SparkSession,
+    lake: Lake,
+    settings: Settings,
+    *,
+    model_version: str | None = None,
+    model_path: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one model version on ``evaluate.split``; returns the summary (metrics per finding)."""
+    started = time.monotonic()
+    e = settings.evaluate
+    card = resolve_model(spark, lake, version=model_version, path=model_path)
+    data = collect_scored_labels(spark, lake, card.version, e.split, card.labels)
+    if len(data["y"]) == 0:
+        raise UsageError(
+            f"no prediction of model {card.version} on the {e.split!r} split: score the store with "
+            f"jobs/score.py --model-version {card.version} first, or choose another split"
+        )
+    metrics = finding_metrics(data, card.labels, card.thresholds, resamples=e.bootstrap, seed=e.seed)
+    outputs = write_report(lake, card, e.split, data, metrics)
+    write_rows(spark, lake, card, e.split, metrics)
+    return {
+        "model_version": card.version,
+        "split": e.split,
+        "images": len(data["y"]),
+        "patients": len(set(data["patients"].tolist())),
+        "mean_auroc": mean_auroc({m["finding"]: m["auroc"] for m in metrics}),
+        "metrics": metrics,
+        **outputs,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def write_report(
+    lake: Lake, card: ModelCard, split: str, data: dict[str, np.ndarray], metrics: list[dict[str, Any]]
+) -> dict[str, str]:
+    """``reports/evaluate/<version>/<split>/``: the ROC curves (PNG) and the HTML report."""
+    out_dir = lake.path("reports", "evaluate", card.version, split)
+    os.makedirs(out_dir, exist_ok=True)
+    roc = report.roc_curves_png(data["y"], data["p"], card.labels, title=f"{card.version}: ROC on the {split} split")
+    with open(os.path.join(out_dir, "roc.png"), "wb") as fh:
+        fh.write(roc)
+    n_patients = len(set(data["patients"].tolist()))
+    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as fh:
+        fh.write(html_report(card.meta, split, metrics, roc, len(data["y"]), n_patients))
+    return {"report": os.path.join(out_dir, "report.html"), "roc_png": os.path.join(out_dir, "roc.png")}
+
+
+def write_rows(spark: SparkSession, lake: Lake, card: ModelCard, split: str, metrics: list[dict[str, Any]]) -> None:
+    """One row per finding appended to ``xray.evaluations`` (NaN written as null)."""
+    evaluated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    context = {
+        "model_version": card.version,
+        "dataset": str(card.meta.get("dataset")),
+        "split": split,
+        "evaluated_at": evaluated_at,
+    }
+    rows = [m | context for m in metrics]
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+    tables.write_table(spark.createDataFrame(rows, EVALUATIONS_SCHEMA), lake, "evaluations", mode="append")

@@ -1,0 +1,443 @@
+"""The prepare job: an NIH-format archive into a Petastorm training store, step by step.
+
+:func:`run_prepare` is the table of contents; each step is a function below it, in the
+order it runs, and the work of each lives in its own module:
+
+1. read the inputs: the metadata CSV (:mod:`~xray_spark.prepare.metadata`) and the image
+   listing (:mod:`~xray_spark.prepare.files`); in an incremental run, the rows already
+   stored are set aside;
+2. check the metadata row by row and choose the label set;
+3. give each patient a split (:mod:`~xray_spark.prepare.split`);
+4. match rows to files, and list what is missing, orphaned or duplicated;
+5. decode on the executors (:mod:`~xray_spark.prepare.decode`);
+6. quarantine what was bad (:mod:`~xray_spark.prepare.quarantine`), stopping when it is
+   more than ``quarantine.max_fraction``;
+7. write the store and its manifest, then ``xray.studies`` and ``xray.boxes``
+   (:mod:`~xray_spark.prepare.load`).
+
+Nothing is dropped silently: every metadata row ends up in the store, in
+``xray.quarantine`` with a reason, or in the run's list of rows without an image file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import math
+import os
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from xray_spark import locks, report
+from xray_spark import store as store_mod
+from xray_spark.config import Settings
+from xray_spark.errors import QuarantineLimitExceeded, UsageError
+from xray_spark.labels import choose_label_set
+from xray_spark.lake import Lake, local_path, new_run_id
+from xray_spark.prepare import load
+from xray_spark.prepare import metadata as meta
+from xray_spark.prepare import split as splits
+from xray_spark.prepare.decode import decode_images
+from xray_spark.prepare.files import attach_files, list_image_files
+from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareInputs:
+    metadata: str
+    images: str | None
+    bbox: str | None = None
+    split_lists: tuple[str, str] | None = None
+    incremental: bool = False
+    require_images: bool = False
+    metadata_only: bool = False
+    #: A full run may remove studies from a non-empty store only when this is set.
+    replace: bool = False
+
+
+def check_inputs(inputs: PrepareInputs) -> None:
+    """Fail fast, before Spark starts, on local inputs that are missing or of the wrong kind."""
+    local = local_path(inputs.metadata)
+    if local is not None:
+        if not os.path.exists(local):
+            raise UsageError(f"metadata file {local} does not exist: pass --metadata PATH/TO/Data_Entry_2017.csv")
+        meta.check_header(meta.read_header_cells(local), local)
+    if inputs.images is not None and not inputs.metadata_only:
+        folder = local_path(inputs.images)
+        if folder is not None and not os.path.isdir(folder):
+            raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
+    for path in [inputs.bbox, *(inputs.split_lists or ())]:
+        local = local_path(path) if path else None
+        if local is not None and not os.path.isfile(local):
+            raise UsageError(f"file {local} does not exist (given to --bbox or --split-lists)")
+
+
+# =========================================================================================
+# the run
+# =========================================================================================
+@dataclasses.dataclass
+class PrepareRun:
+    """One run's context: what it was given, where it writes, what it has cached and timed."""
+
+    spark: SparkSession
+    lake: Lake
+    settings: Settings
+    inputs: PrepareInputs
+    run_id: str = dataclasses.field(default_factory=new_run_id)
+    run_time: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    manifest: store_mod.StoreManifest | None = None
+    _cached: list[DataFrame] = dataclasses.field(default_factory=list)
+    _mark: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def dataset(self) -> str:
+        return self.settings.dataset
+
+    @property
+    def store_url(self) -> str:
+        return self.lake.store_url(self.dataset)
+
+    @property
+    def report_dir(self) -> str:
+        return self.lake.report_dir("prepare", self.run_id)
+
+    @property
+    def appends(self) -> bool:
+        """An incremental run over an existing store adds to it."""
+        return self.inputs.incremental and self.manifest is not None
+
+    @property
+    def guards_removal(self) -> bool:
+        """A full run over an existing store must not remove studies unless ``--replace``."""
+        return not self.inputs.incremental and self.manifest is not None and not self.inputs.replace
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        """Cache ``df`` for the rest of the run (released by :meth:`release`)."""
+        self._cached.append(df.persist())
+        return df
+
+    def release(self) -> None:
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+    def phase(self, name: str) -> None:
+        """Seconds since the previous phase ended, under ``summary['phase_seconds'][name]``."""
+        now = time.monotonic()
+        self.summary["phase_seconds"][name] = round(now - self._mark, 2)
+        self._mark = now
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadInputs:
+    raw: DataFrame  # the metadata rows to consider (not yet in the store, when appending)
+    files: DataFrame | None  # the image listing
+    already: int  # metadata rows whose image is in the store already
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedMetadata:
+    checked: DataFrame  # every row considered, with its verdict
+    valid: DataFrame
+    bad: DataFrame
+    rows_read: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchedFiles:
+    with_file: DataFrame
+    n_candidates: int
+    n_orphans: int
+    files_found: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    good: DataFrame
+    bad: DataFrame
+    n_good: int
+
+
+def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: PrepareInputs) -> dict[str, Any]:
+    """Ingest an archive into ``lake/petastorm/<dataset>``; returns the run summary.
+
+    Raises :class:`UsageError` for bad arguments and :class:`QuarantineLimitExceeded`
+    (after recording the quarantine rows and reports) when too much input is bad.
+
+    Whatever the run cached is released however it ends: Spark matches cached plans by
+    the store's path, not its files, so a later run in the same session would otherwise
+    be served the failed run's view of the store.
+    """
+    run = PrepareRun(spark, lake, settings, inputs)
+    with _lock(run):
+        try:
+            given = read_inputs(run)
+            metadata = check_metadata(run, given)
+            label_set = choose_labels(run, metadata)
+            if inputs.metadata_only or inputs.images is None:
+                run.summary["mode"] = "metadata-only"
+                return finish(run)
+            run.summary["mode"] = "incremental" if inputs.incremental else "full"
+            run.phase("metadata")
+            with_split = assign_splits(run, metadata.valid)
+            matched = match_files(run, metadata, with_split, given.files)
+            decoded = decode(run, matched, label_set)
+            good = quarantine(run, metadata, matched, decoded)
+            write_store(run, good, decoded.n_good, label_set)
+            write_tables(run)
+            if inputs.bbox:
+                write_boxes(run)
+            return finish(run)
+        finally:
+            run.release()
+
+
+def _lock(run: PrepareRun) -> contextlib.AbstractContextManager:
+    """One writer per store: ``lake/locks/prepare-<dataset>.lock`` (none for a metadata-only check)."""
+    if run.inputs.metadata_only or run.inputs.images is None:
+        return contextlib.nullcontext()
+    wait = run.settings.locks.wait_seconds
+    return locks.lake_lock(run.lake, f"prepare-{run.dataset}", job="prepare", wait_seconds=wait)
+
+
+# =========================================================================================
+# the steps, in order
+# =========================================================================================
+def read_inputs(run: PrepareRun) -> ReadInputs:
+    """The metadata rows to consider and the image listing; starts the summary."""
+    run.summary.update(
+        run_id=run.run_id,
+        run_time=run.run_time.isoformat(),
+        dataset=run.dataset,
+        store=run.store_url,
+        report_dir=run.report_dir,
+        incremental=run.inputs.incremental,
+        phase_seconds={},
+    )
+    raw = meta.read_metadata(run.spark, run.inputs.metadata)
+    files = None
+    if run.inputs.images is not None and not run.inputs.metadata_only:
+        files = list_image_files(run.spark, run.inputs.images)  # fail fast on a bad folder
+    run.manifest = store_mod.read_manifest(run.lake, run.dataset)
+    already = 0
+    if run.appends:
+        existing = load.store_image_ids(run.spark, run.store_url)
+        raw_ids = raw.withColumn("image_id", F.trim("image_index"))
+        already = raw_ids.join(existing, "image_id", "left_semi").count()
+        raw = raw_ids.join(existing, "image_id", "left_anti").drop("image_id")
+    return ReadInputs(raw, files, already)
+
+
+def check_metadata(run: PrepareRun, given: ReadInputs) -> CheckedMetadata:
+    """Each row's verdict, and the counts of the valid ones."""
+    checked = run.keep(meta.validate_metadata(given.raw))
+    rows_read = checked.count()
+    valid = checked.where(F.col("reason").isNull())
+    already = given.already
+    run.summary["metadata"] = {
+        "file": run.inputs.metadata,
+        "rows": rows_read + already,
+        "rows_considered": rows_read,
+        "already_in_store": already,
+        "valid_rows": valid.count(),
+        "patients": valid.select("patient_id").distinct().count(),
+        "implausible_ages_set_null": valid.where(F.col("implausible_age")).count(),
+        "views": {r["view"]: int(r["count"]) for r in valid.groupBy("view").count().collect()},
+        "finding_counts": meta.finding_counts(valid),
+    }
+    return CheckedMetadata(checked, valid, checked.where(F.col("reason").isNotNull()), rows_read)
+
+
+def choose_labels(run: PrepareRun, metadata: CheckedMetadata) -> list[str]:
+    """The store's label set: kept from the manifest when appending, else chosen from the counts."""
+    settings = run.settings
+    if run.appends:
+        label_set = list(run.manifest.labels)
+        store_mod.check_compatible(run.manifest, label_set, settings.image.size)
+    else:
+        counts = run.summary["metadata"]["finding_counts"]
+        label_set = choose_label_set(counts, settings.labels.findings, settings.labels.min_cases)
+        if not label_set:
+            raise UsageError(
+                f"no finding has labels.min_cases={settings.labels.min_cases} images in {run.inputs.metadata}: "
+                "lower labels.min_cases"
+            )
+    run.summary["label_set"] = label_set
+    run.summary["label_set_rule"] = {"findings": list(settings.labels.findings), "min_cases": settings.labels.min_cases}
+    return label_set
+
+
+def assign_splits(run: PrepareRun, valid: DataFrame) -> DataFrame:
+    """Each valid row's split: from the official lists when given, else by patient hash."""
+    if run.inputs.split_lists is not None:
+        lists = splits.read_split_lists(run.spark, *run.inputs.split_lists)
+        return splits.assign_splits_from_lists(valid, lists, run.settings.split)
+    return splits.assign_splits(valid, run.settings.split)
+
+
+def match_files(run: PrepareRun, metadata: CheckedMetadata, with_split: DataFrame, files: DataFrame) -> MatchedFiles:
+    """Rows with a file go on; rows without one, orphan files and duplicates are listed in the report."""
+    with_file, without_file, unique_files, duplicate_files = attach_files(with_split, files)
+    with_file = run.keep(with_file)
+    n_candidates = with_file.count()
+    if run.guards_removal:  # fail before the decode when the files alone cannot keep the store
+        what = f"{n_candidates:,} images have metadata and a file"
+        load.refuse_removal(run.spark, run.store_url, with_file.select("image_id"), run.dataset, what)
+    all_ids = metadata.checked.select("image_id")
+    if run.appends:
+        all_ids = all_ids.unionByName(load.store_image_ids(run.spark, run.store_url))
+    orphans = unique_files.join(all_ids, unique_files["file_name"] == all_ids["image_id"], "left_anti")
+    counts = {
+        "missing_images": (without_file.count(), without_file.select("image_id", "patient_id", "finding_labels")),
+        "orphan_images": (orphans.count(), orphans.select("file_name", "source_path")),
+        "duplicate_files": (duplicate_files.count(), duplicate_files.select("file_name", "source_path")),
+    }
+    for name, (n, rows) in counts.items():
+        if n:
+            load.write_list(rows, f"{run.report_dir}/{name}")
+    n_missing = counts["missing_images"][0]
+    if n_missing and run.inputs.require_images:
+        raise UsageError(
+            f"{n_missing} metadata rows have no image file under {run.inputs.images} (--require-images is set): "
+            f"see {run.report_dir}/missing_images, or drop --require-images to ingest what is there"
+        )
+    run.summary["images"] = {
+        "folder": run.inputs.images,
+        "files_found": unique_files.count(),
+        "with_metadata": n_candidates,
+        "metadata_rows_without_file": n_missing,
+        "files_without_metadata": counts["orphan_images"][0],
+        "duplicate_files_ignored": counts["duplicate_files"][0],
+    }
+    run.phase("files")
+    return MatchedFiles(with_file, n_candidates, counts["orphan_images"][0], run.summary["images"]["files_found"])
+
+
+def decode(run: PrepareRun, matched: MatchedFiles, label_set: list[str]) -> Decoded:
+    """Every candidate decoded on the executors, in partitions of about 250 images."""
+    ingest_date = run.run_time.date().isoformat()
+    n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(matched.n_candidates / 250))
+    decoded = run.keep(decode_images(matched.with_file, run.settings, label_set, ingest_date, n_partitions))
+    good = decoded.where(F.col("reason").isNull())
+    result = Decoded(good, decoded.where(F.col("reason").isNotNull()), good.count())
+    run.phase("decode")
+    return result
+
+
+def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles, decoded: Decoded) -> DataFrame:
+    """Record the bad rows and images; stop when they are over ``quarantine.max_fraction``. Returns the good."""
+    good, bad_images = decoded.good, decoded.bad
+    rows = run.keep(
+        quarantine_rows(metadata.bad, run.dataset, run.run_id, run.run_time).unionByName(
+            quarantine_rows(bad_images, run.dataset, run.run_id, run.run_time)
+        )
+    )
+    by_reason = {r["reason"]: int(r["count"]) for r in rows.groupBy("reason").count().collect()}
+    n_quarantined = sum(by_reason.values())
+    considered = metadata.rows_read + matched.n_orphans
+    fraction = n_quarantined / considered if considered else 0.0
+    limit = run.settings.quarantine.max_fraction
+    converted = good.where(F.col("converted") != "").groupBy("converted").count().collect()
+    run.summary["images"] |= {"converted": {r["converted"]: int(r["count"]) for r in converted}, "written": 0}
+    run.summary["quarantine"] = {
+        "total": n_quarantined,
+        "fraction": round(fraction, 6),
+        "by_reason": by_reason,
+        "max_fraction": limit,
+    }
+    if n_quarantined:
+        append_quarantine(rows, run.lake)
+        load.write_list(rows.select("image_id", "source_path", "reason", "detail"), f"{run.report_dir}/quarantine")
+    if fraction > limit:
+        run.summary["seconds"] = round(time.monotonic() - run.started, 1)
+        run.lake.write_json(f"{run.report_dir}/summary.json", run.summary)
+        raise QuarantineLimitExceeded(
+            f"{n_quarantined} of {considered} inputs ({fraction:.1%}) were quarantined, over "
+            f"quarantine.max_fraction={limit:g}; nothing was added to the store. "
+            f"Reasons: {by_reason}. See xray.quarantine (run_id {run.run_id}) and {run.report_dir}",
+            run.summary,
+        )
+    run.phase("quarantine")
+    return good
+
+
+def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[str]) -> None:
+    """The good rows into the store (appended, or the store replaced), then the manifest with this run."""
+    settings, inputs = run.settings, run.inputs
+    if run.guards_removal:
+        load.refuse_removal(
+            run.spark, run.store_url, good.select("image_id"), run.dataset, f"{n_good:,} images decoded"
+        )
+    if n_good or not run.appends:
+        load.write_store(
+            run.spark,
+            good,
+            run.lake,
+            run.dataset,
+            run.run_id,
+            append=run.appends,
+            n_files=math.ceil(n_good / settings.prepare.images_per_file),
+            rowgroup_size_mb=settings.prepare.rowgroup_size_mb,
+        )
+    # Every run stays in the history, a replacing one too.
+    runs = list(run.manifest.runs) if run.manifest is not None else []
+    runs.append(
+        {
+            "run_id": run.run_id,
+            "run_time": run.run_time.isoformat(),
+            "mode": run.summary["mode"] if not inputs.replace or run.appends else "replace",
+            "images_added": n_good,
+            "metadata": inputs.metadata,
+            "images": inputs.images,
+        }
+    )
+    manifest = store_mod.StoreManifest(
+        dataset=run.dataset,
+        labels=label_set,
+        image_size=settings.image.size,
+        split=dataclasses.asdict(settings.split) | {"lists": list(inputs.split_lists or [])},
+        runs=runs,
+    )
+    store_mod.write_manifest(run.lake, manifest)
+    run.summary["images"]["written"] = n_good
+    run.phase("write_store")
+
+
+def write_tables(run: PrepareRun) -> None:
+    """``xray.studies`` from the store, and the store's sizes per split and finding."""
+    run.summary["studies_rows"] = load.write_studies(run.spark, run.lake, run.dataset, run.store_url)
+    store_df = run.spark.read.parquet(run.store_url)
+    run.summary["store_rows"] = store_df.count()
+    run.summary["splits"] = load.split_sizes(store_df)
+    findings = store_df.select(meta.findings_from_labels(F.col("finding_labels")))
+    run.summary["store_finding_counts"] = meta.finding_counts(findings)
+    run.phase("tables")
+
+
+def write_boxes(run: PrepareRun) -> None:
+    """The bounding boxes into ``xray.boxes``, with how many belong to stored images."""
+    boxes = run.keep(meta.read_bbox(run.spark, run.inputs.bbox, run.dataset))
+    load.write_boxes(run.spark, boxes, run.lake, run.dataset)
+    stored = run.spark.read.parquet(run.store_url).select("image_id")
+    run.summary["boxes"] = {
+        "rows": boxes.count(),
+        "images": boxes.select("image_id").distinct().count(),
+        "for_stored_images": boxes.join(stored, "image_id", "left_semi").count(),
+    }
+    run.phase("boxes")
+
+
+def finish(run: PrepareRun) -> dict[str, Any]:
+    """Write the bar chart and the summary JSON into the run's report folder."""
+    summary = run.summary
+    summary["chart"] = f"{summary['report_dir']}/finding_counts.png"
+    run.lake.write_bytes(summary["chart"], report.finding_frequency_chart(summary))
+    summary["seconds"] = round(time.monotonic() - run.started, 1)
+    run.lake.write_json(f"{summary['report_dir']}/summary.json", summary)
+    return summary

@@ -1,0 +1,165 @@
+"""The score job: per-image finding probabilities for the store's studies, into ``xray.predictions``.
+
+* The studies to score are the rows of the Petastorm store (``lake/petastorm/<dataset>``);
+  ``new_only`` keeps those without a prediction from this model version yet.
+* The probabilities come from the pandas UDF of :mod:`xray_spark.score.udf`.
+* A run's rows are written to a staging folder and published with one directory rename
+  (``lake/tables/predictions/score_date=D/run_id=R``): a run killed half-way leaves nothing
+  visible, and the next ``new_only`` run completes the work.
+* One run per model version at a time (``lake/locks/score-<version>.lock``): a second
+  ``new_only`` run would score the same studies again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from xray_spark import locks, tables
+from xray_spark import store as store_mod
+from xray_spark.config import Settings
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake, new_run_id
+from xray_spark.registry import ModelCard, load_checked, resolve_model
+from xray_spark.schema import predictions_schema
+from xray_spark.score.udf import ARROW_BATCH_IMAGES, score_frame
+from xray_spark.session import temporary_conf
+
+PREDICTIONS = "predictions"
+STAGING = "_staging"
+
+
+def run_scoring(
+    spark: SparkSession,
+    lake: Lake,
+    settings: Settings,
+    *,
+    model_version: str | None = None,
+    model_path: str | None = None,
+    new_only: bool = False,
+) -> dict[str, Any]:
+    """Score the store of ``settings.dataset`` with one model; returns the run's summary."""
+    _require_local(lake)
+    card = resolve_model(spark, lake, version=model_version, path=model_path)
+    manifest = store_mod.require_manifest(lake, settings.dataset)
+    check_model_loads(card, manifest.image_size)
+    wait = settings.locks.wait_seconds
+    with locks.lake_lock(lake, f"score-{card.version}", job="score", wait_seconds=wait):
+        started = time.monotonic()
+        summary = plan_run(spark, lake, settings.dataset, card, new_only=new_only)
+        if summary["to_score"]:
+            summary["written"] = score_and_publish(spark, lake, card, settings, summary)
+        else:
+            summary["written"] = 0
+        tables.register_predictions(spark, lake)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        if summary["to_score"]:
+            summary["images_per_second"] = round(summary["written"] / max(summary["seconds"], 1e-9), 1)
+        return summary
+
+
+def check_model_loads(card: ModelCard, store_size: int) -> None:
+    """Before any task: the model's size matches the store's, and the file loads (safely) on the driver."""
+    if card.size != store_size:
+        raise UsageError(
+            f"model {card.version} takes {card.size} px images and the store holds {store_size} px images: "
+            f"score with a model trained on this store, or prepare a store with --set image.size={card.size}"
+        )
+    load_checked(card)
+
+
+def plan_run(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard, *, new_only: bool) -> dict[str, Any]:
+    """The run's id and date, and how many studies it has to score (stale staging removed first)."""
+    stale = clean_staging(lake, older_than_s=6 * 3600)
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    total = spark.read.parquet(lake.store_url(dataset)).count()
+    n_rows = studies_to_score(spark, lake, dataset, card.version, new_only=new_only).count()
+    return {
+        "run_id": new_run_id(),
+        "model_version": card.version,
+        "model_dir": card.path,
+        "dataset": dataset,
+        "new_only": new_only,
+        "studies_in_store": total,
+        "to_score": n_rows,
+        "already_scored": total - n_rows if new_only else 0,
+        "score_date": scored_at.date().isoformat(),
+        "scored_at": scored_at.isoformat(),
+        "stale_staging_removed": stale,
+    }
+
+
+def score_and_publish(
+    spark: SparkSession, lake: Lake, card: ModelCard, settings: Settings, summary: dict[str, Any]
+) -> int:
+    """Score the run's studies in partitions of at most 2,000 and publish them; returns the rows written."""
+    batch_size = settings.score.batch_size
+    rows = studies_to_score(spark, lake, summary["dataset"], card.version, new_only=summary["new_only"])
+    n_partitions = max(spark.sparkContext.defaultParallelism, -(-summary["to_score"] // 2000))
+    scored_at = dt.datetime.fromisoformat(summary["scored_at"])
+    scored = score_frame(
+        rows.repartition(n_partitions), card, batch_size=batch_size, dataset=summary["dataset"], scored_at=scored_at
+    )
+    scored = scored.select(*predictions_schema(card.labels).fieldNames())  # the table's documented order
+    with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_IMAGES * batch_size)):
+        return publish_run(scored, lake, score_date=summary["score_date"], run_id=summary["run_id"])
+
+
+def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str, *, new_only: bool) -> DataFrame:
+    """The store's rows (with pixels) to score; with ``new_only`` those this version has not scored."""
+    store_url = lake.store_url(dataset)
+    try:
+        store = spark.read.parquet(store_url)
+    except Exception:
+        raise UsageError(
+            f"no training store for dataset {dataset!r} at {store_url}: run jobs/prepare.py first"
+        ) from None
+    rows = store.select("image_id", "patient_id", "follow_up", "view", "split", "image")
+    done = scored_ids(spark, lake, version) if new_only else None
+    if done is not None:
+        rows = rows.join(done, "image_id", "left_anti")
+    return rows
+
+
+def scored_ids(spark: SparkSession, lake: Lake, version: str) -> DataFrame | None:
+    predictions = tables.read_table(spark, lake, PREDICTIONS)
+    if predictions is None:
+        return None
+    return predictions.where(F.col("model_version") == version).select("image_id").distinct()
+
+
+def _require_local(lake: Lake) -> None:
+    if not lake.is_local:
+        raise UsageError("scoring publishes runs with a directory rename: use a local or mounted --lake for score")
+
+
+def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str) -> int:
+    """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
+    _require_local(lake)
+    staging = lake.path("tables", STAGING, PREDICTIONS, run_id)
+    final_parent = lake.path("tables", PREDICTIONS, f"score_date={score_date}")
+    df.write.mode("overwrite").parquet("file://" + staging)
+    written = df.sparkSession.read.parquet("file://" + staging).count()
+    os.makedirs(final_parent, exist_ok=True)
+    os.replace(staging, os.path.join(final_parent, f"run_id={run_id}"))  # the commit: one rename
+    return written
+
+
+def clean_staging(lake: Lake, older_than_s: float = 0.0) -> list[str]:
+    """Remove what killed runs left in staging (never visible to readers); returns what was removed."""
+    root = lake.path("tables", STAGING, PREDICTIONS)
+    removed = []
+    if os.path.isdir(root):
+        now = time.time()
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if now - os.path.getmtime(path) >= older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed

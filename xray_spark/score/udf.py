@@ -1,0 +1,126 @@
+"""The scoring UDF: the store's PNG bytes in, one probability per label out, on the executors.
+
+The UDF takes the store's PNG bytes in Arrow batches of at most
+:data:`ARROW_BATCH_IMAGES` x ``batch_size`` rows (memory per worker stays bounded however
+large a partition is), decodes and predicts in the same Python step, and returns the
+probabilities. The model, loaded once per Python worker, holds its own preprocessing, so
+scoring feeds exactly the pixels training saw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from xray_spark.labels import probability_column
+from xray_spark.registry import ModelCard, file_sha256, load_model_safely
+from xray_spark.schema import XraySchema
+
+#: Rows per Arrow batch sent to the scoring UDF, in model batches.
+ARROW_BATCH_IMAGES = 4
+
+
+#: The model each Python worker has loaded, by file: Spark reuses its Python workers across
+#: tasks, so a worker loads the model once however many partitions it scores.
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def worker_model(model_file: str, sha256: str) -> Any:
+    """The model for this Python worker (loaded on first use, on the task's GPU if it was given one).
+
+    The file is hashed again on the executor: it must be the one the driver verified.
+    """
+    model = _WORKER_MODELS.get(model_file)
+    if model is None:
+        if file_sha256(model_file) != sha256:
+            raise ValueError(f"model file {model_file} changed after the driver verified it: refusing to load it")
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses and "tensorflow" not in sys.modules:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+        model = _WORKER_MODELS[model_file] = load_model_safely(model_file)
+    return model
+
+
+def predict_png_udf(model_file: str, sha256: str, n_labels: int, size: int, batch_size: int) -> Any:
+    """A pandas UDF (iterator of Arrow batches): the store's PNG bytes in, ``n_labels`` probabilities out.
+
+    Decoding and prediction happen in one Python step, so only compressed images cross
+    from the JVM to Python and only probabilities come back.
+    """
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import cv2
+
+        from xray_spark.score import udf  # the worker's module, so its model cache outlives the task
+
+        model = udf.worker_model(model_file, sha256)
+        for images in batches:
+            pixels = np.empty((len(images), size, size, 1), dtype=np.uint8)
+            for i, data in enumerate(images):
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                if image is None or image.shape != (size, size):
+                    received = "undecodable bytes" if image is None else f"shape {image.shape}"
+                    raise ValueError(f"expected a {size} x {size} gray PNG per row, received {received}")
+                pixels[i, :, :, 0] = image
+            out = np.zeros((0, n_labels), dtype=np.float32)
+            if len(pixels):
+                out = np.concatenate(
+                    [
+                        np.asarray(model(pixels[start : start + batch_size], training=False), dtype=np.float32)
+                        for start in range(0, len(pixels), batch_size)
+                    ]
+                )
+            if out.shape[1] != n_labels:
+                raise ValueError(f"the model gave {out.shape[1]} outputs per image, expected {n_labels}")
+            yield pd.Series(list(out))
+
+    return predict
+
+
+def prediction_columns(labels: Sequence[str]) -> list[str]:
+    return [probability_column(label) for label in labels]
+
+
+def score_frame(
+    rows: DataFrame, card: ModelCard, *, batch_size: int, dataset: str, scored_at: dt.datetime
+) -> DataFrame:
+    """Predictions for ``rows``: one probability column per label, the top finding, the positives."""
+    labels = card.labels
+    thresholds = [card.thresholds[label] for label in labels]
+    predict = predict_png_udf(card.model_file, card.model_sha256, len(labels), card.size, batch_size)
+    scored = rows.withColumn("_p", predict(F.col(XraySchema.image.name)))
+    prob_cols = [F.col("_p")[i].alias(name) for i, name in enumerate(prediction_columns(labels))]
+    label_array = F.array(*[F.lit(x) for x in labels])
+    top_index = F.expr("array_position(_p, array_max(_p))")
+    positives = F.filter(
+        F.arrays_zip(
+            label_array.alias("label"), F.col("_p").alias("p"), F.array(*[F.lit(t) for t in thresholds]).alias("t")
+        ),
+        lambda z: z["p"] >= z["t"],
+    )
+    return scored.select(
+        "image_id",
+        "patient_id",
+        "follow_up",
+        "view",
+        F.lit(dataset).alias("dataset"),
+        F.lit(card.version).alias("model_version"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        *prob_cols,
+        F.element_at(label_array, top_index.cast("int")).alias("top_finding"),
+        F.array_max("_p").alias("top_probability"),
+        F.transform(positives, lambda z: z["label"]).alias("positive_findings"),
+    )

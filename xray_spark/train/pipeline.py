@@ -1,0 +1,122 @@
+"""The train job: a model from ``lake/petastorm/<dataset>`` into ``lake/models/<version>`` and ``xray.models``.
+
+:func:`run_training` plans the run (new, or the newest unfinished one with ``--resume``),
+trains on the driver or as a Spark barrier stage, and registers the model with the
+SHA-256 digests that scoring and evaluation check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from xray_spark import registry, tables
+from xray_spark import store as store_mod
+from xray_spark.config import Settings
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
+from xray_spark.schema import MODELS_SCHEMA
+from xray_spark.train import checkpoints as ckpt
+from xray_spark.train.barrier import train_on_spark
+from xray_spark.train.export import MODEL_FILE
+from xray_spark.train.loop import train_worker
+from xray_spark.train.plan import Cluster, TrainPlan, new_version
+
+log = logging.getLogger("xray_spark.train")
+
+
+def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume: bool = False) -> dict[str, Any]:
+    """Train a model from ``lake/petastorm/<dataset>``; returns the run's summary.
+
+    The model lands in ``lake/models/<version>/`` and a row in ``xray.models``.
+    """
+    if not lake.is_local:
+        raise UsageError("training writes checkpoints with local file APIs: use a local or mounted --lake for train")
+    started = time.monotonic()
+    plan = make_plan(lake, settings, resume=resume)
+    n = plan.train.num_workers
+    if n > 1:
+        store_mod.check_shardable(plan.store_url, n)
+    ckpt.write_plan(plan)
+    reports = [train_worker(plan, Cluster())] if n == 1 else train_on_spark(spark, plan, n)
+    meta = reports[0]["result"]
+    register(spark, lake, plan, meta)
+    return summarise(plan, meta, reports, started)
+
+
+def make_plan(lake: Lake, settings: Settings, *, resume: bool) -> TrainPlan:
+    """A new run's plan, or with ``resume`` the newest unfinished run of the same model and dataset."""
+    manifest = store_mod.require_manifest(lake, settings.dataset)
+    previous = resumable(lake.path("models"), settings.train.model, settings.dataset) if resume else None
+    if resume and previous is None:
+        log.info("nothing to resume for %s on %s: starting a new run", settings.train.model, settings.dataset)
+    version, train = new_version(settings.train.model), settings.train
+    if previous is not None:
+        log.info("resuming %s", previous.version)
+        version, train = previous.version, dataclasses.replace(previous.train, epochs=settings.train.epochs)
+    return TrainPlan(
+        store_url=lake.store_url(settings.dataset),
+        dataset=settings.dataset,
+        labels=list(manifest.labels),
+        image_size=manifest.image_size,
+        model_dir=os.path.join(lake.path("models"), version),
+        version=version,
+        train=train,
+        resume=previous is not None,
+    )
+
+
+def resumable(models_dir: str, model: str, dataset: str) -> TrainPlan | None:
+    """The plan of the newest unfinished run of ``model`` on ``dataset``, if any."""
+    if not os.path.isdir(models_dir):
+        return None
+    for version in sorted(os.listdir(models_dir), reverse=True):
+        state = ckpt.read_state(os.path.join(models_dir, version))
+        plan = ckpt.read_plan(os.path.join(models_dir, version))
+        if state is None or state.get("finished") or plan is None:
+            continue
+        if plan.train.model == model and plan.dataset == dataset:
+            return plan
+    return None
+
+
+def register(spark: SparkSession, lake: Lake, plan: TrainPlan, meta: dict[str, Any]) -> None:
+    """The model's row in ``xray.models``, with the digests of its files."""
+    row = {
+        "version": plan.version,
+        "created": meta["created"],
+        "path": plan.model_dir,
+        "model": meta["model"],
+        "dataset": plan.dataset,
+        "labels": meta["labels"],
+        "image_size": plan.image_size,
+        "val_auroc_mean": float(meta["val_auroc_mean"]),
+        "best_epoch": int(meta["best_epoch"]),
+        "num_workers": plan.train.num_workers,
+        **registry.digests(plan.model_dir, os.path.join(plan.model_dir, MODEL_FILE)),
+    }
+    tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
+
+
+def summarise(plan: TrainPlan, meta: dict[str, Any], reports: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    worker_keys = ("rank", "steps_per_epoch", "final_weights_digest", "seconds", "on_gpu")
+    return {
+        "version": plan.version,
+        "model_dir": plan.model_dir,
+        "model_file": os.path.join(plan.model_dir, MODEL_FILE),
+        "model": meta["model"],
+        "labels": meta["labels"],
+        "val_auroc": meta["val_auroc"],
+        "val_auroc_mean": meta["val_auroc_mean"],
+        "thresholds": meta["thresholds"],
+        "best_epoch": meta["best_epoch"],
+        "epochs_run": meta["epochs_run"],
+        "num_workers": plan.train.num_workers,
+        "workers": [{k: r[k] for k in worker_keys} | {"train_rows": len(r["train_ids"])} for r in reports],
+        "seconds": round(time.monotonic() - started, 1),
+    }
