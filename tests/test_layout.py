@@ -1,0 +1,151 @@
+"""The package's shape: one folder per job, stages that do not import each other, no cycles, short functions.
+
+These are the rules of the README's Architecture section, checked on the source itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+PACKAGE = ROOT / "xray_spark"
+ENTRY_POINTS = {"prepare": "run_prepare", "train": "run_training", "score": "run_scoring", "evaluate": "run_evaluation"}
+STAGES = tuple(ENTRY_POINTS)
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 450
+#: Helpers that once had several copies: each must be defined exactly once.
+SINGLE_HOMES = ("new_run_id", "first_line", "free_port", "probability_column", "temporary_conf", "local_path")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Every xray_spark module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("xray_spark"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("xray_spark"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    modules = _modules()
+    return {name for name in found if name in modules}
+
+
+def _layer(module: str) -> str:
+    """``core`` for the shared modules, else the package: a stage or ``dev``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*STAGES, "dev")) else "core"
+
+
+def test_the_tree_has_one_package_per_job_and_a_pipeline_in_each():
+    for stage, entry in ENTRY_POINTS.items():
+        assert f"def {entry}(" in (PACKAGE / stage / "pipeline.py").read_text(), stage
+    assert (PACKAGE / "dev" / "synthetic.py").is_file() and (PACKAGE / "dev" / "cluster.py").is_file()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_entry_point_takes_spark_lake_settings_first(stage):
+    tree = ast.parse((PACKAGE / stage / "pipeline.py").read_text())
+    entry = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == ENTRY_POINTS[stage])
+    assert [a.arg for a in entry.args.args[:3]] == ["spark", "lake", "settings"]
+
+
+def test_no_stage_imports_another_and_the_core_imports_no_stage():
+    wrong = []
+    for module, path in _modules().items():
+        mine = _layer(module)
+        for target in _imports(path):
+            theirs = _layer(target)
+            if theirs == mine or theirs == "core":
+                continue
+            if mine == "dev":  # demo and test tools may use a stage (the synthetic archive does not, today)
+                continue
+            wrong.append(f"{module} -> {target}")
+    assert not wrong, "layering broken: " + ", ".join(wrong)
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    # A module importing its own package (its __init__) is not a cycle through it.
+    graph = {m: {t for t in _imports(p) if t != m and not m.startswith(t + ".")} for m, p in modules.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+def test_functions_and_modules_stay_short():
+    long_functions, long_modules = [], []
+    for module, path in _modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{module} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{module}.{node.name} ({length} lines)")
+    assert not long_functions, long_functions
+    assert not long_modules, long_modules
+
+
+def test_each_shared_helper_has_one_home():
+    defined = Counter()
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name in SINGLE_HOMES:
+                defined[node.name] += 1
+    assert defined == Counter(dict.fromkeys(SINGLE_HOMES, 1))
+
+
+#: Import names whose distribution is named otherwise.
+DISTRIBUTIONS = {"cv2": "opencv-python-headless", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def test_every_runtime_import_is_a_declared_dependency():
+    import sys
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in declared}
+    imported = set()
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "xray_spark"}
+    missing = sorted(m for m in third_party if DISTRIBUTIONS.get(m, m).lower().replace("_", "-") not in names)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_jobs_stay_thin():
+    for job in sorted((ROOT / "jobs").glob("*.py")):
+        assert len(job.read_text().splitlines()) <= 120, f"{job.name} holds logic that belongs in xray_spark"
