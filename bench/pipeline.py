@@ -122,7 +122,7 @@ def run_job(job: str, args: list[str], summary: Path) -> dict:
     result = json.loads(summary.read_text())
     return {
         "wall_s": round(wall, 2),
-        "job_s": result["seconds"],
+        "job_s": result.get("seconds"),  # register_model reports no time
         "peak_rss_mib": {k: round(v / 2**20) for k, v in peaks.items()},
         "summary": result,
     }
