@@ -98,7 +98,6 @@ def dicom_multiframe(frames: int = 120, side: int = 1024) -> bytes:
     """
     import io
 
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -113,10 +112,7 @@ def dicom_multiframe(frames: int = 120, side: int = 1024) -> bytes:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelData = b"\x00\x00" * 16  # the header claims far more: never read
     buffer = io.BytesIO()
-    if pydicom.__version__ >= "3":
-        ds.save_as(buffer, enforce_file_format=True)
-    else:  # pragma: no cover - pydicom 2
-        ds.save_as(buffer)
+    ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 

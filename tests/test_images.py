@@ -76,7 +76,6 @@ def test_max_pixels_is_configurable():
 
 
 def test_dicom_monochrome2_is_read():
-    pydicom = pytest.importorskip("pydicom")
     import io
 
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -93,7 +92,7 @@ def test_dicom_monochrome2_is_read():
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelData = pixels.tobytes()
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True) if pydicom.__version__ >= "3" else ds.save_as(buffer)
+    ds.save_as(buffer, enforce_file_format=True)
     out, facts = img.load_training_image(buffer.getvalue(), 64, LIMITS)
     assert facts["format"] == "dicom" and facts["converted"] == "16bit"
     assert np.corrcoef(out.ravel(), corpus.chest_like(64, 6).ravel())[0, 1] > 0.999
@@ -110,7 +109,6 @@ def test_a_decompression_bomb_is_refused_from_its_header():
 
 
 def test_dicom_frames_count_against_the_decode_limit():
-    pytest.importorskip("pydicom")
     with pytest.raises(ImageError, match=r"1024x1024 x 120 frames.*240 MiB") as info:
         img.load_training_image(corpus.dicom_multiframe(120, 1024), 64, LIMITS)
     assert info.value.reason == img.TOO_LARGE

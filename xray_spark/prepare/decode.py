@@ -18,7 +18,7 @@ from xray_spark.config import Settings
 from xray_spark.labels import multi_hot, sample_weight
 from xray_spark.prepare import images as img
 from xray_spark.prepare.files import read_bytes
-from xray_spark.prepare.quarantine import UNREADABLE_FILE
+from xray_spark.prepare.reasons import UNREADABLE_FILE
 from xray_spark.schema import XraySchema, encode_labels
 
 _DECODED_EXTRA = [

@@ -5,28 +5,23 @@ an 8-bit grayscale square image of the configured side out, or an
 :class:`~xray_spark.errors.ImageError` whose ``reason`` becomes the quarantine code.
 
 The format is recognised by content, not by file name (a JPEG saved as ``.png`` decodes
-as the JPEG it is). Supported: PNG (8/16-bit, gray, RGB, RGBA), JPEG and, when pydicom is
-installed, uncompressed DICOM.
+as the JPEG it is). Supported: PNG (8/16-bit, gray, RGB, RGBA), JPEG and DICOM in every
+transfer syntax a PACS exports (:mod:`xray_spark.prepare.dicom`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import struct
 
 import cv2
 import numpy as np
 
 from xray_spark.errors import ImageError
+from xray_spark.prepare import dicom
 
-# Quarantine reasons raised here (the full list lives in xray_spark.prepare.quarantine.REASONS).
-EMPTY = "empty_file"
-TRUNCATED = "truncated_image"
-UNDECODABLE = "undecodable_image"
-TOO_LARGE = "image_too_large"
-TOO_SMALL = "image_too_small"
-BLANK = "blank_image"
+# Quarantine reasons raised here (all of them, with their meaning: xray_spark.prepare.reasons).
+from xray_spark.prepare.reasons import BLANK, EMPTY, TOO_LARGE, TOO_SMALL, TRUNCATED, UNDECODABLE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -139,24 +134,33 @@ def check_image_bytes(data: bytes, limits: ImageLimits) -> str:
     return kind
 
 
-def decode(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """The image as stored: uint8 or uint16, 2-D (gray) or 3-D (BGR / BGRA)."""
+def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
+    """The image and what converting it to 8-bit gray involves (``rgba``, ``rgb``, ``16bit`` or ``""``).
+
+    PNG and JPEG come back as stored (uint8 or uint16, gray, BGR or BGRA); DICOM comes back
+    already as its viewer shows it, 8-bit gray, with the note saying what its pixels were.
+    """
     kind = check_image_bytes(data, limits)
     if kind == "dicom":
         return _decode_dicom(data, limits)
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise ImageError(UNDECODABLE, f"the {kind.upper()} decoder rejected the file's data")
-    return array
+    return array, _conversion(array)
 
 
-def _decode_dicom(data: bytes, limits: ImageLimits) -> np.ndarray:
+def _conversion(array: np.ndarray) -> str:
+    if array.ndim == 3 and array.shape[2] == 4:
+        return "rgba"
+    if array.ndim == 3 and array.shape[2] == 3:
+        return "rgb"
+    return f"{array.dtype.itemsize * 8}bit" if array.dtype != np.uint8 else ""
+
+
+def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
+    """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.prepare.dicom`."""
     try:
-        import pydicom
-    except ImportError:  # pragma: no cover - pydicom is an install requirement
-        raise ImageError(UNDECODABLE, "a DICOM file, and pydicom is not installed") from None
-    try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        header = dicom.read_dataset(data, pixels=False)
         rows, cols = int(header.Rows), int(header.Columns)
         frames = int(getattr(header, "NumberOfFrames", 1) or 1)
         samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
@@ -165,16 +169,33 @@ def _decode_dicom(data: bytes, limits: ImageLimits) -> np.ndarray:
         raise ImageError(UNDECODABLE, f"DICOM header could not be read ({type(exc).__name__})") from None
     limits.check("DICOM", cols, rows, samples, sample_bytes, frames)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        array = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for bad or compressed data
-        raise ImageError(UNDECODABLE, f"DICOM pixel data could not be read ({type(exc).__name__})") from None
-    if array.ndim == 3 and array.shape[-1] not in (3, 4):
-        array = array[0]  # a multi-frame object: keep the first frame
-    array = np.asarray(array)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        array = array.max() - array  # MONOCHROME1 shows low values bright
-    return array
+        ds = dicom.read_dataset(data, pixels=True)
+    except Exception as exc:
+        raise ImageError(UNDECODABLE, f"DICOM file could not be read ({type(exc).__name__})") from None
+    if "PixelData" not in ds:
+        raise ImageError(UNDECODABLE, "the DICOM object has no pixel data (a report, a presentation state, ...)")
+    try:
+        values, low, high, mask = dicom.display_values(ds)
+        if values.dtype.kind in "iu" and (low, high) == (0.0, 255.0):
+            image = values.astype(np.uint8)  # 8-bit data as stored, as an 8-bit PNG is
+        else:
+            image = scale_to_gray8(values, low, high)
+        if mask is not None:
+            image[mask] = 0
+    except ImageError:
+        raise
+    except Exception as exc:  # an attribute the LUTs cannot use, a sample type OpenCV refuses
+        raise ImageError(UNDECODABLE, f"DICOM pixels could not be displayed ({type(exc).__name__})") from None
+    return image, "rgb" if samples > 1 else ("16bit" if sample_bytes > 1 else "")
+
+
+def scale_to_gray8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low``..``high`` mapped linearly onto 0..255 (rounded, clipped); all 0 when the range is empty."""
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    # float32 (4 bytes a pixel, not 8): exact for any 16-bit value, half the peak memory.
+    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def to_gray8(image: np.ndarray) -> np.ndarray:
@@ -199,12 +220,7 @@ def to_gray8(image: np.ndarray) -> np.ndarray:
         raise ImageError(UNDECODABLE, f"an image of {image.ndim} dimensions")
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    low, high = float(image.min()), float(image.max())
-    if high <= low:
-        return np.zeros(image.shape, dtype=np.uint8)
-    # float32 (4 bytes a pixel, not 8): exact for any 16-bit value, half the peak memory.
-    scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return scale_to_gray8(image, float(image.min()), float(image.max()))
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -237,14 +253,7 @@ def load_training_image(
     (a black or white frame: nothing a reader or a model can use) is a :data:`BLANK` error.
     """
     limits = limits or ImageLimits()
-    raw = decode(data, limits)
-    converted = ""
-    if raw.ndim == 3 and raw.shape[2] == 4:
-        converted = "rgba"
-    elif raw.ndim == 3 and raw.shape[2] == 3:
-        converted = "rgb"
-    elif raw.dtype != np.uint8:
-        converted = f"{raw.dtype.itemsize * 8}bit"
+    raw, converted = decode(data, limits)
     gray = to_gray8(raw)
     if gray.size and int(gray.min()) == int(gray.max()):
         raise ImageError(BLANK, f"every pixel of the {raw.shape[1]}x{raw.shape[0]} image has the same value")

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from xray_spark.errors import UsageError, first_line
 from xray_spark.labels import ALIASES, FINDINGS, NO_FINDING
 from xray_spark.lake import local_path
-from xray_spark.prepare import quarantine as q
+from xray_spark.prepare import reasons as q
 
 #: The metadata columns by position, as named inside the pipeline.
 METADATA_COLUMNS: tuple[str, ...] = (
