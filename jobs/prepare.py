@@ -1,8 +1,9 @@
-"""spark-submit jobs/prepare.py: an NIH-format archive into a Petastorm training store.
+"""spark-submit jobs/prepare.py: an NIH-format archive or a DICOM export into a Petastorm training store.
 
-spark-submit jobs/prepare.py --metadata CSV --images DIR [--bbox CSV]
+spark-submit jobs/prepare.py [--source nih] --metadata CSV --images DIR [--bbox CSV]
     [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--conf FILE] [--set k=v ...]
     [--incremental | --replace] [--require-images] [--metadata-only] [--summary-json PATH]
+spark-submit jobs/prepare.py --source dicom --images DIR [--dataset NAME] [--incremental | --replace] ...
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import sys
 
 from xray_spark import cli, report
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
+from xray_spark.prepare.privacy import read_key
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("prepare", "Ingest chest X-rays and their NIH-format metadata into a Petastorm store.")
-    parser.add_argument("--metadata", required=True, help="Data_Entry CSV (2017 or v2020; .csv or .csv.gz)")
+    parser.add_argument(
+        "--source",
+        choices=["nih", "dicom"],
+        default="nih",
+        help="nih (default): a Data_Entry CSV and its images; dicom: the DICOM files under --images, "
+        "metadata from their headers (needs the pseudonym key: privacy.key_env / privacy.key_file)",
+    )
+    parser.add_argument("--metadata", help="Data_Entry CSV (2017 or v2020; .csv or .csv.gz); for --source nih")
     parser.add_argument("--images", help="folder holding the images (searched recursively)")
     parser.add_argument("--bbox", help="BBox_List CSV: boxes are loaded into xray.boxes")
     parser.add_argument(
@@ -63,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             require_images=args.require_images,
             metadata_only=args.metadata_only,
             replace=args.replace,
+            source=args.source,
         )
         check_inputs(inputs)
+        if args.source == "dicom":
+            read_key(settings.privacy)  # no key, no run: one line, before Spark starts
         spark, lake = cli.open_lake(settings, "prepare")
         try:
             summary = run_prepare(spark, lake, settings, inputs)

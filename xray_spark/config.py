@@ -93,6 +93,14 @@ class PrepareSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrivacySettings:
+    # Where the secret key of the patient pseudonyms (HMAC-SHA256) comes from: this
+    # environment variable, else this file (kept outside the lake). Never the key itself.
+    key_env: str = "XRAY_SPARK_PSEUDONYM_KEY"
+    key_file: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class AugmentSettings:
     enabled: bool = True
     rotation: float = 0.02  # fraction of a full turn (0.02 = 7 degrees)
@@ -150,6 +158,7 @@ class Settings:
     score: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
     locks: LockSettings = dataclasses.field(default_factory=LockSettings)
+    privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,16 @@ from xray_spark.lake import Lake
 DATABASE = "xray"
 
 #: Tables that the jobs write, by name; each lives at ``lake/tables/<name>``.
-TABLES: tuple[str, ...] = ("studies", "quarantine", "boxes", "models", "predictions", "evaluations")
+TABLES: tuple[str, ...] = (
+    "studies",
+    "quarantine",
+    "boxes",
+    "models",
+    "predictions",
+    "evaluations",
+    "dicom_instances",
+    "patient_keys",
+)
 
 #: A finding whose probability rose by at least this much between two follow-ups is flagged.
 RISING = 0.2
@@ -130,6 +139,12 @@ def create_views(spark: SparkSession) -> list[str]:
 def write_table(df: DataFrame, lake: Lake, name: str, *, mode: str) -> None:
     """Write ``df`` as table ``name`` (``mode`` ``overwrite`` or ``append``) and register it."""
     df.write.mode(mode).parquet(lake.table_url(name))
+    register_table(df.sparkSession, lake, name)
+
+
+def write_table_partitioned(df: DataFrame, lake: Lake, name: str) -> None:
+    """Append ``df`` to table ``name``, partitioned by its ``dataset`` column, and register it."""
+    df.write.mode("append").partitionBy("dataset").parquet(lake.table_url(name))
     register_table(df.sparkSession, lake, name)
 
 

@@ -8,6 +8,7 @@ lossless and lossy). The JPEG families are encoded with imagecodecs, RLE by pydi
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 from typing import Any
@@ -73,8 +74,7 @@ def encode(ds: FileDataset, syntax: str) -> bytes:
     target, _ = SYNTAXES[syntax]
     shape = (int(ds.Rows), int(ds.Columns))
     pixels = np.frombuffer(ds.PixelData, dtype=np.uint8 if ds.BitsAllocated == 8 else "<u2").reshape(shape)
-    ds = ds.copy()
-    ds.file_meta = ds.file_meta.copy()
+    ds = copy.deepcopy(ds)  # the caller's dataset stays as it was
     ds.file_meta.TransferSyntaxUID = target
     buffer = io.BytesIO()
     if syntax == "explicit-be":
@@ -83,7 +83,7 @@ def encode(ds: FileDataset, syntax: str) -> bytes:
         return buffer.getvalue()
     if syntax == "rle":
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-        ds.compress(uid.RLELossless, pixels, encoding_plugin="pydicom")
+        ds.compress(uid.RLELossless, pixels, encoding_plugin="pydicom", generate_instance_uid=False)
     elif target not in (uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian):
         ds.PixelData = encapsulate([_codestream(pixels, syntax, int(ds.BitsStored))])
         ds["PixelData"].VR = "OB"

@@ -27,8 +27,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
 IMAGE_NAME_PATTERN = r"(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + r")$"
 
 
-def walk_local(root: str) -> Iterator[tuple[str, str]]:
-    """(file name, absolute path) of each image under ``root``; follows links, never loops."""
+def walk_local(root: str, suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES) -> Iterator[tuple[str, str]]:
+    """(file name, absolute path) of each file under ``root`` whose name ends in one of ``suffixes``
+    (every file when None); follows links, never loops."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -38,7 +39,7 @@ def walk_local(root: str) -> Iterator[tuple[str, str]]:
         seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_SUFFIXES):
+            if suffixes is None or name.lower().endswith(suffixes):
                 yield name, os.path.join(os.path.abspath(dirpath), name)
 
 

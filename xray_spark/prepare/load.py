@@ -92,15 +92,35 @@ def refuse_removal(spark: SparkSession, store_url: str, kept_ids: DataFrame, dat
         )
 
 
-def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str) -> int:
-    """Rewrite this dataset's part of ``xray.studies`` from the store itself (so they always agree)."""
+#: Columns ``xray.studies`` takes from ``xray.dicom_instances`` (null for an NIH film).
+DICOM_STUDY_COLUMNS = {
+    "study_datetime": "timestamp",
+    "study_uid": "string",
+    "series_uid": "string",
+    "accession_number": "string",
+}
+
+
+def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str, source: str = "nih") -> int:
+    """Rewrite this dataset's part of ``xray.studies`` from the store itself (so they always agree).
+
+    ``source`` (``nih`` or ``dicom``) is recorded per row; a DICOM film also gets its study's
+    date and time, its UIDs and its accession number from ``xray.dicom_instances``.
+    """
     store = spark.read.parquet(store_url)
     studies = store.select(
         *STUDY_FIELDS,
         findings_from_labels(F.col("finding_labels")),
         F.lit(store_url).alias("store_path"),
-        F.lit(dataset).alias("dataset"),
+        F.lit(source).alias("source"),
     )
+    instances = tables.read_table(spark, lake, "dicom_instances") if source == "dicom" else None
+    if instances is not None:
+        mine = instances.where(F.col("dataset") == dataset).select("image_id", *DICOM_STUDY_COLUMNS)
+        studies = studies.join(mine.dropDuplicates(["image_id"]), "image_id", "left")
+    else:
+        studies = studies.select("*", *(F.lit(None).cast(t).alias(c) for c, t in DICOM_STUDY_COLUMNS.items()))
+    studies = studies.withColumn("dataset", F.lit(dataset))
     write_dataset_partition(spark, studies, lake, "studies", dataset)
     return tables.read_table(spark, lake, "studies").where(F.col("dataset") == dataset).count()
 

@@ -290,9 +290,9 @@ def finding_counts(df: DataFrame) -> dict[str, int]:
 
 
 def findings_from_labels(finding_labels: Column) -> Column:
-    """The stored ``finding_labels`` text as an array of findings (``No Finding`` -> empty)."""
+    """The stored ``finding_labels`` text as an array of findings (``No Finding`` and unlabelled -> empty)."""
     return (
-        F.when(finding_labels == NO_FINDING, F.array().cast("array<string>"))
+        F.when((finding_labels == NO_FINDING) | (finding_labels == ""), F.array().cast("array<string>"))
         .otherwise(F.split(finding_labels, r"\|"))
         .alias("findings")
     )

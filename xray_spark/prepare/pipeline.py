@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import math
 import os
 import time
@@ -37,31 +36,25 @@ from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.labels import choose_label_set
-from xray_spark.lake import Lake, local_path, new_run_id
-from xray_spark.prepare import load
+from xray_spark.lake import Lake, local_path
+from xray_spark.prepare import dicom_run, load
 from xray_spark.prepare import metadata as meta
 from xray_spark.prepare import split as splits
 from xray_spark.prepare.decode import decode_images
 from xray_spark.prepare.files import attach_files, list_image_files
 from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareInputs:
-    metadata: str
-    images: str | None
-    bbox: str | None = None
-    split_lists: tuple[str, str] | None = None
-    incremental: bool = False
-    require_images: bool = False
-    metadata_only: bool = False
-    #: A full run may remove studies from a non-empty store only when this is set.
-    replace: bool = False
+from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun, ReadInputs
 
 
 def check_inputs(inputs: PrepareInputs) -> None:
     """Fail fast, before Spark starts, on local inputs that are missing or of the wrong kind."""
-    local = local_path(inputs.metadata)
+    if inputs.source not in ("nih", "dicom"):
+        raise UsageError(f"--source must be nih or dicom, got {inputs.source!r}")
+    if inputs.source == "nih" and not inputs.metadata:
+        raise UsageError("--metadata CSV is required for --source nih (the NIH Data_Entry file)")
+    if inputs.source == "dicom" and (inputs.images is None or inputs.metadata_only):
+        raise UsageError("--source dicom reads the headers of the files under --images DIR: pass it")
+    local = local_path(inputs.metadata) if inputs.metadata else None
     if local is not None:
         if not os.path.exists(local):
             raise UsageError(f"metadata file {local} does not exist: pass --metadata PATH/TO/Data_Entry_2017.csv")
@@ -74,94 +67,6 @@ def check_inputs(inputs: PrepareInputs) -> None:
         local = local_path(path) if path else None
         if local is not None and not os.path.isfile(local):
             raise UsageError(f"file {local} does not exist (given to --bbox or --split-lists)")
-
-
-# =========================================================================================
-# the run
-# =========================================================================================
-@dataclasses.dataclass
-class PrepareRun:
-    """One run's context: what it was given, where it writes, what it has cached and timed."""
-
-    spark: SparkSession
-    lake: Lake
-    settings: Settings
-    inputs: PrepareInputs
-    run_id: str = dataclasses.field(default_factory=new_run_id)
-    run_time: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
-    manifest: store_mod.StoreManifest | None = None
-    _cached: list[DataFrame] = dataclasses.field(default_factory=list)
-    _mark: float = dataclasses.field(default_factory=time.monotonic)
-
-    @property
-    def dataset(self) -> str:
-        return self.settings.dataset
-
-    @property
-    def store_url(self) -> str:
-        return self.lake.store_url(self.dataset)
-
-    @property
-    def report_dir(self) -> str:
-        return self.lake.report_dir("prepare", self.run_id)
-
-    @property
-    def appends(self) -> bool:
-        """An incremental run over an existing store adds to it."""
-        return self.inputs.incremental and self.manifest is not None
-
-    @property
-    def guards_removal(self) -> bool:
-        """A full run over an existing store must not remove studies unless ``--replace``."""
-        return not self.inputs.incremental and self.manifest is not None and not self.inputs.replace
-
-    def keep(self, df: DataFrame) -> DataFrame:
-        """Cache ``df`` for the rest of the run (released by :meth:`release`)."""
-        self._cached.append(df.persist())
-        return df
-
-    def release(self) -> None:
-        for df in self._cached:
-            df.unpersist()
-        self._cached.clear()
-
-    def phase(self, name: str) -> None:
-        """Seconds since the previous phase ended, under ``summary['phase_seconds'][name]``."""
-        now = time.monotonic()
-        self.summary["phase_seconds"][name] = round(now - self._mark, 2)
-        self._mark = now
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadInputs:
-    raw: DataFrame  # the metadata rows to consider (not yet in the store, when appending)
-    files: DataFrame | None  # the image listing
-    already: int  # metadata rows whose image is in the store already
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckedMetadata:
-    checked: DataFrame  # every row considered, with its verdict
-    valid: DataFrame
-    bad: DataFrame
-    rows_read: int
-
-
-@dataclasses.dataclass(frozen=True)
-class MatchedFiles:
-    with_file: DataFrame
-    n_candidates: int
-    n_orphans: int
-    files_found: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Decoded:
-    good: DataFrame
-    bad: DataFrame
-    n_good: int
 
 
 def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: PrepareInputs) -> dict[str, Any]:
@@ -177,25 +82,51 @@ def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: Pre
     run = PrepareRun(spark, lake, settings, inputs)
     with _lock(run):
         try:
-            given = read_inputs(run)
-            metadata = check_metadata(run, given)
-            label_set = choose_labels(run, metadata)
-            if inputs.metadata_only or inputs.images is None:
-                run.summary["mode"] = "metadata-only"
+            start(run)
+            inputs_of = dicom_inputs if inputs.source == "dicom" else nih_inputs
+            metadata, matched, label_set = inputs_of(run)
+            if matched is None:  # --metadata-only
                 return finish(run)
-            run.summary["mode"] = "incremental" if inputs.incremental else "full"
-            run.phase("metadata")
-            with_split = assign_splits(run, metadata.valid)
-            matched = match_files(run, metadata, with_split, given.files)
             decoded = decode(run, matched, label_set)
             good = quarantine(run, metadata, matched, decoded)
             write_store(run, good, decoded.n_good, label_set)
+            if inputs.source == "dicom":
+                dicom_run.write_instances(run, good, matched.with_file)
             write_tables(run)
             if inputs.bbox:
                 write_boxes(run)
             return finish(run)
         finally:
             run.release()
+
+
+def nih_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles | None, list[str]]:
+    """The NIH source: the CSV read and checked, the label set, splits, rows matched to files."""
+    given = read_inputs(run)
+    metadata = check_metadata(run, given)
+    label_set = choose_labels(run, metadata)
+    if run.inputs.metadata_only or run.inputs.images is None:
+        run.summary["mode"] = "metadata-only"
+        return metadata, None, label_set
+    run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
+    run.phase("metadata")
+    with_split = assign_splits(run, metadata.valid)
+    return metadata, match_files(run, metadata, with_split, given.files), label_set
+
+
+def dicom_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles, list[str]]:
+    """The DICOM source: headers read on the executors, films sorted, unlabelled films ``unlabeled``."""
+    metadata, matched = dicom_run.read_dicom(run)
+    if run.appends:
+        label_set = list(run.manifest.labels)
+        store_mod.check_compatible(run.manifest, label_set, run.settings.image.size)
+    else:
+        label_set = list(run.settings.labels.findings)  # no labels to count: the configured findings
+    run.summary["label_set"] = label_set
+    run.summary["label_set_rule"] = {"findings": label_set, "min_cases": 0}
+    run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
+    run.phase("headers")
+    return metadata, matched, label_set
 
 
 def _lock(run: PrepareRun) -> contextlib.AbstractContextManager:
@@ -209,8 +140,8 @@ def _lock(run: PrepareRun) -> contextlib.AbstractContextManager:
 # =========================================================================================
 # the steps, in order
 # =========================================================================================
-def read_inputs(run: PrepareRun) -> ReadInputs:
-    """The metadata rows to consider and the image listing; starts the summary."""
+def start(run: PrepareRun) -> None:
+    """The summary's head, and the store's manifest (None for a new store)."""
     run.summary.update(
         run_id=run.run_id,
         run_time=run.run_time.isoformat(),
@@ -219,12 +150,17 @@ def read_inputs(run: PrepareRun) -> ReadInputs:
         report_dir=run.report_dir,
         incremental=run.inputs.incremental,
         phase_seconds={},
+        source=run.inputs.source,
     )
+    run.manifest = store_mod.read_manifest(run.lake, run.dataset)
+
+
+def read_inputs(run: PrepareRun) -> ReadInputs:
+    """The metadata rows to consider and the image listing."""
     raw = meta.read_metadata(run.spark, run.inputs.metadata)
     files = None
     if run.inputs.images is not None and not run.inputs.metadata_only:
         files = list_image_files(run.spark, run.inputs.images)  # fail fast on a bad folder
-    run.manifest = store_mod.read_manifest(run.lake, run.dataset)
     already = 0
     if run.appends:
         existing = load.store_image_ids(run.spark, run.store_url)
@@ -411,11 +347,13 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
 
 def write_tables(run: PrepareRun) -> None:
     """``xray.studies`` from the store, and the store's sizes per split and finding."""
-    run.summary["studies_rows"] = load.write_studies(run.spark, run.lake, run.dataset, run.store_url)
+    studies = load.write_studies(run.spark, run.lake, run.dataset, run.store_url, run.inputs.source)
+    run.summary["studies_rows"] = studies
     store_df = run.spark.read.parquet(run.store_url)
     run.summary["store_rows"] = store_df.count()
     run.summary["splits"] = load.split_sizes(store_df)
-    findings = store_df.select(meta.findings_from_labels(F.col("finding_labels")))
+    labelled = store_df.where(F.col("split") != splits.UNLABELED)
+    findings = labelled.select(meta.findings_from_labels(F.col("finding_labels")))
     run.summary["store_finding_counts"] = meta.finding_counts(findings)
     run.phase("tables")
 

@@ -18,6 +18,8 @@ from xray_spark.errors import UsageError, first_line
 TRAIN, VAL, TEST = "train", "val", "test"
 #: Images in neither official list (reported, kept out of train/val/test).
 UNLISTED = "unlisted"
+#: Films without labels (a hospital's DICOM archive): never trained or evaluated on, always scored.
+UNLABELED = "unlabeled"
 _BUCKETS = 1_000_000
 
 

@@ -1,0 +1,200 @@
+"""prepare --source dicom: a PACS export (nested, no suffixes, compressed, PHI in every header) into the store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from xray_spark.dev.dicom import encode, film
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
+from xray_spark.prepare import PrepareInputs, run_prepare
+from xray_spark.prepare.privacy import pseudonym
+
+from . import corpus
+from .conftest import make_settings
+from .jobs import checked, run_job
+
+KEY = "a-test-key-of-32-characters-long"
+#: A unique string planted in every identifying header field: none may reach the lake or the output.
+PHI = {
+    "PatientName": "ZZNAME^SECRET",
+    "PatientBirthDate": "19410203",
+    "PatientAddress": "ZZADDRESS 1 Secret Street",
+    "PatientTelephoneNumbers": "ZZPHONE5550100",
+    "OtherPatientIDs": "ZZOTHERID",
+    "ReferringPhysicianName": "ZZREFERRER^DOC",
+    "OperatorsName": "ZZOPERATOR",
+    "InstitutionName": "ZZINSTITUTION",
+}
+SYNTAX_CYCLE = ["jpeg-lossless", "explicit-le", "jpeg-ls", "j2k-lossless", "rle", "implicit-le"]
+
+
+def _film(patient: int, study: int, seed: int, **extra) -> object:
+    pixels = (corpus.chest_like(96, seed).astype(np.uint16) * 16).astype(np.uint16)
+    return film(
+        pixels,
+        bits_stored=12,
+        modality=extra.pop("modality", "DX"),
+        PatientID=f"ZZPID{patient:04d}",
+        PatientSex="F" if patient % 2 else "M",
+        StudyDate=f"2026{study + 1:02d}15",
+        StudyTime="101500",
+        AccessionNumber=f"ACC{patient:03d}{study:02d}",
+        ViewPosition=extra.pop("ViewPosition", "PA"),
+        BodyPartExamined=extra.pop("BodyPartExamined", "CHEST"),
+        **PHI,
+        **extra,
+    )
+
+
+def write_export(folder: Path, films: list[tuple[str, object, str]]) -> None:
+    """(relative path, dataset, syntax) -> files, nested, without suffixes, as a PACS export looks."""
+    for relative, ds, syntax in films:
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(ds, syntax))
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """12 chest films of 4 patients (3 studies each, out of date order), and what must be set aside."""
+    root = tmp_path_factory.mktemp("export")
+    films = []
+    for patient in range(4):
+        for study in (2, 0, 1):  # written out of order: the follow-ups come from the study dates
+            ds = _film(patient, study, seed=patient * 10 + study)
+            films.append((f"P{patient}/S{study}/IM0", ds, SYNTAX_CYCLE[(patient + study) % len(SYNTAX_CYCLE)]))
+    skipped = [
+        ("other/CT1", _film(9, 0, 1, modality="CT"), "explicit-le"),
+        ("other/LAT1", _film(9, 0, 2, ViewPosition="LL"), "explicit-le"),
+        ("other/ABD1", _film(9, 0, 3, BodyPartExamined="ABDOMEN"), "explicit-le"),
+        ("other/MF1", _film(9, 0, 4, NumberOfFrames=2), "explicit-le"),
+    ]
+    write_export(root, films + skipped)
+    report = _film(9, 0, 5)
+    del report.Rows, report.Columns, report.PixelData
+    report.save_as(root / "other" / "SR1", enforce_file_format=True)
+    shutil.copy(root / "P0" / "S0" / "IM0", root / "P0" / "S0" / "IM0-copy")  # the same instance twice
+    broken = (root / "P1" / "S0" / "IM0").read_bytes()
+    (root / "broken").mkdir()
+    (root / "broken" / "CUT").write_bytes(broken[:300])  # a header cut short
+    (root / "README").write_text("exported by the PACS\n")
+    return root, films
+
+
+@pytest.fixture(scope="module")
+def hospital(spark, export, tmp_path_factory):
+    root, films = export
+    lake_dir = tmp_path_factory.mktemp("hospital-lake")
+    settings = make_settings(lake_dir, "dataset=hospital", "quarantine.max_fraction=0.5")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
+    try:
+        summary = run_prepare(spark, Lake.at(settings.lake), settings, PrepareInputs(None, str(root), source="dicom"))
+    finally:
+        mp.undo()
+    return settings, Lake.at(settings.lake), summary, films
+
+
+def test_the_export_is_sorted_into_films_skipped_broken_and_not_dicom(hospital):
+    _, _, summary, _ = hospital
+    dicom = summary["dicom"]
+    assert dicom["not_dicom_files"] == 1
+    assert dicom["skipped"] == {
+        "not_a_radiograph": 1,
+        "lateral_view": 1,
+        "not_chest": 1,
+        "multi_frame": 1,
+        "no_pixel_data": 1,
+    }
+    assert dicom["duplicate_instances"] == 1
+    assert summary["quarantine"]["by_reason"] == {"undecodable_image": 1}
+    assert summary["images"]["written"] == 12
+    assert summary["splits"] == {"unlabeled": {"patients": 4, "images": 12}}
+
+
+def test_the_store_holds_each_film_once_by_sop_uid_with_its_dicom_columns(spark, hospital):
+    _, lake, _, films = hospital
+    store = spark.read.parquet(lake.store_url("hospital"))
+    stored = sorted(r.image_id for r in store.select("image_id").collect())
+    assert stored == sorted(ds.SOPInstanceUID for _, ds, _ in films)
+    studies = spark.read.parquet(lake.table_url("studies")).where(F.col("dataset") == "hospital")
+    rows = {r["image_id"]: r for r in studies.collect()}
+    for _, ds, _ in films:
+        row = rows[ds.SOPInstanceUID]
+        assert row["source"] == "dicom" and row["split"] == "unlabeled" and row["findings"] == []
+        assert (row["study_uid"], row["accession_number"]) == (ds.StudyInstanceUID, ds.AccessionNumber)
+        assert row["study_datetime"].strftime("%Y%m%d%H%M%S") == ds.StudyDate + ds.StudyTime
+        assert row["sex"] == ds.PatientSex
+        # no Patient's Age: the age at the study from the birth date, which itself is not kept
+        assert row["age"] == (84 if ds.StudyDate < "20260203" else 85)
+    # follow-ups follow the study dates, whatever order the files came in
+    for patient in range(4):
+        mine = sorted(
+            (r["study_datetime"], r["follow_up"])
+            for r in rows.values()
+            if r["accession_number"][3:6] == f"{patient:03d}"
+        )
+        assert [f for _, f in mine] == [0, 1, 2]
+
+
+def test_no_identifying_header_reaches_the_lake(spark, hospital):
+    _, lake, summary, _ = hospital
+    planted = [v.encode() for v in PHI.values()] + [b"ZZPID", b"ZZNAME", b"19410203"]
+    for path in Path(lake.root).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [p for p in planted if p in data], f"{path} holds a planted identifier"
+    for table in ("studies", "quarantine", "dicom_instances", "patient_keys"):
+        df = spark.read.parquet(lake.table_url(table))
+        text = " ".join(str(v) for row in df.collect() for v in row)
+        assert not [p for p in planted if p.decode() in text], table
+    keys = {r["patient_key"] for r in spark.read.parquet(lake.table_url("patient_keys")).collect()}
+    assert keys == {pseudonym(KEY.encode(), f"ZZPID{p:04d}") for p in range(4)}
+    assert "ZZ" not in str(summary)
+
+
+def test_without_a_key_prepare_stops_in_one_line(spark, export, tmp_path, monkeypatch):
+    monkeypatch.delenv("XRAY_SPARK_PSEUDONYM_KEY", raising=False)
+    root, _ = export
+    settings = make_settings(tmp_path, "dataset=hospital")
+    with pytest.raises(UsageError, match="XRAY_SPARK_PSEUDONYM_KEY") as info:
+        run_prepare(spark, Lake.at(settings.lake), settings, PrepareInputs(None, str(root), source="dicom"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "petastorm").exists()
+
+
+def test_a_second_export_adds_only_the_new_instances_and_prints_no_identifier(hospital, tmp_path, monkeypatch):
+    _, lake, _, films = hospital
+    night = tmp_path / "night"
+    write_export(night, [("old/A", films[0][1], "explicit-le"), ("old/B", films[1][1], "jpeg-ls")])
+    write_export(night, [(f"new/{i}", _film(5, i, seed=50 + i), "jpeg-lossless") for i in range(3)])
+    args = ["--source", "dicom", "--images", night, "--lake", lake.root, "--dataset", "hospital", "--incremental"]
+    args += ["--set", "image.size=64", "--set", "prepare.images_per_file=40", "--summary-json", tmp_path / "s.json"]
+    monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
+    result = checked(run_job("prepare", args))
+    output = result.stdout + result.stderr
+    assert not [v for v in (*PHI.values(), "ZZPID") if v in output]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["dicom"]["already_in_store"] == 2 and summary["images"]["written"] == 3
+    assert summary["store_rows"] == 15
+
+
+def test_unlabelled_films_are_scored_and_on_the_worklist(spark, hospital, small_model):
+    from xray_spark.registry import register_model
+    from xray_spark.score.pipeline import run_scoring
+
+    settings, lake, _, films = hospital
+    register_model(spark, lake, small_model["model_dir"], dataset="nih")
+    summary = run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
+    assert summary["written"] == summary["studies_in_store"] >= len(films)
+    worklist = {
+        r["image_id"] for r in spark.sql("SELECT image_id FROM xray.worklist WHERE dataset = 'hospital'").collect()
+    }
+    assert {ds.SOPInstanceUID for _, ds, _ in films} <= worklist

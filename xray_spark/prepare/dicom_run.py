@@ -1,0 +1,193 @@
+"""The DICOM source's steps of prepare: from a folder of DICOM files to the candidates to decode.
+
+:func:`read_dicom` stands in for the NIH source's read, check and match steps: it lists
+every file, reads the headers on the executors (:mod:`~xray_spark.prepare.dicom_source`),
+sets aside what is not DICOM, what is skipped and what is broken, keeps one file per SOP
+Instance UID, gives each pseudonymous patient a numeric id (``xray.patient_keys``) and
+each film its follow-up number (by study date and time), and marks unlabelled films
+``unlabeled``: never trained or evaluated on, always scored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from xray_spark import tables
+from xray_spark.errors import UsageError
+from xray_spark.lake import local_path
+from xray_spark.prepare import load, privacy
+from xray_spark.prepare.dicom_source import read_headers
+from xray_spark.prepare.files import walk_local
+from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
+from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
+from xray_spark.prepare.split import UNLABELED
+
+PATIENT_KEYS = "patient_keys"
+INSTANCES = "dicom_instances"
+#: ``xray.dicom_instances``: the kept header attributes of every stored DICOM film.
+INSTANCE_COLUMNS = (
+    "image_id",
+    "study_uid",
+    "series_uid",
+    "accession_number",
+    "patient_key",
+    "study_datetime",
+    "modality",
+    "body_part",
+    "photometric",
+    "bits_stored",
+    "transfer_syntax",
+)
+
+
+def list_all_files(run: PrepareRun) -> DataFrame:
+    """Every file under the images folder, whatever its name (DICOM exports often have no suffix)."""
+    folder = local_path(run.inputs.images)
+    if folder is None:
+        raise UsageError("a DICOM source is read from a local or mounted folder: pass --images DIR")
+    if not os.path.isdir(folder):
+        raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
+    rows = [path for _, path in walk_local(folder, suffixes=None)]
+    schema = T.StructType([T.StructField("source_path", T.StringType())])
+    return run.spark.createDataFrame(pd.DataFrame({"source_path": rows}), schema)
+
+
+def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
+    """Headers read, films sorted into candidates, skipped, broken and duplicates; the summary's counts."""
+    key = privacy.read_key(run.settings.privacy)
+    files = list_all_files(run)
+    n_files = files.count()
+    n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(n_files / 500))
+    headers = run.keep(read_headers(files, key, run.settings.image.max_file_bytes, n_partitions))
+    kinds = {r["kind"]: int(r["count"]) for r in headers.groupBy("kind").count().collect()}
+    objects = headers.where(F.col("kind").isin("dicom", "unknown"))
+    broken = objects.where(F.col("reason").isNotNull())
+    valid = objects.where(F.col("reason").isNull())
+    skipped = valid.where(F.col("skip_reason").isNotNull())
+    by_skip = {r["skip_reason"]: int(r["count"]) for r in skipped.groupBy("skip_reason").count().collect()}
+    if by_skip:
+        columns = ("source_path", "sop_uid", "modality", "skip_reason", "skip_detail")
+        load.write_list(skipped.select(*columns), f"{run.report_dir}/skipped")
+    films, bad_ids = _check_ids(valid.where(F.col("skip_reason").isNull()))
+    films, duplicates = _one_file_per_instance(films)
+    n_duplicates = duplicates.count()
+    if n_duplicates:
+        load.write_list(duplicates.select("sop_uid", "source_path"), f"{run.report_dir}/duplicate_files")
+    already = 0
+    if run.appends:
+        stored = load.store_image_ids(run.spark, run.store_url).withColumnRenamed("image_id", "sop_uid")
+        already = films.join(stored, "sop_uid", "left_semi").count()
+        films = films.join(stored, "sop_uid", "left_anti")
+    candidates = run.keep(_candidates(run, films))
+    bad = broken.select(F.col("sop_uid").alias("image_id"), "source_path", "reason", "detail").unionByName(bad_ids)
+    n_candidates = candidates.count()
+    rows_read = objects.count() - sum(by_skip.values()) - n_duplicates - already
+    run.summary["dicom"] = {
+        "files_found": n_files,
+        "dicom_files": kinds.get("dicom", 0),
+        "dicomdir_files": kinds.get("dicomdir", 0),
+        "not_dicom_files": kinds.get("not_dicom", 0),
+        "skipped": by_skip,
+        "duplicate_instances": n_duplicates,
+        "already_in_store": already,
+    }
+    run.summary["metadata"] = {
+        "file": run.inputs.images,
+        "rows": rows_read + already,
+        "rows_considered": rows_read,
+        "already_in_store": already,
+        "valid_rows": n_candidates,
+        "patients": candidates.select("patient_id").distinct().count(),
+        "implausible_ages_set_null": 0,
+        "views": {r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
+        "finding_counts": {},
+    }
+    run.summary["images"] = {
+        "folder": run.inputs.images,
+        "files_found": n_files,
+        "with_metadata": n_candidates,
+        "metadata_rows_without_file": 0,
+        "files_without_metadata": kinds.get("not_dicom", 0),
+        "duplicate_files_ignored": n_duplicates,
+    }
+    checked = CheckedMetadata(checked=candidates, valid=candidates, bad=bad, rows_read=rows_read)
+    return checked, MatchedFiles(candidates, n_candidates, 0, n_files)
+
+
+def _check_ids(films: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Films with a SOP Instance UID and a Patient ID; the others as quarantine rows."""
+    reason = F.when(F.col("sop_uid").isNull(), F.lit(MISSING_IMAGE_ID)).when(
+        F.col("patient_key").isNull(), F.lit(BAD_PATIENT_ID)
+    )
+    detail = F.when(F.col("sop_uid").isNull(), F.lit("no SOP Instance UID")).otherwise(F.lit("no Patient ID"))
+    marked = films.withColumn("_reason", reason)
+    bad = marked.where(F.col("_reason").isNotNull()).select(
+        F.col("sop_uid").alias("image_id"), "source_path", F.col("_reason").alias("reason"), detail.alias("detail")
+    )
+    return marked.where(F.col("_reason").isNull()).drop("_reason"), bad
+
+
+def _one_file_per_instance(films: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The same SOP instance exported twice is stored once: the first path in sorted order."""
+    ranked = films.withColumn("_copy", F.row_number().over(Window.partitionBy("sop_uid").orderBy("source_path")))
+    return ranked.where(F.col("_copy") == 1).drop("_copy"), ranked.where(F.col("_copy") > 1).drop("_copy")
+
+
+def _candidates(run: PrepareRun, films: DataFrame) -> DataFrame:
+    """The films in the shape decode takes: numeric patient ids, follow-ups, split ``unlabeled``."""
+    with_ids = films.join(patient_ids(run, films), "patient_key")
+    before = F.lit(0)
+    if run.appends:
+        counts = run.spark.read.parquet(run.store_url).groupBy("patient_id").agg(F.count("*").alias("_before"))
+        with_ids = with_ids.join(counts, "patient_id", "left")
+        before = F.coalesce(F.col("_before"), F.lit(0))
+    order = Window.partitionBy("patient_id").orderBy(F.col("study_datetime").asc_nulls_last(), "sop_uid")
+    return with_ids.select(
+        F.col("sop_uid").alias("image_id"),
+        "patient_id",
+        (before + F.row_number().over(order) - 1).cast("int").alias("follow_up"),
+        "age",
+        "sex",
+        "view",
+        "original_width",
+        "original_height",
+        "pixel_spacing_x",
+        "pixel_spacing_y",
+        F.lit(UNLABELED).alias("split"),
+        F.lit("").alias("finding_labels"),
+        F.array().cast("array<string>").alias("findings"),
+        "source_path",
+        *(c for c in INSTANCE_COLUMNS if c not in ("image_id",)),
+    )
+
+
+def patient_ids(run: PrepareRun, films: DataFrame) -> DataFrame:
+    """(patient_key, patient_id) for the films' pseudonyms: kept ids, new ones numbered after them."""
+    spark, dataset = run.spark, run.dataset
+    table = tables.read_table(spark, run.lake, PATIENT_KEYS)
+    schema = "patient_key string, patient_id int"
+    existing = table.where(F.col("dataset") == dataset).select("patient_key", "patient_id") if table else None
+    existing = (existing if existing is not None else spark.createDataFrame([], schema)).localCheckpoint()
+    start = existing.agg(F.max("patient_id")).first()[0] or 0
+    new = films.select("patient_key").distinct().join(existing, "patient_key", "left_anti")
+    new = new.withColumn("patient_id", (F.lit(start) + F.row_number().over(Window.orderBy("patient_key"))).cast("int"))
+    new = new.localCheckpoint()
+    if not new.isEmpty():
+        tables.write_table_partitioned(new.withColumn("dataset", F.lit(dataset)), run.lake, PATIENT_KEYS)
+    return existing.unionByName(new)
+
+
+def write_instances(run: PrepareRun, good: DataFrame, candidates: DataFrame) -> None:
+    """The kept header attributes of this run's stored films, added to ``xray.dicom_instances``."""
+    rows = candidates.join(good.select("image_id"), "image_id", "left_semi").select(*INSTANCE_COLUMNS)
+    rows = rows.withColumn("dataset", F.lit(run.dataset))
+    if run.appends:
+        tables.write_table_partitioned(rows, run.lake, INSTANCES)
+    else:
+        load.write_dataset_partition(run.spark, rows, run.lake, INSTANCES, run.dataset)

@@ -1,0 +1,98 @@
+"""Patient privacy for DICOM archives: keyed pseudonyms, and the header fields that may be kept.
+
+A DICOM header names the patient, their birth date, address and telephone, other patient
+IDs, the physicians, the operators and the institution. None of that leaves the executor
+that reads the header: :data:`KEPT` is the whole list of what the pipeline may keep, the
+Patient ID becomes :func:`pseudonym` (HMAC-SHA256 under a secret key that never enters the
+lake, the configuration or a log), and the age is computed there from the birth date
+when Patient's Age is missing, the birth date itself discarded.
+
+Kept on purpose, because the worklist must lead a radiologist back to the study in the
+PACS: the Study, Series and SOP Instance UIDs and the Accession Number. They identify a
+study to whoever can query the PACS: the lake is for the people allowed to see that.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import re
+
+from xray_spark.config import PrivacySettings
+from xray_spark.errors import UsageError
+
+#: The header attributes the pipeline keeps (by pydicom keyword); everything else is dropped.
+KEPT = (
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "AccessionNumber",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ViewPosition",
+    "Modality",
+    "BodyPartExamined",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "NumberOfFrames",
+)
+MIN_KEY_BYTES = 16
+
+
+def read_key(settings: PrivacySettings) -> bytes:
+    """The pseudonym key: from ``privacy.key_env``, else ``privacy.key_file``; a clear error without one."""
+    value = os.environ.get(settings.key_env, "") if settings.key_env else ""
+    source = f"the environment variable {settings.key_env}"
+    if not value and settings.key_file:
+        try:
+            with open(settings.key_file, "rb") as fh:
+                value = fh.read().strip().decode("utf-8", errors="strict")
+        except (OSError, UnicodeDecodeError) as exc:
+            what = f"the pseudonym key file {settings.key_file} cannot be read ({type(exc).__name__})"
+            raise UsageError(what) from None
+        source = f"the file {settings.key_file}"
+    if not value:
+        raise UsageError(
+            f"DICOM archives need a secret key for the patient pseudonyms: set {settings.key_env} "
+            "(e.g. export XRAY_SPARK_PSEUDONYM_KEY=$(openssl rand -hex 32)) or privacy.key_file=PATH "
+            "outside the lake, and keep it: the same key gives the same pseudonyms on every run"
+        )
+    key = value.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise UsageError(f"the pseudonym key from {source} is shorter than {MIN_KEY_BYTES} bytes: use a longer one")
+    return key
+
+
+def pseudonym(key: bytes, patient_id: str) -> str:
+    """The patient's keyed pseudonym: HMAC-SHA256 of the Patient ID, hex (the same for the same key)."""
+    return hmac.new(key, patient_id.strip().encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+_AGE = re.compile(r"^(\d{3})([DWMY])$")
+
+
+def age_in_years(patient_age: str | None, birth_date: str | None, study_date: str | None) -> int | None:
+    """Age in whole years from Patient's Age (``058Y``, ``006M``), else from the birth and study dates."""
+    match = _AGE.match((patient_age or "").strip().upper())
+    if match:
+        n, unit = int(match.group(1)), match.group(2)
+        return {"Y": n, "M": n // 12, "W": n // 52, "D": n // 365}[unit]
+    born, studied = _date(birth_date), _date(study_date)
+    if born is None or studied is None or studied < born:
+        return None
+    return studied.year - born.year - ((studied.month, studied.day) < (born.month, born.day))
+
+
+def _date(text: str | None) -> dt.date | None:
+    try:
+        return dt.datetime.strptime((text or "").strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None

@@ -1,0 +1,114 @@
+"""One prepare run's context and the values its steps hand each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from xray_spark import store as store_mod
+from xray_spark.config import Settings
+from xray_spark.lake import Lake, new_run_id
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareInputs:
+    metadata: str | None  # the NIH Data_Entry CSV (None for a DICOM source)
+    images: str | None
+    bbox: str | None = None
+    split_lists: tuple[str, str] | None = None
+    incremental: bool = False
+    require_images: bool = False
+    metadata_only: bool = False
+    #: A full run may remove studies from a non-empty store only when this is set.
+    replace: bool = False
+    #: ``nih`` (a Data_Entry CSV and its images) or ``dicom`` (a folder of DICOM files).
+    source: str = "nih"
+
+
+@dataclasses.dataclass
+class PrepareRun:
+    """One run's context: what it was given, where it writes, what it has cached and timed."""
+
+    spark: SparkSession
+    lake: Lake
+    settings: Settings
+    inputs: PrepareInputs
+    run_id: str = dataclasses.field(default_factory=new_run_id)
+    run_time: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    manifest: store_mod.StoreManifest | None = None
+    _cached: list[DataFrame] = dataclasses.field(default_factory=list)
+    _mark: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def dataset(self) -> str:
+        return self.settings.dataset
+
+    @property
+    def store_url(self) -> str:
+        return self.lake.store_url(self.dataset)
+
+    @property
+    def report_dir(self) -> str:
+        return self.lake.report_dir("prepare", self.run_id)
+
+    @property
+    def appends(self) -> bool:
+        """An incremental run over an existing store adds to it."""
+        return self.inputs.incremental and self.manifest is not None
+
+    @property
+    def guards_removal(self) -> bool:
+        """A full run over an existing store must not remove studies unless ``--replace``."""
+        return not self.inputs.incremental and self.manifest is not None and not self.inputs.replace
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        """Cache ``df`` for the rest of the run (released by :meth:`release`)."""
+        self._cached.append(df.persist())
+        return df
+
+    def release(self) -> None:
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+    def phase(self, name: str) -> None:
+        """Seconds since the previous phase ended, under ``summary['phase_seconds'][name]``."""
+        now = time.monotonic()
+        self.summary["phase_seconds"][name] = round(now - self._mark, 2)
+        self._mark = now
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadInputs:
+    raw: DataFrame  # the metadata rows to consider (not yet in the store, when appending)
+    files: DataFrame | None  # the image listing
+    already: int  # metadata rows whose image is in the store already
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedMetadata:
+    checked: DataFrame  # every row considered, with its verdict
+    valid: DataFrame
+    bad: DataFrame
+    rows_read: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchedFiles:
+    with_file: DataFrame
+    n_candidates: int
+    n_orphans: int
+    files_found: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    good: DataFrame
+    bad: DataFrame
+    n_good: int
