@@ -20,9 +20,12 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 from .conftest import make_settings
 from .jobs import kill_when
 
-#: A small training budget: 800 images at 96 px, 60/40 train/val, 14 epochs of small_cnn.
+#: A small training budget: 800 images at 96 px, 60/40 train/val, 20 epochs of small_cnn. At 14
+#: epochs the model was still improving at the last epoch, and the order the reader's two threads
+#: deliver row groups in (not fixed by the seed) moved the mean validation AUROC between 0.79
+#: and 0.87; 20 epochs leave a margin over the 0.80 bar.
 STORE = ["image.size=96", "split.train=0.6", "split.val=0.4", "split.test=0.0", "prepare.images_per_file=100"]
-BUDGET = ["train.epochs=14", "train.eval_max_rows=200", "train.early_stopping_patience=14"]
+BUDGET = ["train.epochs=20", "train.eval_max_rows=200", "train.early_stopping_patience=20"]
 
 
 def _shuffle_labels(archive: Path, out: Path, seed: int) -> Path:
@@ -93,7 +96,7 @@ def test_model_dir_contents_and_metrics_agree_with_sklearn(spark, trained):
         assert meta["val_auroc"][name] == pytest.approx(roc_auc_score(best["y"][:, i], best["p"][:, i]), abs=1e-9)
     with open(model_dir / "history.csv", newline="") as fh:
         history = list(csv.DictReader(fh))
-    assert len(history) == meta["epochs_run"] == 14
+    assert len(history) == meta["epochs_run"] == 20
     for column in (
         "loss",
         "val_loss",
