@@ -3,7 +3,7 @@
 spark-submit jobs/prepare.py [--source nih] --metadata CSV --images DIR [--bbox CSV]
     [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--conf FILE] [--set k=v ...]
     [--incremental | --replace] [--require-images] [--metadata-only] [--summary-json PATH]
-spark-submit jobs/prepare.py --source dicom --images DIR [--dataset NAME] [--incremental | --replace] ...
+spark-submit jobs/prepare.py --source dicom --images DIR [--labels CSV] [--dataset NAME] [--incremental | --replace] ...
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def _arg_parser() -> argparse.ArgumentParser:
         "metadata from their headers (needs the pseudonym key: privacy.key_env / privacy.key_file)",
     )
     parser.add_argument("--metadata", help="Data_Entry CSV (2017 or v2020; .csv or .csv.gz); for --source nih")
+    parser.add_argument(
+        "--labels",
+        help="for --source dicom: CSV of 'Finding Labels' by 'Accession Number' or 'SOP Instance UID'; "
+        "labelled films get patient-level splits, the others stay unlabeled",
+    )
     parser.add_argument("--images", help="folder holding the images (searched recursively)")
     parser.add_argument("--bbox", help="BBox_List CSV: boxes are loaded into xray.boxes")
     parser.add_argument(
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             metadata_only=args.metadata_only,
             replace=args.replace,
             source=args.source,
+            labels=args.labels,
         )
         check_inputs(inputs)
         if args.source == "dicom":

@@ -4,8 +4,9 @@
 every file, reads the headers on the executors (:mod:`~xray_spark.prepare.dicom_source`),
 sets aside what is not DICOM, what is skipped and what is broken, keeps one file per SOP
 Instance UID, gives each pseudonymous patient a numeric id (``xray.patient_keys``) and
-each film its follow-up number (by study date and time), and marks unlabelled films
-``unlabeled``: never trained or evaluated on, always scored.
+each film its follow-up number (by study date and time), labels the films a ``--labels``
+CSV names (:mod:`~xray_spark.prepare.dicom_labels`) and marks the others ``unlabeled``:
+never trained or evaluated on, always scored.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import local_path
 from xray_spark.prepare import load, privacy
+from xray_spark.prepare.dicom_labels import apply_labels, read_labels
 from xray_spark.prepare.dicom_source import read_headers
 from xray_spark.prepare.files import walk_local
+from xray_spark.prepare.metadata import finding_counts
 from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
 from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
 from xray_spark.prepare.split import UNLABELED
@@ -84,10 +87,25 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
         stored = load.store_image_ids(run.spark, run.store_url).withColumnRenamed("image_id", "sop_uid")
         already = films.join(stored, "sop_uid", "left_semi").count()
         films = films.join(stored, "sop_uid", "left_anti")
-    candidates = run.keep(_candidates(run, films))
+    candidates = _candidates(run, films)
     bad = broken.select(F.col("sop_uid").alias("image_id"), "source_path", "reason", "detail").unionByName(bad_ids)
+    if run.inputs.labels:
+        rows, key = read_labels(run.spark, run.inputs.labels)
+        candidates, bad_labels = apply_labels(candidates, rows, key, run.settings.split)
+        bad = bad.unionByName(bad_labels)
+    candidates = run.keep(candidates)
     n_candidates = candidates.count()
     rows_read = objects.count() - sum(by_skip.values()) - n_duplicates - already
+    counts = {"files": n_files, "kinds": kinds, "skipped": by_skip, "duplicates": n_duplicates, "already": already}
+    _summarise(run, counts, candidates, n_candidates, rows_read)
+    checked = CheckedMetadata(checked=candidates, valid=candidates, bad=bad, rows_read=rows_read)
+    return checked, MatchedFiles(candidates, n_candidates, 0, n_files)
+
+
+def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidates: int, rows_read: int) -> None:
+    """The run summary's ``dicom``, ``metadata`` and ``images`` sections (counts only, nothing identifying)."""
+    kinds, already, n_files, n_duplicates = counts["kinds"], counts["already"], counts["files"], counts["duplicates"]
+    by_skip = counts["skipped"]
     run.summary["dicom"] = {
         "files_found": n_files,
         "dicom_files": kinds.get("dicom", 0),
@@ -106,7 +124,7 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
         "patients": candidates.select("patient_id").distinct().count(),
         "implausible_ages_set_null": 0,
         "views": {r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
-        "finding_counts": {},
+        "finding_counts": finding_counts(candidates.where(F.col("split") != UNLABELED)) if run.inputs.labels else {},
     }
     run.summary["images"] = {
         "folder": run.inputs.images,
@@ -116,8 +134,6 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
         "files_without_metadata": kinds.get("not_dicom", 0),
         "duplicate_files_ignored": n_duplicates,
     }
-    checked = CheckedMetadata(checked=candidates, valid=candidates, bad=bad, rows_read=rows_read)
-    return checked, MatchedFiles(candidates, n_candidates, 0, n_files)
 
 
 def _check_ids(films: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -63,10 +63,12 @@ def check_inputs(inputs: PrepareInputs) -> None:
         folder = local_path(inputs.images)
         if folder is not None and not os.path.isdir(folder):
             raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
-    for path in [inputs.bbox, *(inputs.split_lists or ())]:
+    if inputs.labels and inputs.source != "dicom":
+        raise UsageError("--labels labels a DICOM source's films: for --source nih the labels are in --metadata")
+    for path in [inputs.bbox, inputs.labels, *(inputs.split_lists or ())]:
         local = local_path(path) if path else None
         if local is not None and not os.path.isfile(local):
-            raise UsageError(f"file {local} does not exist (given to --bbox or --split-lists)")
+            raise UsageError(f"file {local} does not exist (given to --bbox, --labels or --split-lists)")
 
 
 def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: PrepareInputs) -> dict[str, Any]:
@@ -117,13 +119,12 @@ def nih_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles | None, l
 def dicom_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles, list[str]]:
     """The DICOM source: headers read on the executors, films sorted, unlabelled films ``unlabeled``."""
     metadata, matched = dicom_run.read_dicom(run)
-    if run.appends:
-        label_set = list(run.manifest.labels)
-        store_mod.check_compatible(run.manifest, label_set, run.settings.image.size)
-    else:
-        label_set = list(run.settings.labels.findings)  # no labels to count: the configured findings
-    run.summary["label_set"] = label_set
-    run.summary["label_set_rule"] = {"findings": label_set, "min_cases": 0}
+    if run.inputs.labels or run.appends:
+        label_set = choose_labels(run, metadata)
+    else:  # no labels to count: the configured findings
+        label_set = list(run.settings.labels.findings)
+        run.summary["label_set"] = label_set
+        run.summary["label_set_rule"] = {"findings": label_set, "min_cases": 0}
     run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
     run.phase("headers")
     return metadata, matched, label_set

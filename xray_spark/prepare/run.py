@@ -27,6 +27,8 @@ class PrepareInputs:
     replace: bool = False
     #: ``nih`` (a Data_Entry CSV and its images) or ``dicom`` (a folder of DICOM files).
     source: str = "nih"
+    #: For a DICOM source: a CSV of Finding Labels by Accession Number or SOP Instance UID.
+    labels: str | None = None
 
 
 @dataclasses.dataclass
