@@ -211,6 +211,19 @@ def test_quarantine_over_the_limit_fails_and_writes_nothing_to_the_store(spark, 
     assert q.count() == n_bad, "the quarantine rows are kept so the user can see why"
 
 
+def test_a_rerun_does_not_count_inputs_a_successful_run_quarantined_already(spark, bad_run, tmp_path):
+    """A cumulative delivery brings its broken files every night: known ones do not trip the limit."""
+    settings, lake, first, root = bad_run
+    shutil.copytree(lake.root, tmp_path / "lake")  # the module's lake stays as the other tests expect it
+    strict = make_settings(tmp_path / "lake", "quarantine.max_fraction=0.0")
+    inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"), incremental=True)
+    again = run_prepare(spark, Lake.at(strict.lake), strict, inputs)
+    n_bad = sum(len(v) for v in corpus.EXPECTED_REASONS.values())
+    assert first["quarantine"]["total"] == n_bad and first["quarantine"]["already_quarantined"] == 0
+    assert again["quarantine"]["already_quarantined"] == again["quarantine"]["total"] > 0
+    assert again["quarantine"]["fraction"] == 0.0 and again["images"]["written"] == 0
+
+
 def test_require_images(spark, bad_run, tmp_path):
     _, _, _, root = bad_run
     settings = make_settings(tmp_path, "quarantine.max_fraction=1.0")

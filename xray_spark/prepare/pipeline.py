@@ -42,7 +42,7 @@ from xray_spark.prepare import metadata as meta
 from xray_spark.prepare import split as splits
 from xray_spark.prepare.decode import decode_images
 from xray_spark.prepare.files import attach_files, list_image_files
-from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows
+from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows, quarantined_before
 from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun, ReadInputs
 
 
@@ -277,8 +277,10 @@ def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles
     )
     by_reason = {r["reason"]: int(r["count"]) for r in rows.groupBy("reason").count().collect()}
     n_quarantined = sum(by_reason.values())
-    considered = metadata.rows_read + matched.n_orphans
-    fraction = n_quarantined / considered if considered else 0.0
+    earlier_runs = [r["run_id"] for r in run.manifest.runs] if run.manifest and n_quarantined else []
+    known = quarantined_before(rows, run.lake, run.dataset, earlier_runs)
+    considered = metadata.rows_read + matched.n_orphans - known
+    fraction = (n_quarantined - known) / considered if considered else 0.0
     limit = run.settings.quarantine.max_fraction
     converted = good.where(F.col("converted") != "").groupBy("converted").count().collect()
     run.summary["images"] |= {"converted": {r["converted"]: int(r["count"]) for r in converted}, "written": 0}
@@ -286,6 +288,7 @@ def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles
         "total": n_quarantined,
         "fraction": round(fraction, 6),
         "by_reason": by_reason,
+        "already_quarantined": known,
         "max_fraction": limit,
     }
     if n_quarantined:
@@ -295,7 +298,7 @@ def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles
         run.summary["seconds"] = round(time.monotonic() - run.started, 1)
         run.lake.write_json(f"{run.report_dir}/summary.json", run.summary)
         raise QuarantineLimitExceeded(
-            f"{n_quarantined} of {considered} inputs ({fraction:.1%}) were quarantined, over "
+            f"{n_quarantined - known} of {considered} new inputs ({fraction:.1%}) were quarantined, over "
             f"quarantine.max_fraction={limit:g}; nothing was added to the store. "
             f"Reasons: {by_reason}. See xray.quarantine (run_id {run.run_id}) and {run.report_dir}",
             run.summary,

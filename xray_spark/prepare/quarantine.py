@@ -33,3 +33,23 @@ def quarantine_rows(df: DataFrame, dataset: str, run_id: str, run_time: dt.datet
 
 def append_quarantine(rows: DataFrame, lake: Lake) -> None:
     tables.write_table(rows.select(*QUARANTINE_SCHEMA.fieldNames()), lake, "quarantine", mode="append")
+
+
+def quarantined_before(rows: DataFrame, lake: Lake, dataset: str, run_ids: list[str]) -> int:
+    """How many of ``rows`` the earlier successful runs ``run_ids`` quarantined already (same input, same reason).
+
+    An export that is delivered whole every night brings its broken files again; they were
+    reported when first seen and must not count against tonight's quarantine limit. A run
+    that failed over the limit is not among ``run_ids``, so rerunning it does not pass.
+    """
+    if not run_ids:
+        return 0
+    previous = tables.read_table(rows.sparkSession, lake, "quarantine")
+    if previous is None:
+        return 0
+    keys = ("image_id", "source_path", "reason")
+    earlier = (
+        previous.where((F.col("dataset") == dataset) & F.col("run_id").isin(run_ids)).select(*keys).distinct().alias("e")
+    )
+    condition = [F.col(f"r.{k}").eqNullSafe(F.col(f"e.{k}")) for k in keys]
+    return rows.alias("r").join(earlier, condition, "left_semi").count()
