@@ -73,6 +73,8 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
     """(Re)register ``xray.predictions`` and its views after a scoring run."""
     if not exists_in_lake(spark, lake, "predictions"):
         return []
+    if not spark.catalog.tableExists(qualified("studies")) and exists_in_lake(spark, lake, "studies"):
+        register_table(spark, lake, "studies")  # the views take accession numbers and study times from it
     register_table(spark, lake, "predictions")
     return [qualified("predictions"), *create_views(spark)]
 
@@ -82,10 +84,13 @@ def create_views(spark: SparkSession) -> list[str]:
 
     * latest_predictions: per dataset and image, the row of the newest model version (by
       its ``created`` time in ``xray.models``), and of that version the newest scoring.
-    * worklist: the studies scored on the latest scoring date, riskiest first
-      (``risk_rank`` 1 = the most findings called positive, then the highest top probability).
+    * worklist: per dataset, the studies scored on its latest scoring date, riskiest first
+      (``risk_rank`` 1 = the most findings called positive, then the highest top probability),
+      with the accession number and study date and time that lead back to the study in the PACS.
     * progression: per patient and finding, the probability at each follow-up, the change
-      since the previous follow-up, and ``rising`` when it went up by at least 0.2.
+      since the previous follow-up, and ``rising`` when it went up by at least 0.2. A
+      patient's films are in study date and time order where the header gave one (DICOM),
+      else in follow-up order.
     """
     from xray_spark.labels import FINDINGS, probability_column
 
@@ -106,34 +111,50 @@ def create_views(spark: SparkSession) -> list[str]:
           FROM {qualified("predictions")} p {join}
         ) WHERE _rank = 1
     """)
+    studies = _study_columns(spark)
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("worklist")} AS
-        SELECT ROW_NUMBER() OVER (ORDER BY size(positive_findings) DESC, top_probability DESC, image_id) AS risk_rank,
-               image_id, patient_id, follow_up, view, top_finding, top_probability, positive_findings,
-               dataset, model_version, scored_at, score_date
-        FROM {qualified("latest_predictions")}
-        WHERE score_date = (SELECT MAX(score_date) FROM {qualified("latest_predictions")})
+        SELECT ROW_NUMBER() OVER (
+                 PARTITION BY p.dataset ORDER BY size(p.positive_findings) DESC, p.top_probability DESC, p.image_id
+               ) AS risk_rank,
+               p.image_id, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.positive_findings,
+               {studies["accession_number"]} AS accession_number, {studies["study_datetime"]} AS study_datetime,
+               p.dataset, p.model_version, p.scored_at, p.score_date
+        FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p
+        {studies["join"]}
+        WHERE p.score_date = p._last
     """)
     names = {probability_column(f): f for f in FINDINGS}
     pairs = [(names[c], c) for c in columns if c in names]
-    stack = ", ".join(f"'{finding}', `{col}`" for finding, col in pairs)
+    stack = ", ".join(f"'{finding}', p.`{col}`" for finding, col in pairs)
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("progression")} AS
         WITH long AS (
-          SELECT dataset, patient_id, follow_up, image_id, model_version,
+          SELECT p.dataset, p.patient_id, p.follow_up, p.image_id, p.model_version,
+                 {studies["study_datetime"]} AS study_datetime,
                  stack({len(pairs)}, {stack}) AS (finding, probability)
-          FROM {qualified("latest_predictions")}
+          FROM {qualified("latest_predictions")} p {studies["join"]}
         )
-        SELECT dataset, patient_id, finding, follow_up, image_id, model_version, probability,
+        SELECT dataset, patient_id, finding, follow_up, study_datetime, image_id, model_version, probability,
                LAG(follow_up) OVER w AS previous_follow_up,
                LAG(probability) OVER w AS previous_probability,
                probability - LAG(probability) OVER w AS change,
                COALESCE(probability - LAG(probability) OVER w >= {RISING}, false) AS rising
         FROM long
         WHERE probability IS NOT NULL
-        WINDOW w AS (PARTITION BY dataset, patient_id, finding ORDER BY follow_up)
+        WINDOW w AS (PARTITION BY dataset, patient_id, finding ORDER BY study_datetime ASC NULLS LAST, follow_up)
     """)
     return [qualified("latest_predictions"), qualified("worklist"), qualified("progression")]
+
+
+def _study_columns(spark: SparkSession) -> dict[str, str]:
+    """The join to ``xray.studies`` for its DICOM columns, or nulls when the lake has no such table."""
+    if spark.catalog.tableExists(qualified("studies")):
+        names = {f.name for f in spark.table(qualified("studies")).schema.fields}
+        if {"accession_number", "study_datetime"} <= names:
+            join = f"LEFT JOIN {qualified('studies')} s ON p.dataset = s.dataset AND p.image_id = s.image_id"
+            return {"join": join, "accession_number": "s.accession_number", "study_datetime": "s.study_datetime"}
+    return {"join": "", "accession_number": "CAST(NULL AS STRING)", "study_datetime": "CAST(NULL AS TIMESTAMP)"}
 
 
 def write_table(df: DataFrame, lake: Lake, name: str, *, mode: str) -> None:
