@@ -77,7 +77,8 @@ def export(tmp_path_factory):
         ("other/MF1", _film(9, 0, 4, NumberOfFrames=2), "explicit-le"),
     ]
     write_export(root, films + skipped)
-    report = _film(9, 0, 5)
+    report = _film(9, 0, 5, modality="SR")
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     del report.Rows, report.Columns, report.PixelData
     report.save_as(root / "other" / "SR1", enforce_file_format=True)
     shutil.copy(root / "P0" / "S0" / "IM0", root / "P0" / "S0" / "IM0-copy")  # the same instance twice

@@ -63,7 +63,11 @@ def prepare_summary_text(summary: Mapping[str, Any]) -> str:
         out.write(
             f"\nimages    {im['files_found']:,} files found, {im['with_metadata']:,} with metadata, "
             f"{im['written']:,} written to the store\n"
-            f"          {im['metadata_rows_without_file']:,} metadata rows without a file, "
+        )
+        out.write(
+            _dicom_lines(summary["dicom"])
+            if "dicom" in summary
+            else f"          {im['metadata_rows_without_file']:,} metadata rows without a file, "
             f"{im['files_without_metadata']:,} files without metadata"
         )
         if im.get("converted"):
@@ -82,6 +86,17 @@ def prepare_summary_text(summary: Mapping[str, Any]) -> str:
     out.write(f"reports   {summary['report_dir']}\n")
     out.write(f"took      {summary['seconds']:.1f} s\n")
     return out.getvalue()
+
+
+def _dicom_lines(dicom: Mapping[str, Any]) -> str:
+    """What a DICOM export held besides the films, and what was set aside (not quarantined)."""
+    skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(dicom["skipped"].items())) or "none"
+    return (
+        f"          {dicom['dicom_files']:,} DICOM files, {dicom['dicomdir_files']:,} DICOMDIR, "
+        f"{dicom['not_dicom_files']:,} not DICOM; {dicom['duplicate_instances']:,} duplicate instances, "
+        f"{dicom['already_in_store']:,} already in the store\n"
+        f"skipped   {sum(dicom['skipped'].values()):,} not frontal chest films: {skipped}"
+    )
 
 
 def finding_frequency_chart(summary: Mapping[str, Any]) -> bytes:

@@ -164,10 +164,18 @@ def read_header(path: str, key: bytes, max_file_bytes: int) -> dict[str, Any]:
         if "SOPInstanceUID" not in ds:  # pydicom returns what it read of a header cut short
             detail = "the DICOM header ends before its SOP Instance UID: the file is cut short or damaged"
             return row | {"reason": reasons.UNDECODABLE, "detail": detail}
+        if "Rows" not in ds and _is_image_class(ds):  # an image object without pixels is cut short, not a report
+            detail = f"the header of this {ds.SOPClassUID.name} ends before its pixel data: the file is cut short"
+            return row | {"reason": reasons.UNDECODABLE, "detail": detail}
         return row | header_row(ds, key)
     except Exception as exc:  # pydicom raises many types for a broken header
         detail = f"DICOM header could not be read ({type(exc).__name__})"
         return row | {"reason": reasons.UNDECODABLE, "detail": detail}
+
+
+def _is_image_class(ds: Any) -> bool:
+    """Whether the SOP Class is an image storage class (CR, DX, CT ...), not a report or a state."""
+    return "Image Storage" in str(getattr(ds.get("SOPClassUID"), "name", ""))
 
 
 def make_header_reader(key: bytes, max_file_bytes: int):
