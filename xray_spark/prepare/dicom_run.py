@@ -63,7 +63,7 @@ def list_all_files(run: PrepareRun) -> DataFrame:
 
 def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
     """Headers read, films sorted into candidates, skipped, broken and duplicates; the summary's counts."""
-    key = privacy.read_key(run.settings.privacy)
+    key = privacy.read_key(run.settings.privacy, run.lake.root if run.lake.is_local else None)
     files = list_all_files(run)
     n_files = files.count()
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(n_files / 500))

@@ -47,11 +47,20 @@ KEPT = (
 MIN_KEY_BYTES = 16
 
 
-def read_key(settings: PrivacySettings) -> bytes:
-    """The pseudonym key: from ``privacy.key_env``, else ``privacy.key_file``; a clear error without one."""
+def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
+    """The pseudonym key: from ``privacy.key_env``, else ``privacy.key_file``; a clear error without one.
+
+    A key file inside the lake (``lake_root``, when local) is refused: whoever reads the lake
+    could then turn the pseudonyms back into Patient IDs.
+    """
     value = os.environ.get(settings.key_env, "") if settings.key_env else ""
     source = f"the environment variable {settings.key_env}"
     if not value and settings.key_file:
+        if lake_root and _inside(settings.key_file, lake_root):
+            raise UsageError(
+                f"the pseudonym key file {settings.key_file} is inside the lake: keep it outside, where "
+                "readers of the lake cannot reach it"
+            )
         try:
             with open(settings.key_file, "rb") as fh:
                 value = fh.read().strip().decode("utf-8", errors="strict")
@@ -69,6 +78,11 @@ def read_key(settings: PrivacySettings) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise UsageError(f"the pseudonym key from {source} is shorter than {MIN_KEY_BYTES} bytes: use a longer one")
     return key
+
+
+def _inside(path: str, root: str) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, top]) == top
 
 
 def pseudonym(key: bytes, patient_id: str) -> str:
