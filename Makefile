@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 # The master comes from the conf (spark.master), so CONF=conf/standalone.yaml runs every
 # target on the cluster of `make cluster-up`. Spark's console kept quiet under spark-submit too.
 MASTER = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get spark.master)
+DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
 SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
   --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties)"
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -21,7 +22,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup demo nightly nightly-demo test lint check-java clean cluster-up cluster-down bench
+.PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,17 +45,52 @@ setup: check-java $(VENV)/.installed ## create .venv and install xray-spark with
 $(DEMO_ARCHIVE)/Data_Entry_2017.csv: | $(VENV)/.installed
 	$(PY) -m xray_spark.dev.synthetic --output $(DEMO_ARCHIVE) --images $(DEMO_IMAGES) --size 256 --seed 7
 
-demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
+# The demo's prepare and train (make demo runs them each time; make demo-dicom only when the
+# lake has no demo model yet).
+define demo_model
 	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) \
 	  --metadata $(DEMO_ARCHIVE)/Data_Entry_2017.csv --images $(DEMO_ARCHIVE)/images \
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
 	$(SUBMIT) jobs/train.py --conf $(CONF) --lake $(LAKE) --model small_cnn \
 	  --summary-json $(LAKE)/reports/train-latest.json
+endef
+
+demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
+	$(demo_model)
 	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/score-latest.json
 	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/evaluate-latest.json
 	@echo; echo "Tonight's worklist, riskiest first:"
 	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, top_finding, \
-	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist ORDER BY risk_rank LIMIT 10"
+	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist WHERE dataset = '$(DATASET)' \
+	  ORDER BY risk_rank LIMIT 10"
+
+# A hospital's PACS export instead: synthetic DICOM films with made-up names, birth dates and
+# addresses in their headers, mixed transfer syntaxes, a few objects that are not frontal chest
+# films, and labels for half of the patients. Prepared (patients pseudonymised), scored with the
+# demo's model (trained first if the lake has none), evaluated on the labelled test patients.
+DICOM_ARCHIVE := $(LAKE)/archive/dicom
+DICOM_IMAGES ?= 400
+# The demo's pseudonym key, made once, outside the lake; a hospital keeps its own key safe.
+DEMO_KEY ?= .demo-pseudonym.key
+$(DICOM_ARCHIVE)/labels.csv: | $(VENV)/.installed
+	$(PY) -m xray_spark.dev.synthetic --format dicom --output $(DICOM_ARCHIVE) --images $(DICOM_IMAGES) --size 256 --seed 11
+$(DEMO_KEY):
+	@umask 077 && $(PY) -c "import secrets; print(secrets.token_hex(32))" > $@
+$(LAKE)/reports/train-latest.json: | $(DEMO_ARCHIVE)/Data_Entry_2017.csv
+	$(demo_model)
+
+demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-latest.json ## a PACS export (DICOM) prepared, scored, evaluated, on the worklist
+	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) --source dicom --dataset hospital --incremental \
+	  --images $(DICOM_ARCHIVE)/export --labels $(DICOM_ARCHIVE)/labels.csv --set privacy.key_file=$(abspath $(DEMO_KEY)) \
+	  --summary-json $(LAKE)/reports/dicom-prepare-latest.json
+	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --dataset hospital --new-only \
+	  --summary-json $(LAKE)/reports/dicom-score-latest.json
+	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --set dataset=hospital \
+	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
+	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
+	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, top_finding, \
+	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist WHERE dataset = 'hospital' \
+	  ORDER BY risk_rank LIMIT 10"
 
 # The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without the CSV
 # (a late delivery) it stops in one line and writes nothing: it never invents studies.

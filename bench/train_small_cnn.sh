@@ -9,7 +9,7 @@ PY=.venv/bin/python
 export PYSPARK_PYTHON=$PWD/$PY
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$PY -m xray_spark.dev.synthetic --output "$work/archive" --images 1500 --size 256 --seed 7 >/dev/null
+$PY -m xray_spark.dev.synthetic --output "$work/archive" --images 1500 --size 256 --seed 7
 $PY jobs/prepare.py --conf conf/local.yaml --lake "$work/lake" --metadata "$work/archive/Data_Entry_2017.csv" \
   --images "$work/archive/images" --summary-json "$work/prepare.json" >/dev/null 2>&1
 start=$(date +%s)

@@ -8,8 +8,9 @@ writes ``DIR/Data_Entry_2017.csv`` (the 11 header cells of the real file, the br
 ones split), ``DIR/BBox_List_2017.csv`` (boxes of the planted lesions, ``Infiltrate`` spelt
 as in the real file) and ``DIR/images/PPPPPPPP_FFF.png`` (8-bit grayscale).
 
-The pictures are drawn by :mod:`xray_spark.dev.anatomy`. Everything is a function of the
-seed: the same arguments give the same bytes.
+With ``--format dicom`` the same films are written as a PACS export instead (see
+:mod:`xray_spark.dev.dicom_archive`). The pictures are drawn by :mod:`xray_spark.dev.anatomy`.
+Everything is a function of the seed: the same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import csv
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from xray_spark.dev.anatomy import Anatomy, render
+from xray_spark.dev.anatomy import Anatomy, Box, render
 from xray_spark.labels import FINDINGS, NO_FINDING
 
 METADATA_HEADER: tuple[str, ...] = (
@@ -109,6 +110,22 @@ def plan_studies(n_images: int, seed: int, first_patient: int = 1) -> list[Study
     return studies
 
 
+def pixel_spacing(size: int) -> float:
+    """Millimetres per pixel of a ``size``-pixel film (the NIH films are 1024 px at 0.143 mm)."""
+    return round(0.143 * 1024 / size, 6)
+
+
+def rendered(studies: Sequence[Study], size: int, seed: int) -> Iterator[tuple[Study, np.ndarray, dict[str, Box]]]:
+    """Each study with its picture (uint8) and the unit-square box of each finding."""
+    anatomies: dict[int, Anatomy] = {}
+    for i, study in enumerate(studies):
+        if study.patient_id not in anatomies:
+            anatomies[study.patient_id] = Anatomy.draw(np.random.default_rng([seed, 1, study.patient_id]))
+        rng = np.random.default_rng([seed, 2, i])
+        pixels, boxes = render(study.findings, anatomies[study.patient_id], study.view, size, rng)
+        yield study, pixels, boxes
+
+
 def write_archive(
     output: str | Path, n_images: int, size: int, seed: int, *, first_patient: int = 1, progress: bool = False
 ) -> list[Study]:
@@ -117,8 +134,7 @@ def write_archive(
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     studies = plan_studies(n_images, seed, first_patient)
-    anatomies: dict[int, Anatomy] = {}
-    spacing = round(0.143 * 1024 / size, 6)
+    spacing = pixel_spacing(size)
     with (
         open(out / "Data_Entry_2017.csv", "w", newline="", encoding="utf-8") as meta_file,
         open(out / "BBox_List_2017.csv", "w", newline="", encoding="utf-8") as box_file,
@@ -127,11 +143,7 @@ def write_archive(
         box = csv.writer(box_file, lineterminator="\n")
         meta.writerow(METADATA_HEADER)
         box.writerow(BBOX_HEADER)
-        for i, study in enumerate(studies):
-            if study.patient_id not in anatomies:
-                anatomies[study.patient_id] = Anatomy.draw(np.random.default_rng([seed, 1, study.patient_id]))
-            rng = np.random.default_rng([seed, 2, i])
-            pixels, boxes = render(study.findings, anatomies[study.patient_id], study.view, size, rng)
+        for i, (study, pixels, boxes) in enumerate(rendered(studies, size, seed)):
             cv2.imwrite(str(images / study.image_id), pixels)
             meta.writerow(
                 [
@@ -169,22 +181,49 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--first-patient", type=int, default=1, help="first patient id (a later batch of an archive starts higher)"
     )
+    parser.add_argument(
+        "--format",
+        choices=("nih", "dicom"),
+        default="nih",
+        help="nih: the NIH layout (CSV + PNG); dicom: a PACS export with identifying headers and a labels CSV",
+    )
+    parser.add_argument(
+        "--labelled", type=float, default=0.5, help="dicom: share of the patients the labels CSV covers (default 0.5)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
-    if args.images <= 0 or args.size < 32 or not 1 <= args.first_patient < 90_000_000:
-        print("error: --images must be positive, --size at least 32, --first-patient in [1, 9e7)", file=sys.stderr)
+    if args.images <= 0 or args.size < 32 or not 1 <= args.first_patient < 90_000_000 or not 0 <= args.labelled <= 1:
+        print(
+            "error: --images must be positive, --size at least 32, --first-patient in [1, 9e7), --labelled in [0, 1]",
+            file=sys.stderr,
+        )
         return 2
-    studies = write_archive(
-        args.output, args.images, args.size, args.seed, first_patient=args.first_patient, progress=True
-    )
+    if args.format == "dicom":
+        from xray_spark.dev.dicom_archive import write_dicom_archive
+
+        films = write_dicom_archive(
+            args.output,
+            args.images,
+            args.size,
+            args.seed,
+            first_patient=args.first_patient,
+            labelled=args.labelled,
+            progress=True,
+        )
+        studies = [study for study, _, _ in films]
+    else:
+        studies = write_archive(
+            args.output, args.images, args.size, args.seed, first_patient=args.first_patient, progress=True
+        )
     patients = len({s.patient_id for s in studies})
     normal = sum(1 for s in studies if not s.findings)
     print(
-        f"wrote {len(studies)} images of {patients} patients ({normal} No Finding) at {args.size} px "
-        f"to {os.path.abspath(args.output)}"
+        f"wrote {len(studies)} {'DICOM films' if args.format == 'dicom' else 'images'} of {patients} patients "
+        f"({normal} No Finding) at {args.size} px to {os.path.abspath(args.output)}",
+        file=sys.stderr,
     )
     return 0
 
