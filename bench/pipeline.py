@@ -44,7 +44,7 @@ SIZES = {"1x": 1, "2x": 2, "4x": 4}
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 # -- inputs ------------------------------------------------------------------------------------
