@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xray_spark.dev.synthetic import METADATA_HEADER, main, plan_studies, write_archive
+from xray_spark.dev.studies import plan_studies
+from xray_spark.dev.synthetic import METADATA_HEADER, main, write_archive
 from xray_spark.labels import FINDINGS, NO_FINDING
 
 
@@ -104,7 +105,8 @@ def test_plan_is_patient_consistent():
 
 def test_cli(tmp_path, capsys):
     assert main(["--output", str(tmp_path), "--images", "12", "--size", "64", "--seed", "1"]) == 0
-    assert "wrote 12 images" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "wrote 12 images" in err and out == ""  # a log line: stdout carries data only
     assert len(list((tmp_path / "images").glob("*.png"))) == 12
     assert main(["--output", str(tmp_path), "--images", "0"]) == 2
 

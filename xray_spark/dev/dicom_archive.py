@@ -39,7 +39,7 @@ from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
 from xray_spark.dev.dicom import SYNTAXES, encode, film
-from xray_spark.dev.synthetic import Study, pixel_spacing, plan_studies, rendered
+from xray_spark.dev.studies import Study, pixel_spacing, plan_studies, rendered
 
 SURNAMES = ("Hartley", "Okafor", "Lindqvist", "Moreau", "Takahashi", "Brennan", "Castillo", "Novak")
 GIVEN_NAMES = ("June", "Tomas", "Amara", "Felix", "Ines", "Gideon", "Marta", "Oren")
