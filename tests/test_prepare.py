@@ -213,7 +213,7 @@ def test_quarantine_over_the_limit_fails_and_writes_nothing_to_the_store(spark, 
 
 def test_a_rerun_does_not_count_inputs_a_successful_run_quarantined_already(spark, bad_run, tmp_path):
     """A cumulative delivery brings its broken files every night: known ones do not trip the limit."""
-    settings, lake, first, root = bad_run
+    _, lake, first, root = bad_run
     shutil.copytree(lake.root, tmp_path / "lake")  # the module's lake stays as the other tests expect it
     strict = make_settings(tmp_path / "lake", "quarantine.max_fraction=0.0")
     inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"), incremental=True)

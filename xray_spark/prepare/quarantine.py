@@ -49,7 +49,10 @@ def quarantined_before(rows: DataFrame, lake: Lake, dataset: str, run_ids: list[
         return 0
     keys = ("image_id", "source_path", "reason")
     earlier = (
-        previous.where((F.col("dataset") == dataset) & F.col("run_id").isin(run_ids)).select(*keys).distinct().alias("e")
+        previous.where((F.col("dataset") == dataset) & F.col("run_id").isin(run_ids))
+        .select(*keys)
+        .distinct()
+        .alias("e")
     )
     condition = [F.col(f"r.{k}").eqNullSafe(F.col(f"e.{k}")) for k in keys]
     return rows.alias("r").join(earlier, condition, "left_semi").count()
