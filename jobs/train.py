@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nmodel {summary['version']} ({summary['model']}, best epoch {summary['best_epoch']} "
             f"of {summary['epochs_run']}, {summary['num_workers']} worker(s), {summary['seconds']:.0f} s)"
         )
-        print(report.auroc_table_text(summary["val_auroc"], summary["thresholds"]))
+        print(report.auroc_table_text(summary["val_auroc"], summary["operating_points"]))
         print(f"saved in {summary['model_dir']}")
         cli.write_summary_json(args.summary_json, summary)
         return 0

@@ -135,6 +135,7 @@ class TrainSettings:
 @dataclasses.dataclass(frozen=True)
 class ScoreSettings:
     batch_size: int = 64
+    heatmaps: str = "top:100"  # none | called | top:N (see xray_spark.score.heatmaps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,39 @@ class EvaluateSettings:
     split: str = "test"
     bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
     seed: int = 0
+
+
+#: How urgent each finding is for the worklist's risk order (``worklist.urgency``; 0..1).
+DEFAULT_URGENCY = {
+    "Pneumothorax": 1.0,
+    "Effusion": 0.8,
+    "Mass": 0.8,
+    "Pneumonia": 0.7,
+    "Edema": 0.7,
+    "Consolidation": 0.6,
+    "Nodule": 0.6,
+    "Cardiomegaly": 0.5,
+    "Atelectasis": 0.5,
+    "Infiltration": 0.5,
+    "Emphysema": 0.4,
+    "Fibrosis": 0.4,
+    "Pleural_Thickening": 0.3,
+    "Hernia": 0.3,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdSettings:
+    """How each finding's operating point is chosen on the validation split (see ``xray_spark.operating``)."""
+
+    rule: str = "precision:0.6"  # youden | sensitivity:X | specificity:X | precision:X
+    min_positives: int = 5  # fewer validation positives: the finding is "not calibrated", never called
+    per_finding: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {Pneumothorax: sensitivity:0.9}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorklistSettings:
+    urgency: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_URGENCY))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +191,8 @@ class Settings:
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     score: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
+    thresholds: ThresholdSettings = dataclasses.field(default_factory=ThresholdSettings)
+    worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     locks: LockSettings = dataclasses.field(default_factory=LockSettings)
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
 
@@ -268,7 +304,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"configuration key {key!r} must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        _, value_hint = typing.get_args(hint)
+        return {str(k): _coerce(value_hint, v, f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"configuration key {key!r} must be true or false, got {value!r}")
@@ -336,12 +373,44 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
     if train.learning_rate <= 0:
         raise ConfigError("configuration key 'train.learning_rate' must be positive")
+    _check_operating(settings)
     name = settings.dataset
     if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
         raise ConfigError(
             "configuration key 'dataset' must be a simple name (letters, digits, - and _, "
             f"starting with a letter or digit), got {settings.dataset!r}"
         )
+
+
+def _check_operating(settings: Settings) -> None:
+    """``thresholds.*`` and ``worklist.urgency``: known findings, rules that parse, urgencies in [0, 1]."""
+    from xray_spark.operating import parse_rule
+
+    t = settings.thresholds
+    for key, rule in [("thresholds.rule", t.rule)] + [
+        (f"thresholds.per_finding.{k}", v) for k, v in t.per_finding.items()
+    ]:
+        try:
+            parse_rule(rule)
+        except ValueError as exc:
+            raise ConfigError(f"configuration key {key!r}: {exc}") from None
+    from xray_spark.heatmap_choice import parse_heatmap_choice
+
+    try:
+        parse_heatmap_choice(settings.score.heatmaps)
+    except ValueError as exc:
+        raise ConfigError(f"configuration key 'score.heatmaps': {exc}") from None
+    if t.min_positives < 1:
+        raise ConfigError("configuration key 'thresholds.min_positives' must be at least 1")
+    for key, names in (("thresholds.per_finding", t.per_finding), ("worklist.urgency", settings.worklist.urgency)):
+        unknown = sorted(set(names) - set(FINDINGS))
+        if unknown:
+            raise ConfigError(
+                f"configuration key {key!r} names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
+            )
+    bad = {k: v for k, v in settings.worklist.urgency.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise ConfigError(f"configuration key 'worklist.urgency' must give each finding a weight in [0, 1], got {bad}")
 
 
 def _get(settings: Settings, key: str) -> Any:

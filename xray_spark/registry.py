@@ -51,18 +51,21 @@ _REFUSED_FORMATS = {
 class ModelCard:
     """A model folder as scoring and evaluation use it: what its checked model.json says, and its file.
 
-    ``thresholds`` holds each label's operating threshold (0.5 where model.json gives none);
-    ``meta`` keeps the whole of model.json for what the reports quote.
+    ``thresholds`` holds each label's operating threshold on the calibrated probability: None
+    for a finding that is "not calibrated" (too few validation positives: never called), 0.5
+    for a model.json older than thresholds. ``calibration`` holds Platt's (a, b) per label
+    (none: the raw score is the probability). ``meta`` keeps the whole of model.json.
     """
 
     path: str
     version: str
     labels: list[str]
     size: int
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | None]
     model_file: str
     model_sha256: str
     meta: dict[str, Any]
+    calibration: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def file_sha256(path: str) -> str:
@@ -135,7 +138,9 @@ def read_model_folder(path: str) -> ModelCard:
         size = int(meta["input"]["size"])
         version = str(meta["version"])
         given = meta.get("thresholds") or {}
-        thresholds = {label: float(given.get(label, 0.5)) for label in labels}
+        thresholds = {label: _threshold(given, label) for label in labels}
+        fitted = meta.get("calibration") or {}
+        calibration = {k: (float(v["a"]), float(v["b"])) for k, v in fitted.items() if k in labels and v}
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
     if not version or "/" in version or version.startswith("."):
@@ -147,7 +152,14 @@ def read_model_folder(path: str) -> ModelCard:
     if not os.path.exists(model_file):
         raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
     check_model_format(model_file)
-    return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta)
+    return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta, calibration)
+
+
+def _threshold(given: dict[str, Any], label: str) -> float | None:
+    """A label's threshold from model.json: None when it is given as null (not calibrated), 0.5 when absent."""
+    if label not in given:
+        return 0.5
+    return None if given[label] is None else float(given[label])
 
 
 def registered_row(spark: SparkSession, lake: Lake, version: str) -> dict[str, Any] | None:

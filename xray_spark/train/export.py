@@ -11,8 +11,8 @@ import numpy as np
 
 from xray_spark import report
 from xray_spark.labels import column_name
-from xray_spark.metrics import youden_threshold
 from xray_spark.models import preprocessing_spec
+from xray_spark.operating import operating_points
 from xray_spark.registry import META_FILE
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.plan import TrainPlan
@@ -39,6 +39,8 @@ def finish_model(
     clean.set_weights(weights)
     clean.save(os.path.join(plan.model_dir, MODEL_FILE))
     write_reports(plan, state["history"], val_y, val_p)
+    t = plan.thresholds
+    points = operating_points(val_y, val_p, plan.labels, t.rule, t.per_finding, t.min_positives)
     meta = {
         "version": plan.version,
         "model": plan.train.model,
@@ -57,8 +59,11 @@ def finish_model(
         "val_rows": len(val_y),
         "val_auroc": {name: best_row[f"val_auroc_{column_name(name)}"] for name in plan.labels},
         "val_auroc_mean": best_row["val_auroc_mean"],
-        "thresholds": {name: youden_threshold(val_y[:, i], val_p[:, i]) for i, name in enumerate(plan.labels)},
-        "threshold_rule": "Youden's J on the validation split",
+        "thresholds": {name: point["threshold"] for name, point in points.items()},
+        "threshold_rule": f"{t.rule} on the validation split (calibrated probabilities), at least {t.min_positives} "
+        "positives",
+        "calibration": {name: point["calibration"] for name, point in points.items()},
+        "operating_points": points,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     ckpt.write_json_atomic(os.path.join(plan.model_dir, META_FILE), meta)

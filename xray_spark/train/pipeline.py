@@ -68,6 +68,7 @@ def make_plan(lake: Lake, settings: Settings, *, resume: bool) -> TrainPlan:
         version=version,
         train=train,
         resume=previous is not None,
+        thresholds=settings.thresholds,
     )
 
 
@@ -114,6 +115,7 @@ def summarise(plan: TrainPlan, meta: dict[str, Any], reports: list[dict[str, Any
         "val_auroc": meta["val_auroc"],
         "val_auroc_mean": meta["val_auroc_mean"],
         "thresholds": meta["thresholds"],
+        "operating_points": meta["operating_points"],
         "best_epoch": meta["best_epoch"],
         "epochs_run": meta["epochs_run"],
         "num_workers": plan.train.num_workers,

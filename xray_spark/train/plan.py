@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from xray_spark.config import TrainSettings, train_settings_from_dict
+from xray_spark.config import ThresholdSettings, TrainSettings, train_settings_from_dict
 from xray_spark.models import build_model
 
 CHECKPOINT_DIR = "checkpoints"
@@ -31,13 +31,15 @@ class TrainPlan:
     version: str
     train: TrainSettings
     resume: bool = False
+    thresholds: ThresholdSettings = dataclasses.field(default_factory=ThresholdSettings)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> TrainPlan:
-        return cls(**(value | {"train": train_settings_from_dict(value["train"])}))
+        thresholds = ThresholdSettings(**value.get("thresholds", {}))
+        return cls(**(value | {"train": train_settings_from_dict(value["train"]), "thresholds": thresholds}))
 
     @property
     def checkpoint_dir(self) -> str:
