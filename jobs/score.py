@@ -18,6 +18,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="store name under lake/petastorm (default: the conf's 'dataset')")
     parser.add_argument("--new-only", action="store_true", help="score only studies this model has not scored")
     parser.add_argument("--batch-size", type=int, help="score.batch_size: images per model call")
+    parser.add_argument("--heatmaps", help="score.heatmaps: none, called or top:N (default top:100)")
     return parser
 
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = [f"dataset={args.dataset}"] if args.dataset else []
         if args.batch_size is not None:
             extra.append(f"score.batch_size={args.batch_size}")
+        if args.heatmaps is not None:
+            extra.append(f"score.heatmaps={args.heatmaps}")
         settings = cli.resolve_settings(args, extra)
         spark, lake = cli.open_lake(settings, "score")
         from xray_spark.score.pipeline import run_scoring
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  {summary['written']:,} predictions written to xray.predictions "
             f"(score_date={summary['score_date']}) in {summary['seconds']:.1f} s"
         )
+        maps = summary["heatmaps"]
+        if maps["written"]:
+            print(
+                f"  {maps['written']:,} heatmaps ({maps['choice']}) written to xray.heatmaps in {maps['seconds']:.1f} s"
+            )
         cli.write_summary_json(args.summary_json, summary)
         return 0
 

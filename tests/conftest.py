@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
 
 #: Small settings for fast tests: 64 px images, a few files per store.
-TEST_OVERRIDES = ["image.size=64", "prepare.images_per_file=40", "spark.shuffle_partitions=4"]
+TEST_OVERRIDES = ["image.size=64", "prepare.images_per_file=40", "spark.shuffle_partitions=4", "score.heatmaps=none"]
 
 
 @pytest.fixture(scope="session")

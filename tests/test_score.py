@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,9 @@ from sklearn.metrics import roc_auc_score
 
 from xray_spark import tables
 from xray_spark.errors import UsageError
+from xray_spark.labels import raw_score_column
 from xray_spark.lake import Lake
+from xray_spark.operating import calibrate
 from xray_spark.registry import digests, resolve_model
 from xray_spark.schema import predictions_schema
 from xray_spark.score import pipeline as scoring
@@ -56,20 +59,25 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
 
     model = load_model_safely(card.model_file)
     labels = card.labels
-    cols = udf.prediction_columns(labels)
-    by_id = {r["image_id"]: np.array([r[c] for c in cols]) for r in out}
+    raw_cols = [raw_score_column(x) for x in labels]
+    by_id = {r["image_id"]: np.array([r[c] for c in raw_cols]) for r in out}
     assert len(by_id) == 160
     for split in ("train", "val", "test"):
         arrays = read_arrays(lake.store_url(settings.dataset), ShardSpec(split))
         expected = model.predict(arrays["images"], verbose=0)
         got = np.stack([by_id[i] for i in arrays["ids"]])
         np.testing.assert_allclose(got, expected, atol=1e-5)
-    row = out[0]
-    probs = [row[c] for c in cols]
-    assert row["top_finding"] == labels[int(np.argmax(probs))]
-    assert row["top_probability"] == pytest.approx(max(probs))
     thresholds = card.meta["thresholds"]
-    assert row["positive_findings"] == [x for x, p in zip(labels, probs, strict=True) if p >= thresholds[x]]
+    assert card.calibration, "the small model's findings with enough validation positives are calibrated"
+    for row in out[:20]:
+        probs = [row[c] for c in udf.prediction_columns(labels)]
+        for x, p, raw in zip(labels, probs, (row[c] for c in raw_cols), strict=True):
+            fitted = card.calibration.get(x)
+            assert p == pytest.approx(float(calibrate(np.array([raw]), *fitted)[0]) if fitted else raw, abs=1e-5)
+        assert row["top_finding"] == labels[int(np.argmax(probs))]
+        assert row["top_probability"] == pytest.approx(max(probs))
+        called = [x for x, p in zip(labels, probs, strict=True) if thresholds[x] is not None and p >= thresholds[x]]
+        assert row["positive_findings"] == called
 
 
 def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study_once(spark, scored_lake, small_model):
@@ -206,6 +214,8 @@ def test_views_do_what_they_promise(spark, tmp_path):
                 "top_finding": top,
                 "top_probability": max(mass, nodule),
                 "positive_findings": [x for x, p in (("Mass", mass), ("Nodule", nodule)) if p >= 0.5],
+                "risk_score": max(0.8 * mass, 0.6 * nodule),
+                "risk_finding": "Mass" if 0.8 * mass >= 0.6 * nodule else "Nodule",
             },
             date[:10],
         )
@@ -220,6 +230,7 @@ def test_views_do_what_they_promise(spark, tmp_path):
             row("a0", 1, 0, "new", "2026-03-02 01:00:00", 0.2, 0.1),
             row("a1", 1, 1, "new", "2026-03-02 01:00:00", 0.7, 0.15),
             row("c0", 3, 0, "new", "2026-03-02 01:00:00", 0.95, 0.6),
+            row("d0", 4, 0, "new", "2026-03-02 01:00:00", 0.55, 0.55),  # two findings called, less risk than a1
         ],
     }
     for (date, run), items in runs.items():
@@ -227,9 +238,12 @@ def test_views_do_what_they_promise(spark, tmp_path):
         df.write.parquet("file://" + lake.path("tables", "predictions", f"score_date={date}", f"run_id={run}"))
     tables.register_tables(spark, lake)
     latest = {r["image_id"]: r["model_version"] for r in spark.table("xray.latest_predictions").collect()}
-    assert latest == {"a0": "new", "a1": "new", "b0": "old", "c0": "new"}
-    worklist = spark.sql("SELECT risk_rank, image_id FROM xray.worklist ORDER BY risk_rank").collect()
-    assert [(r["risk_rank"], r["image_id"]) for r in worklist] == [(1, "c0"), (2, "a1"), (3, "a0")]
+    assert latest == {"a0": "new", "a1": "new", "b0": "old", "c0": "new", "d0": "new"}
+    worklist = spark.sql("SELECT * FROM xray.worklist ORDER BY risk_rank").collect()
+    # by risk (urgency x probability), not by the number of findings called
+    assert [(r["risk_rank"], r["image_id"]) for r in worklist] == [(1, "c0"), (2, "a1"), (3, "d0"), (4, "a0")]
+    assert worklist[0]["called"] == "Mass 0.95, Nodule 0.60" and worklist[0]["risk_finding"] == "Mass"
+    assert worklist[3]["called"] == "" and worklist[2]["risk_score"] == pytest.approx(0.44)
     prog = {(r["patient_id"], r["finding"], r["follow_up"]): r for r in spark.table("xray.progression").collect()}
     mass = prog[(1, "Mass", 1)]
     assert mass["previous_follow_up"] == 0
@@ -256,9 +270,14 @@ def test_evaluation_agrees_with_sklearn_and_writes_its_report(spark, scored_lake
             assert m["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
             assert m["auroc_low"] <= m["auroc"] <= m["auroc_high"]
         assert m["true_prevalence"] == pytest.approx(y.mean())
-        assert m["predicted_prevalence"] == pytest.approx((p >= m["threshold"]).mean())
+        if m["threshold"] is None:
+            assert m["status"] == "not calibrated" and math.isnan(m["predicted_prevalence"])
+        else:
+            assert m["predicted_prevalence"] == pytest.approx((p >= m["threshold"]).mean())
+        assert m["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-6)
     assert Path(summary["report"]).read_text().count("<tr>") == len(summary["metrics"]) + 1
     assert Path(summary["roc_png"]).read_bytes().startswith(b"\x89PNG")
+    assert Path(summary["reliability_png"]).read_bytes().startswith(b"\x89PNG")
     rows = spark.read.parquet(lake.table_url("evaluations")).where(F.col("model_version") == small_model["version"])
     assert rows.count() == len(summary["metrics"])
 

@@ -59,3 +59,8 @@ def column_name(finding: str) -> str:
 def probability_column(finding: str) -> str:
     """The prediction column of a finding: ``Pleural_Thickening`` -> ``p_pleural_thickening``."""
     return f"p_{column_name(finding)}"
+
+
+def raw_score_column(finding: str) -> str:
+    """The model's own output before calibration: ``Pleural_Thickening`` -> ``raw_pleural_thickening``."""
+    return f"raw_{column_name(finding)}"

@@ -112,3 +112,31 @@ def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: 
     sens = float((called & y).sum() / pos) if pos else float("nan")
     spec = float((~called & ~y).sum() / neg) if neg else float("nan")
     return sens, spec
+
+
+def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Mean squared difference between the probability and the 0/1 label (NaN for no rows)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_prob, dtype=np.float64)
+    return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+
+
+def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
+    """(mean probability, observed frequency, images) per non-empty bin of equal width on [0, 1]."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.clip(np.asarray(y_prob, dtype=np.float64), 0.0, 1.0)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        if n:
+            out.append((float(p[members].mean()), float(y[members].mean()), n))
+    return out
+
+
+def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the image-weighted mean |observed frequency - mean probability| over bins."""
+    table = calibration_bins(y_true, y_prob, bins)
+    total = sum(n for _, _, n in table)
+    return float(sum(n * abs(freq - mean) for mean, freq, n in table) / total) if total else float("nan")

@@ -183,6 +183,74 @@ def training_curves_png(history: Sequence[Mapping[str, Any]], labels: Sequence[s
     return _png(fig)
 
 
+def reliability_png(y_true: Any, y_prob: Any, labels: Sequence[str], title: str) -> bytes:
+    """A reliability diagram per finding: observed frequency against mean probability in 10 bins."""
+    import numpy as np
+
+    from xray_spark.metrics import calibration_bins, expected_calibration_error
+
+    plt = _pyplot()
+    cols = 4
+    rows = -(-len(labels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), dpi=90, squeeze=False)
+    for ax in axes.ravel()[len(labels) :]:
+        ax.axis("off")
+    for ax, (i, name) in zip(axes.ravel(), enumerate(labels), strict=False):
+        y, p = np.asarray(y_true)[:, i], np.asarray(y_prob)[:, i]
+        table = calibration_bins(y, p)
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+        if table:
+            means, freqs, _ = zip(*table, strict=True)
+            ax.plot(means, freqs, "o-", color="#1f77b4", linewidth=1.2, markersize=3)
+            for m, f, n in table:
+                ax.annotate(str(n), (m, f), fontsize=6, xytext=(2, -8), textcoords="offset points", color="#555555")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{name}  ECE {expected_calibration_error(y, p):.3f}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.supxlabel("mean predicted probability (bin)", fontsize=8)
+    fig.supylabel("observed frequency", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def evaluation_table_text(summary: Mapping[str, Any]) -> str:
+    """The evaluate job's per-finding table: AUROC, the operating point's test rates, calibration."""
+    rows = []
+    for m in summary["metrics"]:
+        threshold = "not calibrated" if m["threshold"] is None else m["threshold"]
+        rows.append(
+            [m["finding"], m["positives"], m["auroc"], f"{m['auroc_low']:.3f}-{m['auroc_high']:.3f}", threshold]
+            + [m[k] for k in ("sensitivity", "specificity", "true_prevalence", "predicted_prevalence", "brier", "ece")]
+        )
+    rows.append(["mean", "", summary["mean_auroc"], "", "", "", "", "", "", "", summary["mean_ece"]])
+    headers = ["finding", "positives", "AUROC", "95% CI", "threshold", "sensitivity", "specificity"]
+    headers += ["true prev.", "pred. prev.", "Brier", "ECE"]
+    return format_table(headers, rows)
+
+
+def localization_rows(located: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The localization table: per finding and over all, the pointing game, its controls, IoBB and IoU."""
+    headers = ["finding", "boxes", "pointing", "tolerant", "shuffled", "chance", "IoBB>=0.3", "IoBB>=0.5"]
+    headers += ["IoU>=0.3", "IoU>=0.5"]
+    items = [*located["by_finding"].items(), ("all", located["overall"])] if located["by_finding"] else []
+    rows = [
+        [
+            name,
+            m["boxes"],
+            m["pointing"],
+            m["pointing_tolerant"],
+            m["shuffled"],
+            m["chance"],
+            *(m["iobb_accuracy"][t] for t in ("0.3", "0.5")),
+            *(m["iou_accuracy"][t] for t in ("0.3", "0.5")),
+        ]
+        for name, m in items
+    ]
+    return headers, rows
+
+
 def roc_curves_png(y_true: Any, y_score: Any, labels: Sequence[str], title: str) -> bytes:
     """One ROC curve per finding, AUROC in the legend."""
     import numpy as np
@@ -207,20 +275,27 @@ def roc_curves_png(y_true: Any, y_score: Any, labels: Sequence[str], title: str)
     return _png(fig)
 
 
-def auroc_table_text(val_auroc: Mapping[str, float], thresholds: Mapping[str, float] | None = None) -> str:
-    """Per-finding validation AUROC (and operating threshold), the mean last."""
+def auroc_table_text(val_auroc: Mapping[str, float], points: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Per-finding validation AUROC (and each operating point: rule, threshold, sensitivity, specificity)."""
     import math
 
     rows = []
     for name, value in val_auroc.items():
         row = [name, value if not math.isnan(value) else "n/a"]
-        if thresholds is not None:
-            row.append(thresholds.get(name, float("nan")))
+        if points is not None:
+            point = points.get(name, {})
+            if point.get("threshold") is None:
+                row += [point.get("val_positives", ""), "not calibrated", "", "", ""]
+            else:
+                row += [point["val_positives"], point["rule"], point["threshold"]]
+                row += [point["val_sensitivity"], point["val_specificity"]]
         rows.append(row)
     defined = [v for v in val_auroc.values() if not math.isnan(v)]
     mean = sum(defined) / len(defined) if defined else float("nan")
-    rows.append(["mean", mean] + ([""] if thresholds is not None else []))
-    headers = ["finding", "val AUROC"] + (["threshold"] if thresholds is not None else [])
+    rows.append(["mean", mean] + ([""] * 5 if points is not None else []))
+    headers = ["finding", "val AUROC"]
+    if points is not None:
+        headers += ["val positives", "rule", "threshold", "val sensitivity", "val specificity"]
     return format_table(headers, rows)
 
 

@@ -23,7 +23,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from xray_spark.labels import probability_column
+from xray_spark.labels import probability_column, raw_score_column
 
 
 def encode_labels(vector: np.ndarray) -> str:
@@ -134,12 +134,15 @@ EVALUATIONS_SCHEMA = StructType(
         StructField("auroc", DoubleType(), True),
         StructField("auroc_low", DoubleType(), True),
         StructField("auroc_high", DoubleType(), True),
-        StructField("threshold", DoubleType(), False),
+        StructField("threshold", DoubleType(), True),
         StructField("sensitivity", DoubleType(), True),
         StructField("specificity", DoubleType(), True),
         StructField("true_prevalence", DoubleType(), True),
         StructField("predicted_prevalence", DoubleType(), True),
         StructField("evaluated_at", TimestampType(), False),
+        StructField("status", StringType(), True),
+        StructField("brier", DoubleType(), True),
+        StructField("ece", DoubleType(), True),
     ]
 )
 
@@ -161,5 +164,8 @@ def predictions_schema(labels: Sequence[str]) -> StructType:
             StructField("top_finding", StringType(), False),
             StructField("top_probability", FloatType(), False),
             StructField("positive_findings", ArrayType(StringType()), False),
+            StructField("risk_score", FloatType(), True),
+            StructField("risk_finding", StringType(), True),
         ]
+        + [StructField(c, FloatType(), True) for c in map(raw_score_column, labels)]
     )

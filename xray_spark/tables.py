@@ -25,6 +25,7 @@ TABLES: tuple[str, ...] = (
     "evaluations",
     "dicom_instances",
     "patient_keys",
+    "heatmaps",
 )
 
 #: A finding whose probability rose by at least this much between two follow-ups is flagged.
@@ -76,6 +77,8 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
     if not spark.catalog.tableExists(qualified("studies")) and exists_in_lake(spark, lake, "studies"):
         register_table(spark, lake, "studies")  # the views take accession numbers and study times from it
     register_table(spark, lake, "predictions")
+    if exists_in_lake(spark, lake, "heatmaps"):
+        register_table(spark, lake, "heatmaps")
     return [qualified("predictions"), *create_views(spark)]
 
 
@@ -85,8 +88,9 @@ def create_views(spark: SparkSession) -> list[str]:
     * latest_predictions: per dataset and image, the row of the newest model version (by
       its ``created`` time in ``xray.models``), and of that version the newest scoring.
     * worklist: per dataset, the studies scored on its latest scoring date, riskiest first
-      (``risk_rank`` 1 = the most findings called positive, then the highest top probability),
-      with the accession number and study date and time that lead back to the study in the PACS.
+      (``risk_rank`` 1 = the highest ``risk_score``, then the highest top probability, then
+      the image id), the findings called with their probabilities, and the accession
+      number and study date and time that lead back to the study in the PACS.
     * progression: per patient and finding, the probability at each follow-up, the change
       since the previous follow-up, and ``rising`` when it went up by at least 0.2. A
       patient's films are in study date and time order where the header gave one (DICOM),
@@ -112,18 +116,7 @@ def create_views(spark: SparkSession) -> list[str]:
         ) WHERE _rank = 1
     """)
     studies = _study_columns(spark)
-    spark.sql(f"""
-        CREATE OR REPLACE VIEW {qualified("worklist")} AS
-        SELECT ROW_NUMBER() OVER (
-                 PARTITION BY p.dataset ORDER BY size(p.positive_findings) DESC, p.top_probability DESC, p.image_id
-               ) AS risk_rank,
-               p.image_id, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.positive_findings,
-               {studies["accession_number"]} AS accession_number, {studies["study_datetime"]} AS study_datetime,
-               p.dataset, p.model_version, p.scored_at, p.score_date
-        FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p
-        {studies["join"]}
-        WHERE p.score_date = p._last
-    """)
+    _create_worklist(spark, columns, studies)
     names = {probability_column(f): f for f in FINDINGS}
     pairs = [(names[c], c) for c in columns if c in names]
     stack = ", ".join(f"'{finding}', p.`{col}`" for finding, col in pairs)
@@ -145,6 +138,36 @@ def create_views(spark: SparkSession) -> list[str]:
         WINDOW w AS (PARTITION BY dataset, patient_id, finding ORDER BY study_datetime ASC NULLS LAST, follow_up)
     """)
     return [qualified("latest_predictions"), qualified("worklist"), qualified("progression")]
+
+
+def _create_worklist(spark: SparkSession, columns: list[str], studies: dict[str, str]) -> None:
+    """``xray.worklist``: per dataset, its latest scoring date's films by risk (see the README's risk order)."""
+    from xray_spark.labels import FINDINGS, probability_column
+
+    present = [(f, probability_column(f)) for f in FINDINGS if probability_column(f) in columns]
+    probabilities = ", ".join(f"'{finding}', p.`{col}`" for finding, col in present)
+    called = (
+        f"concat_ws(', ', transform(p.positive_findings, f -> "
+        f"concat(f, ' ', format_number(element_at(map({probabilities}), f), 2))))"
+    )
+    risk = (
+        ("p.risk_score", "p.risk_finding")
+        if "risk_score" in columns
+        else ("CAST(NULL AS FLOAT)", "CAST(NULL AS STRING)")
+    )
+    spark.sql(f"""
+        CREATE OR REPLACE VIEW {qualified("worklist")} AS
+        SELECT ROW_NUMBER() OVER (
+                 PARTITION BY p.dataset ORDER BY {risk[0]} DESC NULLS LAST, p.top_probability DESC, p.image_id
+               ) AS risk_rank,
+               {risk[0]} AS risk_score, {risk[1]} AS risk_finding, {called} AS called,
+               p.image_id, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.positive_findings,
+               {studies["accession_number"]} AS accession_number, {studies["study_datetime"]} AS study_datetime,
+               p.dataset, p.model_version, p.scored_at, p.score_date
+        FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p
+        {studies["join"]}
+        WHERE p.score_date = p._last
+    """)
 
 
 def _study_columns(spark: SparkSession) -> dict[str, str]:

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import time
 from typing import Any
 
@@ -28,11 +26,10 @@ from xray_spark.errors import UsageError
 from xray_spark.lake import Lake, new_run_id
 from xray_spark.registry import ModelCard, load_checked, resolve_model
 from xray_spark.schema import predictions_schema
+from xray_spark.score.heatmap_run import write_heatmaps
+from xray_spark.score.publish import PREDICTIONS, clean_staging, publish_run, require_local
 from xray_spark.score.udf import ARROW_BATCH_IMAGES, score_frame
 from xray_spark.session import temporary_conf
-
-PREDICTIONS = "predictions"
-STAGING = "_staging"
 
 
 def run_scoring(
@@ -45,7 +42,7 @@ def run_scoring(
     new_only: bool = False,
 ) -> dict[str, Any]:
     """Score the store of ``settings.dataset`` with one model; returns the run's summary."""
-    _require_local(lake)
+    require_local(lake)
     card = resolve_model(spark, lake, version=model_version, path=model_path)
     manifest = store_mod.require_manifest(lake, settings.dataset)
     check_model_loads(card, manifest.image_size)
@@ -57,6 +54,7 @@ def run_scoring(
             summary["written"] = score_and_publish(spark, lake, card, settings, summary)
         else:
             summary["written"] = 0
+        summary["heatmaps"] = write_heatmaps(spark, lake, card, settings, summary)
         tables.register_predictions(spark, lake)
         summary["seconds"] = round(time.monotonic() - started, 1)
         if summary["to_score"]:
@@ -104,7 +102,12 @@ def score_and_publish(
     n_partitions = max(spark.sparkContext.defaultParallelism, -(-summary["to_score"] // 2000))
     scored_at = dt.datetime.fromisoformat(summary["scored_at"])
     scored = score_frame(
-        rows.repartition(n_partitions), card, batch_size=batch_size, dataset=summary["dataset"], scored_at=scored_at
+        rows.repartition(n_partitions),
+        card,
+        batch_size=batch_size,
+        dataset=summary["dataset"],
+        scored_at=scored_at,
+        urgency=settings.worklist.urgency,
     )
     scored = scored.select(*predictions_schema(card.labels).fieldNames())  # the table's documented order
     with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_IMAGES * batch_size)):
@@ -132,34 +135,3 @@ def scored_ids(spark: SparkSession, lake: Lake, version: str) -> DataFrame | Non
     if predictions is None:
         return None
     return predictions.where(F.col("model_version") == version).select("image_id").distinct()
-
-
-def _require_local(lake: Lake) -> None:
-    if not lake.is_local:
-        raise UsageError("scoring publishes runs with a directory rename: use a local or mounted --lake for score")
-
-
-def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str) -> int:
-    """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
-    _require_local(lake)
-    staging = lake.path("tables", STAGING, PREDICTIONS, run_id)
-    final_parent = lake.path("tables", PREDICTIONS, f"score_date={score_date}")
-    df.write.mode("overwrite").parquet("file://" + staging)
-    written = df.sparkSession.read.parquet("file://" + staging).count()
-    os.makedirs(final_parent, exist_ok=True)
-    os.replace(staging, os.path.join(final_parent, f"run_id={run_id}"))  # the commit: one rename
-    return written
-
-
-def clean_staging(lake: Lake, older_than_s: float = 0.0) -> list[str]:
-    """Remove what killed runs left in staging (never visible to readers); returns what was removed."""
-    root = lake.path("tables", STAGING, PREDICTIONS)
-    removed = []
-    if os.path.isdir(root):
-        now = time.time()
-        for name in os.listdir(root):
-            path = os.path.join(root, name)
-            if now - os.path.getmtime(path) >= older_than_s:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(name)
-    return removed

@@ -12,16 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark.labels import probability_column
+from xray_spark.labels import probability_column, raw_score_column
+from xray_spark.operating import EPS
 from xray_spark.registry import ModelCard, file_sha256, load_model_safely
 from xray_spark.schema import XraySchema
 
@@ -94,21 +95,57 @@ def prediction_columns(labels: Sequence[str]) -> list[str]:
     return [probability_column(label) for label in labels]
 
 
+def calibrated(raw: Column, fitted: tuple[float, float] | None) -> Column:
+    """Platt scaling in Spark: ``1 / (1 + exp(-(a * logit(raw) + b)))``; the raw score where none was fitted."""
+    if fitted is None:
+        return raw.cast("float")
+    a, b = fitted
+    x = F.least(F.greatest(raw.cast("double"), F.lit(EPS)), F.lit(1 - EPS))
+    return (1 / (1 + F.exp(-(F.lit(a) * F.log(x / (1 - x)) + F.lit(b))))).cast("float")
+
+
+def risk_weights(card: ModelCard, urgency: Mapping[str, float]) -> list[float | None]:
+    """Each label's weight in the risk score: its urgency, or None for a finding that is not calibrated."""
+    if all(card.thresholds[label] is None for label in card.labels):
+        return [float(urgency.get(label, 0.5)) for label in card.labels]  # nothing calibrated: rank by the scores
+    return [None if card.thresholds[x] is None else float(urgency.get(x, 0.5)) for x in card.labels]
+
+
 def score_frame(
-    rows: DataFrame, card: ModelCard, *, batch_size: int, dataset: str, scored_at: dt.datetime
+    rows: DataFrame,
+    card: ModelCard,
+    *,
+    batch_size: int,
+    dataset: str,
+    scored_at: dt.datetime,
+    urgency: Mapping[str, float] | None = None,
 ) -> DataFrame:
-    """Predictions for ``rows``: one probability column per label, the top finding, the positives."""
+    """Predictions for ``rows``: calibrated and raw scores per label, the top finding, the positives, the risk.
+
+    A finding is called positive when its calibrated probability reaches its threshold; one
+    without a threshold (not calibrated) is never called. The risk score is the highest
+    calibrated probability weighted by the finding's urgency, over the calibrated findings.
+    """
     labels = card.labels
     thresholds = [card.thresholds[label] for label in labels]
     predict = predict_png_udf(card.model_file, card.model_sha256, len(labels), card.size, batch_size)
-    scored = rows.withColumn("_p", predict(F.col(XraySchema.image.name)))
+    scored = rows.withColumn("_raw", predict(F.col(XraySchema.image.name)))
+    scored = scored.withColumn(
+        "_p", F.array(*[calibrated(F.col("_raw")[i], card.calibration.get(x)) for i, x in enumerate(labels)])
+    )
+    weights = risk_weights(card, urgency or {})
+    scored = scored.withColumn(
+        "_risk",
+        F.array(*[F.lit(None).cast("float") if w is None else F.col("_p")[i] * w for i, w in enumerate(weights)]),
+    )
     prob_cols = [F.col("_p")[i].alias(name) for i, name in enumerate(prediction_columns(labels))]
+    raw_cols = [F.col("_raw")[i].alias(raw_score_column(label)) for i, label in enumerate(labels)]
     label_array = F.array(*[F.lit(x) for x in labels])
     top_index = F.expr("array_position(_p, array_max(_p))")
+    risk_index = F.expr("array_position(_risk, array_max(_risk))")
+    limits = F.array(*[F.lit(t).cast("float") for t in thresholds])
     positives = F.filter(
-        F.arrays_zip(
-            label_array.alias("label"), F.col("_p").alias("p"), F.array(*[F.lit(t) for t in thresholds]).alias("t")
-        ),
+        F.arrays_zip(label_array.alias("label"), F.col("_p").alias("p"), limits.alias("t")),
         lambda z: z["p"] >= z["t"],
     )
     return scored.select(
@@ -123,4 +160,7 @@ def score_frame(
         F.element_at(label_array, top_index.cast("int")).alias("top_finding"),
         F.array_max("_p").alias("top_probability"),
         F.transform(positives, lambda z: z["label"]).alias("positive_findings"),
+        F.array_max("_risk").cast("float").alias("risk_score"),
+        F.element_at(label_array, risk_index.cast("int")).alias("risk_finding"),
+        *raw_cols,
     )

@@ -1,0 +1,54 @@
+"""Publishing a scoring run's rows: staging first, then one directory rename makes them visible.
+
+``lake/tables/<table>/score_date=D/run_id=R`` appears whole or not at all: a run killed
+half-way leaves only its staging folder (``lake/tables/_staging/<table>/R``), which readers
+never see and a later run removes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from pyspark.sql import DataFrame
+
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
+
+PREDICTIONS = "predictions"
+HEATMAPS = "heatmaps"
+STAGING = "_staging"
+
+
+def require_local(lake: Lake) -> None:
+    if not lake.is_local:
+        raise UsageError("scoring publishes runs with a directory rename: use a local or mounted --lake for score")
+
+
+def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str, table: str = PREDICTIONS) -> int:
+    """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
+    require_local(lake)
+    staging = lake.path("tables", STAGING, table, run_id)
+    final_parent = lake.path("tables", table, f"score_date={score_date}")
+    df.write.mode("overwrite").parquet("file://" + staging)
+    written = df.sparkSession.read.parquet("file://" + staging).count()
+    os.makedirs(final_parent, exist_ok=True)
+    os.replace(staging, os.path.join(final_parent, f"run_id={run_id}"))  # the commit: one rename
+    return written
+
+
+def clean_staging(lake: Lake, older_than_s: float = 0.0) -> list[str]:
+    """Remove what killed runs left in staging (never visible to readers); returns what was removed."""
+    removed = []
+    now = time.time()
+    for table in (PREDICTIONS, HEATMAPS):
+        root = lake.path("tables", STAGING, table)
+        if not os.path.isdir(root):
+            continue
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if now - os.path.getmtime(path) >= older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
