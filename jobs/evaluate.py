@@ -16,6 +16,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("evaluate", "Evaluate a model's predictions against the labels of a split.")
     cli.add_model_choice(parser)
     parser.add_argument("--split", help="evaluate.split: test (default), val or train")
+    parser.add_argument(
+        "--localization", action="store_true", help="also compare the model's heatmaps with xray.boxes (pointing game)"
+    )
     return parser
 
 
@@ -26,44 +29,25 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args, [f"evaluate.split={args.split}"] if args.split else [])
         spark, lake = cli.open_lake(settings, "evaluate")
         from xray_spark.evaluate.pipeline import run_evaluation
-        from xray_spark.report import format_table
+        from xray_spark.report import evaluation_table_text, format_table, localization_rows
 
-        summary = run_evaluation(spark, lake, settings, model_version=args.model_version, model_path=args.model)
+        summary = run_evaluation(
+            spark,
+            lake,
+            settings,
+            model_version=args.model_version,
+            model_path=args.model,
+            localization=args.localization,
+        )
         print(
             f"evaluate {summary['model_version']} on the {summary['split']} split: "
             f"{summary['images']:,} images of {summary['patients']:,} patients"
         )
-        rows = [
-            [
-                m["finding"],
-                m["positives"],
-                m["auroc"],
-                f"{m['auroc_low']:.3f}-{m['auroc_high']:.3f}",
-                m["threshold"],
-                m["sensitivity"],
-                m["specificity"],
-                m["true_prevalence"],
-                m["predicted_prevalence"],
-            ]
-            for m in summary["metrics"]
-        ]
-        rows.append(["mean", "", summary["mean_auroc"], "", "", "", "", "", ""])
-        print(
-            format_table(
-                [
-                    "finding",
-                    "positives",
-                    "AUROC",
-                    "95% CI",
-                    "threshold",
-                    "sensitivity",
-                    "specificity",
-                    "true prev.",
-                    "pred. prev.",
-                ],
-                rows,
-            )
-        )
+        print(evaluation_table_text(summary))
+        print(f"thresholds: {summary['threshold_rule']}")
+        if args.localization:
+            print(f"\nlocalization: {summary['localization']['boxes_with_heatmap']:,} boxes with a heatmap")
+            print(format_table(*localization_rows(summary["localization"])))
         print(f"report: {summary['report']}")
         cli.write_summary_json(args.summary_json, summary)
         return 0

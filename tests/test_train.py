@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -55,10 +56,12 @@ def learning_archive(tmp_path_factory) -> Path:
     return out
 
 
-def _train(spark, archive: Path, lake_dir: Path, metadata: Path, *extra: str):
+def _train(spark, archive: Path, lake_dir: Path, metadata: Path, *extra: str, bbox: Path | None = None):
     settings = make_settings(lake_dir, *STORE, *BUDGET, *extra)
     lake = Lake.at(settings.lake)
-    run_prepare(spark, lake, settings, PrepareInputs(str(metadata), str(archive / "images")))
+    run_prepare(
+        spark, lake, settings, PrepareInputs(str(metadata), str(archive / "images"), str(bbox) if bbox else None)
+    )
     from xray_spark.train.pipeline import run_training
 
     return settings, lake, run_training(spark, lake, settings)
@@ -67,7 +70,11 @@ def _train(spark, archive: Path, lake_dir: Path, metadata: Path, *extra: str):
 @pytest.fixture(scope="module")
 def trained(spark, learning_archive, tmp_path_factory):
     return _train(
-        spark, learning_archive, tmp_path_factory.mktemp("learnlake"), learning_archive / "Data_Entry_2017.csv"
+        spark,
+        learning_archive,
+        tmp_path_factory.mktemp("learnlake"),
+        learning_archive / "Data_Entry_2017.csv",
+        bbox=learning_archive / "BBox_List_2017.csv",
     )
 
 
@@ -75,6 +82,34 @@ def test_small_cnn_learns_the_planted_findings(trained):
     _, _, summary = trained
     assert summary["val_auroc_mean"] >= 0.80, summary["val_auroc"]
     assert sum(v >= 0.7 for v in summary["val_auroc"].values()) >= 11, summary["val_auroc"]
+
+
+def test_heatmaps_point_at_the_planted_lesions_and_a_shuffled_control_does_not(spark, trained):
+    """Grad-CAM of the findings called on the validation films against the boxes of the planted lesions."""
+    from xray_spark.dev.anatomy import LOCAL_LESIONS
+    from xray_spark.evaluate.pipeline import localize
+    from xray_spark.registry import resolve_model
+    from xray_spark.score.pipeline import run_scoring
+
+    settings, lake, summary = trained
+    called = dataclasses.replace(settings, score=dataclasses.replace(settings.score, heatmaps="called"))
+    scored = run_scoring(spark, lake, called, model_version=summary["version"], new_only=True)
+    assert scored["heatmaps"]["written"] > 0
+    located = localize(spark, lake, resolve_model(spark, lake, version=summary["version"]), "val", seed=0)
+    local = {f: m for f, m in located["by_finding"].items() if f in LOCAL_LESIONS}
+    # heatmaps exist for the findings called: most local lesions have some on the validation films
+    assert len(local) >= 4, located["by_finding"].keys()
+    boxes = sum(m["boxes"] for m in local.values())
+    pooled = {
+        k: sum(m[k] * m["boxes"] for m in local.values()) / boxes for k in ("pointing_tolerant", "shuffled", "chance")
+    }
+    report = {f: (m["boxes"], round(m["pointing_tolerant"], 2), round(m["shuffled"], 2)) for f, m in local.items()}
+    assert pooled["pointing_tolerant"] >= 0.8, report
+    assert all(m["pointing_tolerant"] >= 0.6 for m in local.values() if m["boxes"] >= 3), report
+    # another film's heatmap hits a little above the area fraction (heatmaps of any film lie in the lung
+    # fields, where the lesions are) and far below the film's own
+    assert abs(pooled["shuffled"] - pooled["chance"]) < 0.15, (pooled, report)
+    assert pooled["pointing_tolerant"] - pooled["shuffled"] > 0.4, (pooled, report)
 
 
 def test_shuffled_labels_stay_at_chance(spark, learning_archive, tmp_path):

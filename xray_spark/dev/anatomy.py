@@ -17,6 +17,10 @@ import numpy as np
 
 Box = tuple[float, float, float, float]  # x, y, w, h in the unit square
 
+#: The findings drawn as one local lesion on one side (the others are diffuse, bilateral or the
+#: heart's outline): where a heatmap must point.
+LOCAL_LESIONS = ("Atelectasis", "Effusion", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
+
 
 @dataclasses.dataclass
 class Canvas:

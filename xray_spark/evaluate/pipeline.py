@@ -23,9 +23,18 @@ from xray_spark import report, tables
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.evaluate.html import html_report
+from xray_spark.evaluate.localization import localization_metrics
 from xray_spark.labels import probability_column
 from xray_spark.lake import Lake
-from xray_spark.metrics import auroc, bootstrap_auroc_ci, mean_auroc, sensitivity_specificity
+from xray_spark.metrics import (
+    auroc,
+    bootstrap_auroc_ci,
+    brier_score,
+    expected_calibration_error,
+    mean_auroc,
+    sensitivity_specificity,
+)
+from xray_spark.operating import CALIBRATED, NOT_CALIBRATED
 from xray_spark.registry import ModelCard, resolve_model
 from xray_spark.schema import EVALUATIONS_SCHEMA
 
@@ -60,14 +69,19 @@ def collect_scored_labels(
 
 
 def finding_metrics(
-    data: dict[str, np.ndarray], labels: list[str], thresholds: dict[str, float], *, resamples: int, seed: int
+    data: dict[str, np.ndarray], labels: list[str], thresholds: dict[str, float | None], *, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
+    """Per finding: AUROC and its patient bootstrap interval, the rates at the model's threshold, calibration.
+
+    A finding without a threshold is "not calibrated": its rates at a threshold are NaN.
+    """
     out = []
+    nan = float("nan")
     for i, name in enumerate(labels):
         y, p = data["y"][:, i], data["p"][:, i]
-        threshold = float(thresholds.get(name, 0.5))
+        threshold = thresholds.get(name)
         low, high = bootstrap_auroc_ci(y, p, data["patients"], resamples=resamples, seed=seed + i)
-        sens, spec = sensitivity_specificity(y, p, threshold)
+        sens, spec = sensitivity_specificity(y, p, threshold) if threshold is not None else (nan, nan)
         out.append(
             {
                 "finding": name,
@@ -80,7 +94,10 @@ def finding_metrics(
                 "sensitivity": sens,
                 "specificity": spec,
                 "true_prevalence": float(y.mean()) if len(y) else float("nan"),
-                "predicted_prevalence": float((p >= threshold).mean()) if len(y) else float("nan"),
+                "predicted_prevalence": float((p >= threshold).mean()) if len(y) and threshold is not None else nan,
+                "status": CALIBRATED if threshold is not None else NOT_CALIBRATED,
+                "brier": brier_score(y, p),
+                "ece": expected_calibration_error(y, p),
             }
         )
     return out
@@ -93,8 +110,13 @@ def run_evaluation(
     *,
     model_version: str | None = None,
     model_path: str | None = None,
+    localization: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate one model version on ``evaluate.split``; returns the summary (metrics per finding)."""
+    """Evaluate one model version on ``evaluate.split``; returns the summary (metrics per finding).
+
+    With ``localization``, its heatmaps are also compared with the hand-drawn boxes
+    (:mod:`xray_spark.evaluate.localization`).
+    """
     started = time.monotonic()
     e = settings.evaluate
     card = resolve_model(spark, lake, version=model_version, path=model_path)
@@ -105,7 +127,8 @@ def run_evaluation(
             f"jobs/score.py --model-version {card.version} first, or choose another split"
         )
     metrics = finding_metrics(data, card.labels, card.thresholds, resamples=e.bootstrap, seed=e.seed)
-    outputs = write_report(lake, card, e.split, data, metrics)
+    located = localize(spark, lake, card, e.split, seed=e.seed) if localization else None
+    outputs = write_report(lake, card, e.split, data, metrics, located)
     write_rows(spark, lake, card, e.split, metrics)
     return {
         "model_version": card.version,
@@ -113,14 +136,51 @@ def run_evaluation(
         "images": len(data["y"]),
         "patients": len(set(data["patients"].tolist())),
         "mean_auroc": mean_auroc({m["finding"]: m["auroc"] for m in metrics}),
+        "mean_ece": _mean([m["ece"] for m in metrics]),
+        "threshold_rule": card.meta.get("threshold_rule", "0.5 (a model without operating points)"),
         "metrics": metrics,
         **outputs,
+        **({"localization": located} if located is not None else {}),
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
+def localize(spark: SparkSession, lake: Lake, card: ModelCard, split: str, *, seed: int) -> dict[str, Any]:
+    """The model version's newest heatmap per film and finding on ``split``, against ``xray.boxes``."""
+    maps = tables.read_table(spark, lake, "heatmaps")
+    boxes = tables.read_table(spark, lake, "boxes")
+    studies = tables.read_table(spark, lake, "studies")
+    if maps is None or boxes is None or studies is None:
+        missing = [n for n, t in (("heatmaps", maps), ("boxes", boxes), ("studies", studies)) if t is None]
+        raise UsageError(
+            f"--localization needs xray.{', xray.'.join(missing)}: prepare with --bbox, and score with "
+            "--heatmaps called (or top:N) first"
+        )
+    mine = maps.where(F.col("model_version") == card.version)
+    newest = mine.groupBy("dataset", "image_id", "finding").agg(F.max("scored_at").alias("scored_at"))
+    films = studies.where(F.col("split") == split).select("dataset", "image_id", "original_width", "original_height")
+    columns = ["peak_x", "peak_y", "box_x", "box_y", "box_w", "box_h"]
+    chosen = (
+        mine.join(newest, ["dataset", "image_id", "finding", "scored_at"])
+        .join(films, ["dataset", "image_id"])
+        .select("dataset", "image_id", "finding", *columns, "original_width", "original_height")
+    )
+    maps_pd = chosen.toPandas()
+    boxes_pd = boxes.join(films.select("dataset", "image_id"), ["dataset", "image_id"]).toPandas()
+    keys = ["dataset", "image_id"]
+    maps_pd["image_id"] = maps_pd[keys].astype(str).agg("/".join, axis=1)
+    boxes_pd["image_id"] = boxes_pd[keys].astype(str).agg("/".join, axis=1)
+    result = localization_metrics(maps_pd.drop(columns="dataset"), boxes_pd.drop(columns="dataset"), seed=seed)
+    return result | {"heatmaps_on_split": len(maps_pd), "boxes_on_split": len(boxes_pd)}
+
+
 def write_report(
-    lake: Lake, card: ModelCard, split: str, data: dict[str, np.ndarray], metrics: list[dict[str, Any]]
+    lake: Lake,
+    card: ModelCard,
+    split: str,
+    data: dict[str, np.ndarray],
+    metrics: list[dict[str, Any]],
+    located: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """``reports/evaluate/<version>/<split>/``: the ROC curves (PNG) and the HTML report."""
     out_dir = lake.path("reports", "evaluate", card.version, split)
@@ -128,10 +188,23 @@ def write_report(
     roc = report.roc_curves_png(data["y"], data["p"], card.labels, title=f"{card.version}: ROC on the {split} split")
     with open(os.path.join(out_dir, "roc.png"), "wb") as fh:
         fh.write(roc)
+    title = f"{card.version}: reliability on the {split} split"
+    reliability = report.reliability_png(data["y"], data["p"], card.labels, title=title)
+    with open(os.path.join(out_dir, "reliability.png"), "wb") as fh:
+        fh.write(reliability)
     n_patients = len(set(data["patients"].tolist()))
     with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as fh:
-        fh.write(html_report(card.meta, split, metrics, roc, len(data["y"]), n_patients))
-    return {"report": os.path.join(out_dir, "report.html"), "roc_png": os.path.join(out_dir, "roc.png")}
+        fh.write(html_report(card.meta, split, metrics, (roc, reliability), len(data["y"]), n_patients, located))
+    return {
+        "report": os.path.join(out_dir, "report.html"),
+        "roc_png": os.path.join(out_dir, "roc.png"),
+        "reliability_png": os.path.join(out_dir, "reliability.png"),
+    }
+
+
+def _mean(values: list[float]) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def write_rows(spark: SparkSession, lake: Lake, card: ModelCard, split: str, metrics: list[dict[str, Any]]) -> None:
