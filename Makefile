@@ -57,12 +57,13 @@ endef
 
 demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
 	$(demo_model)
-	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/score-latest.json
-	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/evaluate-latest.json
+	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --heatmaps called \
+	  --summary-json $(LAKE)/reports/score-latest.json
+	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
 	@echo; echo "Tonight's worklist, riskiest first:"
-	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, top_finding, \
-	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist WHERE dataset = '$(DATASET)' \
-	  ORDER BY risk_rank LIMIT 10"
+	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
+	  called FROM xray.worklist WHERE dataset = '$(DATASET)' ORDER BY risk_rank LIMIT 10"
+	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
 
 # A hospital's PACS export instead: synthetic DICOM films with made-up names, birth dates and
 # addresses in their headers, mixed transfer syntaxes, a few objects that are not frontal chest
@@ -88,9 +89,10 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --set dataset=hospital \
 	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
 	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
-	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, top_finding, \
-	  ROUND(top_probability, 3) AS p, positive_findings FROM xray.worklist WHERE dataset = 'hospital' \
-	  ORDER BY risk_rank LIMIT 10"
+	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
+	  ROUND(risk_score, 3) AS risk, called FROM xray.worklist WHERE dataset = 'hospital' ORDER BY risk_rank LIMIT 10"
+	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --dataset hospital \
+	  --summary-json $(LAKE)/reports/dicom-worklist-latest.json
 
 # The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without the CSV
 # (a late delivery) it stops in one line and writes nothing: it never invents studies.
@@ -103,6 +105,7 @@ nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron
 	  --metadata $(INCOMING)/Data_Entry_2017.csv --images $(INCOMING)/images \
 	  --summary-json $(LAKE)/reports/nightly-prepare-latest.json
 	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/nightly-score-latest.json
+	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/nightly-worklist-latest.json
 
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
 # then the nightly run ingests and scores them. For the demo lake only, never a real one.

@@ -15,7 +15,13 @@ import pytest
 from .conftest import ROOT
 
 PACKAGE = ROOT / "xray_spark"
-ENTRY_POINTS = {"prepare": "run_prepare", "train": "run_training", "score": "run_scoring", "evaluate": "run_evaluation"}
+ENTRY_POINTS = {
+    "prepare": "run_prepare",
+    "train": "run_training",
+    "score": "run_scoring",
+    "evaluate": "run_evaluation",
+    "worklist": "run_worklist",
+}
 STAGES = tuple(ENTRY_POINTS)
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 450

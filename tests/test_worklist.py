@@ -1,0 +1,116 @@
+"""The worklist page: written from a scored lake, then opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xray_spark.lake import Lake
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def worklist(spark, prepared, small_model, tmp_path_factory):
+    """A lake of its own: the prepared store, the small model, a scoring run with heatmaps, the pages."""
+    from xray_spark.registry import register_model
+    from xray_spark.score.pipeline import run_scoring
+    from xray_spark.worklist.pipeline import run_worklist
+
+    settings, base, _ = prepared
+    root = tmp_path_factory.mktemp("worklist-lake")
+    os.symlink(Path(base.root) / "petastorm", root / "petastorm")
+    shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
+    lake = Lake.at(str(root))
+    register_model(spark, lake, small_model["model_dir"], dataset=settings.dataset)
+    mine = dataclasses.replace(settings, lake=str(root), score=dataclasses.replace(settings.score, heatmaps="top:12"))
+    scored = run_scoring(spark, lake, mine, model_version=small_model["version"])
+    summary = run_worklist(spark, lake, mine, limit=20)
+    return lake, scored, summary
+
+
+def test_the_page_lists_the_riskiest_films_with_pictures_and_patient_pages(spark, worklist):
+    _, scored, summary = worklist
+    assert scored["heatmaps"]["written"] >= 12  # a film with two findings called has two
+    assert summary["films"] == 20 and summary["films_scored_that_date"] == 160
+    assert summary["with_heatmap"] == 12  # the 12 riskiest films, in the same order as the page's first 12
+    page = Path(summary["page"]).read_text()
+    assert page.count('class="film-row"') == 20
+    assert page.count('class="thumb"') == 20 and page.count('class="overlay"') == 12
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
+    expected = [
+        r["image_id"]
+        for r in spark.sql(
+            f"SELECT image_id FROM xray.worklist WHERE dataset = '{summary['dataset']}' ORDER BY risk_rank LIMIT 20"
+        ).collect()
+    ]
+    shown = re.findall(r'<span class="muted">([^<]+)</span></td></tr>', page)
+    assert shown == expected, "the page keeps the worklist's risk order"
+    links = set(re.findall(r'href="patients/(\d+)\.html"', page))
+    assert links and all((Path(summary["page"]).parent / "patients" / f"{p}.html").is_file() for p in links)
+    assert (Path(summary["index"])).read_text().count(".html") >= 1
+
+
+def _browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing and CI=true: .ci/run installs Debian's chromium and chromium-driver")
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def _red_pixels(png: Path, columns: tuple[int, int]) -> int:
+    """Pixels of the jet colour map's hot end within the films' column (x from, to)."""
+    import cv2
+
+    image = cv2.imread(str(png))[:, columns[0] : columns[1]]  # BGR
+    b, g, r = (image[..., i].astype(int) for i in range(3))
+    return int(((r > 180) & (g < 90) & (b < 90)).sum())
+
+
+def test_the_page_renders_in_chromium_with_its_images_and_overlays(worklist, tmp_path):
+    _, _, summary = worklist
+    driver = _browser()
+    try:
+        driver.get(Path(summary["page"]).as_uri())
+        rows = driver.find_elements("css selector", "tr.film-row")
+        assert len(rows) == 20
+        broken = driver.execute_script(
+            "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)"
+        )
+        assert broken == [], broken
+        shown = driver.execute_script(
+            "return [...document.querySelectorAll('img.overlay')].filter(i => i.offsetWidth > 0).length"
+        )
+        assert shown == 12
+        rect = driver.execute_script("return document.querySelector('img.thumb').getBoundingClientRect().toJSON()")
+        columns = (int(rect["left"]), int(rect["right"]))
+        with_overlays = tmp_path / "worklist.png"
+        driver.save_screenshot(str(with_overlays))
+        driver.find_element("id", "heat").click()  # hide the heatmaps
+        without = tmp_path / "worklist-no-heatmaps.png"
+        driver.save_screenshot(str(without))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+    finally:
+        driver.quit()
+    import cv2
+
+    screenshot = cv2.imread(str(with_overlays))
+    assert screenshot.shape[0] >= 1000 and np.unique(screenshot.reshape(-1, 3), axis=0).shape[0] > 500
+    assert _red_pixels(with_overlays, columns) > 200, "the heatmap overlays are visible in the screenshot"
+    assert _red_pixels(without, columns) < _red_pixels(with_overlays, columns) / 10, "and the checkbox hides them"

@@ -1,0 +1,1 @@
+"""The worklist job: the riskiest films of a scoring date as static pages, with heatmaps."""

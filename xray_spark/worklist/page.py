@@ -1,0 +1,157 @@
+"""The worklist pages as self-contained HTML: no server, no script, every picture embedded.
+
+* ``<date>.html``: the films of one scoring date in risk order, each with its thumbnail and
+  the heatmap of its riskiest finding laid over it (a checkbox hides the overlays), the
+  findings called with their probabilities, the patient and follow-up, the accession
+  number and study time, and a link to the patient's page.
+* ``index.html``: the scoring dates, newest first.
+* ``patients/<id>.html``: a patient's films in order, the probability of each finding
+  called on any of them as a line per finding (inline SVG), and the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from xray_spark.worklist.pictures import data_uri
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.4em .6em;vertical-align:top;text-align:left}
+th{background:#f4f4f4}.film{position:relative;width:160px;height:160px}
+.film img{position:absolute;left:0;top:0;width:160px;height:160px;image-rendering:auto}
+#heat:not(:checked)~table .overlay{display:none}.risk{font-weight:bold}.called{color:#a00}
+.muted{color:#777;font-size:.9em;overflow-wrap:anywhere}a{color:#0645ad}td:last-child{max-width:24em}"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Film:
+    """One worklist row, ready to show."""
+
+    rank: int
+    image_id: str
+    patient_id: int
+    follow_up: int
+    view: str
+    risk_score: float | None
+    risk_finding: str | None
+    called: list[tuple[str, float]]
+    accession_number: str | None
+    study_datetime: str | None
+    thumbnail_png: bytes
+    overlay: tuple[str, bytes] | None  # (finding, RGBA PNG)
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def _film_cell(film: Film) -> str:
+    alt = f"film {film.image_id}"
+    cell = f'<div class="film"><img class="thumb" alt="{_e(alt)}" src="{data_uri(film.thumbnail_png)}">'
+    if film.overlay is not None:
+        finding, png = film.overlay
+        cell += f'<img class="overlay" alt="{_e(finding)} heatmap" title="{_e(finding)}" src="{data_uri(png)}">'
+    return cell + "</div>"
+
+
+def _row(film: Film, patient_href: str) -> str:
+    called = ", ".join(f"{_e(f)} {p:.2f}" for f, p in film.called) or '<span class="muted">none called</span>'
+    risk = "" if film.risk_score is None else f"{film.risk_score:.2f}"
+    study = " ".join(_e(x) for x in (film.accession_number, film.study_datetime) if x)
+    return (
+        f'<tr class="film-row"><td>{film.rank}</td><td>{_film_cell(film)}</td>'
+        f'<td class="risk">{risk}<br><span class="muted">{_e(film.risk_finding)}</span></td>'
+        f'<td class="called">{called}</td>'
+        f'<td><a href="{_e(patient_href)}">patient {film.patient_id}</a>'
+        f"<br>follow-up {film.follow_up}, {_e(film.view)}</td>"
+        f'<td>{study or _e(film.image_id)}<br><span class="muted">{_e(film.image_id)}</span></td></tr>'
+    )
+
+
+def worklist_html(
+    dataset: str, date: str, films: Sequence[Film], *, model_version: str, evaluation_href: str | None, shown_of: int
+) -> str:
+    """The page of one scoring date: ``films`` in risk order (the first ``len(films)`` of ``shown_of``)."""
+    rows = "\n".join(_row(f, f"patients/{f.patient_id}.html") for f in films)
+    evaluation = (
+        f'<a href="{_e(evaluation_href)}">the evaluation of {_e(model_version)}</a>'
+        if evaluation_href
+        else "no evaluation report of this model yet"
+    )
+    body = f"""<h1>Worklist {_e(dataset)}, {_e(date)}</h1>
+<p>{len(films):,} of {shown_of:,} films scored on {_e(date)} by {_e(model_version)}, riskiest first (risk: the
+highest calibrated probability weighted by the finding's urgency). Heatmaps show where the model looked for the
+riskiest finding.
+<a href="index.html">All dates</a> &middot; {evaluation}.</p>
+<input type="checkbox" id="heat" checked> <label for="heat">show heatmaps</label>
+<table><tr><th>#</th><th>film</th><th>risk</th><th>findings called</th><th>patient</th><th>study</th></tr>
+{rows}
+</table>
+<p class="muted">A second reader's suggestions, not a diagnosis. Identifiers shown: the pseudonymous patient number, the
+accession number and the image id (a SOP Instance UID for DICOM films).</p>"""
+    return _page(f"Worklist {dataset} {date}", body)
+
+
+def index_html(dataset: str, dates: Sequence[tuple[str, int]]) -> str:
+    """The scoring dates (newest first) with their number of films, each linking to its page."""
+    items = "\n".join(f'<li><a href="{_e(d)}.html">{_e(d)}</a> ({n:,} films)</li>' for d, n in dates)
+    return _page(f"Worklists {dataset}", f"<h1>Worklists {_e(dataset)}</h1>\n<ul>\n{items}\n</ul>")
+
+
+def _chart(points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
+    """Probability per film (x: the films in order, y: 0..1), one polyline per finding."""
+    width, height, pad = 480, 200, 30
+    n = max(len(points) - 1, 1)
+    colours = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+    lines = []
+    for i, finding in enumerate(findings):
+        xy = [
+            (pad + (width - 2 * pad) * k / n, height - pad - (height - 2 * pad) * float(p["probs"].get(finding, 0.0)))
+            for k, p in enumerate(points)
+        ]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        colour = colours[i % len(colours)]
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        lines.append(
+            f'<text x="{width - pad + 4}" y="{xy[-1][1]:.1f}" font-size="11" fill="{colour}">{_e(finding)}</text>'
+        )
+    axes = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<text x="4" y="{pad + 4}" font-size="10">1.0</text>'
+        f'<text x="4" y="{height - pad}" font-size="10">0.0</text>'
+    )
+    svg = f'<svg width="{width + 90}" height="{height}" role="img" aria-label="probabilities">'
+    return f"{svg}{axes}{''.join(lines)}</svg>"
+
+
+def patient_html(dataset: str, patient_id: int, points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
+    """A patient's films in order (``points``: follow_up, when, image_id, probs, called) and the chart."""
+    head = "".join(f"<th>{_e(f)}</th>" for f in findings)
+    rows = "\n".join(
+        f"<tr><td>{p['follow_up']}</td><td>{_e(p['when'])}</td><td>{_e(p['image_id'])}</td>"
+        + "".join(
+            f'<td class="{"called" if f in p["called"] else ""}">{p["probs"].get(f, float("nan")):.2f}</td>'
+            for f in findings
+        )
+        + "</tr>"
+        for p in points
+    )
+    body = f"""<h1>Patient {patient_id} ({_e(dataset)})</h1>
+<p><a href="../index.html">All dates</a>. {len(points)} films, in study order; the findings called on any of them
+(red where called).</p>
+{_chart(points, findings) if findings else '<p class="muted">No finding was called on this patient.</p>'}
+<table><tr><th>follow-up</th><th>study time</th><th>image</th>{head}</tr>
+{rows}
+</table>"""
+    return _page(f"Patient {patient_id}", body)

@@ -1,0 +1,176 @@
+"""The worklist job: a scoring date's films in risk order as static pages under ``lake/reports/worklist``.
+
+``run_worklist`` reads the newest predictions of the dataset (``xray.latest_predictions``) for
+one scoring date, takes the ``limit`` riskiest films (the order of ``xray.worklist``), their
+stored images, their newest heatmaps and their patients' other films, and writes
+``<date>.html``, ``index.html`` and one page per patient (see :mod:`xray_spark.worklist.page`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from xray_spark import tables
+from xray_spark.config import Settings
+from xray_spark.errors import UsageError
+from xray_spark.labels import FINDINGS, probability_column
+from xray_spark.lake import Lake
+from xray_spark.worklist.page import Film, index_html, patient_html, worklist_html
+from xray_spark.worklist.pictures import overlay_png
+
+ORDER = [F.col("risk_score").desc_nulls_last(), F.col("top_probability").desc(), F.col("image_id")]
+
+
+def run_worklist(
+    spark: SparkSession, lake: Lake, settings: Settings, *, score_date: str | None = None, limit: int = 100
+) -> dict[str, Any]:
+    """Write the pages of ``settings.dataset`` for ``score_date`` (default: its newest); returns a summary."""
+    started = time.monotonic()
+    dataset = settings.dataset
+    latest = _latest(spark, lake, dataset)
+    dates = [
+        (r["score_date"], int(r["n"])) for r in latest.groupBy("score_date").agg(F.count("*").alias("n")).collect()
+    ]
+    dates = sorted(((str(d), n) for d, n in dates), reverse=True)
+    date = score_date or dates[0][0]
+    if date not in dict(dates):
+        raise UsageError(
+            f"no film of dataset {dataset!r} was scored on {date}: scoring dates are {[d for d, _ in dates]}"
+        )
+    day = latest.where(F.col("score_date") == date)
+    top = day.orderBy(*ORDER).limit(limit).collect()
+    films = _films(spark, lake, dataset, top)
+    out_dir = lake.path("reports", "worklist", dataset)
+    os.makedirs(os.path.join(out_dir, "patients"), exist_ok=True)
+    version = top[0]["model_version"]
+    evaluation = os.path.join("..", "..", "evaluate", version, "test", "report.html")
+    has_evaluation = os.path.isfile(lake.path("reports", "evaluate", version, "test", "report.html"))
+    page = os.path.join(out_dir, f"{date}.html")
+    shown_of = dict(dates)[date]
+    _write(
+        page,
+        worklist_html(
+            dataset,
+            date,
+            films,
+            model_version=version,
+            evaluation_href=evaluation if has_evaluation else None,
+            shown_of=shown_of,
+        ),
+    )
+    _write(os.path.join(out_dir, "index.html"), index_html(dataset, dates))
+    patients = sorted({f.patient_id for f in films})
+    for patient, (points, findings) in _patients(latest, lake, dataset, patients).items():
+        _write(os.path.join(out_dir, "patients", f"{patient}.html"), patient_html(dataset, patient, points, findings))
+    return {
+        "dataset": dataset,
+        "score_date": date,
+        "films": len(films),
+        "films_scored_that_date": shown_of,
+        "with_heatmap": sum(f.overlay is not None for f in films),
+        "patients": len(patients),
+        "page": page,
+        "index": os.path.join(out_dir, "index.html"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _latest(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
+    registered = tables.register_tables(spark, lake)
+    if tables.qualified("latest_predictions") not in registered:
+        raise UsageError("the lake has no predictions yet: run jobs/score.py first")
+    latest = spark.table(tables.qualified("latest_predictions")).where(F.col("dataset") == dataset)
+    if latest.isEmpty():
+        raise UsageError(f"no prediction of dataset {dataset!r}: run jobs/score.py --dataset {dataset} first")
+    return latest
+
+
+def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any]) -> list[Film]:
+    """The rows with their thumbnails, overlays and study details."""
+    ids = [r["image_id"] for r in top]
+    store = spark.read.parquet(lake.store_url(dataset)).where(F.col("image_id").isin(ids))
+    images = {r["image_id"]: bytes(r["image"]) for r in store.select("image_id", "image").collect()}
+    details = _study_details(spark, lake, dataset, ids)
+    maps = _heatmaps(spark, lake, dataset, ids, top)
+    films = []
+    for rank, r in enumerate(top, start=1):
+        called = [(f, float(r[probability_column(f)])) for f in r["positive_findings"]]
+        mine = maps.get(r["image_id"], {})
+        finding = r["risk_finding"] if r["risk_finding"] in mine else next(iter(mine), None)
+        overlay = (finding, overlay_png(mine[finding], 160)) if finding else None
+        accession, when = details.get(r["image_id"], (None, None))
+        films.append(
+            Film(
+                rank,
+                r["image_id"],
+                r["patient_id"],
+                r["follow_up"],
+                r["view"],
+                r["risk_score"],
+                r["risk_finding"],
+                called,
+                accession,
+                when,
+                images[r["image_id"]],
+                overlay,
+            )
+        )
+    return films
+
+
+def _study_details(spark: SparkSession, lake: Lake, dataset: str, ids: list[str]) -> dict[str, tuple[Any, Any]]:
+    studies = tables.read_table(spark, lake, "studies")
+    if studies is None or "accession_number" not in studies.columns:
+        return {}
+    rows = studies.where((F.col("dataset") == dataset) & F.col("image_id").isin(ids))
+    return {
+        r["image_id"]: (r["accession_number"], r["study_datetime"].isoformat(sep=" ") if r["study_datetime"] else None)
+        for r in rows.select("image_id", "accession_number", "study_datetime").collect()
+    }
+
+
+def _heatmaps(
+    spark: SparkSession, lake: Lake, dataset: str, ids: list[str], top: list[Any]
+) -> dict[str, dict[str, bytes]]:
+    """Per film, the newest heatmap of each finding by the model version that scored it."""
+    maps = tables.read_table(spark, lake, "heatmaps")
+    if maps is None or not ids:
+        return {}
+    versions = {r["image_id"]: r["model_version"] for r in top}
+    rows = maps.where((F.col("dataset") == dataset) & F.col("image_id").isin(ids)).orderBy("scored_at").collect()
+    out: dict[str, dict[str, bytes]] = {}
+    for r in rows:  # oldest first: a newer heatmap replaces an older one
+        if versions.get(r["image_id"]) == r["model_version"]:
+            out.setdefault(r["image_id"], {})[r["finding"]] = bytes(r["heatmap_png"])
+    return out
+
+
+def _patients(latest: DataFrame, lake: Lake, dataset: str, patients: list[int]) -> dict[int, tuple[list, list]]:
+    """Per patient: the films in study order with their probabilities, and the findings ever called."""
+    rows = latest.where(F.col("patient_id").isin(patients)).collect()
+    spark = latest.sparkSession
+    details = _study_details(spark, lake, dataset, [r["image_id"] for r in rows])
+    by_patient: dict[int, list] = {}
+    for r in rows:
+        when = details.get(r["image_id"], (None, None))[1]
+        probs = {f: float(r[probability_column(f)]) for f in FINDINGS if probability_column(f) in r.asDict()}
+        point = {"follow_up": r["follow_up"], "when": when, "image_id": r["image_id"], "probs": probs}
+        by_patient.setdefault(r["patient_id"], []).append(point | {"called": set(r["positive_findings"])})
+    out = {}
+    for patient, points in by_patient.items():
+        points.sort(key=lambda p: (p["when"] is None, p["when"] or "", p["follow_up"]))
+        findings = [f for f in FINDINGS if any(f in p["called"] for p in points)]
+        out[patient] = (points, findings)
+    return out
