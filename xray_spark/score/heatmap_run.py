@@ -11,7 +11,8 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark.config import HeatmapChoice, Settings, parse_heatmap_choice
+from xray_spark.config import Settings
+from xray_spark.heatmap_choice import HeatmapChoice, parse_heatmap_choice
 from xray_spark.labels import probability_column
 from xray_spark.lake import Lake
 from xray_spark.registry import ModelCard
