@@ -32,6 +32,7 @@ def _scores(n: int, prevalence: float, separation: float, seed: int) -> tuple[np
     ("text", "rule"),
     [
         ("youden", Rule("youden")),
+        ("prevalence", Rule("prevalence")),
         ("sensitivity:0.9", Rule("sensitivity", 0.9)),
         ("specificity:0.95", Rule("specificity", 0.95)),
         ("precision:0.6", Rule("precision", 0.6)),
@@ -93,10 +94,14 @@ def test_each_rule_keeps_its_promise_on_the_validation_scores():
     t, met = choose_threshold(y, p, Rule("precision", 0.6))
     called = p >= t
     assert met and y[called].mean() >= 0.6
-    # Youden over-calls a rare finding; precision 0.6 calls close to its prevalence
+    sens = sensitivity_specificity(y, p, t)[0]
+    lower = p[p < t].max()  # a lower threshold keeping the precision would find no more positives
+    assert y[p >= lower].mean() < 0.6 or sensitivity_specificity(y, p, lower)[0] == sens
+    # prevalence calls as many films as have the finding; Youden over-calls a rare finding
+    t, met = choose_threshold(y, p, Rule("prevalence"))
+    assert met and (p >= t).sum() == y.sum()
     t_youden, _ = choose_threshold(y, p, Rule("youden"))
     assert (p >= t_youden).mean() > 2 * y.mean()
-    assert 0.5 * y.mean() < called.mean() < 1.5 * y.mean()
 
 
 def test_an_unreachable_precision_falls_back_to_the_best_one_and_says_so():

@@ -168,7 +168,7 @@ DEFAULT_URGENCY = {
 class ThresholdSettings:
     """How each finding's operating point is chosen on the validation split (see ``xray_spark.operating``)."""
 
-    rule: str = "precision:0.6"  # youden | sensitivity:X | specificity:X | precision:X
+    rule: str = "prevalence"  # prevalence | youden | sensitivity:X | specificity:X | precision:X
     min_positives: int = 5  # fewer validation positives: the finding is "not calibrated", never called
     per_finding: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {Pneumothorax: sensitivity:0.9}
 
