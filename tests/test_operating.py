@@ -114,7 +114,9 @@ def test_too_few_validation_positives_means_not_calibrated_and_never_called():
     y = np.zeros(100, dtype=bool)
     y[:3] = True
     point = operating_point(y, np.linspace(0, 1, 100), Rule("youden"), min_positives=5)
-    assert point["status"] == NOT_CALIBRATED and point["threshold"] is None and point["calibration"] is None
+    assert point["status"] == NOT_CALIBRATED and point["threshold"] is None
+    assert point["calibration"]["method"] == "platt"  # the probability is still scaled
+    assert operating_point(np.zeros(50, dtype=bool), np.linspace(0, 1, 50), Rule("youden"), 5)["calibration"] is None
     y[:8] = True
     point = operating_point(y, np.r_[np.linspace(0.6, 0.9, 8), np.linspace(0.0, 0.5, 92)], Rule("youden"), 5)
     assert point["status"] == "calibrated" and point["val_positives"] == 8
