@@ -23,7 +23,7 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.4em .
 th{background:#f4f4f4}.film{position:relative;width:160px;height:160px}
 .film img{position:absolute;left:0;top:0;width:160px;height:160px;image-rendering:auto}
 #heat:not(:checked)~table .overlay{display:none}.risk{font-weight:bold}.called{color:#a00}
-.muted{color:#777;font-size:.9em;overflow-wrap:anywhere}a{color:#0645ad}td:last-child{max-width:24em}"""
+.muted{color:#777;font-size:.9em}a{color:#0645ad}td:last-child{max-width:24em;overflow-wrap:anywhere}"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _row(film: Film, patient_href: str) -> str:
         f'<td class="called">{called}</td>'
         f'<td><a href="{_e(patient_href)}">patient {film.patient_id}</a>'
         f"<br>follow-up {film.follow_up}, {_e(film.view)}</td>"
-        f'<td>{study or _e(film.image_id)}<br><span class="muted">{_e(film.image_id)}</span></td></tr>'
+        f'<td>{study + "<br>" if study else ""}<span class="muted">{_e(film.image_id)}</span></td></tr>'
     )
 
 
