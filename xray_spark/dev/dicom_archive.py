@@ -44,35 +44,27 @@ from xray_spark.dev.studies import Study, pixel_spacing, plan_studies, rendered
 SURNAMES = ("Hartley", "Okafor", "Lindqvist", "Moreau", "Takahashi", "Brennan", "Castillo", "Novak")
 GIVEN_NAMES = ("June", "Tomas", "Amara", "Felix", "Ines", "Gideon", "Marta", "Oren")
 INSTITUTION = "Saint Elsewhere General Hospital"
-#: Transfer syntaxes by bit depth, each with its share: PACS mostly export lossless JPEG and JPEG 2000.
-SYNTAX_MIX: dict[int, dict[str, float]] = {
-    8: {
+
+
+def _mix(lossy_jpeg: str, implicit: float) -> dict[str, float]:
+    """Transfer syntaxes with their shares: PACS mostly export lossless JPEG and JPEG 2000."""
+    return {
         "jpeg-lossless": 4,
         "j2k-lossless": 3,
         "j2k": 1,
-        "jpeg-baseline": 1,
+        lossy_jpeg: 1,
         "explicit-le": 1,
-        "implicit-le": 1,
+        "implicit-le": implicit,
         "explicit-be": 0.5,
         "deflated": 0.5,
         "rle": 1,
         "jpeg-ls": 1,
         "jpeg-ls-near": 0.5,
-    },
-    12: {
-        "jpeg-lossless": 4,
-        "j2k-lossless": 3,
-        "j2k": 1,
-        "jpeg-extended": 1,
-        "explicit-le": 1,
-        "implicit-le": 0.5,
-        "explicit-be": 0.5,
-        "deflated": 0.5,
-        "rle": 1,
-        "jpeg-ls": 1,
-        "jpeg-ls-near": 0.5,
-    },
-}
+    }
+
+
+#: The mix by bit depth: 8-bit films take baseline JPEG as their lossy JPEG, 12-bit ones JPEG Extended.
+SYNTAX_MIX: dict[int, dict[str, float]] = {8: _mix("jpeg-baseline", 1), 12: _mix("jpeg-extended", 0.5)}
 assert all(set(mix) <= set(SYNTAXES) for mix in SYNTAX_MIX.values())
 
 
