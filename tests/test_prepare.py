@@ -335,6 +335,20 @@ def test_incremental_refuses_a_different_image_size(spark, prepared, archive):
         run_prepare(spark, lake, other, inputs)
 
 
+@pytest.mark.parametrize("change", ["split.train=0.6,split.val=0.2", "split.salt=other"])
+def test_incremental_refuses_a_different_split_rule(spark, prepared, archive, change):
+    """A returning patient's new films must land in the split of their earlier films."""
+    settings, lake, _ = prepared
+    store = Path(lake.path("petastorm", settings.dataset))
+    before = sorted(p.name for p in store.rglob("*.parquet"))
+    assert before
+    other = make_settings(Path(lake.root), *change.split(","))
+    inputs = PrepareInputs(str(archive / "Data_Entry_2017.csv"), str(archive / "images"), incremental=True)
+    with pytest.raises(UsageError, match="a patient's new films would land in another split"):
+        run_prepare(spark, lake, other, inputs)
+    assert sorted(p.name for p in store.rglob("*.parquet")) == before
+
+
 def test_min_cases_filters_the_label_set(spark, archive, tmp_path):
     settings = make_settings(tmp_path, "labels.min_cases=12", "dataset=filtered")
     lake = Lake.at(settings.lake)

@@ -61,8 +61,8 @@ def write_manifest(lake: Lake, manifest: StoreManifest) -> None:
     lake.write_json(manifest_path(lake, manifest.dataset), manifest.to_dict())
 
 
-def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int) -> None:
-    """An incremental run must add rows of the same shape and encoding as the store already holds."""
+def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int, split: dict[str, Any]) -> None:
+    """An incremental run must add rows of the same shape, encoding and split rule as the store already holds."""
     if manifest.format_version != FORMAT_VERSION:
         raise UsageError(
             f"store {manifest.dataset!r} is in format {manifest.format_version} (labels decoded with np.load, which "
@@ -78,6 +78,13 @@ def check_compatible(manifest: StoreManifest, labels: list[str], image_size: int
         raise UsageError(
             f"store {manifest.dataset!r} was built with labels {manifest.labels} and this run would use {labels}: "
             "keep labels.findings and labels.min_cases, or write a new store with --set dataset=NEW_NAME"
+        )
+    kept = {key: manifest.split.get(key) for key in split}
+    if kept != split:  # a returning patient's new films would land in another split than the old ones
+        raise UsageError(
+            f"store {manifest.dataset!r} was split with {kept} and this run asks for {split}: a patient's new films "
+            "would land in another split than their earlier ones; keep the split.* settings, or write a new store "
+            "with --set dataset=NEW_NAME"
         )
 
 

@@ -196,7 +196,7 @@ def choose_labels(run: PrepareRun, metadata: CheckedMetadata) -> list[str]:
     settings = run.settings
     if run.appends:
         label_set = list(run.manifest.labels)
-        store_mod.check_compatible(run.manifest, label_set, settings.image.size)
+        store_mod.check_compatible(run.manifest, label_set, settings.image.size, dataclasses.asdict(settings.split))
     else:
         counts = run.summary["metadata"]["finding_counts"]
         label_set = choose_label_set(counts, settings.labels.findings, settings.labels.min_cases)
