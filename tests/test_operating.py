@@ -97,11 +97,24 @@ def test_each_rule_keeps_its_promise_on_the_validation_scores():
     sens = sensitivity_specificity(y, p, t)[0]
     lower = p[p < t].max()  # a lower threshold keeping the precision would find no more positives
     assert y[p >= lower].mean() < 0.6 or sensitivity_specificity(y, p, lower)[0] == sens
-    # prevalence calls as many films as have the finding; Youden over-calls a rare finding
+    # prevalence calls as many films as have the finding (as many false calls as misses);
+    # Youden over-calls a rare finding
     t, met = choose_threshold(y, p, Rule("prevalence"))
-    assert met and (p >= t).sum() == y.sum()
+    assert met and abs(int((p >= t).sum()) - int(y.sum())) <= 1
+    assert abs(int((p >= t)[~y].sum()) - int((p < t)[y].sum())) <= 1
     t_youden, _ = choose_threshold(y, p, Rule("youden"))
     assert (p >= t_youden).mean() > 2 * y.mean()
+
+
+def test_the_prevalence_rule_calls_the_given_prevalence_whatever_the_split_holds():
+    """Sensitivity and specificity measured on a split with four times the prevalence, pi given:
+    the threshold calls about pi of a split that has pi, not the validation split's own share."""
+    y_val, raw_val = _scores(2000, 0.20, 2.0, seed=5)
+    _, raw_test = _scores(20000, 0.05, 2.0, seed=6)
+    t_given, _ = choose_threshold(y_val, raw_val, Rule("prevalence"), prevalence=0.05)
+    t_own, _ = choose_threshold(y_val, raw_val, Rule("prevalence"))
+    assert 0.75 < (raw_test >= t_given).mean() / 0.05 < 1.25
+    assert (raw_test >= t_own).mean() / 0.05 > 1.5  # the validation split's own share over-calls
 
 
 def test_an_unreachable_precision_falls_back_to_the_best_one_and_says_so():

@@ -40,7 +40,9 @@ def finish_model(
     clean.save(os.path.join(plan.model_dir, MODEL_FILE))
     write_reports(plan, state["history"], val_y, val_p)
     t = plan.thresholds
-    points = operating_points(val_y, val_p, plan.labels, t.rule, t.per_finding, t.min_positives)
+    # The prevalence rule's pi: from the train and validation splits together (see operating.py).
+    prevalence = (np.asarray(positives, dtype=np.float64) + val_y.sum(axis=0)) / (total_rows + len(val_y))
+    points = operating_points(val_y, val_p, plan.labels, t.rule, t.per_finding, t.min_positives, prevalence)
     meta = {
         "version": plan.version,
         "model": plan.train.model,
