@@ -53,7 +53,7 @@ def test_the_corpus_covers_every_case(usage_corpus):
 
 
 STARTUP = re.compile(
-    r"^\d\d:\d\d:\d\d INFO xray_spark: "  # our own log lines (the resolved configuration)
+    r"^\d\d:\d\d:\d\d INFO xray_spark: "  # our own log lines (the settings changed from the defaults)
     r"|^[IWE]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\] "  # TensorFlow's C++ start-up lines
     r"|^WARNING: All log messages before absl::InitializeLog"
 )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from xray_spark.errors import EnvironmentProblem
 from xray_spark.session import check_java
 
 from .conftest import ROOT
-from .jobs import run_job
+from .jobs import run_job, run_submitted
 
 
 def test_prepare_job_end_to_end(archive, tmp_path):
@@ -40,9 +42,11 @@ def test_prepare_job_end_to_end(archive, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Cardiomegaly" in result.stdout and "160 written to the store" in result.stdout
-    assert '"size": 32' in result.stderr, "the resolved configuration is logged at start-up"
     summary = json.loads(summary_path.read_text())
     assert summary["images"]["written"] == 160
+    assert summary["configuration"]["split"] == {"train": 0.7, "val": 0.1, "test": 0.2, "salt": "xray-spark"}
+    changed = [line for line in result.stderr.splitlines() if "settings that differ from the defaults" in line]
+    assert len(changed) == 1 and "image.size=32" in changed[0] and "split.train" not in changed[0]
     assert (tmp_path / "lake" / "petastorm" / "nih" / "_xray_store.json").exists()
 
 
@@ -99,6 +103,14 @@ def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
     counted = run_job("sql", [*common, "SELECT COUNT(*) AS n FROM xray.predictions", "--format", "csv"], cwd=tmp_path)
     assert counted.returncode == 0, counted.stderr[-3000:]
     assert counted.stdout.split() == ["n", "160"]
+    # Under spark-submit too, stdout is the data alone: pandas reads it as it is.
+    query = "SELECT image_id, patient_id, top_probability FROM xray.predictions ORDER BY image_id"
+    piped = run_submitted("sql", [*common, query, "--format", "csv"], cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    frame = pd.read_csv(io.StringIO(piped.stdout))
+    assert list(frame.columns) == ["image_id", "patient_id", "top_probability"] and len(frame) == 160
+    assert frame.image_id.is_monotonic_increasing and frame.top_probability.between(0, 1).all()
+    assert "settings that differ from the defaults" in piped.stderr
     bad = run_job("sql", [*common, "SELECT * FROM xray.no_such_table"], cwd=tmp_path)
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("sql: error:")]

@@ -499,7 +499,7 @@ def test_ctrl_c_during_a_query_exits_130_in_one_line(prepared, tmp_path):
     lines = []
     for line in proc.stderr:
         lines.append(line)
-        if "resolved configuration" in line:
+        if "settings that differ from the defaults" in line:
             break
     time.sleep(12)  # the session starts and the query runs
     assert proc.poll() is None, "the query finished before Ctrl-C"

@@ -20,6 +20,7 @@ from typing import Any
 
 from xray_spark.config import Settings, load_settings
 from xray_spark.errors import LockBusy, QuarantineLimitExceeded, UsageError, XraySparkError
+from xray_spark.stderr_route import route_stderr
 
 EXIT_USAGE = 2
 EXIT_QUARANTINE = 3
@@ -31,6 +32,8 @@ EXIT_BUSY = 75
 _stopped_by: list[int] = []
 
 log = logging.getLogger("xray_spark")
+#: The settings of the job this process runs (set by :func:`open_lake`), for its summary JSON.
+_job_settings: list[Settings] = []
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -82,7 +85,9 @@ def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
     from xray_spark.lake import Lake
     from xray_spark.session import build_session
 
-    log.info("resolved configuration: %s", settings.to_json(indent=None))
+    _job_settings[:] = [settings]
+    changed = changed_settings(settings)
+    log.info("settings that differ from the defaults: %s (all of them go to --summary-json)", changed)
     spark = build_session(settings.spark, app_name=f"xray-spark {job}")
     install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
     lake = Lake.at(settings.lake)
@@ -90,9 +95,29 @@ def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
     return spark, lake
 
 
+def changed_settings(settings: Settings) -> str:
+    """``key=value`` for each setting whose value is not the built-in default, dotted keys."""
+
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value
+        return out
+
+    given, default = flat(settings.to_dict()), flat(load_settings().to_dict())
+    changed = [f"{k}={json.dumps(v)}" for k, v in sorted(given.items()) if default.get(k) != v]
+    return ", ".join(changed) if changed else "none"
+
+
 def write_summary_json(path: str | None, summary: dict[str, Any]) -> None:
+    """The job's summary, with the job's whole resolved configuration under ``configuration``."""
     if not path:
         return
+    if _job_settings and "configuration" not in summary:
+        summary = {**summary, "configuration": _job_settings[0].to_dict()}
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
@@ -146,6 +171,7 @@ def _error_exit(name: str, exc: BaseException) -> int | None:
 
 def run_job(name: str, body: Callable[[], int]) -> int:
     """Run a job's body; map the package's errors and a stopping signal to one line and an exit status."""
+    route_stderr()  # under spark-submit: logs to its stderr, not into the data on stdout
     setup_logging()
     install_signal_handlers()
     try:
