@@ -57,6 +57,8 @@ define demo_model
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
 	$(SUBMIT) jobs/train.py --conf $(CONF) --lake $(LAKE) --model small_cnn \
 	  --summary-json $(LAKE)/reports/train-latest.json
+	$(SUBMIT) jobs/promote.py --conf $(CONF) --lake $(LAKE) --reason "the demo's model" \
+	  --model-version $$($(PY) -c "import json; print(json.load(open('$(LAKE)/reports/train-latest.json'))['version'])")
 endef
 
 demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake

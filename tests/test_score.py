@@ -21,7 +21,7 @@ from xray_spark.errors import UsageError
 from xray_spark.labels import raw_score_column
 from xray_spark.lake import Lake
 from xray_spark.operating import calibrate
-from xray_spark.registry import digests, resolve_model
+from xray_spark.registry import digests, resolve_model, set_alias
 from xray_spark.schema import predictions_schema
 from xray_spark.score import pipeline as scoring
 from xray_spark.score import udf
@@ -133,15 +133,34 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
     from xray_spark.schema import MODELS_SCHEMA
 
     tables.write_table(spark.createDataFrame(rows, MODELS_SCHEMA), lake, "models", mode="overwrite")
-    summary = scoring.run_scoring(spark, lake, settings, new_only=True)  # the newest model by default
+    assert resolve_model(spark, lake).version == "second-version"  # no champion: the newest
+    # A champion: a newer model changes nothing until it is promoted.
+    set_alias(spark, lake, small_model["version"], reason="the first")
+    assert resolve_model(spark, lake).version == small_model["version"]
+    summary = scoring.run_scoring(spark, lake, settings, new_only=True)
+    assert summary["model_version"] == small_model["version"] and summary["written"] == 0
+    set_alias(spark, lake, "second-version", reason="better on the test split")
+    summary = scoring.run_scoring(spark, lake, settings, new_only=True)
     assert summary["model_version"] == "second-version" and summary["written"] == 160
     by_version = {
         r["model_version"]: r["count"] for r in _predictions(spark, lake).groupBy("model_version").count().collect()
     }
     assert by_version == {small_model["version"]: 160, "second-version": 160}
-    latest = spark.table("xray.latest_predictions")
-    assert latest.count() == 160
-    assert {r["model_version"] for r in latest.select("model_version").distinct().collect()} == {"second-version"}
+
+    def shown() -> set[str]:
+        latest = spark.table("xray.latest_predictions")
+        assert latest.count() == 160
+        return {r["model_version"] for r in latest.select("model_version").distinct().collect()}
+
+    assert shown() == {"second-version"}
+    set_alias(spark, lake, small_model["version"], reason="roll back")  # the older one, again
+    assert shown() == {small_model["version"]}
+    worklist = {r["model_version"] for r in spark.table("xray.worklist").select("model_version").collect()}
+    assert worklist == {small_model["version"]}
+    history = [r["version"] for r in spark.table("xray.model_aliases").orderBy("set_at").collect()]
+    assert history == [small_model["version"], "second-version", small_model["version"]]
+    with pytest.raises(UsageError, match="not registered"):
+        set_alias(spark, lake, "no-such-version")
 
 
 def test_parquet_output_reads_the_same_without_spark(spark, scored_lake, small_model):

@@ -53,9 +53,12 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_model_choice(parser: argparse.ArgumentParser) -> None:
-    """``--model-version V | --model PATH``: which trained model a job uses (default: the newest)."""
+    """``--model-version V | --model PATH``: which trained model a job uses (default: the champion)."""
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model-version", help="a version from xray.models (default: the newest)")
+    which.add_argument(
+        "--model-version",
+        help="a version from xray.models (default: the champion, see jobs/promote.py; without one, the newest)",
+    )
     which.add_argument("--model", help="a model folder written by jobs/train.py")
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from xray_spark.config_checks import check_settings
 from xray_spark.errors import ConfigError
 from xray_spark.labels import FINDINGS
-from xray_spark.models import MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +179,17 @@ class WorklistSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SqlServerSettings:
+    """The Thrift JDBC/ODBC server (``python -m xray_spark.server``); see the README's "Query the predictions"."""
+
+    host: str = "127.0.0.1"  # another address needs authentication other than NONE
+    port: int = 10000
+    refresh_seconds: float = 10.0  # how often the lake is looked at for new runs
+    authentication: str = "NONE"  # NONE (loopback only) | LDAP | KERBEROS: Hive's hive.server2.authentication
+    hive_conf: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. hive.server2.authentication.ldap.url
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -195,6 +206,7 @@ class Settings:
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     locks: LockSettings = dataclasses.field(default_factory=LockSettings)
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
+    sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -223,7 +235,7 @@ def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ())
         key, value = parse_override(item)
         _set_dotted(raw, key, value)
     settings = _build(Settings, raw, prefix="")
-    _check(settings)
+    check_settings(settings)
     return settings
 
 
@@ -323,94 +335,6 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"configuration key {key!r} must be a string, got {value!r}")
         return str(value)
     raise ConfigError(f"configuration key {key!r} has an unsupported type {hint!r}")  # pragma: no cover
-
-
-def _check(settings: Settings) -> None:
-    """Cross-field rules that types alone cannot express."""
-    split = settings.split
-    for name in ("train", "val", "test"):
-        if not 0.0 <= getattr(split, name) <= 1.0:
-            raise ConfigError(f"configuration key 'split.{name}' must lie in [0, 1], got {getattr(split, name)}")
-    total = split.train + split.val + split.test
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(
-            f"split.train + split.val + split.test must be 1, got {total:g} "
-            f"({split.train:g} + {split.val:g} + {split.test:g})"
-        )
-    if settings.image.size < 8 or settings.image.size > 4096:
-        raise ConfigError(f"configuration key 'image.size' must lie in [8, 4096], got {settings.image.size}")
-    for name in ("max_pixels", "max_decoded_bytes", "max_file_bytes", "min_side"):
-        if getattr(settings.image, name) <= 0:
-            raise ConfigError(f"configuration key 'image.{name}' must be positive")
-    if settings.locks.wait_seconds < 0:
-        raise ConfigError("configuration key 'locks.wait_seconds' must be >= 0")
-    if not 0.0 <= settings.quarantine.max_fraction <= 1.0:
-        raise ConfigError(
-            f"configuration key 'quarantine.max_fraction' must lie in [0, 1], got {settings.quarantine.max_fraction}"
-        )
-    if settings.labels.min_cases < 0:
-        raise ConfigError("configuration key 'labels.min_cases' must be >= 0")
-    unknown = [f for f in settings.labels.findings if f not in FINDINGS]
-    if unknown:
-        raise ConfigError(
-            f"configuration key 'labels.findings' names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
-        )
-    if not settings.labels.findings:
-        raise ConfigError("configuration key 'labels.findings' must name at least one finding")
-    if len(set(settings.labels.findings)) != len(settings.labels.findings):
-        raise ConfigError("configuration key 'labels.findings' lists a finding twice")
-    if settings.prepare.images_per_file <= 0:
-        raise ConfigError("configuration key 'prepare.images_per_file' must be positive")
-    train = settings.train
-    if train.model not in MODELS:
-        raise ConfigError(
-            f"configuration key 'train.model' must be {', '.join(MODELS[:-1])} or {MODELS[-1]}, got {train.model!r}"
-        )
-    if train.loss not in ("weighted_bce", "bce", "focal"):
-        raise ConfigError(f"configuration key 'train.loss' must be weighted_bce, bce or focal, got {train.loss!r}")
-    for name in ("epochs", "batch_size", "num_workers"):
-        if getattr(train, name) < 1:
-            raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
-    if train.learning_rate <= 0:
-        raise ConfigError("configuration key 'train.learning_rate' must be positive")
-    _check_operating(settings)
-    name = settings.dataset
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
-        raise ConfigError(
-            "configuration key 'dataset' must be a simple name (letters, digits, - and _, "
-            f"starting with a letter or digit), got {settings.dataset!r}"
-        )
-
-
-def _check_operating(settings: Settings) -> None:
-    """``thresholds.*`` and ``worklist.urgency``: known findings, rules that parse, urgencies in [0, 1]."""
-    from xray_spark.operating import parse_rule
-
-    t = settings.thresholds
-    for key, rule in [("thresholds.rule", t.rule)] + [
-        (f"thresholds.per_finding.{k}", v) for k, v in t.per_finding.items()
-    ]:
-        try:
-            parse_rule(rule)
-        except ValueError as exc:
-            raise ConfigError(f"configuration key {key!r}: {exc}") from None
-    from xray_spark.heatmap_choice import parse_heatmap_choice
-
-    try:
-        parse_heatmap_choice(settings.score.heatmaps)
-    except ValueError as exc:
-        raise ConfigError(f"configuration key 'score.heatmaps': {exc}") from None
-    if t.min_positives < 1:
-        raise ConfigError("configuration key 'thresholds.min_positives' must be at least 1")
-    for key, names in (("thresholds.per_finding", t.per_finding), ("worklist.urgency", settings.worklist.urgency)):
-        unknown = sorted(set(names) - set(FINDINGS))
-        if unknown:
-            raise ConfigError(
-                f"configuration key {key!r} names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
-            )
-    bad = {k: v for k, v in settings.worklist.urgency.items() if not 0.0 <= v <= 1.0}
-    if bad:
-        raise ConfigError(f"configuration key 'worklist.urgency' must give each finding a weight in [0, 1], got {bad}")
 
 
 def _get(settings: Settings, key: str) -> Any:

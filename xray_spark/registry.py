@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 from typing import Any
@@ -32,7 +33,10 @@ from xray_spark import tables
 from xray_spark.errors import ModelRefused, UsageError
 from xray_spark.lake import Lake
 
+log = logging.getLogger(__name__)
+
 MODEL_SUFFIX = ".keras"
+CHAMPION = tables.CHAMPION
 META_FILE = "model.json"
 #: A ``.keras`` file is a zip archive.
 ZIP_MAGIC = b"PK\x03\x04"
@@ -193,16 +197,64 @@ def verify_registered(spark: SparkSession, lake: Lake, folder: ModelCard) -> Non
             )
 
 
+def alias_holder(spark: SparkSession, lake: Lake, alias: str = CHAMPION) -> dict[str, Any] | None:
+    """The newest ``xray.model_aliases`` row of ``alias`` (who holds it, since when, why), or None."""
+    aliases = tables.read_table(spark, lake, "model_aliases")
+    if aliases is None:
+        return None
+    row = aliases.where(F.col("alias") == alias).orderBy(F.desc("set_at")).first()
+    return row.asDict() if row is not None else None
+
+
+def set_alias(spark: SparkSession, lake: Lake, version: str, *, alias: str = CHAMPION, reason: str = "") -> dict:
+    """Give ``alias`` to a registered, intact model version (a row appended to ``xray.model_aliases``)."""
+    import getpass
+
+    from xray_spark.schema import MODEL_ALIASES_SCHEMA
+
+    if not alias or not alias.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"alias {alias!r}: use letters, digits, '-' and '_'")
+    if registered_row(spark, lake, version) is None:
+        raise UsageError(f"model version {version!r} is not registered in xray.models of this lake")
+    verify_registered(spark, lake, read_model_folder(lake.path("models", version)))
+    row = {
+        "alias": alias,
+        "version": version,
+        "set_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "set_by": getpass.getuser(),
+        "reason": reason or None,
+    }
+    tables.write_table(spark.createDataFrame([row], MODEL_ALIASES_SCHEMA), lake, "model_aliases", mode="append")
+    tables.register_tables(spark, lake)  # the views follow the champion
+    return row
+
+
+def default_version(spark: SparkSession, lake: Lake) -> str:
+    """The champion's version; without a champion, the newest registered model (and a warning)."""
+    champion = alias_holder(spark, lake)
+    if champion is not None:
+        log.info(
+            "model: the champion, %s (promoted by %s at %s)",
+            champion["version"],
+            champion["set_by"],
+            champion["set_at"],
+        )
+        return str(champion["version"])
+    models = tables.read_table(spark, lake, "models")
+    newest = models.orderBy(F.desc("created"), F.desc("version")).first() if models is not None else None
+    if newest is None:
+        raise UsageError(f"no model in {lake.path('tables', 'models')}: train one with jobs/train.py first")
+    log.warning(
+        "model: no champion in this lake, so the newest model, %s; promote one with jobs/promote.py --model-version V",
+        newest["version"],
+    )
+    return str(newest["version"])
+
+
 def resolve_model(spark: SparkSession, lake: Lake, *, version: str | None = None, path: str | None = None) -> ModelCard:
-    """The verified folder for ``--model PATH``, ``--model-version V`` or the newest registered model."""
+    """The verified folder for ``--model PATH``, ``--model-version V`` or the default (:func:`default_version`)."""
     if path is None:
-        if version is None:
-            models = tables.read_table(spark, lake, "models")
-            newest = models.orderBy(F.desc("created"), F.desc("version")).first() if models is not None else None
-            if newest is None:
-                raise UsageError(f"no model in {lake.path('tables', 'models')}: train one with jobs/train.py first")
-            version = newest["version"]
-        path = lake.path("models", version)
+        path = lake.path("models", version or default_version(spark, lake))
     folder = read_model_folder(path)
     verify_registered(spark, lake, folder)
     return folder

@@ -123,6 +123,18 @@ MODELS_SCHEMA = StructType(
 )
 
 #: ``xray.evaluations``: one row per model version, split and finding.
+#: ``xray.model_aliases``: one row each time an alias (``champion``) is given to a model
+#: version; the newest row of an alias says who holds it. Never rewritten: the history stays.
+MODEL_ALIASES_SCHEMA = StructType(
+    [
+        StructField("alias", StringType(), False),
+        StructField("version", StringType(), False),
+        StructField("set_at", StringType(), False),  # UTC, ISO 8601
+        StructField("set_by", StringType(), False),  # the OS user who ran jobs/promote.py
+        StructField("reason", StringType(), True),
+    ]
+)
+
 EVALUATIONS_SCHEMA = StructType(
     [
         StructField("model_version", StringType(), False),

@@ -21,12 +21,16 @@ TABLES: tuple[str, ...] = (
     "quarantine",
     "boxes",
     "models",
+    "model_aliases",
     "predictions",
     "evaluations",
     "dicom_instances",
     "patient_keys",
     "heatmaps",
 )
+
+#: The model alias that scoring and evaluation use by default, and the views prefer.
+CHAMPION = "champion"
 
 #: A finding whose probability rose by at least this much between two follow-ups is flagged.
 RISING = 0.2
@@ -85,8 +89,10 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
 def create_views(spark: SparkSession) -> list[str]:
     """``xray.latest_predictions``, ``xray.worklist`` and ``xray.progression`` over ``xray.predictions``.
 
-    * latest_predictions: per dataset and image, the row of the newest model version (by
-      its ``created`` time in ``xray.models``), and of that version the newest scoring.
+    * latest_predictions: per dataset and image, the row of the champion model (the version
+      that ``xray.model_aliases`` names ``champion`` now) where it scored the image, else of
+      the newest model version (by its ``created`` time in ``xray.models``); of that version
+      the newest scoring.
     * worklist: per dataset, the studies scored on its latest scoring date, riskiest first
       (``risk_rank`` 1 = the highest ``risk_score``, then the highest top probability, then
       the image id), the findings called with their probabilities, and the accession
@@ -108,6 +114,13 @@ def create_views(spark: SparkSession) -> list[str]:
         else ("p.model_version DESC, p.scored_at DESC")
     )
     join = f"LEFT JOIN {qualified('models')} m ON p.model_version = m.version" if has_models else ""
+    if spark.catalog.tableExists(qualified("model_aliases")):
+        order = f"(c.version IS NOT NULL) DESC, {order}"
+        join += f"""
+          LEFT JOIN (SELECT version FROM (
+            SELECT version, ROW_NUMBER() OVER (ORDER BY set_at DESC) AS _n
+            FROM {qualified("model_aliases")} WHERE alias = '{CHAMPION}') WHERE _n = 1) c
+          ON p.model_version = c.version"""
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("latest_predictions")} AS
         SELECT {plain} FROM (

@@ -1,0 +1,117 @@
+"""Cross-field rules of the configuration that types alone cannot express (called by ``load_settings``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xray_spark.errors import ConfigError
+from xray_spark.labels import FINDINGS
+from xray_spark.models import MODELS
+
+#: ``xray_spark.config.Settings`` (not imported: config imports this module).
+Settings = Any
+
+#: Values of ``sql_server.authentication`` (Hive's ``hive.server2.authentication``).
+AUTHENTICATIONS = ("NONE", "LDAP", "KERBEROS")
+
+
+def check_settings(settings: Settings) -> None:
+    """Cross-field rules that types alone cannot express."""
+    split = settings.split
+    for name in ("train", "val", "test"):
+        if not 0.0 <= getattr(split, name) <= 1.0:
+            raise ConfigError(f"configuration key 'split.{name}' must lie in [0, 1], got {getattr(split, name)}")
+    total = split.train + split.val + split.test
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            f"split.train + split.val + split.test must be 1, got {total:g} "
+            f"({split.train:g} + {split.val:g} + {split.test:g})"
+        )
+    if settings.image.size < 8 or settings.image.size > 4096:
+        raise ConfigError(f"configuration key 'image.size' must lie in [8, 4096], got {settings.image.size}")
+    for name in ("max_pixels", "max_decoded_bytes", "max_file_bytes", "min_side"):
+        if getattr(settings.image, name) <= 0:
+            raise ConfigError(f"configuration key 'image.{name}' must be positive")
+    if settings.locks.wait_seconds < 0:
+        raise ConfigError("configuration key 'locks.wait_seconds' must be >= 0")
+    if not 0.0 <= settings.quarantine.max_fraction <= 1.0:
+        raise ConfigError(
+            f"configuration key 'quarantine.max_fraction' must lie in [0, 1], got {settings.quarantine.max_fraction}"
+        )
+    if settings.labels.min_cases < 0:
+        raise ConfigError("configuration key 'labels.min_cases' must be >= 0")
+    unknown = [f for f in settings.labels.findings if f not in FINDINGS]
+    if unknown:
+        raise ConfigError(
+            f"configuration key 'labels.findings' names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
+        )
+    if not settings.labels.findings:
+        raise ConfigError("configuration key 'labels.findings' must name at least one finding")
+    if len(set(settings.labels.findings)) != len(settings.labels.findings):
+        raise ConfigError("configuration key 'labels.findings' lists a finding twice")
+    if settings.prepare.images_per_file <= 0:
+        raise ConfigError("configuration key 'prepare.images_per_file' must be positive")
+    train = settings.train
+    if train.model not in MODELS:
+        raise ConfigError(
+            f"configuration key 'train.model' must be {', '.join(MODELS[:-1])} or {MODELS[-1]}, got {train.model!r}"
+        )
+    if train.loss not in ("weighted_bce", "bce", "focal"):
+        raise ConfigError(f"configuration key 'train.loss' must be weighted_bce, bce or focal, got {train.loss!r}")
+    for name in ("epochs", "batch_size", "num_workers"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
+    if train.learning_rate <= 0:
+        raise ConfigError("configuration key 'train.learning_rate' must be positive")
+    _check_operating(settings)
+    _check_sql_server(settings)
+    name = settings.dataset
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
+        raise ConfigError(
+            "configuration key 'dataset' must be a simple name (letters, digits, - and _, "
+            f"starting with a letter or digit), got {settings.dataset!r}"
+        )
+
+
+def _check_operating(settings: Settings) -> None:
+    """``thresholds.*`` and ``worklist.urgency``: known findings, rules that parse, urgencies in [0, 1]."""
+    from xray_spark.operating import parse_rule
+
+    t = settings.thresholds
+    for key, rule in [("thresholds.rule", t.rule)] + [
+        (f"thresholds.per_finding.{k}", v) for k, v in t.per_finding.items()
+    ]:
+        try:
+            parse_rule(rule)
+        except ValueError as exc:
+            raise ConfigError(f"configuration key {key!r}: {exc}") from None
+    from xray_spark.heatmap_choice import parse_heatmap_choice
+
+    try:
+        parse_heatmap_choice(settings.score.heatmaps)
+    except ValueError as exc:
+        raise ConfigError(f"configuration key 'score.heatmaps': {exc}") from None
+    if t.min_positives < 1:
+        raise ConfigError("configuration key 'thresholds.min_positives' must be at least 1")
+    for key, names in (("thresholds.per_finding", t.per_finding), ("worklist.urgency", settings.worklist.urgency)):
+        unknown = sorted(set(names) - set(FINDINGS))
+        if unknown:
+            raise ConfigError(
+                f"configuration key {key!r} names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
+            )
+    bad = {k: v for k, v in settings.worklist.urgency.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise ConfigError(f"configuration key 'worklist.urgency' must give each finding a weight in [0, 1], got {bad}")
+
+
+def _check_sql_server(settings: Settings) -> None:
+    server = settings.sql_server
+    if server.authentication not in AUTHENTICATIONS:
+        raise ConfigError(
+            f"configuration key 'sql_server.authentication' must be one of {', '.join(AUTHENTICATIONS)}, "
+            f"got {server.authentication!r}"
+        )
+    if not 0 < server.port < 65536:
+        raise ConfigError(f"configuration key 'sql_server.port' must be a TCP port, got {server.port}")
+    if server.refresh_seconds <= 0:
+        raise ConfigError("configuration key 'sql_server.refresh_seconds' must be positive")
