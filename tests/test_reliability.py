@@ -217,30 +217,43 @@ def test_two_nightly_scoring_runs_at_once_score_each_study_once(spark, prepared,
 
 
 # -- 4. a reader cannot write -----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "query",
-    [
-        "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
-        "INSERT OVERWRITE DIRECTORY '/tmp/x' USING parquet SELECT 1 AS x",
-        "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
-        "FROM xray.predictions INSERT INTO t SELECT *",
-        "CREATE TABLE t AS SELECT 1",
-        "DROP TABLE xray.predictions",
-        "CACHE TABLE xray.predictions",
-        "CREATE TEMPORARY VIEW v AS SELECT 1",
-        "SET spark.sql.warehouse.dir=/tmp",
-        "ADD JAR /tmp/x.jar",
-        "MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE",
-        "DELETE FROM xray.predictions",
-        "EXPLAIN INSERT INTO t SELECT 1",
-        "SELECT TRANSFORM(a) USING 'rm -rf /' FROM t",
-        "SELECT reflect('java.lang.System', 'exit', 0)",
-        "SELECT * FROM t WHERE a IN (SELECT java_method('java.lang.System', 'exit', 0))",
-        "/* SELECT */ insert INTO t SELECT 1",
-    ],
-)
+#: Statements that write or change anything (also tried through the SQL server: test_sql_server.py).
+WRITING_STATEMENTS = [
+    "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
+    "INSERT OVERWRITE DIRECTORY '/tmp/x' USING parquet SELECT 1 AS x",
+    "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
+    "FROM xray.predictions INSERT INTO t SELECT *",
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE TABLE xray.t (a INT) USING parquet",
+    "DROP TABLE xray.predictions",
+    "ALTER TABLE xray.predictions SET TBLPROPERTIES ('a' = 'b')",
+    "CREATE VIEW xray.v AS SELECT 1",
+    "DROP VIEW xray.worklist",
+    "ALTER VIEW xray.worklist AS SELECT 1",
+    "LOAD DATA LOCAL INPATH '/tmp/x' INTO TABLE xray.predictions",
+    "CACHE TABLE xray.predictions",
+    "UNCACHE TABLE xray.predictions",
+    "CLEAR CACHE",
+    "REFRESH TABLE xray.predictions",
+    "CREATE TEMPORARY VIEW v AS SELECT 1",
+    "SET spark.sql.warehouse.dir=/tmp",
+    "SET spark.sql.catalog.other=org.apache.spark.sql.execution.datasources.v2.jdbc.JDBCTableCatalog",
+    "SET hive.exec.scratchdir=/tmp",
+    "ADD JAR /tmp/x.jar",
+    "ADD FILE /tmp/x.txt",
+    "MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE",
+    "DELETE FROM xray.predictions",
+    "EXPLAIN INSERT INTO t SELECT 1",
+    "SELECT TRANSFORM(a) USING 'rm -rf /' FROM t",
+    "SELECT reflect('java.lang.System', 'exit', 0)",
+    "SELECT * FROM t WHERE a IN (SELECT java_method('java.lang.System', 'exit', 0))",
+    "/* SELECT */ insert INTO t SELECT 1",
+]
+
+
+@pytest.mark.parametrize("query", WRITING_STATEMENTS)
 def test_statements_that_change_anything_are_refused_on_the_parsed_plan(spark, query):
-    with pytest.raises(UsageError, match=r"^refused: .*read-only statements only"):
+    with pytest.raises(UsageError, match=r"^refused: .*the lake is read-only here"):
         check_read_only(spark, query)
 
 
@@ -258,6 +271,13 @@ def test_statements_that_change_anything_are_refused_on_the_parsed_plan(spark, q
         "DESCRIBE xray.predictions",
         "EXPLAIN SELECT 1",
         "SHOW COLUMNS IN xray.predictions",
+        "USE xray",
+        "SET",
+        "SET spark.sql.session.timeZone",
+        "SET spark.sql.session.timeZone=Europe/Paris",
+        "SET TIME ZONE 'UTC'",
+        "SET spark.sql.adaptive.enabled=false",
+        "RESET",
     ],
 )
 def test_queries_and_metadata_statements_are_allowed(spark, query):

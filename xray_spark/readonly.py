@@ -10,6 +10,13 @@ this module does not know (a new Spark statement) is refused, not guessed at.
 Also refused inside an otherwise read-only query: ``TRANSFORM ... USING 'cmd'`` (runs a
 program) and the functions that call arbitrary Java methods (``reflect``,
 ``java_method``, ``try_reflect``).
+
+Session statements that change nothing outside the session are allowed too: ``USE``,
+``SET`` without a value (it shows settings), ``RESET``, and ``SET key=value`` for the
+session settings in :data:`SESSION_SETTINGS` (time zone, ANSI mode, shuffle and join
+tuning); any other ``SET`` (a catalog plugin, a Hive or Hadoop setting, a static setting)
+is refused. The same check guards ``jobs/sql.py`` and every session of the SQL server
+(:mod:`xray_spark.server`).
 """
 
 from __future__ import annotations
@@ -82,7 +89,23 @@ METADATA_NODES = frozenset(
         "UnresolvedPartitionSpec",
         "UnresolvedTable",
         "UnresolvedTableOrView",
+        # session statements
+        "ResetCommand",
+        "SetCatalogAndNamespace",
+        "SetNamespaceCommand",
+        "ShowCurrentNamespaceCommand",
     }
+)
+#: ``SET key=value`` is allowed for these keys (and keys under a prefix ending in ``.``) only.
+SESSION_SETTINGS = (
+    "spark.sql.session.timeZone",
+    "spark.sql.ansi.enabled",
+    "spark.sql.shuffle.partitions",
+    "spark.sql.autoBroadcastJoinThreshold",
+    "spark.sql.adaptive.",
+    "spark.sql.caseSensitive",
+    "spark.sql.files.maxPartitionBytes",
+    "spark.sql.thriftServer.incrementalCollect",
 )
 #: Statements that wrap a query plan without running it: the wrapped plan is checked as a query.
 WRAPPERS = {"ExplainCommand": "logicalPlan", "DescribeQueryCommand": "plan"}
@@ -106,8 +129,24 @@ def _refuse(query: str, what: str) -> UsageError:
     shown = " ".join(query.split())
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     return UsageError(
-        f"refused: {what}; jobs/sql.py runs read-only statements only (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN): {shown}"
+        f"refused: {what}; the lake is read-only here (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, USE, SET of a "
+        f"session setting): {shown}"
     )
+
+
+def session_setting(key: str) -> bool:
+    """Whether ``SET key=value`` may run: a key of :data:`SESSION_SETTINGS`."""
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SESSION_SETTINGS)
+
+
+def _check_set(plan: Any, query: str) -> None:
+    kv = plan.kv()
+    if kv.isEmpty():  # SET, SET -v: show
+        return
+    pair = kv.get()
+    key, value = str(pair._1()), pair._2()
+    if value.isDefined() and not session_setting(key):
+        raise _refuse(query, f"SET {key} changes more than this session's query settings")
 
 
 def _check_expressions(node: Any, query: str) -> None:
@@ -137,6 +176,16 @@ def _check_plan(plan: Any, query: str, allowed: frozenset[str]) -> None:
         stack.extend(_seq(node.subqueries()))  # IN (SELECT ...), EXISTS, scalar subqueries
 
 
+def check_plan(plan: Any, query: str) -> None:
+    """Raise a one-line :class:`UsageError` unless the parsed ``plan`` of ``query`` is read-only."""
+    top = _simple_name(plan)
+    if top == "SetCommand":
+        _check_set(plan, query)
+        return
+    allowed = METADATA_NODES if top in METADATA_NODES else QUERY_NODES
+    _check_plan(plan, query, allowed)
+
+
 def check_read_only(spark: Any, query: str) -> None:
     """Raise a one-line :class:`UsageError` unless ``query`` parses into a read-only plan."""
     parser = spark._jsparkSession.sessionState().sqlParser()
@@ -147,6 +196,4 @@ def check_read_only(spark: Any, query: str) -> None:
         text = str(java.getMessage()) if java is not None else str(exc)
         first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
         raise UsageError(f"query failed: {first}") from None
-    top = _simple_name(plan)
-    allowed = METADATA_NODES if top in METADATA_NODES else QUERY_NODES
-    _check_plan(plan, query, allowed)
+    check_plan(plan, query)
