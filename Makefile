@@ -22,7 +22,8 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench
+.PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
+  sql-server sql-server-stop
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +39,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# pip's bin/beeline looks for pyspark with the python3 on PATH; this one knows where it is.
+	@home=$$($(PY) -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"); \
+	  printf '#!/bin/sh\n# beeline of the pyspark in this venv (written by make setup)\nexport SPARK_HOME="%s"\nexec "$$SPARK_HOME/bin/beeline" "$$@"\n' "$$home" > $(VENV)/bin/beeline
 	@touch $@
 
 setup: check-java $(VENV)/.installed ## create .venv and install xray-spark with its dev extra
@@ -132,6 +136,15 @@ cluster-up: setup ## start a standalone master and 2 workers on 127.0.0.1 (use C
 cluster-down: ## stop exactly the processes that cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m xray_spark.dev.cluster down --dir $(CLUSTER_DIR); fi
 
+# The read-only SQL server (Spark's Thrift JDBC/ODBC server) over the lake's xray.* tables and
+# views, on sql_server.host:port of the conf (127.0.0.1:10000); new scoring runs show without a
+# restart. Its pid, log and work files are in .sql-server/.
+sql-server: setup ## start the read-only JDBC/ODBC server on 127.0.0.1:10000 (beeline, BI tools)
+	$(PY) -m xray_spark.server start --conf $(CONF) --lake $(LAKE)
+
+sql-server-stop: ## stop the server that make sql-server started
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop; fi
+
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -142,5 +155,5 @@ bench: setup ## throughput against plain-Python limits, growth, memory (~25 min 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench
 
-clean: cluster-down ## stop the local cluster, remove the lake and caches (keeps .venv)
+clean: cluster-down sql-server-stop ## stop the local cluster and the SQL server, remove the lake and caches (keeps .venv)
 	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log
