@@ -69,11 +69,13 @@ def served(spark, prepared, small_model, tmp_path_factory):
         "spark.shuffle_partitions=2",
         cwd=root,
     )
-    assert started.returncode == 0, started.stderr[-3000:]
-    assert started.stdout.strip() == f"jdbc:hive2://127.0.0.1:{port}"
-    pid = json.loads((state / "server.pid").read_text())["pid"]
-    yield settings, lake, port, state
-    stopped = _server("stop", state, cwd=root)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert started.stdout.strip() == f"jdbc:hive2://127.0.0.1:{port}"
+        pid = json.loads((state / "server.pid").read_text())["pid"]
+        yield settings, lake, port, state
+    finally:  # stopped whatever happened above: no server outlives the tests
+        stopped = _server("stop", state, cwd=root)
     assert stopped.returncode == 0 and "sql-server: stopped" in stopped.stderr
     # Nothing left running: not the server's Python, not its JVM (same process group), not the port.
     with pytest.raises(ProcessLookupError):
