@@ -17,16 +17,19 @@ def job_command(job: str, args: Sequence[str]) -> list[str]:
     return [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *map(str, args)]
 
 
-def submit_command(job: str, args: Sequence[str]) -> list[str]:
-    """``spark-submit jobs/<job>.py ...`` as a user types it (the venv's spark-submit)."""
+def submit_command(job: str, args: Sequence[str], submit_args: Sequence[str] = ()) -> list[str]:
+    """``spark-submit [submit_args] jobs/<job>.py ...`` as a user types it (the venv's spark-submit)."""
     submit = Path(sys.executable).parent / "spark-submit"
-    return [str(submit), "--master", "local[1]", str(ROOT / "jobs" / f"{job}.py"), *map(str, args)]
+    return [str(submit), "--master", "local[1]", *submit_args, str(ROOT / "jobs" / f"{job}.py"), *map(str, args)]
 
 
-def run_submitted(job: str, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 600):
+def run_submitted(
+    job: str, args: Sequence[str], *, submit_args: Sequence[str] = (), cwd: Path | None = None, timeout: float = 600
+):
     """Run ``jobs/<job>.py`` under spark-submit (which merges the job's stderr into its stdout)."""
     env = job_env({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable})
-    return subprocess.run(submit_command(job, args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    command = submit_command(job, args, submit_args)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:

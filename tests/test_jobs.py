@@ -115,3 +115,13 @@ def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("sql: error:")]
     assert len(errors) == 1 and "query failed" in errors[0] and "Traceback" not in bad.stderr
+
+
+def test_spark_submit_conf_wins_over_the_builders_defaults(tmp_path):
+    """``spark-submit --conf`` is the user's last word: the session builder's defaults do not replace it."""
+    query = ["--lake", str(tmp_path / "lake"), "--format", "csv", "SET spark.sql.shuffle.partitions"]
+    given = run_submitted("sql", query, submit_args=["--conf", "spark.sql.shuffle.partitions=3"], cwd=tmp_path)
+    assert given.returncode == 0, given.stderr[-3000:]
+    assert given.stdout.splitlines() == ["key,value", "spark.sql.shuffle.partitions,3"]
+    default = run_submitted("sql", query, cwd=tmp_path)
+    assert default.stdout.splitlines() == ["key,value", "spark.sql.shuffle.partitions,8"]

@@ -125,28 +125,30 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         builder = builder.master(settings.master)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j_file()}")
-    builder = (
-        builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
-        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.showConsoleProgress", "true" if sys.stderr.isatty() else "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    defaults = {
+        "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Keep the catalog in memory: every process rebuilds it from the lake, so no
         # process can lock another out (the embedded Derby metastore would).
-        .config("spark.sql.catalogImplementation", "in-memory")
+        "spark.sql.catalogImplementation": "in-memory",
         # petastorm 0.12 calls pyarrow APIs that pyarrow 14 flags on every use, in the
         # Python workers too (row-group indexing runs there); the pins are deliberate.
-        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning,ignore::UnicodeWarning")
-    )
-    given = dict(settings.conf)
+        "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning,ignore::UnicodeWarning",
+    }
+    submitted: dict[str, str] = {}
     if under_spark_submit():
         from pyspark import SparkConf
 
-        given.update(dict(SparkConf().getAll()))  # spark-submit --conf
-    for key, value in loopback_conf(master, given).items():
-        builder = builder.config(key, value)
-    for key, value in settings.conf.items():
-        builder = builder.config(key, value)
+        submitted = dict(SparkConf().getAll())  # spark-submit --conf, --driver-memory ...
+    given = {**settings.conf, **submitted}
+    # Precedence: spark-submit's own settings, then the conf file's spark.conf, then these defaults.
+    chosen = {**defaults, **loopback_conf(master, given), **settings.conf}
+    for key, value in chosen.items():
+        if key not in submitted:
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark
