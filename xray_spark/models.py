@@ -24,7 +24,11 @@ def keras() -> Any:
     """tf_keras (Keras 2): the Keras that supports MultiWorkerMirroredStrategy.
 
     ``TF_USE_LEGACY_KERAS`` is set once, when the package is imported (``xray_spark/__init__.py``).
+    TensorFlow's native start-up notices are kept off the console (:mod:`xray_spark.tf_quiet`).
     """
+    from xray_spark.tf_quiet import import_tensorflow
+
+    import_tensorflow()
     import tf_keras
 
     return tf_keras

@@ -68,7 +68,9 @@ def grad_cam_model(model: Any) -> Any:
 
 def grad_cam(cam_model: Any, images: np.ndarray, findings: np.ndarray) -> np.ndarray:
     """Heatmaps in [0, 1] (N x h x w) for ``images`` (N x S x S x 1, uint8), finding index per image."""
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     out = None
     for f in np.unique(findings):

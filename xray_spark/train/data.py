@@ -110,7 +110,9 @@ def training_dataset(
     zero-weight batches: multi-worker training needs every worker to take the same
     number of steps, and a zero weight adds nothing to the loss.
     """
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
     from petastorm.tf_utils import make_petastorm_dataset
 
     with make_reader(

@@ -109,7 +109,9 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
 
 def configure_tf(train: TrainSettings, cluster: Cluster) -> tuple[Any, bool]:
     """The distribution strategy (created before any other TensorFlow op) and whether on GPU."""
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -188,7 +190,9 @@ def fit_epoch(
     plan: TrainPlan, cluster: Cluster, strategy: Any, model: Any, data: WorkerData, epoch: int, progress: Any
 ) -> float:
     """One epoch over a fresh reader of this worker's train shard; returns the running training loss."""
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     t = plan.train
     with ds.training_dataset(
@@ -269,7 +273,9 @@ def update_schedule(t: TrainSettings, state: dict[str, Any], row: dict[str, Any]
 
 def predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Probabilities for a stack of images, a plain forward pass (no collectives)."""
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)

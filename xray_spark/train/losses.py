@@ -22,7 +22,9 @@ def class_weights(positives: np.ndarray, total: int) -> tuple[np.ndarray, np.nda
 
 def make_loss(kind: str, pos_weight: np.ndarray, neg_weight: np.ndarray, gamma: float = 2.0) -> Callable:
     """A loss returning one value per example (so Keras applies sample weights to it)."""
-    import tensorflow as tf
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     pos = tf.constant(pos_weight, tf.float32)
     neg = tf.constant(neg_weight, tf.float32)
