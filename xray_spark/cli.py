@@ -93,6 +93,9 @@ def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
     log.info("settings that differ from the defaults: %s (all of them go to --summary-json)", changed)
     spark = build_session(settings.spark, app_name=f"xray-spark {job}")
     install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
+    from xray_spark.progress import start_if_logging
+
+    start_if_logging(spark, job)  # a line every 30 s in a log; on a terminal, Spark's bar
     lake = Lake.at(settings.lake)
     tables.register_tables(spark, lake)
     return spark, lake

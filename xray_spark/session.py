@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from xray_spark.config import SparkSettings
 from xray_spark.errors import EnvironmentProblem
+from xray_spark.progress import terminal
 
 MIN_JAVA = 17
 
@@ -129,7 +130,7 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
+        "spark.ui.showConsoleProgress": "true" if terminal(2) else "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Keep the catalog in memory: every process rebuilds it from the lake, so no
         # process can lock another out (the embedded Derby metastore would).

@@ -31,7 +31,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, report
+from xray_spark import locks, progress, report
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
@@ -260,6 +260,7 @@ def decode(run: PrepareRun, matched: MatchedFiles, label_set: list[str]) -> Deco
     """Every candidate decoded on the executors, in partitions of about 250 images."""
     ingest_date = run.run_time.date().isoformat()
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(matched.n_candidates / 250))
+    progress.expect(matched.n_candidates)
     decoded = run.keep(decode_images(matched.with_file, run.settings, label_set, ingest_date, n_partitions))
     good = decoded.where(F.col("reason").isNull())
     result = Decoded(good, decoded.where(F.col("reason").isNotNull()), good.count())

@@ -19,7 +19,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, tables
+from xray_spark import locks, progress, tables
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
@@ -50,6 +50,7 @@ def run_scoring(
     with locks.lake_lock(lake, f"score-{card.version}", job="score", wait_seconds=wait):
         started = time.monotonic()
         summary = plan_run(spark, lake, settings.dataset, card, new_only=new_only)
+        progress.expect(summary["to_score"])
         if summary["to_score"]:
             summary["written"] = score_and_publish(spark, lake, card, settings, summary)
         else:

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from xray_spark.config import TrainSettings
 from xray_spark.labels import column_name
 from xray_spark.metrics import mean_auroc, per_label_auroc
+from xray_spark.progress import terminal
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train import data as ds
 from xray_spark.train.export import finish_model
@@ -62,8 +62,10 @@ def train_worker(plan: TrainPlan, cluster: Cluster) -> dict[str, Any]:
     # Saving and loading weights are collective under MultiWorkerMirroredStrategy: every
     # worker does them, in the same order; only the chief's files are kept.
     own_dir = plan.checkpoint_dir if cluster.is_chief else tempfile.mkdtemp(prefix=f"xray-spark-worker{cluster.rank}-")
-    # Keras' progress bar on a terminal; in logs, one line per epoch.
-    progress = _progress_bar(plan.train.epochs) if cluster.is_chief and sys.stdout.isatty() else None
+    # Keras' progress bar on a terminal; in logs, a line every 30 s within an epoch and one per epoch.
+    progress = None
+    if cluster.is_chief:
+        progress = _progress_bar(plan.train.epochs) if terminal(1) else _step_log(plan, data.steps)
     started = time.monotonic()
     epochs_seen: list[int] = []
     while state["epoch"] < plan.train.epochs and not state["stopped_early"]:
@@ -216,7 +218,7 @@ def fit_epoch(
             epochs=epoch + 1,
             initial_epoch=epoch,
             steps_per_epoch=data.steps,
-            verbose=1 if progress else 0,
+            verbose=1 if getattr(progress, "is_bar", False) else 0,
             callbacks=[progress] if progress else None,
         )
     return float(fit.history["loss"][-1])
@@ -292,8 +294,41 @@ def _progress_bar(total_epochs: int) -> Any:
     import tf_keras
 
     class RunProgress(tf_keras.callbacks.ProgbarLogger):
+        is_bar = True
+
         def set_params(self, params: dict[str, Any]) -> None:
             super().set_params(params)
             self.epochs = total_epochs
 
     return RunProgress(count_mode="steps")
+
+
+def _step_log(plan: TrainPlan, steps: int, interval: float = 30.0) -> Any:
+    """A callback that logs ``epoch E: step s/S, N images/s, ETA`` at most every ``interval`` s of an epoch."""
+    import tf_keras
+
+    batch = plan.train.batch_size
+
+    class StepLog(tf_keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch, self.began = epoch, time.monotonic()
+            self.last = self.began
+
+        def on_train_batch_end(self, step: int, logs: Any = None) -> None:
+            now = time.monotonic()
+            if now - self.last < interval:
+                return
+            self.last = now
+            done = step + 1
+            rate = done * batch / (now - self.began)
+            eta = (steps - done) * (now - self.began) / done
+            log.info(
+                "epoch %d: step %d/%d, %.0f images/s, ETA %.0f s of this epoch",
+                self.epoch + 1,
+                done,
+                steps,
+                rate,
+                eta,
+            )
+
+    return StepLog()

@@ -1,0 +1,45 @@
+"""Progress lines for logs: what a line says, that a running stage is reported, when the bar is used instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from types import SimpleNamespace
+
+from xray_spark.progress import SparkProgress, expect, stage_line, terminal
+
+
+def test_a_line_names_the_stage_its_tasks_the_rate_and_the_eta():
+    info = SimpleNamespace(
+        stageId=7, name="mapInPandas at udf.py:98", numTasks=40, numCompletedTasks=10, numActiveTasks=2
+    )
+    line = stage_line("score", info, stage_seconds=60.0, images=2000)
+    assert line == (
+        "score: stage 7 (mapInPandas at udf.py:98) 10/40 tasks (2 running), ~8 images/s, 1:00 elapsed, ETA 3:00"
+    )
+    assert "ETA" not in stage_line("score", SimpleNamespace(**{**vars(info), "numCompletedTasks": 0}), 5.0, None)
+
+
+def test_a_running_stage_is_reported_while_it_runs(spark, caplog):
+    expect(800)
+    reporter = SparkProgress(spark, "test", interval=1.0).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="xray_spark.progress"):
+            spark.sparkContext.parallelize(range(8), 8).map(lambda x: time.sleep(0.8) or x).collect()
+    finally:
+        reporter.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "xray_spark.progress"]
+    assert lines, "no progress line while an 8-task stage ran for several seconds"
+    assert all(line.startswith("test: stage ") and "/8 tasks" in line for line in lines), lines
+
+
+def test_a_terminal_is_told_from_a_file(tmp_path):
+    main, other = os.openpty()
+    try:
+        assert terminal(other)
+    finally:
+        os.close(main)
+        os.close(other)
+    with open(tmp_path / "log", "w") as fh:
+        assert not terminal(fh.fileno())
