@@ -7,7 +7,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from xray_spark.progress import SparkProgress, expect, stage_line, terminal
+from xray_spark.progress import SparkProgress, expect, stage_line
+from xray_spark.stderr_route import terminal
 
 
 def test_a_line_names_the_stage_its_tasks_the_rate_and_the_eta():

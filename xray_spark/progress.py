@@ -12,35 +12,22 @@ images (:func:`expect`) times the share of the stage's tasks done, over the stag
 so they are an estimate for stages whose tasks hold similar numbers of images.
 
 Under ``spark-submit`` the job's own stdout and stderr are pipes to the ``spark-submit``
-JVM; :func:`terminal` asks about the JVM's (the user's) descriptors instead.
+JVM; :func:`xray_spark.stderr_route.terminal` asks about the JVM's (the user's) descriptors instead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
+
+from xray_spark.stderr_route import terminal
 
 log = logging.getLogger(__name__)
 
 #: Images the running job works through (set by the job once it knows), for images/s.
 _expected: dict[str, int] = {}
-
-
-def terminal(fd: int) -> bool:
-    """Whether the user's descriptor ``fd`` (1 stdout, 2 stderr) is a terminal, under spark-submit too."""
-    if "PYSPARK_GATEWAY_PORT" in os.environ:  # ours are pipes to the spark-submit JVM: ask about its own
-        try:
-            probe = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY | os.O_NOCTTY)
-        except OSError:
-            return False
-        try:
-            return os.isatty(probe)
-        finally:
-            os.close(probe)
-    return os.isatty(fd)
 
 
 def expect(images: int) -> None:

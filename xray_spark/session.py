@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 
 from xray_spark.config import SparkSettings
 from xray_spark.errors import EnvironmentProblem
-from xray_spark.progress import terminal
+from xray_spark.stderr_route import terminal, under_spark_submit
 
 MIN_JAVA = 17
 
@@ -72,11 +72,6 @@ def check_java() -> int:
             "install OpenJDK 17 and put it first on PATH or set JAVA_HOME"
         )
     return major
-
-
-def under_spark_submit() -> bool:
-    """True when this Python process was started by ``spark-submit`` (it owns the master)."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def _log4j_file() -> str:

@@ -11,6 +11,10 @@ py4j gateway it already runs for the job), so logs reach the console or the file
 sent stderr to, and stdout carries only what the job prints as data. Anything written at
 the descriptor level (C++ libraries included) takes the same way. Where the gateway
 cannot be reached, the bytes go to the original descriptor, as before.
+
+For the same reason a job cannot ask its own descriptors whether the user sits at a
+terminal: :func:`terminal` asks about the spark-submit JVM's. :func:`under_spark_submit`
+is the one test of whether spark-submit started this process.
 """
 
 from __future__ import annotations
@@ -24,6 +28,25 @@ import threading
 from typing import Any
 
 _route: dict[str, Any] = {}
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (it owns the master)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def terminal(fd: int) -> bool:
+    """Whether the user's descriptor ``fd`` (1 stdout, 2 stderr) is a terminal, under spark-submit too."""
+    if under_spark_submit():  # ours are pipes to the spark-submit JVM: ask about its own
+        try:
+            probe = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY | os.O_NOCTTY)
+        except OSError:
+            return False
+        try:
+            return os.isatty(probe)
+        finally:
+            os.close(probe)
+    return os.isatty(fd)
 
 
 def _jvm_stderr() -> Any:
@@ -55,7 +78,7 @@ def route_stderr() -> bool:
 
     Does nothing (False) outside spark-submit, or when already routed.
     """
-    if "PYSPARK_GATEWAY_PORT" not in os.environ or _route:
+    if not under_spark_submit() or _route:
         return False
     try:
         sink = _jvm_stderr()

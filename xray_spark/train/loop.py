@@ -28,7 +28,7 @@ import numpy as np
 from xray_spark.config import TrainSettings
 from xray_spark.labels import column_name
 from xray_spark.metrics import mean_auroc, per_label_auroc
-from xray_spark.progress import terminal
+from xray_spark.stderr_route import terminal
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train import data as ds
 from xray_spark.train.export import finish_model
