@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = cli.resolve_settings(args)
-        spark, _ = cli.open_lake(settings, "sql")
+        spark, _ = cli.open_lake(settings, "sql", catalog=True)
         from xray_spark.report import query_text
 
         print(query_text(spark, args.query, fmt=args.format, limit=args.limit))

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args, [f"dataset={args.dataset}"] if args.dataset else [])
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
-        spark, lake = cli.open_lake(settings, "worklist")
+        spark, lake = cli.open_lake(settings, "worklist", catalog=True)
         from xray_spark.worklist.pipeline import run_worklist
 
         summary = run_worklist(spark, lake, settings, score_date=args.date, limit=args.limit)

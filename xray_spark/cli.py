@@ -82,8 +82,14 @@ def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = 
     return load_settings(args.conf, overrides)
 
 
-def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
-    """Log the resolved configuration, build the session, register the lake's tables."""
+def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[Any, Any]:
+    """Log the resolved configuration, build the session; with ``catalog``, register the lake's tables.
+
+    Only the jobs that query ``xray.*`` by name (sql, worklist) ask for the catalog: the others
+    read and write the lake by path and register what they write. Registering every table
+    costs a schema job or two each (about 4 s on two cores), the largest fixed cost a small
+    nightly scoring run had.
+    """
     from xray_spark import tables
     from xray_spark.lake import Lake
     from xray_spark.session import build_session
@@ -97,7 +103,8 @@ def open_lake(settings: Settings, job: str) -> tuple[Any, Any]:
 
     start_if_logging(spark, job)  # a line every 30 s in a log; on a terminal, Spark's bar
     lake = Lake.at(settings.lake)
-    tables.register_tables(spark, lake)
+    if catalog:
+        tables.register_tables(spark, lake)
     return spark, lake
 
 

@@ -78,8 +78,10 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
     """(Re)register ``xray.predictions`` and its views after a scoring run."""
     if not exists_in_lake(spark, lake, "predictions"):
         return []
-    if not spark.catalog.tableExists(qualified("studies")) and exists_in_lake(spark, lake, "studies"):
-        register_table(spark, lake, "studies")  # the views take accession numbers and study times from it
+    # The views' other inputs: accession numbers and study times, model times, the champion.
+    for name in ("studies", "models", "model_aliases"):
+        if not spark.catalog.tableExists(qualified(name)) and exists_in_lake(spark, lake, name):
+            register_table(spark, lake, name)
     register_table(spark, lake, "predictions")
     if exists_in_lake(spark, lake, "heatmaps"):
         register_table(spark, lake, "heatmaps")
