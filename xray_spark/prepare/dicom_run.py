@@ -22,11 +22,10 @@ from pyspark.sql import types as T
 from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import local_path
-from xray_spark.prepare import load, privacy
+from xray_spark.prepare import load, privacy, tally
 from xray_spark.prepare.dicom_labels import apply_labels, read_labels
 from xray_spark.prepare.dicom_source import read_headers
 from xray_spark.prepare.files import walk_local
-from xray_spark.prepare.metadata import finding_counts
 from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
 from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
 from xray_spark.prepare.split import UNLABELED
@@ -115,6 +114,7 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
         "duplicate_instances": n_duplicates,
         "already_in_store": already,
     }
+    labelled = candidates.where(F.col("split") != UNLABELED)
     run.summary["metadata"] = {
         "file": run.inputs.images,
         "rows": rows_read + already,
@@ -124,7 +124,7 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
         "patients": candidates.select("patient_id").distinct().count(),
         "implausible_ages_set_null": 0,
         "views": {r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
-        "finding_counts": finding_counts(candidates.where(F.col("split") != UNLABELED)) if run.inputs.labels else {},
+        "finding_counts": tally.count_findings(labelled) if run.inputs.labels else {},
     }
     run.summary["images"] = {
         "folder": run.inputs.images,

@@ -150,8 +150,3 @@ def write_boxes(spark: SparkSession, boxes: DataFrame, lake: Lake, dataset: str)
 def write_list(df: DataFrame, folder: str) -> None:
     """A report list (missing images, orphans, quarantine) as one CSV with a header."""
     df.coalesce(1).write.mode("overwrite").option("header", "true").csv(folder)
-
-
-def split_sizes(df: DataFrame) -> dict[str, dict[str, int]]:
-    rows = df.groupBy("split").agg(F.countDistinct("patient_id").alias("patients"), F.count("*").alias("images"))
-    return {r["split"]: {"patients": int(r["patients"]), "images": int(r["images"])} for r in rows.collect()}

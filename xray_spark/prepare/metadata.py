@@ -272,23 +272,6 @@ def validate_metadata(df: DataFrame) -> DataFrame:
     )
 
 
-def finding_counts(df: DataFrame) -> dict[str, int]:
-    """Images per finding (all 14, zero included) and ``No Finding``, from a ``findings`` column."""
-    rows = (
-        df.select(
-            F.explode_outer(
-                F.when(F.size("findings") > 0, F.col("findings")).otherwise(F.array(F.lit(NO_FINDING)))
-            ).alias("finding")
-        )
-        .groupBy("finding")
-        .count()
-        .collect()
-    )
-    counts = {name: 0 for name in (*FINDINGS, NO_FINDING)}
-    counts.update({r["finding"]: int(r["count"]) for r in rows if r["finding"] is not None})
-    return counts
-
-
 def findings_from_labels(finding_labels: Column) -> Column:
     """The stored ``finding_labels`` text as an array of findings (``No Finding`` and unlabelled -> empty)."""
     return (

@@ -37,7 +37,7 @@ from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.labels import choose_label_set
 from xray_spark.lake import Lake, local_path
-from xray_spark.prepare import dicom_run, load
+from xray_spark.prepare import dicom_run, load, tally
 from xray_spark.prepare import metadata as meta
 from xray_spark.prepare import split as splits
 from xray_spark.prepare.decode import decode_images
@@ -172,23 +172,20 @@ def read_inputs(run: PrepareRun) -> ReadInputs:
 
 
 def check_metadata(run: PrepareRun, given: ReadInputs) -> CheckedMetadata:
-    """Each row's verdict, and the counts of the valid ones."""
+    """Each row's verdict, and the counts of the valid ones (one aggregate)."""
     checked = run.keep(meta.validate_metadata(given.raw))
-    rows_read = checked.count()
+    counts = tally.metadata_tally(checked)
     valid = checked.where(F.col("reason").isNull())
     already = given.already
     run.summary["metadata"] = {
         "file": run.inputs.metadata,
-        "rows": rows_read + already,
-        "rows_considered": rows_read,
+        "rows": counts["rows"] + already,
+        "rows_considered": counts["rows"],
         "already_in_store": already,
-        "valid_rows": valid.count(),
-        "patients": valid.select("patient_id").distinct().count(),
-        "implausible_ages_set_null": valid.where(F.col("implausible_age")).count(),
-        "views": {r["view"]: int(r["count"]) for r in valid.groupBy("view").count().collect()},
-        "finding_counts": meta.finding_counts(valid),
+        **{k: counts[k] for k in ("valid_rows", "patients", "implausible_ages_set_null", "views", "finding_counts")},
     }
-    return CheckedMetadata(checked, valid, checked.where(F.col("reason").isNotNull()), rows_read)
+    bad = checked.where(F.col("reason").isNotNull())
+    return CheckedMetadata(checked, valid, bad, counts["rows"], counts["bad_by_reason"])
 
 
 def choose_labels(run: PrepareRun, metadata: CheckedMetadata) -> list[str]:
@@ -222,21 +219,24 @@ def match_files(run: PrepareRun, metadata: CheckedMetadata, with_split: DataFram
     """Rows with a file go on; rows without one, orphan files and duplicates are listed in the report."""
     with_file, without_file, unique_files, duplicate_files = attach_files(with_split, files)
     with_file = run.keep(with_file)
-    n_candidates = with_file.count()
-    if run.guards_removal:  # fail before the decode when the files alone cannot keep the store
-        what = f"{n_candidates:,} images have metadata and a file"
-        load.refuse_removal(run.spark, run.store_url, with_file.select("image_id"), run.dataset, what)
     all_ids = metadata.checked.select("image_id")
     if run.appends:
         all_ids = all_ids.unionByName(load.store_image_ids(run.spark, run.store_url))
     orphans = unique_files.join(all_ids, unique_files["file_name"] == all_ids["image_id"], "left_anti")
+    n = tally.row_counts(
+        with_file=with_file, missing=without_file, orphans=orphans, duplicates=duplicate_files, files=unique_files
+    )
+    n_candidates = n["with_file"]
+    if run.guards_removal:  # fail before the decode when the files alone cannot keep the store
+        what = f"{n_candidates:,} images have metadata and a file"
+        load.refuse_removal(run.spark, run.store_url, with_file.select("image_id"), run.dataset, what)
     counts = {
-        "missing_images": (without_file.count(), without_file.select("image_id", "patient_id", "finding_labels")),
-        "orphan_images": (orphans.count(), orphans.select("file_name", "source_path")),
-        "duplicate_files": (duplicate_files.count(), duplicate_files.select("file_name", "source_path")),
+        "missing_images": (n["missing"], without_file.select("image_id", "patient_id", "finding_labels")),
+        "orphan_images": (n["orphans"], orphans.select("file_name", "source_path")),
+        "duplicate_files": (n["duplicates"], duplicate_files.select("file_name", "source_path")),
     }
-    for name, (n, rows) in counts.items():
-        if n:
+    for name, (count, rows) in counts.items():
+        if count:  # no listing job when there is nothing to list
             load.write_list(rows, f"{run.report_dir}/{name}")
     n_missing = counts["missing_images"][0]
     if n_missing and run.inputs.require_images:
@@ -246,7 +246,7 @@ def match_files(run: PrepareRun, metadata: CheckedMetadata, with_split: DataFram
         )
     run.summary["images"] = {
         "folder": run.inputs.images,
-        "files_found": unique_files.count(),
+        "files_found": n["files"],
         "with_metadata": n_candidates,
         "metadata_rows_without_file": n_missing,
         "files_without_metadata": counts["orphan_images"][0],
@@ -263,7 +263,8 @@ def decode(run: PrepareRun, matched: MatchedFiles, label_set: list[str]) -> Deco
     progress.expect(matched.n_candidates)
     decoded = run.keep(decode_images(matched.with_file, run.settings, label_set, ingest_date, n_partitions))
     good = decoded.where(F.col("reason").isNull())
-    result = Decoded(good, decoded.where(F.col("reason").isNotNull()), good.count())
+    counts = tally.decoded_tally(decoded)  # the job that decodes (the rows stay cached)
+    result = Decoded(good, decoded.where(F.col("reason").isNotNull()), counts["good"], counts)
     run.phase("decode")
     return result
 
@@ -276,15 +277,19 @@ def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles
             quarantine_rows(bad_images, run.dataset, run.run_id, run.run_time)
         )
     )
-    by_reason = {r["reason"]: int(r["count"]) for r in rows.groupBy("reason").count().collect()}
+    by_reason = metadata.bad_by_reason
+    if by_reason is None:
+        by_reason = {r["reason"]: int(r["count"]) for r in metadata.bad.groupBy("reason").count().collect()}
+    by_reason = dict(by_reason)
+    for reason, count in decoded.counts["bad_by_reason"].items():
+        by_reason[reason] = by_reason.get(reason, 0) + count
     n_quarantined = sum(by_reason.values())
     earlier_runs = [r["run_id"] for r in run.manifest.runs] if run.manifest and n_quarantined else []
     known = quarantined_before(rows, run.lake, run.dataset, earlier_runs)
     considered = metadata.rows_read + matched.n_orphans - known
     fraction = (n_quarantined - known) / considered if considered else 0.0
     limit = run.settings.quarantine.max_fraction
-    converted = good.where(F.col("converted") != "").groupBy("converted").count().collect()
-    run.summary["images"] |= {"converted": {r["converted"]: int(r["count"]) for r in converted}, "written": 0}
+    run.summary["images"] |= {"converted": decoded.counts["converted"], "written": 0}
     run.summary["quarantine"] = {
         "total": n_quarantined,
         "fraction": round(fraction, 6),
@@ -354,12 +359,7 @@ def write_tables(run: PrepareRun) -> None:
     """``xray.studies`` from the store, and the store's sizes per split and finding."""
     studies = load.write_studies(run.spark, run.lake, run.dataset, run.store_url, run.inputs.source)
     run.summary["studies_rows"] = studies
-    store_df = run.spark.read.parquet(run.store_url)
-    run.summary["store_rows"] = store_df.count()
-    run.summary["splits"] = load.split_sizes(store_df)
-    labelled = store_df.where(F.col("split") != splits.UNLABELED)
-    findings = labelled.select(meta.findings_from_labels(F.col("finding_labels")))
-    run.summary["store_finding_counts"] = meta.finding_counts(findings)
+    run.summary |= tally.store_tally(run.spark.read.parquet(run.store_url), splits.UNLABELED)
     run.phase("tables")
 
 
@@ -368,11 +368,11 @@ def write_boxes(run: PrepareRun) -> None:
     boxes = run.keep(meta.read_bbox(run.spark, run.inputs.bbox, run.dataset))
     load.write_boxes(run.spark, boxes, run.lake, run.dataset)
     stored = run.spark.read.parquet(run.store_url).select("image_id")
-    run.summary["boxes"] = {
-        "rows": boxes.count(),
-        "images": boxes.select("image_id").distinct().count(),
-        "for_stored_images": boxes.join(stored, "image_id", "left_semi").count(),
-    }
+    run.summary["boxes"] = tally.row_counts(
+        rows=boxes,
+        images=boxes.select("image_id").distinct(),
+        for_stored_images=boxes.join(stored, "image_id", "left_semi"),
+    )
     run.phase("boxes")
 
 

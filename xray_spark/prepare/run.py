@@ -99,6 +99,8 @@ class CheckedMetadata:
     valid: DataFrame
     bad: DataFrame
     rows_read: int
+    #: The bad rows per quarantine reason, where the metadata's aggregate counted them already.
+    bad_by_reason: dict[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,3 +116,4 @@ class Decoded:
     good: DataFrame
     bad: DataFrame
     n_good: int
+    counts: dict[str, Any]  # see tally.decoded_tally
