@@ -288,3 +288,42 @@ def test_more_workers_than_row_groups_is_a_clear_error(prepared):
     check_shardable(url, groups)
     with pytest.raises(UsageError, match=r"has 4 row group\(s\), fewer than train.num_workers=5"):
         check_shardable(url, groups + 1)
+
+
+def test_the_training_reader_yields_each_row_once_with_the_stores_pixels(prepared):
+    """The batch reader + tf.data decode against make_reader's own codec, row for row; a short epoch fails."""
+    from xray_spark.train.data import RowLoss, ShardSpec, read_arrays, training_dataset
+
+    settings, lake, _ = prepared
+    url = lake.store_url(settings.dataset)
+    reference = read_arrays(url, ShardSpec("train"))  # make_reader: Petastorm decodes with its codec
+    n, size, n_labels = len(reference["ids"]), reference["images"].shape[1], reference["labels"].shape[1]
+    assert n > 40
+
+    def fingerprints(images: np.ndarray, labels: np.ndarray) -> list[tuple]:
+        """Each row as (label bits, pixel bytes): a multiset that one lost, doubled or altered row changes."""
+        return sorted((lab.astype(np.uint8).tobytes(), img.tobytes()) for img, lab in zip(images, labels, strict=True))
+
+    def epoch(**kwargs) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        with training_dataset(
+            url,
+            ShardSpec("train"),
+            image_size=size,
+            n_labels=n_labels,
+            batch_size=16,
+            shuffle_buffer=64,
+            seed=3,
+            **kwargs,
+        ) as ds:
+            for x, y, w in ds:
+                assert x.dtype.name == "uint8" and set(np.unique(w.numpy())) == {1.0}
+                images.append(x.numpy())
+                labels.append(y.numpy())
+        return np.concatenate(images), np.concatenate(labels)
+
+    images, labels = epoch(expected_rows=n)
+    assert images.shape == (n, size, size, 1)
+    assert fingerprints(images, labels) == fingerprints(reference["images"], reference["labels"])
+    with pytest.raises(RowLoss, match=f"returned {n} of the {n + 1} rows"):
+        epoch(expected_rows=n + 1)

@@ -207,6 +207,7 @@ def fit_epoch(
         seed=t.seed + epoch,
         n_batches=data.steps if cluster.size > 1 else None,
         use_sample_weights=t.use_sample_weights,
+        expected_rows=len(data.train_ids),
     ) as dataset:
         if cluster.size > 1:
             options = tf.data.Options()
