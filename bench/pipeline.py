@@ -4,7 +4,7 @@
     (make bench)
 
 Inputs: synthetic NIH-size images (1024 x 1024 8-bit PNG), made once and cached under
-``bench/.cache``; the 2x and 4x archives repeat the 1x images under new ids and patients
+``bench/.cache``; the larger archives (2x to 16x) repeat the 1x images under new ids and patients
 (hard links), so every size decodes the same kind of file. The jobs run as a user runs
 them (``python jobs/<job>.py``, default configuration, local[2], a 224 px store), one
 process per run; each baseline runs in this process on the same inputs.
@@ -14,7 +14,7 @@ process per run; each baseline runs in this process on the same inputs.
    decoding the same PNG bytes in a loop (one thread, and two), and how fast small_cnn and
    densenet121 consume batches here;
 3. scoring: ``score`` vs ``model.predict`` over the same decoded arrays, same thread count;
-4. growth: ingest and scoring time per image at 1x, 2x and 4x;
+4. growth: ingest and scoring time per image at 1x, 2x, 4x, 8x and 16x (a linear fit: fixed + per image);
 5. memory: peak resident memory of the JVM and of the Python processes of each job.
 
 Every timing is repeated ``--repeats`` times; the median is reported with all runs.
@@ -41,7 +41,13 @@ sys.path.insert(0, str(ROOT))
 from xray_spark.dev.cluster import process_tree  # noqa: E402  (after the path is set)
 
 SIZE = 224  # the store's image side: DenseNet-121's input
-SIZES = {"1x": 1, "2x": 2, "4x": 4}
+SIZES = {"1x": 1, "2x": 2, "4x": 4, "8x": 8, "16x": 16}
+#: Sizes above this factor run one repeat fewer (the benchmark stays under about 25 minutes).
+FULL_REPEATS_UP_TO = 4
+
+
+def repeats_for(size: str, repeats: int) -> int:
+    return repeats if SIZES[size] <= FULL_REPEATS_UP_TO else max(1, repeats - 1)
 
 
 def log(message: str) -> None:
@@ -50,7 +56,7 @@ def log(message: str) -> None:
 
 # -- inputs ------------------------------------------------------------------------------------
 def make_inputs(cache: Path, scale: int) -> dict[str, Path]:
-    """``{size: archive folder}`` with Data_Entry_2017.csv and images/ for 1x, 2x, 4x."""
+    """``{size: archive folder}`` with Data_Entry_2017.csv and images/ for each of :data:`SIZES`."""
     from xray_spark.dev.synthetic import write_archive
 
     base = cache / f"nih1024-{scale}"
@@ -177,7 +183,7 @@ def prepare_runs(archive: Path, work: Path, repeats: int) -> list[dict]:
 
 
 # -- 2: training input ---------------------------------------------------------------------------------
-def training_input(store_url: str, labels: int, repeats: int) -> dict:
+def training_input(store_url: str, labels: int, repeats: int, *, consumers_too: bool = True) -> dict:
     import cv2
     import pyarrow.parquet as pq
     import tensorflow as tf
@@ -227,7 +233,7 @@ def training_input(store_url: str, labels: int, repeats: int) -> dict:
     pipeline_rate = counted / statistics.median(pipeline_times)
 
     consumers = {}
-    for kind, model_batch, steps in (("small_cnn", 32, 8), ("densenet121", 16, 3)):
+    for kind, model_batch, steps in (("small_cnn", 32, 8), ("densenet121", 16, 3)) if consumers_too else ():
         from xray_spark.models import build_model
 
         model = build_model(kind, labels, SIZE)
@@ -265,6 +271,7 @@ def training_input(store_url: str, labels: int, repeats: int) -> dict:
         "ratio_to_two_thread_decode": round(pipeline_rate / two_thread_rate, 3),
         "consumers": consumers,
         "headroom_over": {k: round(pipeline_rate / v["images_per_s"], 1) for k, v in consumers.items()},
+        "store": os.path.relpath(store_url.removeprefix("file://"), ROOT),
     }
 
 
@@ -283,6 +290,7 @@ def score_runs(lake: Path, model_dir: str, work: Path, repeats: int) -> list[dic
     for i in range(repeats):
         shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
         args = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--model", model_dir]
+        args += ["--heatmaps", "none"]  # scoring alone (bench/score_heatmaps.py measures heatmaps)
         run = run_job("score", args, work / "score.json")
         written = run["summary"]["written"]
         run["images"] = written
@@ -397,7 +405,7 @@ def main() -> None:
         prepare = {}
         for name, archive in archives.items():
             log(f"1/4. ingest: prepare {name}")
-            prepare[name] = prepare_runs(archive, work, args.repeats)
+            prepare[name] = prepare_runs(archive, work, repeats_for(name, args.repeats))
         results["ingest"] = {"baseline": baseline, "prepare": prepare}
     prepare = results["ingest"]["prepare"]
 
@@ -407,13 +415,16 @@ def main() -> None:
     if "input" in only:
         log("2. training input")
         results["training_input"] = training_input(store_4x, labels, args.repeats)
+        lake_16x = ROOT / prepare["16x"][-1]["lake"]  # a longer epoch: the reader's start-up weighs less
+        store_16x = "file://" + str(lake_16x / "petastorm" / "nih")
+        results["training_input_16x"] = training_input(store_16x, labels, args.repeats, consumers_too=False)
 
     if "scoring" in only:
         log("3. scoring: a model to score with (small_cnn, 1 epoch on the 1x store)")
         model_dir = train_model(ROOT / prepare["1x"][-1]["lake"], work)
         score = {}
         for name in SIZES:
-            score[name] = score_runs(ROOT / prepare[name][-1]["lake"], model_dir, work, args.repeats)
+            score[name] = score_runs(ROOT / prepare[name][-1]["lake"], model_dir, work, repeats_for(name, args.repeats))
         results["scoring"] = {
             "model": "small_cnn",
             "baseline": predict_baseline_in_child(store_4x, model_dir, args.repeats),
@@ -462,6 +473,7 @@ def summarise(results: dict) -> dict:
         out["growth"][job] = {
             "ms_per_image_in_job": {n: round(v, 2) for n, v in per_image.items()},
             "spread_4x_vs_1x": round(per_image["1x"] / per_image["4x"] - 1, 3),
+            "spread_16x_vs_1x": round(per_image["1x"] / per_image["16x"] - 1, 3),
             "fit_seconds": {"fixed": round(float(intercept), 2), "per_image_ms": round(float(slope) * 1000, 3)},
         }
     out["training_input"] = {
@@ -469,6 +481,12 @@ def summarise(results: dict) -> dict:
         "decode_loop_images_per_s": results["training_input"]["decode_loop"]["images_per_s"],
         "ratio": results["training_input"]["ratio_to_decode_loop"],
         "ratio_to_two_thread_decode": results["training_input"].get("ratio_to_two_thread_decode"),
+        "at_16x": {
+            k: results["training_input_16x"][k]
+            for k in ("train_images", "ratio_to_decode_loop", "ratio_to_two_thread_decode")
+        }
+        if "training_input_16x" in results
+        else None,
         "headroom_over": results["training_input"]["headroom_over"],
     }
     out["limits"] = {"ingest_two_core_images_per_s": limit, "predict_images_per_s": predict}
