@@ -188,7 +188,10 @@ def training_input(store_url: str, labels: int, repeats: int, *, consumers_too: 
     import pyarrow.parquet as pq
     import tensorflow as tf
 
+    from xray_spark.cli import quiet_petastorm_warnings
     from xray_spark.train.data import ShardSpec, training_dataset
+
+    quiet_petastorm_warnings()
 
     path = store_url.removeprefix("file://")
     table = pq.read_table(path, columns=["image", "split"])
@@ -470,7 +473,12 @@ def summarise(results: dict) -> dict:
         xs = np.array([source[n][0]["images"] for n in SIZES], dtype=float)
         ys = np.array([median_of(source[n], "job_s") for n in SIZES])
         slope, intercept = np.polyfit(xs, ys, 1)
+        wall_slope, wall_intercept = np.polyfit(xs, [median_of(source[n], "wall_s") for n in SIZES], 1)
         out["growth"][job] = {
+            "fit_seconds_wall": {
+                "fixed": round(float(wall_intercept), 2),
+                "per_image_ms": round(float(wall_slope) * 1000, 3),
+            },
             "ms_per_image_in_job": {n: round(v, 2) for n, v in per_image.items()},
             "spread_4x_vs_1x": round(per_image["1x"] / per_image["4x"] - 1, 3),
             "spread_16x_vs_1x": round(per_image["1x"] / per_image["16x"] - 1, 3),

@@ -67,12 +67,15 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
-    # petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated on every call.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
-    warnings.filterwarnings("ignore", category=UnicodeWarning, module=r"petastorm(\..*)?$")
+    quiet_petastorm_warnings()
     for noisy in ("py4j", "petastorm", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_petastorm_warnings() -> None:
+    """petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated, on every row group it reads."""
+    for category in (FutureWarning, DeprecationWarning, UnicodeWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"petastorm(\..*)?$")
 
 
 def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Settings:
