@@ -149,7 +149,7 @@ test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 BENCH_SCALE ?= 500
-bench: setup ## throughput against plain-Python limits, growth, memory (~25 min on 2 cores; bench/results)
+bench: setup ## throughput against plain-Python limits, growth, memory (~20 min on 2 cores; bench/results)
 	$(PY) bench/pipeline.py --scale $(BENCH_SCALE) --repeats 3
 
 lint: setup ## ruff over the code
