@@ -76,6 +76,10 @@ def quiet_petastorm_warnings() -> None:
     """petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated, on every row group it reads."""
     for category in (FutureWarning, DeprecationWarning, UnicodeWarning):
         warnings.filterwarnings("ignore", category=category, module=r"petastorm(\..*)?$")
+    # Two notices about what the training reader does on purpose: it reads the PNG bytes
+    # undecoded with make_batch_reader, and names its fields exactly.
+    for notice in (r"Please use make_reader", r"schema_fields behavior has changed"):
+        warnings.filterwarnings("ignore", message=notice, category=UserWarning, module=r"petastorm(\..*)?$")
 
 
 def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Settings:
