@@ -85,3 +85,21 @@ def test_localization_measures_by_hand():
     margin = TOLERANCE * 1000
     assert mass["chance"] == pytest.approx((60 + 2 * margin) ** 2 / 1e6)
     assert result["overall"]["boxes"] == 3
+
+
+def test_grad_cam_differentiates_the_logit_so_a_certain_film_still_gets_a_heatmap():
+    """A film whose probability is 1.0 in float32 (the films the worklist shows first) has a zero gradient there."""
+    from xray_spark.models import build_model, keras
+    from xray_spark.score.heatmaps import feature_layer, grad_cam, grad_cam_model
+
+    model = build_model("small_cnn", n_labels=2, image_size=32, seed=3)
+    logits = model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel, bias + np.array([60.0, 0.0], dtype=np.float32)])
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 1), dtype=np.uint8)
+    assert (model.predict(images, verbose=0)[:, 0] == 1.0).all()  # saturated: sigmoid's gradient is exactly 0
+
+    cams = grad_cam(grad_cam_model(model), images, np.zeros(4, dtype=int))
+    assert cams.shape == (4, 4, 4) and np.allclose(cams.reshape(4, -1).max(axis=1), 1.0)
+    on_probability = keras().Model(model.inputs, [feature_layer(model).output, model.output])
+    assert grad_cam(on_probability, images, np.zeros(4, dtype=int)).max() == 0.0  # what the heatmap was before

@@ -38,6 +38,17 @@ def worklist(spark, prepared, small_model, tmp_path_factory):
 def test_the_page_lists_the_riskiest_films_with_pictures_and_patient_pages(spark, worklist):
     _, scored, summary = worklist
     assert scored["heatmaps"]["written"] >= 12  # a film with two findings called has two
+    import cv2
+
+    maps = spark.sql(
+        f"SELECT finding, probability, heatmap_png FROM xray.heatmaps WHERE model_version = '{scored['model_version']}'"
+    ).collect()
+    blank = [
+        (r["finding"], r["probability"])
+        for r in maps
+        if cv2.imdecode(np.frombuffer(r["heatmap_png"], np.uint8), 0).max() == 0
+    ]
+    assert blank == [], f"every heatmap has a hot region, also where the probability is 1.0 ({len(maps)} heatmaps)"
     assert summary["films"] == 20 and summary["films_scored_that_date"] == 160
     assert summary["with_heatmap"] == 12  # the 12 riskiest films, in the same order as the page's first 12
     page = Path(summary["page"]).read_text()

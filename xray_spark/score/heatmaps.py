@@ -7,10 +7,13 @@ run's predictions are published (``top:N`` needs the whole run's ranking), on th
 executors, in Arrow batches of at most ``score.batch_size`` films, so memory per Python
 worker is bounded whatever the run's size.
 
-Grad-CAM (Selvaraju et al., ICCV 2017): the gradient of the finding's probability with
-respect to the last convolutional feature map, averaged over the map, weights the map's
-channels; the weighted sum, clipped at 0 and scaled to its maximum, is the heatmap. It
-needs no change to the model and one forward and backward pass per finding. The last
+Grad-CAM (Selvaraju et al., ICCV 2017): the gradient of the finding's score with respect
+to the last convolutional feature map, averaged over the map, weights the map's channels;
+the weighted sum, clipped at 0 and scaled to its maximum, is the heatmap. The score is the
+finding's logit (the ``logits`` layer, before the sigmoid), as the paper takes the class
+score before the softmax: on the films the worklist puts first the probability is often
+1.0 in float32, where its gradient is exactly 0 and the heatmap would be blank. It needs
+no change to the model and one forward and backward pass per finding. The last
 convolutional map is 16 x 16 for ``small_cnn`` at 128 px (8 px a cell) and 7 x 7 for
 DenseNet-121 at 224 px (32 px a cell): the box around the hot region is as coarse as that.
 
@@ -58,12 +61,20 @@ def feature_layer(model: Any) -> Any:
     raise ValueError(f"model {model.name} has no convolutional feature map for Grad-CAM")
 
 
+def score_layer(model: Any) -> Any:
+    """The layer whose output Grad-CAM differentiates: the logits before the sigmoid where the model names them."""
+    try:
+        return model.get_layer("logits")
+    except ValueError:
+        return model.layers[-1]  # a model without one: its probabilities (saturate at the extremes)
+
+
 def grad_cam_model(model: Any) -> Any:
-    """A model with two outputs: the last feature map and the probabilities."""
+    """A model with two outputs: the last feature map and the findings' scores (logits)."""
     from xray_spark.models import keras
 
     k = keras()
-    return k.Model(model.inputs, [feature_layer(model).output, model.output])
+    return k.Model(model.inputs, [feature_layer(model).output, score_layer(model).output])
 
 
 def grad_cam(cam_model: Any, images: np.ndarray, findings: np.ndarray) -> np.ndarray:
@@ -77,8 +88,8 @@ def grad_cam(cam_model: Any, images: np.ndarray, findings: np.ndarray) -> np.nda
         rows = np.flatnonzero(findings == f)
         batch = tf.convert_to_tensor(images[rows])
         with tf.GradientTape() as tape:
-            maps, probabilities = cam_model(batch, training=False)
-            score = probabilities[:, int(f)]
+            maps, scores = cam_model(batch, training=False)
+            score = tf.cast(scores[:, int(f)], tf.float32)
         grads = tape.gradient(score, maps)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cams = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
