@@ -11,11 +11,12 @@ DEMO_IMAGES ?= 1500
 DEMO_ARCHIVE := $(LAKE)/archive/synthetic
 PYTEST_ARGS ?=
 # The master comes from the conf (spark.master), so CONF=conf/standalone.yaml runs every
-# target on the cluster of `make cluster-up`. Spark's console kept quiet under spark-submit too.
+# target on the cluster of `make cluster-up`. Spark's console kept quiet under spark-submit too;
+# the driver JVM on C1 only (xray_spark/session.py, DRIVER_JVM_OPTIONS, says why).
 MASTER = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get spark.master)
 DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
 SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties)"
+  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties) -XX:TieredStopAtLevel=1"
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # Spark's web UI binds to this address (when it is on: spark.ui.enabled defaults to false
@@ -109,14 +110,11 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
 INCOMING ?= $(LAKE)/incoming/$(shell date -u +%Y%m%d)
 PREPARE_SET ?=
-nightly: setup ## prepare --incremental on INCOMING, then score --new-only (cron-able)
+nightly: setup ## prepare --incremental on INCOMING, score --new-only, worklist: one session (cron-able)
 	@[ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
 	@[ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
-	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) --incremental $(PREPARE_SET) \
-	  --metadata $(INCOMING)/Data_Entry_2017.csv --images $(INCOMING)/images \
-	  --summary-json $(LAKE)/reports/nightly-prepare-latest.json
-	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --summary-json $(LAKE)/reports/nightly-score-latest.json
-	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/nightly-worklist-latest.json
+	$(SUBMIT) jobs/nightly.py --conf $(CONF) --lake $(LAKE) --incoming $(INCOMING) $(PREPARE_SET) \
+	  --summary-json $(LAKE)/reports/nightly-latest.json
 
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
 # then the nightly run ingests and scores them. For the demo lake only, never a real one.

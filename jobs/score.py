@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli
+from xray_spark import cli, report
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -38,20 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_scoring(
             spark, lake, settings, model_version=args.model_version, model_path=args.model, new_only=args.new_only
         )
-        print(f"score {summary['run_id']}  model={summary['model_version']}  dataset={summary['dataset']}")
-        print(
-            f"  {summary['studies_in_store']:,} studies in the store, {summary['to_score']:,} to score"
-            + (f" ({summary['already_scored']:,} already scored by this model)" if args.new_only else "")
-        )
-        print(
-            f"  {summary['written']:,} predictions written to xray.predictions "
-            f"(score_date={summary['score_date']}) in {summary['seconds']:.1f} s"
-        )
-        maps = summary["heatmaps"]
-        if maps["written"]:
-            print(
-                f"  {maps['written']:,} heatmaps ({maps['choice']}) written to xray.heatmaps in {maps['seconds']:.1f} s"
-            )
+        print(report.score_summary_text(summary, new_only=args.new_only))
         cli.write_summary_json(args.summary_json, summary)
         return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli
+from xray_spark import cli, report
 from xray_spark.errors import UsageError
 
 
@@ -34,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from xray_spark.worklist.pipeline import run_worklist
 
         summary = run_worklist(spark, lake, settings, score_date=args.date, limit=args.limit)
-        print(
-            f"worklist {summary['dataset']} {summary['score_date']}: {summary['films']:,} of "
-            f"{summary['films_scored_that_date']:,} films, {summary['with_heatmap']:,} with a heatmap, "
-            f"{summary['patients']:,} patient pages"
-        )
-        print(f"page: {summary['page']}")
+        print(report.worklist_summary_text(summary))
         cli.write_summary_json(args.summary_json, summary)
         return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -125,3 +126,48 @@ def test_spark_submit_conf_wins_over_the_builders_defaults(tmp_path):
     assert given.stdout.splitlines() == ["key,value", "spark.sql.shuffle.partitions,3"]
     default = run_submitted("sql", query, cwd=tmp_path)
     assert default.stdout.splitlines() == ["key,value", "spark.sql.shuffle.partitions,8"]
+
+
+def test_the_nightly_job_ingests_scores_and_lists_tonights_studies_in_one_session(
+    spark, prepared, small_model, tmp_path
+):
+    """jobs/nightly.py: the new studies only, into the store, xray.predictions and the page; a late CSV stops it."""
+    import shutil
+
+    from xray_spark.dev.synthetic import write_archive
+    from xray_spark.lake import Lake
+    from xray_spark.registry import set_alias
+    from xray_spark.score.pipeline import run_scoring
+
+    from .conftest import TEST_OVERRIDES
+
+    settings, lake, _ = prepared
+    root = tmp_path / "lake"
+    shutil.copytree(lake.root, root, ignore=shutil.ignore_patterns("locks"))
+    mine = Lake.at(str(root))
+    set_alias(spark, mine, small_model["version"], reason="tonight's model")
+    run_scoring(spark, mine, dataclasses.replace(settings, lake=str(root)), new_only=True)  # last night's
+    incoming = tmp_path / "incoming"
+    write_archive(incoming, n_images=24, size=96, seed=5, first_patient=900_000)
+    common = [
+        "--lake",
+        str(root),
+        *(a for o in TEST_OVERRIDES for a in ("--set", o)),
+        "--set",
+        "spark.driver_memory=1g",
+    ]
+    summary_file = tmp_path / "night.json"
+    night = run_job("nightly", [*common, "--incoming", str(incoming), "--summary-json", str(summary_file)])
+    assert night.returncode == 0, night.stderr[-3000:]
+    summary = json.loads(summary_file.read_text())
+    added = summary["prepare"]["images"]["written"]
+    assert added == 24 and summary["prepare"]["metadata"]["already_in_store"] == 0
+    assert summary["score"]["written"] == 24 and summary["score"]["model_version"] == small_model["version"]
+    assert summary["worklist"]["films_scored_that_date"] >= 24 and Path(summary["worklist"]["page"]).is_file()
+    # stdout: the three summaries the separate jobs print, and nothing else
+    assert "24 predictions written to xray.predictions" in night.stdout and night.stdout.startswith("prepare ")
+    assert "page: " in night.stdout and "INFO" not in night.stdout
+    scored = spark.read.parquet(str(root / "tables" / "predictions")).where(f"run_id = '{summary['score']['run_id']}'")
+    assert scored.count() == 24 and scored.where("patient_id < 900000").count() == 0  # tonight's patients only
+    late = run_job("nightly", [*common, "--incoming", str(tmp_path / "not-yet")])
+    assert late.returncode == 2 and "Data_Entry_2017.csv has not arrived" in late.stderr

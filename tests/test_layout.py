@@ -155,3 +155,10 @@ def test_every_runtime_import_is_a_declared_dependency():
 def test_jobs_stay_thin():
     for job in sorted((ROOT / "jobs").glob("*.py")):
         assert len(job.read_text().splitlines()) <= 120, f"{job.name} holds logic that belongs in xray_spark"
+
+
+def test_the_makefile_gives_spark_submit_the_drivers_jvm_options():
+    from xray_spark.session import DRIVER_JVM_OPTIONS
+
+    submit = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "--driver-java-options" in line)
+    assert DRIVER_JVM_OPTIONS in submit, "make's spark-submit and python jobs/*.py run the same driver JVM"

@@ -35,6 +35,32 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def score_summary_text(summary: Mapping[str, Any], *, new_only: bool) -> str:
+    """The scoring run's summary as the console shows it."""
+    lines = [
+        f"score {summary['run_id']}  model={summary['model_version']}  dataset={summary['dataset']}",
+        f"  {summary['studies_in_store']:,} studies in the store, {summary['to_score']:,} to score"
+        + (f" ({summary['already_scored']:,} already scored by this model)" if new_only else ""),
+        f"  {summary['written']:,} predictions written to xray.predictions "
+        f"(score_date={summary['score_date']}) in {summary['seconds']:.1f} s",
+    ]
+    maps = summary["heatmaps"]
+    if maps["written"]:
+        lines.append(
+            f"  {maps['written']:,} heatmaps ({maps['choice']}) written to xray.heatmaps in {maps['seconds']:.1f} s"
+        )
+    return "\n".join(lines)
+
+
+def worklist_summary_text(summary: Mapping[str, Any]) -> str:
+    """The worklist run's summary as the console shows it: what the page holds and where it is."""
+    return (
+        f"worklist {summary['dataset']} {summary['score_date']}: {summary['films']:,} of "
+        f"{summary['films_scored_that_date']:,} films, {summary['with_heatmap']:,} with a heatmap, "
+        f"{summary['patients']:,} patient pages\npage: {summary['page']}"
+    )
+
+
 def prepare_summary_text(summary: Mapping[str, Any]) -> str:
     """The prepare run's summary as the console shows it."""
     out = io.StringIO()

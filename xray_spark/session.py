@@ -33,6 +33,13 @@ from xray_spark.stderr_route import terminal, under_spark_submit
 MIN_JAVA = 17
 
 
+#: The driver JVM compiles with C1 only. In local mode the heavy work runs in the Python
+#: workers and the JVM plans queries and moves Arrow batches: C2's warm-up cost a cold
+#: prepare about 3 s of 20-27 (2 cores) and bought nothing back at 8,000 images. The
+#: Makefile passes the same options to spark-submit; executors on a cluster keep the default.
+DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
 def java_executable() -> str | None:
     home = os.environ.get("JAVA_HOME")
     if home:
@@ -120,7 +127,9 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
     if not under_spark_submit():
         builder = builder.master(settings.master)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
-        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j_file()}")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j_file()} {DRIVER_JVM_OPTIONS}"
+        )
     defaults = {
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
