@@ -15,7 +15,9 @@ process per run; each baseline runs in this process on the same inputs.
    densenet121 consume batches here;
 3. scoring: ``score`` vs ``model.predict`` over the same decoded arrays, same thread count;
 4. growth: ingest and scoring time per image at 1x, 2x, 4x, 8x and 16x (a linear fit: fixed + per image);
-5. memory: peak resident memory of the JVM and of the Python processes of each job.
+5. memory: peak resident memory of the JVM and of the Python processes of each job;
+6. a night: 500 new studies added, scored and listed by ``jobs/nightly.py`` in one session vs
+   the three jobs one after another (``bench/nightly_runs.py``).
 
 Every timing is repeated ``--repeats`` times; the median is reported with all runs.
 """
@@ -38,10 +40,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from nightly_runs import night_archive, nightly_runs  # noqa: E402  (bench/, beside this file)
+
 from xray_spark.dev.cluster import process_tree  # noqa: E402  (after the path is set)
 
 SIZE = 224  # the store's image side: DenseNet-121's input
 SIZES = {"1x": 1, "2x": 2, "4x": 4, "8x": 8, "16x": 16}
+PARTS = ("ingest", "input", "scoring", "nightly")
 #: Sizes above this factor run one repeat fewer (the benchmark stays under about 25 minutes).
 FULL_REPEATS_UP_TO = 4
 
@@ -366,7 +371,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline_cpu2.json"))
-    parser.add_argument("--only", default="ingest,input,scoring", help="comma-separated parts to (re)run")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to (re)run")
     parser.add_argument("--predict-baseline", nargs=3, metavar=("STORE", "MODEL", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.predict_baseline:
@@ -374,14 +379,14 @@ def main() -> None:
         print(json.dumps(predict_baseline(store, model, int(repeats))))
         return
     only = set(args.only.split(","))
-    unknown = only - {"ingest", "input", "scoring"}
+    unknown = only - set(PARTS)
     if unknown:
-        parser.error(f"--only takes ingest, input, scoring; got {sorted(unknown)}")
+        parser.error(f"--only takes {', '.join(PARTS)}; got {sorted(unknown)}")
     cache = Path(args.cache)
     work = cache / "work"
     archives = make_inputs(cache, args.scale)
     out = Path(args.out)
-    results: dict = json.loads(out.read_text()) if only != {"ingest", "input", "scoring"} and out.exists() else {}
+    results: dict = json.loads(out.read_text()) if only != set(PARTS) and out.exists() else {}
     if "ingest" not in only and "ingest" not in results:
         parser.error(f"--only without ingest needs an earlier full run's {out} and bench/.cache/work")
     partial = bool(results)
@@ -433,6 +438,16 @@ def main() -> None:
             "baseline": predict_baseline_in_child(store_4x, model_dir, args.repeats),
             "score": score,
         }
+    if "nightly" in only:
+        log("6. a night: 500 new studies, one session vs three jobs")
+        unique = archives["1x"].parent / "unique"
+        night = night_archive(unique, archives["1x"].parent / "night")
+        base = ROOT / prepare["1x"][-1]["lake"]  # its studies scored by the model of part 3
+        if not any((base / "models").glob("*/model.json")):
+            parser.error("--only nightly needs part 3 (scoring) run on this ingest: add scoring to --only")
+        conf = str(ROOT / "conf" / "local.yaml")
+        results["nightly"] = nightly_runs(run_job, conf, base, night, work, max(1, args.repeats - 1))
+        log(f"  median wall: {results['nightly']['median_wall_s']}")
     results["summary"] = summarise(results)
     results["rerun_seconds" if partial else "seconds"] = round(time.monotonic() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -498,6 +513,9 @@ def summarise(results: dict) -> dict:
         "headroom_over": results["training_input"]["headroom_over"],
     }
     out["limits"] = {"ingest_two_core_images_per_s": limit, "predict_images_per_s": predict}
+    if "nightly" in results:
+        night = results["nightly"]
+        out["nightly"] = {k: night[k] for k in ("new_studies", "median_wall_s", "saved_wall_s")}
     return out
 
 
