@@ -13,7 +13,12 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn import metrics as sk
+
+
+def _sk():  # type: ignore[no-untyped-def]  # sklearn.metrics on first use: its import was ~2 s of every job's start
+    from sklearn import metrics
+
+    return metrics
 
 
 def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
@@ -24,7 +29,7 @@ def auroc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.nd
         raise ValueError(f"auroc: {y.size} labels but {s.size} scores")
     if y.all() or not y.any():
         return float("nan")
-    return float(sk.roc_auc_score(y, s))
+    return float(_sk().roc_auc_score(y, s))
 
 
 def per_label_auroc(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
@@ -54,7 +59,7 @@ def roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.n
 
     with warnings.catch_warnings():  # one class: sklearn warns and returns NaN rates
         warnings.simplefilter("ignore")
-        fpr, tpr, thresholds = sk.roc_curve(y, s, drop_intermediate=False)
+        fpr, tpr, thresholds = _sk().roc_curve(y, s, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
