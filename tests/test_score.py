@@ -25,6 +25,7 @@ from xray_spark.registry import digests, resolve_model, set_alias
 from xray_spark.schema import predictions_schema
 from xray_spark.score import pipeline as scoring
 from xray_spark.score import udf
+from xray_spark.session import temporary_conf
 
 from .jobs import kill_when
 
@@ -51,9 +52,12 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
     settings, lake = scored_lake
     card = resolve_model(spark, lake, path=small_model["model_dir"])
     rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=False)
-    out = udf.score_frame(
-        rows, card, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
-    ).collect()
+    # Arrow batches of 9 rows, model batches of 7: the UDF decodes each batch while the one
+    # before it is predicted, so every row must still come back with its own image's scores.
+    with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "9"):
+        out = udf.score_frame(
+            rows, card, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
+        ).collect()
     from xray_spark.registry import load_model_safely
     from xray_spark.train.data import ShardSpec, read_arrays
 

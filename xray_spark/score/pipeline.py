@@ -84,7 +84,7 @@ def plan_run(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard, *, 
     stale = clean_staging(lake, older_than_s=6 * 3600)
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     total = spark.read.parquet(lake.store_url(dataset)).count()
-    n_rows = studies_to_score(spark, lake, dataset, card.version, new_only=new_only).count()
+    n_rows = studies_to_score(spark, lake, dataset, card.version, new_only=True).count() if new_only else total
     return {
         "run_id": new_run_id(),
         "model_version": card.version,

