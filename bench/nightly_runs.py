@@ -52,19 +52,16 @@ def nightly_runs(run_job: Callable, conf: str, base_lake: Path, night: Path, wor
                 prepare = [*args, "--incremental", "--metadata", csv, "--images", images]
                 steps = [("prepare", prepare), ("score", [*args, "--new-only"]), ("worklist", args)]
             done = [run_job(job, step_args, work / f"{job}.json") for job, step_args in steps]
-            summary = done[0]["summary"]
-            added = summary["prepare"]["images"]["written"] if way == "one_session" else summary["images"]["written"]
-            scored = done[-2 if way == "three_jobs" else 0]["summary"]
-            scored = scored["score"] if way == "one_session" else scored
+            # Each step's own summary, by job: the nightly job's summary holds all three.
+            by_job = {job: d["summary"] for (job, _), d in zip(steps, done, strict=True)}
+            by_job = by_job.get("nightly", by_job)
             runs[way].append(
                 {
                     "wall_s": round(sum(d["wall_s"] for d in done), 2),
                     "job_s": round(sum(d["job_s"] for d in done), 2),
-                    "steps_s": {job: d["job_s"] for (job, _), d in zip(steps, done, strict=True)}
-                    if way == "three_jobs"
-                    else {k: summary[k]["seconds"] for k in ("prepare", "score", "worklist")},
-                    "added": added,
-                    "scored": scored["written"],
+                    "steps_s": {job: by_job[job]["seconds"] for job in ("prepare", "score", "worklist")},
+                    "added": by_job["prepare"]["images"]["written"],
+                    "scored": by_job["score"]["written"],
                     "peak_rss_mib": max((d["peak_rss_mib"] for d in done), key=lambda p: p["total"]),
                 }
             )
