@@ -167,6 +167,10 @@ def test_the_nightly_job_ingests_scores_and_lists_tonights_studies_in_one_sessio
     # stdout: the three summaries the separate jobs print, and nothing else
     assert "24 predictions written to xray.predictions" in night.stdout and night.stdout.startswith("prepare ")
     assert "page: " in night.stdout and "INFO" not in night.stdout
+    # The Python workers import TensorFlow to score and for the heatmaps: none of its
+    # start-up notices reaches the log of a healthy CPU run.
+    for notice in ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers"):
+        assert notice not in night.stderr, night.stderr[-3000:]
     scored = spark.read.parquet(str(root / "tables" / "predictions")).where(f"run_id = '{summary['score']['run_id']}'")
     assert scored.count() == 24 and scored.where("patient_id < 900000").count() == 0  # tonight's patients only
     late = run_job("nightly", [*common, "--incoming", str(tmp_path / "not-yet")])

@@ -67,9 +67,12 @@ def worker_forward(model_file: str, sha256: str, size: int) -> Any:
     """
     forward = _WORKER_FORWARD.get(model_file)
     if forward is None:
-        import tensorflow as tf
-
+        # The model first: it picks the task's GPU before TensorFlow starts and imports
+        # TensorFlow without its start-up notices (xray_spark.tf_quiet).
         model = worker_model(model_file, sha256)
+        from xray_spark.tf_quiet import import_tensorflow
+
+        tf = import_tensorflow()
         signature = [tf.TensorSpec([None, size, size, 1], tf.uint8)]
         forward = _WORKER_FORWARD[model_file] = tf.function(
             lambda pixels: model(pixels, training=False), input_signature=signature
