@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 
 
-def _sk():  # type: ignore[no-untyped-def]  # sklearn.metrics on first use: its import was ~2 s of every job's start
+def _sk() -> ModuleType:
+    """``sklearn.metrics``, imported on first use: importing it was ~2 s of every job's start."""
     from sklearn import metrics
 
     return metrics
