@@ -28,13 +28,12 @@ from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import LockBusy, ModelRefused, UsageError
 from xray_spark.lake import Lake
 from xray_spark.prepare import PrepareInputs, run_prepare
-from xray_spark.readonly import check_read_only
 from xray_spark.schema import XraySchema, decode_labels
 from xray_spark.score.pipeline import run_scoring
 from xray_spark.store import read_manifest
 
 from .conftest import ROOT, make_settings
-from .jobs import job_command, job_env, run_job
+from .jobs import job_command, job_env
 
 
 def _copy_lake(prepared, dest: Path) -> tuple:
@@ -214,87 +213,6 @@ def test_two_nightly_scoring_runs_at_once_score_each_study_once(spark, prepared,
     tables.register_tables(spark, lake)
     counts = spark.table("xray.predictions").groupBy("image_id").count()
     assert counts.count() == 160 and counts.where("count > 1").count() == 0
-
-
-# -- 4. a reader cannot write -----------------------------------------------------------------------
-#: Statements that write or change anything (also tried through the SQL server: test_sql_server.py).
-WRITING_STATEMENTS = [
-    "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
-    "INSERT OVERWRITE DIRECTORY '/tmp/x' USING parquet SELECT 1 AS x",
-    "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
-    "FROM xray.predictions INSERT INTO t SELECT *",
-    "CREATE TABLE t AS SELECT 1",
-    "CREATE TABLE xray.t (a INT) USING parquet",
-    "DROP TABLE xray.predictions",
-    "ALTER TABLE xray.predictions SET TBLPROPERTIES ('a' = 'b')",
-    "CREATE VIEW xray.v AS SELECT 1",
-    "DROP VIEW xray.worklist",
-    "ALTER VIEW xray.worklist AS SELECT 1",
-    "LOAD DATA LOCAL INPATH '/tmp/x' INTO TABLE xray.predictions",
-    "CACHE TABLE xray.predictions",
-    "UNCACHE TABLE xray.predictions",
-    "CLEAR CACHE",
-    "REFRESH TABLE xray.predictions",
-    "CREATE TEMPORARY VIEW v AS SELECT 1",
-    "SET spark.sql.warehouse.dir=/tmp",
-    "SET spark.sql.catalog.other=org.apache.spark.sql.execution.datasources.v2.jdbc.JDBCTableCatalog",
-    "SET hive.exec.scratchdir=/tmp",
-    "ADD JAR /tmp/x.jar",
-    "ADD FILE /tmp/x.txt",
-    "MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE",
-    "DELETE FROM xray.predictions",
-    "EXPLAIN INSERT INTO t SELECT 1",
-    "SELECT TRANSFORM(a) USING 'rm -rf /' FROM t",
-    "SELECT reflect('java.lang.System', 'exit', 0)",
-    "SELECT * FROM t WHERE a IN (SELECT java_method('java.lang.System', 'exit', 0))",
-    "/* SELECT */ insert INTO t SELECT 1",
-]
-
-
-@pytest.mark.parametrize("query", WRITING_STATEMENTS)
-def test_statements_that_change_anything_are_refused_on_the_parsed_plan(spark, query):
-    with pytest.raises(UsageError, match=r"^refused: .*the lake is read-only here"):
-        check_read_only(spark, query)
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        "SELECT 1",
-        "WITH a AS (SELECT 1 AS x) SELECT * FROM a",
-        "SELECT a, ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) FROM t WHERE a IN (SELECT a FROM u) LIMIT 3",
-        "SELECT a, count(*) FROM t GROUP BY a HAVING count(*) > 1 UNION ALL SELECT 1, 2",
-        "SELECT * FROM t LATERAL VIEW explode(xs) e AS x",
-        "VALUES (1, 2)",
-        "TABLE t",
-        "SHOW TABLES IN xray",
-        "DESCRIBE xray.predictions",
-        "EXPLAIN SELECT 1",
-        "SHOW COLUMNS IN xray.predictions",
-        "USE xray",
-        "SET",
-        "SET spark.sql.session.timeZone",
-        "SET spark.sql.session.timeZone=Europe/Paris",
-        "SET TIME ZONE 'UTC'",
-        "SET spark.sql.adaptive.enabled=false",
-        "RESET",
-    ],
-)
-def test_queries_and_metadata_statements_are_allowed(spark, query):
-    check_read_only(spark, query)
-
-
-def test_a_refused_statement_leaves_the_lake_byte_identical(spark, prepared, small_model, tmp_path):
-    settings, lake = _copy_lake(prepared, tmp_path / "lake")
-    run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
-    before = _tree_digest(Path(lake.root))
-    for query in (
-        "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
-        f"INSERT OVERWRITE DIRECTORY '{lake.root}/tables/predictions' USING parquet SELECT 1 AS x",
-    ):
-        result = run_job("sql", ["--lake", lake.root, "--set", "spark.driver_memory=1g", query], cwd=tmp_path)
-        assert result.returncode == 2 and "sql: error: refused:" in result.stderr
-    assert _tree_digest(Path(lake.root)) == before
 
 
 # -- 5. a model file never runs code --------------------------------------------------------------

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ from xray_spark.server.serve import listening
 from xray_spark.session import free_port
 
 from .jobs import job_env
-from .test_reliability import WRITING_STATEMENTS, _copy_lake, _tree_digest
+from .test_readonly import WRITING_STATEMENTS
+from .test_reliability import _copy_lake, _tree_digest
 
 SERVER = [sys.executable, "-m", "xray_spark.server"]
 PATIENT_QUERY = (
@@ -34,15 +36,23 @@ PATIENT_QUERY = (
 )
 
 
-def _server(command: str, state: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+#: What the served server's environment holds as its pseudonym key: no client may read it.
+PLANTED_KEY = "planted-pseudonym-key-7d41e9"
+
+
+def _server(command: str, state: Path, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SERVER, command, "--state-dir", str(state), *args],
         cwd=cwd,
-        env=job_env(),
+        env=job_env(env),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+#: The served server's statement timeout, seconds.
+STATEMENT_TIMEOUT = 20
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +77,10 @@ def served(spark, prepared, small_model, tmp_path_factory):
         "spark.driver_memory=1g",
         "--set",
         "spark.shuffle_partitions=2",
+        "--set",
+        f"sql_server.statement_timeout_seconds={STATEMENT_TIMEOUT}",
         cwd=root,
+        env={"XRAY_SPARK_PSEUDONYM_KEY": PLANTED_KEY},
     )
     try:
         assert started.returncode == 0, started.stderr[-3000:]
@@ -125,11 +138,11 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 
 
 @contextlib.contextmanager
-def _cursor(port: int, user: str):
-    """A DB-API cursor of impyla on the server, closed (with its connection) at the end of the block."""
+def _cursor(port: int, user: str, configuration: dict | None = None):
+    """A DB-API cursor of impyla on the server (``configuration``: the session handshake's settings)."""
     conn = connect(host="127.0.0.1", port=port, auth_mechanism="PLAIN", user=user)
     try:
-        cursor = conn.cursor()
+        cursor = conn.cursor(configuration=configuration)
         yield cursor
         cursor.close()
     finally:
@@ -254,3 +267,194 @@ def test_listening_beyond_loopback_without_authentication_is_refused(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("sql-server: error:")]
     assert len(errors) == 1 and "refusing to listen on 0.0.0.0 without authentication" in errors[0]
     assert not (tmp_path / "state" / "server.pid").exists(), "nothing was started"
+
+
+JDBC_CATALOG = "org.apache.spark.sql.execution.datasources.v2.jdbc.JDBCTableCatalog"
+
+
+def test_no_client_reads_a_file_a_secret_or_opens_a_catalog(served, tmp_path):
+    """Files by path, ``${env:...}``, and settings sent in the session handshake (``;?key=value``)."""
+    _, lake, port, _ = served
+    key = tmp_path / "hospital.key"
+    key.write_text(PLANTED_KEY + "\n")
+    key.chmod(0o600)
+    before = _tree_digest(Path(lake.root))
+    with _cursor(port, "reader") as cursor:
+        for query in (f"SELECT value FROM text.`{key}`", "SELECT * FROM binaryFile.`/etc`"):
+            with pytest.raises(Exception, match=r"refused: .* is not a table or view of the lake") as caught:
+                cursor.execute(query)
+                cursor.fetchall()
+            assert PLANTED_KEY not in str(caught.value)
+        for variable in ("env:XRAY_SPARK_PSEUDONYM_KEY", "system:user.home", "hiveconf:hive.server2.thrift.port"):
+            cursor.execute(f"SELECT '${{{variable}}}' AS v")
+            assert cursor.fetchall() == [(f"${{{variable}}}",)], variable
+    derby = f"{lake.root}/tables/predictions/score_date=2099-12-31/run_id=reader/db"
+    handshakes = [
+        {
+            "set:hiveconf:spark.sql.catalog.evil": JDBC_CATALOG,
+            "set:hiveconf:spark.sql.catalog.evil.url": f"jdbc:derby:{derby};create=true",
+            "set:hiveconf:spark.sql.catalog.evil.driver": "org.apache.derby.jdbc.EmbeddedDriver",
+        },
+        {"set:hiveconf:spark.sql.variable.substitute": "true"},
+        {"set:hivevar:spark.sql.runSQLOnFiles": "true"},
+    ]
+    for configuration in handshakes:
+        with pytest.raises(Exception, match="refused: this session was opened with settings"):  # noqa: SIM117
+            with _cursor(port, "reader", configuration) as cursor:
+                cursor.execute("SELECT * FROM evil.x" if "evil" in str(configuration) else "SELECT 1")
+                cursor.fetchall()
+    with _cursor(port, "reader", {"set:hiveconf:spark.sql.session.timeZone": "Europe/Paris"}) as cursor:
+        cursor.execute("SELECT current_timezone()")  # a session setting a client may choose
+        assert cursor.fetchall() == [("Europe/Paris",)]
+    assert _tree_digest(Path(lake.root)) == before, "nothing was written into the lake"
+
+
+def test_one_long_query_neither_blocks_the_others_nor_runs_forever(served):
+    """Fair shares between sessions, and the statement timeout (sql_server.statement_timeout_seconds)."""
+    _, _, port, _ = served
+    outcome: dict[str, object] = {}
+
+    def long_query() -> None:
+        started = time.monotonic()
+        try:
+            with _cursor(port, "hog") as cursor:
+                cursor.execute("SELECT count(*) FROM range(0, 100000000000, 1, 4000) WHERE rand() < 2")
+                outcome["rows"] = cursor.fetchall()
+        except Exception as exc:
+            outcome["error"] = str(exc)
+        outcome["seconds"] = time.monotonic() - started
+
+    hog = threading.Thread(target=long_query)
+    hog.start()
+    time.sleep(4)  # the long query holds both cores by now
+    started = time.monotonic()
+    with _cursor(port, "reader") as cursor:
+        cursor.execute("SELECT count(*) FROM xray.studies")
+        assert cursor.fetchall() == [(160,)]
+    short = time.monotonic() - started
+    hog.join(timeout=STATEMENT_TIMEOUT + 60)
+    assert not hog.is_alive(), "the long query outlived its timeout by a minute"
+    assert short < 10, f"a 0.1 s query waited {short:.1f} s behind another session's query"
+    # Cancelled at the timeout (impyla shows only the operation's state for it; beeline says "timed out").
+    assert "rows" not in outcome and "error" in outcome, outcome
+    assert STATEMENT_TIMEOUT - 1 < outcome["seconds"] < STATEMENT_TIMEOUT + 30, outcome
+
+
+def test_status_asks_the_server_a_real_question(served):
+    """A server whose process lives but whose JVM answers no one is not reported as serving."""
+    _, _, _, state = served
+    root = state.parent
+    answering = _server("status", state, cwd=root)
+    assert answering.returncode == 0, answering.stderr[-2000:]
+    assert json.loads(answering.stdout) | {"pid": None} == {
+        "running": True,
+        "answering": True,
+        "pid": None,
+        "url": json.loads(answering.stdout)["url"],
+        "problem": None,
+    }
+    pid = json.loads((state / "server.pid").read_text())["pid"]
+    jvms = [p for p in _group_members(pid) if p != pid]
+    assert jvms, "the server's JVM runs in its process group"
+    for jvm in jvms:
+        os.kill(jvm, signal.SIGSTOP)
+    try:
+        stuck = _server("status", state, "--timeout", "15", cwd=root)
+    finally:
+        for jvm in jvms:
+            os.kill(jvm, signal.SIGCONT)
+    state_now = json.loads(stuck.stdout)
+    assert stuck.returncode == 1 and state_now["running"] and not state_now["answering"], stuck.stdout
+    assert "no answer to SELECT 1 within 15 s" in state_now["problem"]
+    assert _server("status", state, cwd=root).returncode == 0, "answers again once the JVM runs"
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # field 5 of stat: the process group
+                members.append(int(entry))
+    return members
+
+
+def test_an_out_of_memory_query_stops_the_server_and_status_says_so(spark, served, tmp_path):
+    """After an OutOfMemoryError the JVM exits (it would otherwise answer no one) and status reports it."""
+    _, lake, _, _ = served
+    port = free_port()
+    state = tmp_path / "state"
+    common = ("--lake", lake.root, "--port", str(port), "--set", "spark.driver_memory=512m")
+    started = _server("start", state, *common, "--set", "sql_server.refresh_seconds=1", cwd=tmp_path)
+    pid = None
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        pid = json.loads((state / "server.pid").read_text())["pid"]
+        with pytest.raises(Exception), _cursor(port, "hog") as cursor:  # noqa: B017 (the connection drops)
+            cursor.execute("SELECT size(collect_list(repeat('x', 1000000))) FROM range(0, 20000, 1, 1)")
+            cursor.fetchall()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _group_members(pid):
+            time.sleep(0.5)
+        assert not _group_members(pid), "the server and its JVM exited"
+        gone = _server("status", state, cwd=tmp_path)
+        assert gone.returncode == 3, gone.stdout
+        assert "exited without being stopped" in json.loads(gone.stdout)["problem"]
+    finally:
+        _server("stop", state, cwd=tmp_path)
+    assert not listening(port)
+
+
+def test_every_route_to_the_bind_address_goes_through_the_one_check(tmp_path):
+    conf = tmp_path / "wide.yaml"
+    conf.write_text("sql_server:\n  hive_conf:\n    hive.server2.thrift.bind.host: 0.0.0.0\n")
+    routes = {
+        "hive_conf": (("--conf", str(conf)), None, "is set by 'sql_server.host'"),
+        "spark.conf": (("--set", "spark.conf.spark.hadoop.hive.server2.thrift.bind.host=0.0.0.0"), None, "go in sql_"),
+        "environment": ((), {"HIVE_SERVER2_THRIFT_BIND_HOST": "0.0.0.0"}, "unset it and use those settings"),
+    }
+    for route, (args, env, said) in routes.items():
+        result = _server("start", tmp_path / "state", "--lake", str(tmp_path / "lake"), *args, cwd=tmp_path, env=env)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("sql-server: error:")]
+        assert result.returncode == 2 and len(errors) == 1 and said in errors[0], (route, result.stderr[-2000:])
+        assert not (tmp_path / "state" / "server.pid").exists(), f"{route}: nothing was started"
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_query_whose_client_went_away_is_cancelled(served):
+    """A client killed mid-query: its statement stops well before the statement timeout would stop it."""
+    _, _, port, state = served
+    client = (
+        "import sys; from impala.dbapi import connect; c = connect(host='127.0.0.1', port=int(sys.argv[1]), "
+        "auth_mechanism='PLAIN', user='gone').cursor(); "
+        "c.execute('SELECT count(*) FROM range(0, 100000000000, 1, 4000) WHERE rand() < 2'); print(c.fetchall())"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", client, str(port)], env=job_env(), stdout=subprocess.DEVNULL)
+    pid = json.loads((state / "server.pid").read_text())["pid"]
+    members = _group_members(pid)
+    try:
+        time.sleep(5)
+        busy = _cpu_seconds(members)
+        time.sleep(2)
+        busy = _cpu_seconds(members) - busy
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert busy > 1.0, f"the query was not running ({busy:.2f} CPU s in 2 s)"
+    time.sleep(5)  # the server notices the closed connection and cancels the statement's jobs
+    idle = _cpu_seconds(members)
+    time.sleep(3)
+    idle = _cpu_seconds(members) - idle
+    assert idle < 1.0, f"the server still worked {idle:.2f} CPU s in 3 s after its client went away"

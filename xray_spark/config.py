@@ -187,6 +187,10 @@ class SqlServerSettings:
     refresh_seconds: float = 10.0  # how often the lake is looked at for new runs
     authentication: str = "NONE"  # NONE (loopback only) | LDAP | KERBEROS: Hive's hive.server2.authentication
     hive_conf: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. hive.server2.authentication.ldap.url
+    # A statement still running after this many seconds is cancelled (the client gets an error).
+    statement_timeout_seconds: int = 300
+    # Results a statement may bring back to the server at most (Spark's spark.driver.maxResultSize), MiB.
+    max_result_mb: int = 256
 
 
 @dataclasses.dataclass(frozen=True)

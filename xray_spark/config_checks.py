@@ -13,6 +13,16 @@ Settings = Any
 
 #: Values of ``sql_server.authentication`` (Hive's ``hive.server2.authentication``).
 AUTHENTICATIONS = ("NONE", "LDAP", "KERBEROS")
+#: HiveServer2 settings that a ``sql_server`` key owns: through ``hive_conf`` they would skip its checks.
+OWNED_HIVE_KEYS = {
+    "hive.server2.thrift.bind.host": "sql_server.host",
+    "hive.server2.thrift.http.bind.host": "sql_server.host",
+    "hive.server2.bind.host": "sql_server.host",
+    "hive.server2.thrift.port": "sql_server.port",
+    "hive.server2.thrift.http.port": "sql_server.port",
+    "hive.server2.transport.mode": "sql_server.port (binary transport only)",
+    "hive.server2.authentication": "sql_server.authentication",
+}
 
 
 def check_settings(settings: Settings) -> None:
@@ -113,5 +123,29 @@ def _check_sql_server(settings: Settings) -> None:
         )
     if not 0 < server.port < 65536:
         raise ConfigError(f"configuration key 'sql_server.port' must be a TCP port, got {server.port}")
-    if server.refresh_seconds <= 0:
-        raise ConfigError("configuration key 'sql_server.refresh_seconds' must be positive")
+    if not 0 < server.refresh_seconds <= 3600:
+        raise ConfigError(
+            f"configuration key 'sql_server.refresh_seconds' must lie in (0, 3600], got {server.refresh_seconds}"
+        )
+    if not 1 <= server.statement_timeout_seconds <= 86400:
+        raise ConfigError(
+            "configuration key 'sql_server.statement_timeout_seconds' must lie in [1, 86400], "
+            f"got {server.statement_timeout_seconds}"
+        )
+    if not 1 <= server.max_result_mb <= 65536:
+        raise ConfigError(
+            f"configuration key 'sql_server.max_result_mb' must lie in [1, 65536], got {server.max_result_mb}"
+        )
+    for key in server.hive_conf:
+        owner = OWNED_HIVE_KEYS.get(key)
+        if owner is not None:
+            raise ConfigError(
+                f"configuration key 'sql_server.hive_conf.{key}' is set by '{owner}': set that instead "
+                "(it goes through the loopback and authentication check)"
+            )
+    for key in settings.spark.conf:
+        if "hive.server2." in key:
+            raise ConfigError(
+                f"configuration key 'spark.conf.{key}': HiveServer2 settings go in sql_server.* and "
+                "sql_server.hive_conf, where the loopback and authentication check sees them"
+            )

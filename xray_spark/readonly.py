@@ -21,6 +21,8 @@ is refused. The same check guards ``jobs/sql.py`` and every session of the SQL s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from xray_spark.errors import UsageError
@@ -107,6 +109,13 @@ SESSION_SETTINGS = (
     "spark.sql.files.maxPartitionBytes",
     "spark.sql.thriftServer.incrementalCollect",
 )
+#: Settings of every session that runs a client's SQL (jobs/sql.py, the server's sessions):
+#: no relation named by a file path, no ``${...}`` substitution. Neither is a session setting.
+SQL_SESSION_CONF = {"spark.sql.runSQLOnFiles": "false", "spark.sql.variable.substitute": "false"}
+#: Namespaces a relation name may be qualified with (the catalog's ``spark_catalog.`` in front is allowed).
+READABLE_NAMESPACES = frozenset({"xray", "default", "global_temp"})
+#: Plan nodes that name a relation by its parts (``multipartIdentifier``).
+RELATION_NODES = frozenset({"UnresolvedRelation", "UnresolvedTable", "UnresolvedTableOrView", "UnresolvedView"})
 #: Statements that wrap a query plan without running it: the wrapped plan is checked as a query.
 WRAPPERS = {"ExplainCommand": "logicalPlan", "DescribeQueryCommand": "plan"}
 #: Functions that call any static Java method, by lower-case name.
@@ -149,6 +158,20 @@ def _check_set(plan: Any, query: str) -> None:
         raise _refuse(query, f"SET {key} changes more than this session's query settings")
 
 
+def check_relation_name(parts: list[str], query: str) -> None:
+    """Refuse a relation that is not a table or view of the catalog: a file read by path, another catalog."""
+    namespace = [p.lower() for p in parts[:-1]]
+    if namespace[:1] == ["spark_catalog"]:
+        namespace = namespace[1:]
+    shown = ".".join(f"`{p}`" if not p.isidentifier() else p for p in parts)
+    if (
+        any("/" in p or ":" in p or "\\" in p for p in parts)
+        or len(namespace) > 1
+        or (namespace and namespace[0] not in READABLE_NAMESPACES)
+    ):
+        raise _refuse(query, f"{shown} is not a table or view of the lake (xray.*)")
+
+
 def _check_expressions(node: Any, query: str) -> None:
     stack = _seq(node.expressions())
     while stack:
@@ -170,6 +193,8 @@ def _check_plan(plan: Any, query: str, allowed: frozenset[str]) -> None:
             continue
         if name not in allowed:
             raise _refuse(query, f"{name} is not a read-only statement")
+        if name in RELATION_NODES:
+            check_relation_name([str(p) for p in _seq(node.multipartIdentifier())], query)
         _check_expressions(node, query)
         stack.extend(_seq(node.children()))
         stack.extend(_seq(node.innerChildren()))  # CTE definitions
@@ -184,6 +209,22 @@ def check_plan(plan: Any, query: str) -> None:
         return
     allowed = METADATA_NODES if top in METADATA_NODES else QUERY_NODES
     _check_plan(plan, query, allowed)
+
+
+@contextlib.contextmanager
+def client_session(spark: Any) -> Iterator[None]:
+    """Run a client's SQL on ``spark`` with :data:`SQL_SESSION_CONF` for the block (restored after it)."""
+    previous = {key: spark.conf.get(key, None) for key in SQL_SESSION_CONF}
+    for key, value in SQL_SESSION_CONF.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def check_read_only(spark: Any, query: str) -> None:

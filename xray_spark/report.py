@@ -335,14 +335,15 @@ def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000)
     import json
 
     from xray_spark.errors import UsageError, first_line
-    from xray_spark.readonly import check_read_only
+    from xray_spark.readonly import check_read_only, client_session
 
-    check_read_only(spark, query)
-    try:
-        df = spark.sql(query)
-        rows = df.limit(limit).collect()
-    except Exception as exc:  # AnalysisException / ParseException: the query is wrong
-        raise UsageError(f"query failed: {first_line(exc)}") from None
+    with client_session(spark):
+        check_read_only(spark, query)
+        try:
+            df = spark.sql(query)
+            rows = df.limit(limit).collect()
+        except Exception as exc:  # AnalysisException / ParseException: the query is wrong
+            raise UsageError(f"query failed: {first_line(exc)}") from None
     names = df.columns
     if fmt == "json":
         return "\n".join(json.dumps(r.asDict(recursive=True), default=str) for r in rows)

@@ -109,11 +109,12 @@ def loopback_conf(master: str, given: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in defaults.items() if k not in given}
 
 
-def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
+def build_session(settings: SparkSettings, *, app_name: str | None = None, jvm_options: str = "") -> SparkSession:
     """Create (or return) the SparkSession for a job or a test.
 
     ``settings.master`` is used when the job runs under plain ``python``; under
     ``spark-submit`` the ``--master`` given there wins, as Spark users expect.
+    ``jvm_options`` are added to the driver JVM's options (plain ``python`` only).
     """
     check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -128,7 +129,8 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         builder = builder.master(settings.master)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
         builder = builder.config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j_file()} {DRIVER_JVM_OPTIONS}"
+            "spark.driver.extraJavaOptions",
+            f"-Dlog4j2.configurationFile=file:{_log4j_file()} {DRIVER_JVM_OPTIONS} {jvm_options}".rstrip(),
         )
     defaults = {
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],

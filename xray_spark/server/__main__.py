@@ -4,7 +4,9 @@
     python -m xray_spark.server stop
     python -m xray_spark.server status
 
-``start`` prints the JDBC URL (stdout) once the server answers; ``run`` is the server itself
+``status`` prints JSON (running, answering, pid, url, problem) and exits 0 only when the
+server answers a real query (``SELECT 1``), 1 when its process runs but does not answer, 3
+when it does not run. ``start`` prints the JDBC URL (stdout) once the server answers; ``run`` is the server itself
 in the foreground (what ``start`` runs in the background). ``--state-dir`` (default
 ``.sql-server``) holds its pid, log and work files, outside the lake.
 """
@@ -23,6 +25,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=["start", "stop", "status", "run"])
     parser.add_argument("--host", help="address to listen on (sql_server.host, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (sql_server.port, default 10000)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="status: seconds to wait for SELECT 1 (default 60)")
     parser.add_argument("--state-dir", default=".sql-server", help="pid, log and work files (default .sql-server)")
     return parser
 
@@ -58,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             print("sql-server: stopped" if was else "sql-server: not running", file=sys.stderr)
             return 0
         if args.command == "status":
-            record = daemon.running(args.state_dir)
-            url = daemon.ready_url(args.state_dir) if record else None
-            print(json.dumps({"running": record is not None, "pid": record and record["pid"], "url": url}))
-            return 0 if record else 3
+            state = daemon.status(args.state_dir, timeout_s=args.timeout)
+            print(json.dumps(state))
+            if state["problem"]:
+                print(f"sql-server: {state['problem']}", file=sys.stderr)
+            return 0 if state["answering"] else 1 if state["running"] else 3
         settings = cli.resolve_settings(args, _server_overrides(args))
         from xray_spark.server.serve import check_bind, serve
 

@@ -51,6 +51,55 @@ def ready_url(state_dir: str) -> str | None:
         return None
 
 
+def answers(url: str, *, timeout_s: float = 60.0) -> str | None:
+    """None when the server at ``url`` answers ``SELECT 1`` within ``timeout_s``, else what went wrong.
+
+    Asked the way a client asks: through beeline, the JDBC client that comes with pyspark, so a
+    server whose process lives but whose JVM answers no one is not reported as serving.
+    """
+    import pyspark
+
+    home = os.path.dirname(pyspark.__file__)
+    command = [os.path.join(home, "bin", "beeline"), "--silent=true", "--showHeader=false", "--outputformat=csv2"]
+    try:
+        result = subprocess.run(
+            [*command, "-u", url, "-e", "SELECT 1 AS ok"],
+            env={**os.environ, "SPARK_HOME": home},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer to SELECT 1 within {timeout_s:.0f} s"
+    if result.returncode == 0 and result.stdout.split()[-1:] == ["1"]:
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return f"SELECT 1 failed: {lines[0] if lines else f'beeline exited {result.returncode}'}"
+
+
+def status(state_dir: str, *, timeout_s: float = 60.0) -> dict:
+    """What a client would meet: running (the process), answering (a real query), the URL, what went wrong."""
+    record = running(state_dir)
+    url = ready_url(state_dir) if record else None
+    problem = None
+    if record is None:
+        if _read_pid(state_dir) is not None:  # started from here and gone without a stop
+            tail = [line for line in _log_tail(state_dir, 40).splitlines() if "error" in line.lower()]
+            problem = "the server exited without being stopped" + (f"; its log: {tail[-1].strip()}" if tail else "")
+    elif url is None:
+        problem = "starting (not listening yet)"
+    else:
+        problem = answers(url, timeout_s=timeout_s)
+    return {
+        "running": record is not None,
+        "answering": record is not None and url is not None and problem is None,
+        "pid": record and record["pid"],
+        "url": url,
+        "problem": problem,
+    }
+
+
 def _log_tail(state_dir: str, lines: int = 15) -> str:
     try:
         with open(os.path.join(state_dir, LOG_FILE), encoding="utf-8", errors="replace") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -24,19 +25,105 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, as a Java socket on IPv6 lists it
+    return (mapped or address).is_loopback
+
+
+#: Environment variables HiveServer2 reads before its settings (they would move the port or address unseen).
+HIVE_ENVIRONMENT = ("HIVE_SERVER2_THRIFT_BIND_HOST", "HIVE_SERVER2_THRIFT_PORT", "HIVE_SERVER2_TRANSPORT_MODE")
+
+
+def _refuse_open(host: str) -> UsageError:
+    return UsageError(
+        f"refusing to listen on {host} without authentication: anyone who reaches that address could "
+        "read every prediction; set sql_server.authentication=LDAP or KERBEROS with its sql_server.hive_conf "
+        "settings (docs: querying), or keep sql_server.host=127.0.0.1"
+    )
 
 
 def check_bind(server: SqlServerSettings) -> None:
-    """Anything but a loopback address needs authentication: no open, unauthenticated SQL port."""
+    """Anything but a loopback address needs authentication: no open, unauthenticated SQL port.
+
+    The one check of every route to the address: ``sql_server.host`` (the settings refuse
+    ``hive_conf`` and ``spark.conf`` keys that would set it another way) and the environment
+    variables HiveServer2 reads first. :func:`check_listening` checks what the socket did.
+    """
+    for name in HIVE_ENVIRONMENT:
+        if os.environ.get(name):
+            raise UsageError(
+                f"the environment sets {name}, which HiveServer2 obeys before sql_server.host and sql_server.port: "
+                "unset it and use those settings"
+            )
     if not is_loopback(server.host) and server.authentication == "NONE":
-        raise UsageError(
-            f"refusing to listen on {server.host} without authentication: anyone who reaches that address could "
-            "read every prediction; set sql_server.authentication=LDAP or KERBEROS with its sql_server.hive_conf "
-            "settings (README: Query the predictions), or keep sql_server.host=127.0.0.1"
-        )
+        raise _refuse_open(server.host)
+
+
+def _address(hex_address: str) -> str:
+    """An address of ``/proc/net/tcp*`` (little-endian 32-bit words in hex) as text."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def _listeners(port: int) -> set[str] | None:
+    """The local addresses listening on TCP ``port``, from ``/proc/net/tcp*`` (None without them)."""
+    found: set[str] | None = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        found = found or set()
+        for row in rows:
+            fields = row.split()
+            address, _, hex_port = fields[1].rpartition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(_address(address))
+    return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a socket of this host listens on at TCP ``port`` (empty without ``/proc``)."""
+    return _listeners(port) or set()
+
+
+def check_listening(server: SqlServerSettings) -> None:
+    """After the start: refuse (the caller stops the server) if it listens beyond loopback without authentication."""
+    if server.authentication != "NONE":
+        return
+    wide = sorted(a for a in listening_addresses(server.port) if not is_loopback(a))
+    if wide:
+        raise _refuse_open(wide[0])
+
+
+#: Spark's fair scheduler inside one pool: each client's statements get a share of the cores.
+FAIR_POOLS = """<?xml version="1.0"?>
+<allocations>
+  <pool name="default"><schedulingMode>FAIR</schedulingMode><weight>1</weight><minShare>0</minShare></pool>
+</allocations>
+"""
+
+
+def server_spark_conf(server: SqlServerSettings, state_dir: str) -> dict[str, str]:
+    """Spark settings of the server's JVM: client sessions locked down, fair shares, time and size limits."""
+    from xray_spark.readonly import SQL_SESSION_CONF
+
+    pools = os.path.join(state_dir, "fair-scheduler.xml")
+    with open(pools, "w", encoding="utf-8") as fh:
+        fh.write(FAIR_POOLS)
+    return {
+        **SQL_SESSION_CONF,
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": pools,
+        "spark.sql.thriftServer.queryTimeout": f"{server.statement_timeout_seconds}s",
+        "spark.sql.thriftServer.interruptOnCancel": "true",
+        "spark.sql.thriftServer.incrementalCollect": "true",
+        "spark.driver.maxResultSize": f"{server.max_result_mb}m",
+    }
 
 
 def hive_properties(server: SqlServerSettings, state_dir: str) -> dict[str, str]:
@@ -71,19 +158,8 @@ def listening(port: int) -> bool | None:
     Looked up rather than probed: a connection that closes before its handshake makes the
     Thrift server log an error with a stack trace.
     """
-    found = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        found = bool(found)
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                return True
-    return found
+    found = _listeners(port)
+    return None if found is None else bool(found)
 
 
 def wait_listening(host: str, port: int, timeout_s: float) -> bool:
@@ -102,6 +178,12 @@ def wait_listening(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
+def jvm_alive(spark: Any) -> bool:
+    """Whether the JVM behind ``spark`` still runs (a JVM that exited on OutOfMemoryError does not)."""
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    return proc is None or proc.poll() is None
+
+
 def serve(settings: Settings, state_dir: str) -> int:
     """Run the server until SIGTERM or SIGINT; writes ``ready.json`` once clients can connect."""
     from xray_spark import tables
@@ -116,20 +198,29 @@ def serve(settings: Settings, state_dir: str) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    spark = build_session(settings.spark, app_name="xray-spark sql-server")
+    conf = {**settings.spark.conf, **server_spark_conf(server, state_dir)}
+    # A JVM out of memory exits (and the server with it, reported by status) instead of answering no one.
+    spark = build_session(
+        dataclasses.replace(settings.spark, conf=conf),
+        app_name="xray-spark sql-server",
+        jvm_options="-XX:+ExitOnOutOfMemoryError",
+    )
     lake = Lake.at(settings.lake)
     registered = tables.register_tables(spark, lake)
-    guard_new_sessions(spark)
+    guard_new_sessions(spark, hive_properties(server, state_dir))
     thrift = start_thrift(spark, server, state_dir)
     try:
         if not wait_listening(server.host, server.port, 60):
             raise UsageError(f"the Thrift server did not listen on {server.host}:{server.port} within 60 s")
+        check_listening(server)
         url = f"jdbc:hive2://{server.host}:{server.port}"
         with open(os.path.join(state_dir, READY_FILE), "w", encoding="utf-8") as fh:
             json.dump({"url": url, "pid": os.getpid(), "lake": lake.root, "tables": registered}, fh)
         log.info("listening at %s: %d tables and views of %s, read-only", url, len(registered), lake.root)
         watcher = LakeWatcher(spark, lake) if lake.is_local else None
         while not stop.wait(server.refresh_seconds):
+            if not jvm_alive(spark):
+                raise UsageError("the server's JVM has gone (out of memory or killed; its log says which): stopping")
             if watcher is None:
                 continue
             try:
