@@ -116,6 +116,11 @@ class Lake:
         if fs.get_file_info(p).type == pafs.FileType.Directory:
             fs.delete_dir(p)
 
+    def delete_file(self, path: str) -> None:
+        fs, p = self._resolve(path)
+        if fs.get_file_info(p).type == pafs.FileType.File:
+            fs.delete_file(p)
+
     def move(self, src: str, dst: str) -> None:
         """Rename a file or folder (one rename on a local or HDFS lake; copy and delete on S3)."""
         fs, s = self._resolve(src)

@@ -98,7 +98,8 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
 def create_views(spark: SparkSession) -> list[str]:
     """``xray.latest_predictions``, ``xray.worklist`` and ``xray.progression`` over ``xray.predictions``.
 
-    * latest_predictions: per dataset and image, the row of the champion model (the version
+    * latest_predictions: per dataset and image still in its store (in ``xray.studies``),
+      the row of the champion model (the version
       that ``xray.model_aliases`` names ``champion`` now) where it scored the image, else of
       the newest model version (by its ``created`` time in ``xray.models``); of that version
       the newest scoring.
@@ -130,6 +131,9 @@ def create_views(spark: SparkSession) -> list[str]:
             SELECT version, ROW_NUMBER() OVER (ORDER BY set_at DESC) AS _n
             FROM {qualified("model_aliases")} WHERE alias = '{CHAMPION}') WHERE _n = 1) c
           ON p.model_version = c.version"""
+    if spark.catalog.tableExists(qualified("studies")):  # films no longer in their store (a --replace) drop out
+        join += f"""
+          LEFT SEMI JOIN {qualified("studies")} st ON p.dataset = st.dataset AND p.image_id = st.image_id"""
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("latest_predictions")} AS
         SELECT {plain} FROM (

@@ -3,6 +3,12 @@
 The store is written through a staging folder and moved in (so a killed run leaves it
 as it was); ``xray.studies`` and ``xray.boxes`` hold one partition per dataset, replaced
 whole by each run.
+
+A full run swaps the whole store folder: the old store is moved aside, the new one moved
+in, then the manifest written. A journal (``petastorm/_staging/<dataset>.replace.json``),
+written before the first move and removed after the manifest, lets the next run of any
+kind finish or undo a swap that was killed half-way (:func:`recover_replace`) before it
+reads the store: a store is never found without its manifest and taken for empty.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from xray_spark import store as store_mod
 from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
@@ -70,11 +77,67 @@ def write_store(
                 lake.move(part, f"{store_path}/{part.rsplit('/', 1)[1]}")
         else:
             replaced = f"{staging}-replaced"
-            if lake.exists(store_path):
+            had_store = lake.exists(store_path)
+            journal = {"run_id": run_id, "replaced": replaced, "had_store": had_store}
+            lake.write_json(replace_journal(lake, dataset), journal)
+            if had_store:
                 lake.move(store_path, replaced)
             lake.move(staging, store_path)
-            lake.delete_dir(replaced)
-    lake.delete_dir(stale)
+    if append:
+        lake.delete_dir(stale)
+
+
+def replace_journal(lake: Lake, dataset: str) -> str:
+    return lake.path("petastorm", STORE_STAGING, f"{dataset}.replace.json")
+
+
+def finish_replace(lake: Lake, dataset: str) -> None:
+    """After the new store's manifest is written: the old store and the journal go."""
+    lake.delete_dir(lake.path("petastorm", STORE_STAGING, dataset))
+    lake.delete_file(replace_journal(lake, dataset))
+
+
+def recover_replace(lake: Lake, dataset: str) -> str | None:
+    """Finish or undo a store swap that a killed full run left half-done; what was done, or None.
+
+    Finished when the new store's manifest records the run (only the clean-up was left);
+    otherwise undone: the new files go and the old store moves back.
+    """
+    journal = replace_journal(lake, dataset)
+    if not lake.exists(journal):
+        return None
+    entry = lake.read_json(journal)
+    store_path = lake.path("petastorm", dataset)
+    manifest = store_mod.read_manifest(lake, dataset)
+    if manifest is not None and manifest.runs and manifest.runs[-1].get("run_id") == entry["run_id"]:
+        done = "finished"
+    elif lake.exists(entry["replaced"]):  # the old store is aside: the new one never got its manifest
+        lake.delete_dir(store_path)
+        lake.move(entry["replaced"], store_path)
+        done = "undone (the store before it is back)"
+    elif not entry["had_store"]:  # a first full run: its store never got its manifest
+        lake.delete_dir(store_path)
+        done = "undone (there was no store before it)"
+    else:  # killed before the old store moved: it is still in place
+        done = "undone (the store was never moved)"
+    finish_replace(lake, dataset)
+    log.warning(
+        "store %r: the full run %s was killed while it swapped the store; its swap was %s",
+        dataset,
+        entry["run_id"],
+        done,
+    )
+    return done
+
+
+def refuse_unmanifested(lake: Lake, dataset: str) -> None:
+    """A store folder with files and no manifest is refused, never taken for an empty store."""
+    if store_mod.read_manifest(lake, dataset) is None and lake.list_files(lake.path("petastorm", dataset), ".parquet"):
+        raise UsageError(
+            f"store {dataset!r} at {lake.path('petastorm', dataset)} holds Parquet files but no manifest "
+            f"({store_mod.MANIFEST_NAME}): it is not treated as empty; restore the manifest, or move the folder "
+            "away and run a full prepare"
+        )
 
 
 def store_image_ids(spark: SparkSession, store_url: str) -> DataFrame:

@@ -153,6 +153,9 @@ def start(run: PrepareRun) -> None:
         phase_seconds={},
         source=run.inputs.source,
     )
+    if not (run.inputs.metadata_only or run.inputs.images is None):  # it holds the store's lock
+        run.summary["recovered_replace"] = load.recover_replace(run.lake, run.dataset)
+        load.refuse_unmanifested(run.lake, run.dataset)
     run.manifest = store_mod.read_manifest(run.lake, run.dataset)
 
 
@@ -351,6 +354,8 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
         runs=runs,
     )
     store_mod.write_manifest(run.lake, manifest)
+    if not run.appends:
+        load.finish_replace(run.lake, run.dataset)
     run.summary["images"]["written"] = n_good
     run.phase("write_store")
 

@@ -131,14 +131,16 @@ def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str
             f"no training store for dataset {dataset!r} at {store_url}: run jobs/prepare.py first"
         ) from None
     rows = store.select("image_id", "patient_id", "follow_up", "view", "split", "image")
-    done = scored_ids(spark, lake, version) if new_only else None
+    done = scored_ids(spark, lake, dataset, version) if new_only else None
     if done is not None:
         rows = rows.join(done, "image_id", "left_anti")
     return rows
 
 
-def scored_ids(spark: SparkSession, lake: Lake, version: str) -> DataFrame | None:
+def scored_ids(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:
+    """The image ids of ``dataset`` that ``version`` has scored: a prediction is of (dataset, image, model)."""
     predictions = tables.read_table(spark, lake, PREDICTIONS)
     if predictions is None:
         return None
-    return predictions.where(F.col("model_version") == version).select("image_id").distinct()
+    mine = (F.col("model_version") == version) & (F.col("dataset") == dataset)
+    return predictions.where(mine).select("image_id").distinct()
