@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from xray_spark import cli, report
+from xray_spark.lake import local_path
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
 from xray_spark.prepare.privacy import read_key
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         check_inputs(inputs)
         if args.source == "dicom":
-            read_key(settings.privacy)  # no key, no run: one line, before Spark starts
+            read_key(settings.privacy, local_path(settings.lake))  # the same check as the run's, before Spark starts
         spark, lake = cli.open_lake(settings, "prepare")
         try:
             summary = run_prepare(spark, lake, settings, inputs)

@@ -46,7 +46,11 @@ def archive(tmp_path_factory) -> Path:
 
 
 def make_settings(lake_dir: Path, *extra: str):
-    return load_settings(ROOT / "conf" / "local.yaml", [*TEST_OVERRIDES, f"lake={lake_dir}", *extra])
+    """The test settings for a lake at ``lake_dir``; DICOM identity maps go beside it, outside it."""
+    identity = Path(lake_dir).parent / f"{Path(lake_dir).name}-identity"
+    return load_settings(
+        ROOT / "conf" / "local.yaml", [*TEST_OVERRIDES, f"lake={lake_dir}", f"privacy.identity_dir={identity}", *extra]
+    )
 
 
 @pytest.fixture(scope="session")

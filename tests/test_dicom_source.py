@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -63,13 +65,15 @@ def write_export(folder: Path, films: list[tuple[str, object, str]]) -> None:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    """12 chest films of 4 patients (3 studies each, out of date order), and what must be set aside."""
+    """12 chest films of 4 patients (3 studies each, out of date order), and what must be set aside.
+
+    The folders are named by Patient ID, as many PACS exports name them: no part of a path may reach the lake."""
     root = tmp_path_factory.mktemp("export")
     films = []
     for patient in range(4):
         for study in (2, 0, 1):  # written out of order: the follow-ups come from the study dates
             ds = _film(patient, study, seed=patient * 10 + study)
-            films.append((f"P{patient}/S{study}/IM0", ds, SYNTAX_CYCLE[(patient + study) % len(SYNTAX_CYCLE)]))
+            films.append((f"ZZPID{patient:04d}/S{study}/IM0", ds, SYNTAX_CYCLE[(patient + study) % len(SYNTAX_CYCLE)]))
     skipped = [
         ("other/CT1", _film(9, 0, 1, modality="CT"), "explicit-le"),
         ("other/LAT1", _film(9, 0, 2, ViewPosition="LL"), "explicit-le"),
@@ -81,8 +85,8 @@ def export(tmp_path_factory):
     report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     del report.Rows, report.Columns, report.PixelData
     report.save_as(root / "other" / "SR1", enforce_file_format=True)
-    shutil.copy(root / "P0" / "S0" / "IM0", root / "P0" / "S0" / "IM0-copy")  # the same instance twice
-    broken = (root / "P1" / "S0" / "IM0").read_bytes()
+    shutil.copy(root / "ZZPID0000" / "S0" / "IM0", root / "ZZPID0000" / "S0" / "IM0-copy")  # the same instance twice
+    broken = (root / "ZZPID0001" / "S0" / "IM0").read_bytes()
     (root / "broken").mkdir()
     (root / "broken" / "CUT").write_bytes(broken[:300])  # a header cut short
     (root / "README").write_text("exported by the PACS\n")
@@ -149,6 +153,8 @@ def test_no_identifying_header_reaches_the_lake(spark, hospital):
     _, lake, summary, _ = hospital
     planted = [v.encode() for v in PHI.values()] + [b"ZZPID", b"ZZNAME", b"19410203"]
     for path in Path(lake.root).rglob("*"):
+        name = str(path.relative_to(lake.root)).encode()
+        assert not [p for p in planted if p in name], f"{path} is named by a planted identifier"
         if path.is_file():
             data = path.read_bytes()
             assert not [p for p in planted if p in data], f"{path} holds a planted identifier"
@@ -226,3 +232,45 @@ def test_a_labels_csv_labels_its_films_with_patient_splits_and_quarantines_bad_l
         assert len({r["split"] for r in labelled if r["patient_id"] == patient}) == 1
     rest = [by_id[ds.SOPInstanceUID] for _, ds, _ in films[9:]]
     assert all(r["split"] == "unlabeled" and r["findings"] == [] for r in rest)
+
+
+def test_the_identity_map_outside_the_lake_leads_each_reference_back_to_its_file(spark, hospital, export):
+    settings, lake, _, films = hospital
+    root, _ = export
+    maps = sorted(Path(settings.privacy.identity_dir, "hospital").glob("*.csv"))  # the fixture's run first
+    assert maps and not maps[0].is_relative_to(lake.root)
+    assert maps[0].stat().st_mode & 0o077 == 0, "readable by its owner only"
+    paths = dict(csv.reader(io.StringIO(maps[0].read_text())))
+    store = spark.read.parquet(lake.store_url("hospital")).select("image_id", "source_path").collect()
+    by_uid = {ds.SOPInstanceUID: root / relative for relative, ds, _ in films}
+    for row in (r for r in store if r["image_id"] in by_uid):  # other tests add films of their own runs
+        assert row["source_path"].startswith("src-") and Path(paths[row["source_path"]]) == by_uid[row["image_id"]]
+    quarantined = spark.read.parquet(lake.table_url("quarantine")).where(F.col("dataset") == "hospital").collect()
+    assert [Path(paths[r["source_path"]]).name for r in quarantined] == ["CUT"]
+
+
+def test_another_pseudonym_key_on_a_later_night_is_refused_in_one_line(spark, hospital, export, tmp_path, monkeypatch):
+    _, lake, _, _ = hospital
+    root, _ = export
+    copy = tmp_path / "lake"
+    shutil.copytree(lake.root, copy)
+    mine = make_settings(copy, "dataset=hospital", "quarantine.max_fraction=0.5")
+    monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", "another-key-of-32-characters-long")
+    with pytest.raises(UsageError, match=r"^store 'hospital' was pseudonymised with another key \(fingerprint"):
+        run_prepare(spark, Lake.at(str(copy)), mine, PrepareInputs(None, str(root), source="dicom", incremental=True))
+    manifest = json.loads((copy / "petastorm" / "hospital" / "_xray_store.json").read_text())
+    assert len(manifest["key_fingerprint"]) == 16 and KEY not in json.dumps(manifest), "a fingerprint, never the key"
+
+
+def test_a_key_file_every_user_can_read_is_refused(tmp_path, monkeypatch):
+    from xray_spark.config import PrivacySettings
+    from xray_spark.prepare.privacy import read_key
+
+    key = tmp_path / "hospital.key"
+    key.write_text(KEY + "\n")
+    monkeypatch.delenv("XRAY_SPARK_PSEUDONYM_KEY", raising=False)
+    key.chmod(0o644)
+    with pytest.raises(UsageError, match=r"can be read by every user of this machine .*chmod 600"):
+        read_key(PrivacySettings(key_file=str(key)))
+    key.chmod(0o600)
+    assert read_key(PrivacySettings(key_file=str(key))) == KEY.encode()

@@ -98,6 +98,9 @@ class PrivacySettings:
     # environment variable, else this file (kept outside the lake). Never the key itself.
     key_env: str = "XRAY_SPARK_PSEUDONYM_KEY"
     key_file: str = ""
+    # Where each DICOM run writes the map from the lake's file references (source_path) to the
+    # delivered files' paths: outside the lake, like the key (export folders name patients).
+    identity_dir: str = ".xray-identity"
 
 
 @dataclasses.dataclass(frozen=True)

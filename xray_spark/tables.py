@@ -68,6 +68,14 @@ def register_table(spark: SparkSession, lake: Lake, name: str) -> None:
         spark.catalog.recoverPartitions(qualified(name))
 
 
+def _registered_from(spark: SparkSession, lake: Lake, name: str) -> bool:
+    """Whether ``xray.<name>`` is registered, and from this lake (a session may have served another)."""
+    if not spark.catalog.tableExists(qualified(name)):
+        return False
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {qualified(name)}").where("col_name = 'Location'").collect()
+    return bool(rows) and rows[0]["data_type"].rstrip("/") == lake.table_url(name).rstrip("/")
+
+
 def register_tables(spark: SparkSession, lake: Lake) -> list[str]:
     """Register every table that exists in the lake; returns their qualified names."""
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
@@ -87,7 +95,7 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
         return []
     # The views' other inputs: accession numbers and study times, model times, the champion.
     for name in ("studies", "models", "model_aliases"):
-        if not spark.catalog.tableExists(qualified(name)) and exists_in_lake(spark, lake, name):
+        if not _registered_from(spark, lake, name) and exists_in_lake(spark, lake, name):
             register_table(spark, lake, name)
     register_table(spark, lake, "predictions")
     if exists_in_lake(spark, lake, "heatmaps"):

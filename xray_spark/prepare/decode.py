@@ -101,7 +101,7 @@ def make_decoder(
             "sample_weight": sample_weight(int(vector.sum()), weight_base, weight_per_finding),
             "ingest_date": ingest_date,
             "source_path": row.source_path,
-        } | _decode_one(row.source_path, size, limits, max_file_bytes)
+        } | _decode_one(getattr(row, "read_path", None) or row.source_path, size, limits, max_file_bytes)
 
     def decode_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -121,6 +121,8 @@ def decode_images(
     """
     # The metadata the store keeps, plus the findings the labels are made from.
     columns = [f.name for f in XraySchema.fields.values() if f.name not in _COMPUTED] + ["findings"]
+    if "read_path" in candidates.columns:  # a DICOM file's path, read here and never stored
+        columns.append("read_path")
     decoder = make_decoder(
         label_set,
         settings.image.size,

@@ -11,6 +11,7 @@ never trained or evaluated on, always scored.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -30,6 +31,8 @@ from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
 from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
 from xray_spark.prepare.split import UNLABELED
 
+log = logging.getLogger(__name__)
+
 PATIENT_KEYS = "patient_keys"
 INSTANCES = "dicom_instances"
 #: ``xray.dicom_instances``: the kept header attributes of every stored DICOM film.
@@ -48,22 +51,35 @@ INSTANCE_COLUMNS = (
 )
 
 
-def list_all_files(run: PrepareRun) -> DataFrame:
-    """Every file under the images folder, whatever its name (DICOM exports often have no suffix)."""
+def list_all_files(run: PrepareRun, key: bytes) -> DataFrame:
+    """Every file under the images folder, whatever its name (DICOM exports often have no suffix).
+
+    Each file's ``source_path`` is its opaque reference (:func:`privacy.source_ref`); the
+    path itself (``read_path``) goes only to the executors and to the identity map, outside the lake.
+    """
     folder = local_path(run.inputs.images)
     if folder is None:
         raise UsageError("a DICOM source is read from a local or mounted folder: pass --images DIR")
     if not os.path.isdir(folder):
         raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
-    rows = [path for _, path in walk_local(folder, suffixes=None)]
-    schema = T.StructType([T.StructField("source_path", T.StringType())])
-    return run.spark.createDataFrame(pd.DataFrame({"source_path": rows}), schema)
+    paths = [path for _, path in walk_local(folder, suffixes=None)]
+    refs = [privacy.source_ref(key, os.path.relpath(path, folder)) for path in paths]
+    run.images_ref = privacy.source_ref(key, os.path.abspath(folder))
+    lake_root = run.lake.root if run.lake.is_local else None
+    rows = [(run.images_ref, os.path.abspath(folder)), *zip(refs, paths, strict=True)]
+    where = privacy.write_identity_map(run.settings.privacy, lake_root, run.dataset, run.run_id, rows)
+    log.info("identity map of this run's %d files (outside the lake): %s", len(paths), where)
+    schema = T.StructType([T.StructField("source_path", T.StringType()), T.StructField("read_path", T.StringType())])
+    return run.spark.createDataFrame(pd.DataFrame({"source_path": refs, "read_path": paths}), schema)
 
 
 def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
     """Headers read, films sorted into candidates, skipped, broken and duplicates; the summary's counts."""
     key = privacy.read_key(run.settings.privacy, run.lake.root if run.lake.is_local else None)
-    files = list_all_files(run)
+    run.key_fingerprint = privacy.key_fingerprint(key)
+    if not run.inputs.replace:  # a --replace pseudonymises the whole store anew
+        privacy.check_same_key(run.key_fingerprint, run.manifest and run.manifest.key_fingerprint, run.dataset)
+    files = list_all_files(run, key)
     n_files = files.count()
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(n_files / 500))
     headers = run.keep(read_headers(files, key, run.settings.image.max_file_bytes, n_partitions))
@@ -116,7 +132,7 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
     }
     labelled = candidates.where(F.col("split") != UNLABELED)
     run.summary["metadata"] = {
-        "file": run.inputs.images,
+        "file": run.images_ref,  # the folder's reference: its path may name a patient
         "rows": rows_read + already,
         "rows_considered": rows_read,
         "already_in_store": already,
@@ -127,7 +143,7 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
         "finding_counts": tally.count_findings(labelled) if run.inputs.labels else {},
     }
     run.summary["images"] = {
-        "folder": run.inputs.images,
+        "folder": run.images_ref,
         "files_found": n_files,
         "with_metadata": n_candidates,
         "metadata_rows_without_file": 0,
@@ -151,7 +167,7 @@ def _check_ids(films: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 def _one_file_per_instance(films: DataFrame) -> tuple[DataFrame, DataFrame]:
     """The same SOP instance exported twice is stored once: the first path in sorted order."""
-    ranked = films.withColumn("_copy", F.row_number().over(Window.partitionBy("sop_uid").orderBy("source_path")))
+    ranked = films.withColumn("_copy", F.row_number().over(Window.partitionBy("sop_uid").orderBy("read_path")))
     return ranked.where(F.col("_copy") == 1).drop("_copy"), ranked.where(F.col("_copy") > 1).drop("_copy")
 
 
@@ -179,6 +195,7 @@ def _candidates(run: PrepareRun, films: DataFrame) -> DataFrame:
         F.lit("").alias("finding_labels"),
         F.array().cast("array<string>").alias("findings"),
         "source_path",
+        "read_path",
         *(c for c in INSTANCE_COLUMNS if c not in ("image_id",)),
     )
 

@@ -39,7 +39,8 @@ SKIP_REASONS = {
 
 HEADER_SCHEMA = T.StructType(
     [
-        T.StructField("source_path", T.StringType(), False),
+        T.StructField("source_path", T.StringType(), False),  # the file's opaque reference (privacy.source_ref)
+        T.StructField("read_path", T.StringType(), False),  # where the executors read it: never written to the lake
         T.StructField("kind", T.StringType(), False),  # dicom | dicomdir | not_dicom
         T.StructField("reason", T.StringType(), True),  # quarantine reason of a broken header
         T.StructField("detail", T.StringType(), True),
@@ -134,15 +135,18 @@ def header_row(ds: Any, key: bytes) -> dict[str, Any]:
     }
 
 
-def read_header(path: str, key: bytes, max_file_bytes: int) -> dict[str, Any]:
+def read_header(path: str, key: bytes, max_file_bytes: int, ref: str | None = None) -> dict[str, Any]:
     """One file's row of :data:`HEADER_SCHEMA` (never raises: a broken file gets a reason).
+
+    ``ref`` is what the lake calls the file (its ``source_path``): never its path, whose
+    folders a PACS export often names after the patient.
 
     Only regular files are opened (a FIFO or a device is quarantined unread), and only up
     to the pixel data.
     """
     import pydicom
 
-    row: dict[str, Any] = {"source_path": path, "kind": "not_dicom"}
+    row: dict[str, Any] = {"source_path": ref or path, "read_path": path, "kind": "not_dicom"}
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -184,7 +188,8 @@ def make_header_reader(key: bytes, max_file_bytes: int):
 
     def read_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            rows = [read_header(path, key, max_file_bytes) for path in batch["source_path"]]
+            pairs = zip(batch["read_path"], batch["source_path"], strict=True)
+            rows = [read_header(path, key, max_file_bytes, ref) for path, ref in pairs]
             yield pd.DataFrame({name: [r.get(name) for r in rows] for name in names}, columns=names)
 
     return read_partition
@@ -193,4 +198,4 @@ def make_header_reader(key: bytes, max_file_bytes: int):
 def read_headers(files: DataFrame, key: bytes, max_file_bytes: int, n_partitions: int) -> DataFrame:
     """Every listed file's header row, read on the executors."""
     reader = make_header_reader(key, max_file_bytes)
-    return files.select("source_path").repartition(n_partitions).mapInPandas(reader, HEADER_SCHEMA)
+    return files.select("source_path", "read_path").repartition(n_partitions).mapInPandas(reader, HEADER_SCHEMA)

@@ -343,7 +343,7 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
             "mode": run.summary["mode"] if not inputs.replace or run.appends else "replace",
             "images_added": n_good,
             "metadata": inputs.metadata,
-            "images": inputs.images,
+            "images": run.images_ref or inputs.images,  # a DICOM delivery's folder by its reference
         }
     )
     manifest = store_mod.StoreManifest(
@@ -352,6 +352,7 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
         image_size=settings.image.size,
         split=dataclasses.asdict(settings.split) | {"lists": list(inputs.split_lists or [])},
         runs=runs,
+        key_fingerprint=run.key_fingerprint or (run.manifest.key_fingerprint if run.manifest else None),
     )
     store_mod.write_manifest(run.lake, manifest)
     if not run.appends:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import os
 import re
+import stat
 
 from xray_spark.config import PrivacySettings
 from xray_spark.errors import UsageError
@@ -46,6 +48,8 @@ KEPT = (
 )
 MIN_KEY_BYTES = 16
 
+log = logging.getLogger(__name__)
+
 
 def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
     """The pseudonym key: from ``privacy.key_env``, else ``privacy.key_file``; a clear error without one.
@@ -61,6 +65,7 @@ def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
                 f"the pseudonym key file {settings.key_file} is inside the lake: keep it outside, where "
                 "readers of the lake cannot reach it"
             )
+        _check_key_mode(settings.key_file)
         try:
             with open(settings.key_file, "rb") as fh:
                 value = fh.read().strip().decode("utf-8", errors="strict")
@@ -78,6 +83,70 @@ def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise UsageError(f"the pseudonym key from {source} is shorter than {MIN_KEY_BYTES} bytes: use a longer one")
     return key
+
+
+def _check_key_mode(path: str) -> None:
+    """A key file every user can read is refused; one its group can read is warned about.
+
+    Refused rather than warned about: Patient IDs are short, so whoever holds the key can
+    compute the pseudonym of every possible ID and undo them all (ssh refuses such private keys too).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the open below says why it cannot be read
+    if mode & stat.S_IROTH:
+        raise UsageError(
+            f"the pseudonym key file {path} can be read by every user of this machine (mode "
+            f"{stat.filemode(mode)}): chmod 600 it (whoever reads the key can undo the pseudonyms)"
+        )
+    if mode & stat.S_IRGRP:
+        log.warning("the pseudonym key file %s can be read by its group (%s): chmod 600 it", path, stat.filemode(mode))
+
+
+def key_fingerprint(key: bytes) -> str:
+    """What the lake records of the key: a keyed hash of a constant, which tells keys apart and reveals none."""
+    return hmac.new(key, b"xray-spark pseudonym key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def check_same_key(fingerprint: str, recorded: str | None, dataset: str) -> None:
+    """A store pseudonymised under one key takes no run under another (returning patients would get new ids)."""
+    if recorded and recorded != fingerprint:
+        raise UsageError(
+            f"store {dataset!r} was pseudonymised with another key (fingerprint {recorded}, this run's {fingerprint}): "
+            "use the key of its earlier runs; under a new key returning patients would get new patient ids"
+        )
+
+
+def source_ref(key: bytes, path: str) -> str:
+    """What the lake calls a delivered file or folder: a keyed hash of its path, never the path.
+
+    The identity map (:func:`write_identity_map`, outside the lake) turns it back into the path.
+    """
+    raw = os.fsencode(path)  # bytes as the file system gave them, whatever their encoding
+    return "src-" + hmac.new(key, b"source path:" + raw, hashlib.sha256).hexdigest()[:24]
+
+
+def write_identity_map(
+    settings: PrivacySettings, lake_root: str | None, dataset: str, run_id: str, rows: list[tuple[str, str]]
+) -> str:
+    """``<privacy.identity_dir>/<dataset>/<run_id>.csv``: (reference, path) of each file, readable by its owner only."""
+    import csv
+
+    folder = os.path.join(settings.identity_dir, dataset)
+    if lake_root and _inside(settings.identity_dir, lake_root):
+        raise UsageError(
+            f"privacy.identity_dir {settings.identity_dir} is inside the lake: the identity map names the "
+            "delivered files (PACS exports name folders after patients); keep it outside the lake"
+        )
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{run_id}.csv")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source_ref", "path"])
+        writer.writerows(rows)
+    return path
 
 
 def _inside(path: str, root: str) -> bool:

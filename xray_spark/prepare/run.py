@@ -44,6 +44,8 @@ class PrepareRun:
     started: float = dataclasses.field(default_factory=time.monotonic)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     manifest: store_mod.StoreManifest | None = None
+    key_fingerprint: str | None = None  # a DICOM run's pseudonym key (privacy.key_fingerprint)
+    images_ref: str | None = None  # a DICOM run's images folder, as the lake may name it (privacy.source_ref)
     _cached: list[DataFrame] = dataclasses.field(default_factory=list)
     _mark: float = dataclasses.field(default_factory=time.monotonic)
 
