@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -96,7 +97,6 @@ def dicom_multiframe(frames: int = 120, side: int = 1024) -> bytes:
 
     The decoder must refuse it from the header alone (frames x rows x columns x 2 bytes).
     """
-    import io
 
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -116,6 +116,34 @@ def dicom_multiframe(frames: int = 120, side: int = 1024) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_deflate_bomb(inflated: int = 200 << 20) -> bytes:
+    """A Deflated Explicit VR Little Endian film of 64 x 64 whose dataset inflates to ``inflated`` bytes
+    (its pixel data element is that long, all zeros): under 1 MiB on disk."""
+    from pydicom import dcmread
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue()
+    offset = 132 + 12 + int(dcmread(io.BytesIO(raw), stop_before_pixels=True).file_meta.FileMetaInformationGroupLength)
+    body = zlib.decompress(raw[offset:], -zlib.MAX_WBITS)
+    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [deflater.compress(body + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, inflated))]
+    zeros = bytes(1 << 20)
+    out += [deflater.compress(zeros) for _ in range(inflated >> 20)]
+    return raw[:offset] + b"".join(out) + deflater.flush()
+
+
 # -- an archive with every row-level fault ------------------------------------------------------
 GOOD = {
     "00000001_000.png": png_gray8(80, 0),
@@ -127,7 +155,10 @@ GOOD = {
     "00000006_000.png": png_gray8(80, 8),
     "00000007_000.png": png_gray8(80, 9),
     "00000008_000.png": png_gray8(80, 10),
+    '00000009_000"q.png': png_gray8(80, 18),  # a quote in its name: "00000009_000""q.png" in the CSV (RFC 4180)
 }
+#: A file whose name is not UTF-8 (it has no metadata row: the orphan list names it by its bytes).
+NON_UTF8_NAME = b"00000098_000\xff.png"
 BAD_FILES = {
     "00000010_000.png": (b"", "empty_file"),
     "00000011_000.png": (truncated_png(), "truncated_image"),
@@ -138,6 +169,7 @@ BAD_FILES = {
     "00000016_000.png": (encode_png(np.zeros((80, 80), np.uint8)), "blank_image"),
     "00000017_000.png": (SECRET_AS_PNG, "undecodable_image"),
     "00000018_000.png": (dicom_multiframe(), "image_too_large"),
+    "00000019_000.png": (dicom_deflate_bomb(), "image_too_large"),  # 0.2 MiB that inflates to 200 MiB
 }
 #: Paths that are not regular files: a FIFO and a link to a device (made by make_bad_archive).
 SPECIAL_FILES = {"00000040_000.png": "not_a_regular_file", "00000041_000.png": "not_a_regular_file"}
@@ -149,6 +181,11 @@ def metadata_row(name: str, labels: str = "No Finding", age: str = "45", pid: st
     return [name, labels, follow_up, pid, age, "F", "PA", "80", "80", "0.143", "0.143"]
 
 
+def _csv_cell(value: str) -> str:
+    """A CSV cell as RFC 4180 writes it: quoted, with ``""`` for ``"``, when it holds a quote or a comma."""
+    return '"' + value.replace('"', '""') + '"' if '"' in value or "," in value else value
+
+
 def make_bad_archive(root: Path) -> Path:
     """An NIH-layout archive where every kind of bad input sits beside good images."""
     images = root / "images" / "images_001" / "images"  # nested like the NIH release
@@ -156,6 +193,8 @@ def make_bad_archive(root: Path) -> Path:
     for name, data in {**GOOD, **{k: v[0] for k, v in BAD_FILES.items()}}.items():
         (images / name).write_bytes(data)
     (images / "00000099_000.png").write_bytes(png_gray8(80, 11))  # a file with no metadata row
+    with open(os.path.join(os.fsencode(images), NON_UTF8_NAME), "wb") as fh:
+        fh.write(png_gray8(80, 19))
     (images / "00000020_000.png").write_bytes(png_gray8(80, 12))
     (images / "00000021_000.png").write_bytes(png_gray8(80, 13))
     (images / "00000022_000.png").write_bytes(png_gray8(80, 14))
@@ -176,7 +215,7 @@ def make_bad_archive(root: Path) -> Path:
     ]
     (images / "00000024_000.png").write_bytes(png_gray8(80, 16))
     (images / "00000025_000.png").write_bytes(png_gray8(80, 17))
-    lines = [",".join(METADATA_HEADER).encode()] + [",".join(r).encode() for r in rows]
+    lines = [",".join(METADATA_HEADER).encode()] + [",".join(_csv_cell(c) for c in r).encode() for r in rows]
     # A non-UTF-8 byte in a label is an unknown finding, not a crash.
     lines.append(b"00000023_000.png,Effus\xefon,0,23,50,M,AP,80,80,0.143,0.143")
     # A quoted field with a line break in it: one row, quarantined whole (not split in two).
@@ -189,7 +228,7 @@ EXPECTED_REASONS = {
     "empty_file": ["00000010_000.png"],
     "truncated_image": ["00000011_000.png"],
     "undecodable_image": ["00000012_000.png", "00000017_000.png"],
-    "image_too_large": ["00000013_000.png", "00000014_000.png", "00000018_000.png"],
+    "image_too_large": ["00000013_000.png", "00000014_000.png", "00000018_000.png", "00000019_000.png"],
     "image_too_small": ["00000015_000.png"],
     "blank_image": ["00000016_000.png"],
     "not_a_regular_file": ["00000040_000.png", "00000041_000.png"],

@@ -51,6 +51,17 @@ def test_int_is_accepted_where_a_float_is_expected():
         ("split.train=0.9", r"split.train \+ split.val \+ split.test must be 1"),
         ("image=5", r"'image' must be a mapping"),
         ("no-equals-sign", r"must look like key=value"),
+        # nonsense that was accepted, or failed later with a traceback
+        ("score.batch_size=0", r"'score.batch_size' must lie in \[1, 4096\], got 0"),
+        ("score.batch_size=-4", r"'score.batch_size' must lie in \[1, 4096\], got -4"),
+        ("sql_server.refresh_seconds=.inf", r"'sql_server.refresh_seconds' must be a finite number, got inf"),
+        ("sql_server.refresh_seconds=.nan", r"'sql_server.refresh_seconds' must be a finite number"),
+        ("sql_server.statement_timeout_seconds=0", r"'sql_server.statement_timeout_seconds' must lie in \[1, 86400\]"),
+        ("spark.driver_memory=-1g", r"'spark.driver_memory' must be a positive memory size such as 4g"),
+        ("spark.driver_memory=lots", r"'spark.driver_memory' must be a positive memory size"),
+        ("spark.shuffle_partitions=0", r"'spark.shuffle_partitions' must be at least 1"),
+        ("spark.conf.spark.sql.shuffle.partitions=-3", r"'spark.conf.spark.sql.shuffle.partitions' must be a whole"),
+        ("spark.conf.spark.executor.memory=2x", r"'spark.conf.spark.executor.memory' must be a positive memory size"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -106,3 +117,12 @@ def test_config_get_prints_one_resolved_value():
     assert out.stdout.strip() == "spark://127.0.0.1:7077"
     bad = subprocess.run([*args, "--get", "spark.nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown configuration key 'spark.nope'" in bad.stderr
+
+
+def test_a_nonsense_setting_is_one_line_before_spark_starts(tmp_path):
+    from .jobs import run_job
+
+    result = run_job("score", ["--lake", str(tmp_path / "lake"), "--set", "score.batch_size=0"], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "score: error: configuration key 'score.batch_size' must lie in [1, 4096], got 0"
+    ], result.stderr

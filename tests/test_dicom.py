@@ -177,3 +177,20 @@ def test_every_jpeg_family_file_of_pydicom_decodes():
 def _stored_file(folder: str, name: str) -> np.ndarray:
     with open(os.path.join(folder, name), "rb") as fh:
         return img.load_training_image(fh.read(), SIZE, img.ImageLimits(min_side=1))[0]
+
+
+def test_a_deflate_bomb_is_quarantined_from_its_header_before_anything_inflates_it(tmp_path):
+    """0.9 MiB on disk, 200 MiB inflated: the header reader counts the inflated bytes a MiB at a time."""
+    import resource
+
+    from xray_spark.prepare.dicom_source import read_header
+
+    from .corpus import dicom_deflate_bomb
+
+    path = tmp_path / "BOMB"
+    path.write_bytes(dicom_deflate_bomb())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    row = read_header(str(path), b"a-test-key-of-32-characters-long", 64 << 20)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert row["reason"] == "image_too_large" and "inflates to more than" in row["detail"], row
+    assert grown_kib < 64 * 1024, f"reading the header grew the process by {grown_kib / 1024:.0f} MiB"

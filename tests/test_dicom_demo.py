@@ -108,6 +108,7 @@ def test_a_key_file_inside_the_lake_is_refused(tmp_path):
     key_file = tmp_path / "lake" / "key"
     key_file.parent.mkdir()
     key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)  # a key file others can read is refused for that alone
     settings = PrivacySettings(key_env="", key_file=str(key_file))
     with pytest.raises(UsageError, match="inside the lake"):
         read_key(settings, str(tmp_path / "lake"))

@@ -211,8 +211,10 @@ def test_a_labels_csv_labels_its_films_with_patient_splits_and_quarantines_bad_l
     root, films = export
     labels = {ds.AccessionNumber: "Effusion|Mass" for _, ds, _ in films[:8]}
     labels[films[8][1].AccessionNumber] = "Effusion|Alien"  # an unknown finding: the film is quarantined
+    rows = [*labels.items(), (films[0][1].AccessionNumber, "Mass|Effusion")]  # the same labels again: one row
+    rows += [(films[9][1].AccessionNumber, "Mass"), (films[9][1].AccessionNumber, "Nodule")]  # they contradict
     csv_path = tmp_path / "labels.csv"
-    csv_path.write_text("Accession Number,Finding Labels\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    csv_path.write_text("Accession Number,Finding Labels\n" + "".join(f'"{k}","{v}"\n' for k, v in rows))
     settings = make_settings(tmp_path / "lake", "dataset=labelled", "quarantine.max_fraction=0.5")
     mp = pytest.MonkeyPatch()
     mp.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
@@ -221,16 +223,23 @@ def test_a_labels_csv_labels_its_films_with_patient_splits_and_quarantines_bad_l
         summary = run_prepare(spark, Lake.at(settings.lake), settings, inputs)
     finally:
         mp.undo()
-    assert summary["quarantine"]["by_reason"] == {"undecodable_image": 1, "unknown_finding": 1}
+    assert summary["quarantine"]["by_reason"] == {
+        "undecodable_image": 1,
+        "unknown_finding": 1,
+        "contradictory_labels": 1,
+    }
     assert summary["metadata"]["finding_counts"]["Effusion"] == 8
+    quarantined = spark.read.parquet(Lake.at(settings.lake).table_url("quarantine")).collect()
+    (contradiction,) = [r for r in quarantined if r["reason"] == "contradictory_labels"]
+    assert contradiction["image_id"] == films[9][1].SOPInstanceUID and "Mass / Nodule" in contradiction["detail"]
     studies = spark.read.parquet(Lake.at(settings.lake).table_url("studies")).collect()
     by_id = {r["image_id"]: r for r in studies}
-    assert films[8][1].SOPInstanceUID not in by_id
+    assert films[8][1].SOPInstanceUID not in by_id and films[9][1].SOPInstanceUID not in by_id
     labelled = [by_id[ds.SOPInstanceUID] for _, ds, _ in films[:8]]
     assert all(r["findings"] == ["Effusion", "Mass"] and r["split"] in ("train", "val", "test") for r in labelled)
     for patient in {r["patient_id"] for r in labelled}:  # a patient's labelled films share one split
         assert len({r["split"] for r in labelled if r["patient_id"] == patient}) == 1
-    rest = [by_id[ds.SOPInstanceUID] for _, ds, _ in films[9:]]
+    rest = [by_id[ds.SOPInstanceUID] for _, ds, _ in films[10:]]
     assert all(r["split"] == "unlabeled" and r["findings"] == [] for r in rest)
 
 

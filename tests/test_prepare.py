@@ -19,7 +19,7 @@ from xray_spark.labels import FINDINGS, multi_hot
 from xray_spark.lake import Lake
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
 from xray_spark.prepare.decode import image_limits
-from xray_spark.prepare.files import list_image_files
+from xray_spark.prepare.files import list_image_files, real_path
 from xray_spark.prepare.images import load_training_image
 from xray_spark.prepare.load import STORE_STAGING
 from xray_spark.prepare.metadata import read_metadata, validate_metadata
@@ -181,11 +181,14 @@ def test_nothing_valid_is_lost(bad_run):
 def test_missing_and_orphan_files_are_listed(bad_run):
     _, _, summary, _ = bad_run
     assert summary["images"]["metadata_rows_without_file"] == 1
-    assert summary["images"]["files_without_metadata"] == 1
+    assert summary["images"]["files_without_metadata"] == 2
     missing = _csv_folder(Path(summary["report_dir"]) / "missing_images")
     orphans = _csv_folder(Path(summary["report_dir"]) / "orphan_images")
     assert [r["image_id"] for r in missing] == ["00000030_000.png"]
-    assert [r["file_name"] for r in orphans] == ["00000099_000.png"]
+    # The name that is not UTF-8 by its bytes (\xff), never U+FFFD; its path leads to the real file.
+    assert sorted(r["file_name"] for r in orphans) == ["00000098_000\\xff.png", "00000099_000.png"]
+    (odd,) = [r for r in orphans if r["file_name"].startswith("00000098")]
+    assert "\ufffd" not in odd["source_path"] and os.path.isfile(real_path(odd["source_path"]))
 
 
 def _csv_folder(folder: Path) -> list[dict[str, str]]:

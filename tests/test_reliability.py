@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -408,6 +409,42 @@ def test_a_model_trained_elsewhere_is_registered_then_accepted(spark, prepared, 
     assert folder.model_sha256 == registry.file_sha256(str(elsewhere / "model.keras"))
     with pytest.raises(UsageError, match="already registered"):
         registry.register_model(spark, lake, str(elsewhere), dataset="nih")
+
+
+def _with_extra_entry(folder: Path, name: str, size: int) -> None:
+    """Add an entry of ``size`` zero bytes to the folder's model.keras (deflated: 2 GiB of zeros is ~2 MB)."""
+    import zipfile
+
+    path = folder / "model.keras"
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open(name, "w", force_zip64=True) as entry,
+    ):
+        chunk = bytes(1 << 20)
+        for _ in range(size >> 20):
+            entry.write(chunk)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "said"),
+    [
+        ("model.weights.h5.bomb", 1 << 20, "holds what a .keras archive does not"),
+        ("../../outside.txt", 1 << 20, "holds what a .keras archive does not"),
+        ("assets/zeros.bin", (2 << 30) + (1 << 20), "unpacks to 2,148,"),
+    ],
+)
+def test_a_model_archive_with_a_bomb_or_a_stranger_is_refused_at_registration(
+    spark, prepared, small_model, tmp_path, name, size, said
+):
+    _, lake = _copy_lake(prepared, tmp_path / "lake")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(small_model["model_dir"], elsewhere)
+    meta = json.loads((elsewhere / "model.json").read_text())
+    (elsewhere / "model.json").write_text(json.dumps(meta | {"version": "bomb-1"}))
+    _with_extra_entry(elsewhere, name, size)
+    with pytest.raises(ModelRefused, match=re.escape(said)):
+        registry.register_model(spark, lake, str(elsewhere), dataset="nih")
+    assert not (Path(lake.root) / "models" / "bomb-1").exists(), "nothing was registered"
 
 
 # -- 6. nothing listens beyond loopback ----------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -334,8 +335,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"configuration key {key!r} must be an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"configuration key {key!r} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"configuration key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if isinstance(value, dict | list) or value is None:

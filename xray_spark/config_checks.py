@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from xray_spark.errors import ConfigError
@@ -75,6 +76,11 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError("configuration key 'train.learning_rate' must be positive")
     _check_operating(settings)
     _check_sql_server(settings)
+    _check_spark(settings)
+    if not 1 <= settings.score.batch_size <= 4096:
+        raise ConfigError(
+            f"configuration key 'score.batch_size' must lie in [1, 4096], got {settings.score.batch_size}"
+        )
     name = settings.dataset
     if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
         raise ConfigError(
@@ -112,6 +118,52 @@ def _check_operating(settings: Settings) -> None:
     bad = {k: v for k, v in settings.worklist.urgency.items() if not 0.0 <= v <= 1.0}
     if bad:
         raise ConfigError(f"configuration key 'worklist.urgency' must give each finding a weight in [0, 1], got {bad}")
+
+
+#: A JVM memory size as Spark takes it: a positive whole number with an optional unit.
+MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kmgtp]?b?$", re.IGNORECASE)
+#: ``spark.conf`` keys whose values are whole numbers of at least 1 (a count of partitions, cores, executors).
+SPARK_COUNTS = (
+    "spark.sql.shuffle.partitions",
+    "spark.default.parallelism",
+    "spark.executor.cores",
+    "spark.executor.instances",
+    "spark.cores.max",
+    "spark.task.cpus",
+    "spark.sql.files.maxPartitionNum",
+)
+#: ``spark.conf`` keys whose values are memory sizes.
+SPARK_SIZES = (
+    "spark.driver.memory",
+    "spark.executor.memory",
+    "spark.executor.memoryOverhead",
+    "spark.driver.maxResultSize",
+)
+
+
+def _check_spark(settings: Settings) -> None:
+    """The Spark settings a typo would make Spark fail on (with a JVM traceback), refused before it starts."""
+    spark = settings.spark
+    if not MEMORY_SIZE.match(spark.driver_memory.strip()):
+        raise ConfigError(
+            f"configuration key 'spark.driver_memory' must be a positive memory size such as 4g or 512m, "
+            f"got {spark.driver_memory!r}"
+        )
+    if spark.shuffle_partitions < 1:
+        raise ConfigError(
+            f"configuration key 'spark.shuffle_partitions' must be at least 1, got {spark.shuffle_partitions}"
+        )
+    for key, value in spark.conf.items():
+        if key in SPARK_COUNTS and not (value.strip().isdigit() and int(value) >= 1):
+            raise ConfigError(
+                f"configuration key 'spark.conf.{key}' must be a whole number of at least 1, got {value!r}"
+            )
+        if key in SPARK_SIZES and not (
+            MEMORY_SIZE.match(value.strip()) or (key == "spark.driver.maxResultSize" and value.strip() == "0")
+        ):
+            raise ConfigError(
+                f"configuration key 'spark.conf.{key}' must be a positive memory size such as 4g or 512m, got {value!r}"
+            )
 
 
 def _check_sql_server(settings: Settings) -> None:

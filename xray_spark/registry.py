@@ -96,6 +96,40 @@ def check_model_format(model_file: str) -> None:
     with open(model_file, "rb") as fh:
         if fh.read(4) != ZIP_MAGIC:
             raise ModelRefused(f"model file {model_file} cannot be loaded: it is not a {MODEL_SUFFIX} (zip) archive")
+    check_model_archive(model_file)
+
+
+#: What a ``.keras`` archive holds (Keras 2/3 native format); anything else is refused unopened.
+KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5", "model.weights.npz"})
+#: The most a model archive may unpack to (Keras extracts it into a temporary folder on every load).
+MAX_MODEL_BYTES = 2 << 30
+
+
+def check_model_archive(model_file: str) -> None:
+    """Refuse a ``.keras`` archive by its directory, before Keras extracts it: unknown or unsafe names,
+    too many entries, or more than :data:`MAX_MODEL_BYTES` unpacked (a 4 MB zip can hold 3 GiB of zeros)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelRefused(f"model file {model_file} is not a readable zip archive ({type(exc).__name__})") from None
+    unknown = sorted(
+        e.filename for e in entries if e.filename not in KERAS_MEMBERS and not e.filename.startswith("assets/")
+    )
+    unsafe = [e.filename for e in entries if e.filename.startswith("/") or ".." in e.filename.split("/")]
+    if unknown or unsafe or len(entries) > 64:
+        shown = ", ".join((unsafe or unknown)[:3]) or f"{len(entries)} entries"
+        raise ModelRefused(
+            f"model file {model_file} holds what a {MODEL_SUFFIX} archive does not ({shown}): refused unopened"
+        )
+    total = sum(e.file_size for e in entries)
+    if total > MAX_MODEL_BYTES:
+        raise ModelRefused(
+            f"model file {model_file} unpacks to {total:,} bytes, over the {MAX_MODEL_BYTES:,} a model may: "
+            "refused before anything is extracted (a zip bomb, or a model far larger than this product trains)"
+        )
 
 
 def load_model_safely(model_file: str) -> Any:

@@ -21,19 +21,59 @@ The grayscale -> square -> resize -> PNG steps that follow are the PNG path's.
 from __future__ import annotations
 
 import io
-from typing import Any
+import zlib
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from xray_spark.errors import ImageError
 from xray_spark.prepare import dicom_codecs
-from xray_spark.prepare.reasons import UNDECODABLE, UNSUPPORTED_SYNTAX
+from xray_spark.prepare.reasons import TOO_LARGE, UNDECODABLE, UNSUPPORTED_SYNTAX
 
 dicom_codecs.register()
 
+#: Deflated Explicit VR Little Endian: the whole dataset after the file meta is one deflate stream.
+DEFLATED = "1.2.840.10008.1.2.1.99"
+#: What a deflated dataset may inflate to beyond ``image.max_decoded_bytes`` (its header elements).
+HEADER_ALLOWANCE = 16 * 1024 * 1024
+
+
+def check_inflated_size(fh: BinaryIO, limit: int) -> None:
+    """Refuse a Deflated-syntax file whose dataset would inflate past ``limit`` bytes, before anything inflates it.
+
+    pydicom inflates the whole dataset into memory to read even its header (a 2 MiB file of
+    zeros inflates to gigabytes); here it is inflated a MiB at a time and only counted.
+    """
+    from pydicom.filereader import _read_file_meta_info, read_preamble  # the file meta only, never the dataset
+
+    fh.seek(0)
+    try:
+        read_preamble(fh, False)
+        meta = _read_file_meta_info(fh)
+    except Exception:  # not a DICOM file meta: pydicom says why when it reads the file
+        fh.seek(0)
+        return
+    if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 20))
+                except zlib.error:
+                    chunk = b""  # a broken stream: pydicom reports it as undecodable
+                    break
+                if total > limit:
+                    raise ImageError(
+                        TOO_LARGE,
+                        f"the deflated DICOM dataset inflates to more than {limit:,} bytes "
+                        "(image.max_decoded_bytes and a header allowance): a deflate bomb, or a film far too large",
+                    )
+                chunk = inflater.unconsumed_tail
+    fh.seek(0)
+
 
 def read_dataset(data: bytes, *, pixels: bool) -> Any:
-    """The dataset in ``data`` (the pixel data left unread unless ``pixels``)."""
+    """The dataset in ``data`` (the pixel data left unread unless ``pixels``); :func:`check_inflated_size` first."""
     import pydicom
 
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)

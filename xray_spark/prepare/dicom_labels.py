@@ -5,7 +5,8 @@
 the labels) or a ``SOP Instance UID`` column (one film). Labelled films get
 patient-level splits like NIH rows, so a model can be evaluated on, or fine-tuned with,
 the hospital's own patients; the others stay ``unlabeled``. A label that names an
-unknown finding, or No Finding beside a finding, quarantines its film.
+unknown finding, or No Finding beside a finding, quarantines its film; so do rows that give
+one key different labels (the same labels twice are one row).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from xray_spark.config import SplitSettings
 from xray_spark.errors import UsageError
 from xray_spark.labels import NO_FINDING
-from xray_spark.prepare.metadata import findings_array
+from xray_spark.prepare.metadata import findings_array, rfc4180
 from xray_spark.prepare.reasons import CONTRADICTORY_LABELS, UNKNOWN_FINDING
 from xray_spark.prepare.split import UNLABELED, hash_split
 
@@ -24,8 +25,11 @@ KEYS = {"accessionnumber": "accession_number", "sopinstanceuid": "image_id"}
 
 
 def read_labels(spark: SparkSession, path: str) -> tuple[DataFrame, str]:
-    """(rows of key and ``labels_raw``, the candidates' column the key matches)."""
-    raw = spark.read.option("header", "true").option("encoding", "UTF-8").csv(path)
+    """(rows of key, ``labels_raw`` and ``conflict``, the candidates' column the key matches).
+
+    ``conflict`` is set (the labels given, for the quarantine's detail) where rows give the key different labels.
+    """
+    raw = rfc4180(spark).csv(path)
     names = {c.strip().lower().replace(" ", "").replace("_", ""): c for c in raw.columns}
     keys = [k for k in KEYS if k in names]
     if "findinglabels" not in names or len(keys) != 1:
@@ -37,7 +41,15 @@ def read_labels(spark: SparkSession, path: str) -> tuple[DataFrame, str]:
     rows = raw.select(
         F.trim(F.col(f"`{names[keys[0]]}`")).alias(column), F.col(f"`{names['findinglabels']}`").alias("labels_raw")
     ).where(F.col(column).isNotNull() & (F.col(column) != ""))
-    return rows.dropDuplicates([column]), column
+    findings, _ = findings_array(F.col("labels_raw"))
+    rows = rows.withColumn("_same", F.array_join(F.array_sort(findings), "|"))
+    grouped = rows.groupBy(column).agg(
+        F.first("labels_raw").alias("labels_raw"),
+        F.count_distinct("_same").alias("_n"),
+        F.array_join(F.array_sort(F.collect_set("labels_raw")), " / ").alias("_given"),
+    )
+    conflict = F.when(F.col("_n") > 1, F.col("_given"))
+    return grouped.select(column, "labels_raw", conflict.alias("conflict")), column
 
 
 def apply_labels(
@@ -47,20 +59,23 @@ def apply_labels(
     joined = candidates.join(labels, key, "left")
     findings, unknown = findings_array(F.col("labels_raw"))
     labelled = F.col("labels_raw").isNotNull()
-    reason = F.when(labelled & (F.size(unknown) > 0), F.lit(UNKNOWN_FINDING)).when(
-        labelled & F.array_contains(findings, NO_FINDING), F.lit(CONTRADICTORY_LABELS)
+    conflicting = F.col("conflict").isNotNull()
+    reason = (
+        F.when(conflicting, F.lit(CONTRADICTORY_LABELS))
+        .when(labelled & (F.size(unknown) > 0), F.lit(UNKNOWN_FINDING))
+        .when(labelled & F.array_contains(findings, NO_FINDING), F.lit(CONTRADICTORY_LABELS))
     )
     marked = joined.withColumn("_reason", reason).withColumn("_findings", findings)
+    detail = F.when(
+        conflicting, F.concat(F.lit("the labels file gives this film different Finding Labels: "), F.col("conflict"))
+    ).otherwise(F.concat(F.lit("Finding Labels is "), F.col("labels_raw")))
     bad = marked.where(F.col("_reason").isNotNull()).select(
-        "image_id",
-        "source_path",
-        F.col("_reason").alias("reason"),
-        F.concat(F.lit("Finding Labels is "), F.col("labels_raw")).alias("detail"),
+        "image_id", "source_path", F.col("_reason").alias("reason"), detail.alias("detail")
     )
     good = marked.where(F.col("_reason").isNull())
     text = F.when(F.size("_findings") > 0, F.concat_ws("|", "_findings")).otherwise(F.lit(NO_FINDING))
     good = good.select(
-        *(c for c in candidates.columns if c not in ("split", "finding_labels", "findings")),
+        *(c for c in candidates.columns if c not in ("split", "finding_labels", "findings", "conflict")),
         F.when(labelled, hash_split(F.col("patient_id"), split)).otherwise(F.lit(UNLABELED)).alias("split"),
         F.when(labelled, text).otherwise(F.lit("")).alias("finding_labels"),
         F.when(labelled, F.col("_findings")).otherwise(F.array().cast("array<string>")).alias("findings"),

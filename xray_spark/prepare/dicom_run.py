@@ -26,7 +26,7 @@ from xray_spark.lake import local_path
 from xray_spark.prepare import load, privacy, tally
 from xray_spark.prepare.dicom_labels import apply_labels, read_labels
 from xray_spark.prepare.dicom_source import read_headers
-from xray_spark.prepare.files import walk_local
+from xray_spark.prepare.files import printable, real_path, walk_local
 from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
 from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
 from xray_spark.prepare.split import UNLABELED
@@ -63,10 +63,11 @@ def list_all_files(run: PrepareRun, key: bytes) -> DataFrame:
     if not os.path.isdir(folder):
         raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
     paths = [path for _, path in walk_local(folder, suffixes=None)]
-    refs = [privacy.source_ref(key, os.path.relpath(path, folder)) for path in paths]
+    refs = [privacy.source_ref(key, os.path.relpath(real_path(path), folder)) for path in paths]
     run.images_ref = privacy.source_ref(key, os.path.abspath(folder))
     lake_root = run.lake.root if run.lake.is_local else None
-    rows = [(run.images_ref, os.path.abspath(folder)), *zip(refs, paths, strict=True)]
+    shown = [printable(real_path(path)) for path in paths]
+    rows = [(run.images_ref, os.path.abspath(folder)), *zip(refs, shown, strict=True)]
     where = privacy.write_identity_map(run.settings.privacy, lake_root, run.dataset, run.run_id, rows)
     log.info("identity map of this run's %d files (outside the lake): %s", len(paths), where)
     schema = T.StructType([T.StructField("source_path", T.StringType()), T.StructField("read_path", T.StringType())])
@@ -82,7 +83,8 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
     files = list_all_files(run, key)
     n_files = files.count()
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(n_files / 500))
-    headers = run.keep(read_headers(files, key, run.settings.image.max_file_bytes, n_partitions))
+    image = run.settings.image
+    headers = run.keep(read_headers(files, key, image.max_file_bytes, n_partitions, image.max_decoded_bytes))
     kinds = {r["kind"]: int(r["count"]) for r in headers.groupBy("kind").count().collect()}
     objects = headers.where(F.col("kind").isin("dicom", "unknown"))
     broken = objects.where(F.col("reason").isNotNull())

@@ -20,7 +20,10 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from xray_spark.errors import ImageError
 from xray_spark.prepare import reasons
+from xray_spark.prepare.dicom import HEADER_ALLOWANCE, check_inflated_size
+from xray_spark.prepare.files import real_path
 from xray_spark.prepare.privacy import age_in_years, pseudonym
 
 DICOM_MARKER_OFFSET = 128
@@ -135,7 +138,9 @@ def header_row(ds: Any, key: bytes) -> dict[str, Any]:
     }
 
 
-def read_header(path: str, key: bytes, max_file_bytes: int, ref: str | None = None) -> dict[str, Any]:
+def read_header(
+    path: str, key: bytes, max_file_bytes: int, ref: str | None = None, max_decoded_bytes: int = 128 << 20
+) -> dict[str, Any]:
     """One file's row of :data:`HEADER_SCHEMA` (never raises: a broken file gets a reason).
 
     ``ref`` is what the lake calls the file (its ``source_path``): never its path, whose
@@ -147,6 +152,7 @@ def read_header(path: str, key: bytes, max_file_bytes: int, ref: str | None = No
     import pydicom
 
     row: dict[str, Any] = {"source_path": ref or path, "read_path": path, "kind": "not_dicom"}
+    path = real_path(path)  # a name whose bytes are not UTF-8 came as hex
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -161,6 +167,13 @@ def read_header(path: str, key: bytes, max_file_bytes: int, ref: str | None = No
     if lead[DICOM_MARKER_OFFSET:] != b"DICM":
         return row
     row["kind"] = "dicom"
+    try:
+        with open(path, "rb") as fh:
+            check_inflated_size(fh, max_decoded_bytes + HEADER_ALLOWANCE)
+    except ImageError as exc:
+        return row | {"reason": exc.reason, "detail": exc.detail}
+    except OSError as exc:
+        return row | {"kind": "unknown", "reason": reasons.UNREADABLE_FILE, "detail": type(exc).__name__}
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
@@ -182,20 +195,22 @@ def _is_image_class(ds: Any) -> bool:
     return "Image Storage" in str(getattr(ds.get("SOPClassUID"), "name", ""))
 
 
-def make_header_reader(key: bytes, max_file_bytes: int):
+def make_header_reader(key: bytes, max_file_bytes: int, max_decoded_bytes: int):
     """The function ``mapInPandas`` runs on the executors: paths in, header rows out."""
     names = HEADER_SCHEMA.fieldNames()
 
     def read_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             pairs = zip(batch["read_path"], batch["source_path"], strict=True)
-            rows = [read_header(path, key, max_file_bytes, ref) for path, ref in pairs]
+            rows = [read_header(path, key, max_file_bytes, ref, max_decoded_bytes) for path, ref in pairs]
             yield pd.DataFrame({name: [r.get(name) for r in rows] for name in names}, columns=names)
 
     return read_partition
 
 
-def read_headers(files: DataFrame, key: bytes, max_file_bytes: int, n_partitions: int) -> DataFrame:
+def read_headers(
+    files: DataFrame, key: bytes, max_file_bytes: int, n_partitions: int, max_decoded_bytes: int
+) -> DataFrame:
     """Every listed file's header row, read on the executors."""
-    reader = make_header_reader(key, max_file_bytes)
+    reader = make_header_reader(key, max_file_bytes, max_decoded_bytes)
     return files.select("source_path", "read_path").repartition(n_partitions).mapInPandas(reader, HEADER_SCHEMA)

@@ -27,9 +27,33 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
 IMAGE_NAME_PATTERN = r"(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + r")$"
 
 
+#: A path whose bytes are not UTF-8 (Spark's strings are) travels as this prefix and its bytes in hex.
+HEX_PATH = "hex:"
+
+
+def path_text(path: str) -> str:
+    """``path`` as a string Spark can carry: itself, or :data:`HEX_PATH` and its bytes when they are not UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk gave undecodable bytes as surrogates
+        return HEX_PATH + os.fsencode(path).hex()
+    return path
+
+
+def real_path(text: str) -> str:
+    """The file system path of a :func:`path_text` string (its exact bytes)."""
+    return os.fsdecode(bytes.fromhex(text[len(HEX_PATH) :])) if text.startswith(HEX_PATH) else text
+
+
+def printable(name: str) -> str:
+    """A file name for people: undecodable bytes as ``\\xNN``, never replaced by U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def walk_local(root: str, suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES) -> Iterator[tuple[str, str]]:
     """(file name, absolute path) of each file under ``root`` whose name ends in one of ``suffixes``
-    (every file when None); follows links, never loops."""
+    (every file when None); follows links, never loops. The name is :func:`printable`, the path
+    :func:`path_text` (a name whose bytes are not UTF-8 is read by its bytes, not lost)."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -40,7 +64,7 @@ def walk_local(root: str, suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES) -> 
         dirnames.sort()
         for name in sorted(filenames):
             if suffixes is None or name.lower().endswith(suffixes):
-                yield name, os.path.join(os.path.abspath(dirpath), name)
+                yield printable(name), path_text(os.path.join(os.path.abspath(dirpath), name))
 
 
 def list_image_files(spark: SparkSession, images_dir: str) -> DataFrame:
@@ -94,7 +118,7 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
     """
     local = local_path(path)
     if local is not None:
-        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(real_path(local), os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as fh:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):

@@ -12,6 +12,7 @@ transfer syntax a PACS exports (:mod:`xray_spark.prepare.dicom`).
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 
 import cv2
@@ -159,6 +160,7 @@ def _conversion(array: np.ndarray) -> str:
 
 def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
     """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.prepare.dicom`."""
+    dicom.check_inflated_size(io.BytesIO(data), limits.max_decoded_bytes + dicom.HEADER_ALLOWANCE)
     try:
         header = dicom.read_dataset(data, pixels=False)
         rows, cols = int(header.Rows), int(header.Columns)

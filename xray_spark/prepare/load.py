@@ -212,4 +212,4 @@ def write_boxes(spark: SparkSession, boxes: DataFrame, lake: Lake, dataset: str)
 
 def write_list(df: DataFrame, folder: str) -> None:
     """A report list (missing images, orphans, quarantine) as one CSV with a header."""
-    df.coalesce(1).write.mode("overwrite").option("header", "true").csv(folder)
+    df.coalesce(1).write.mode("overwrite").option("header", "true").option("escape", '"').csv(folder)  # RFC 4180

@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -108,15 +109,17 @@ def read_metadata(spark: SparkSession, path: str) -> DataFrame:
     # header cells never have to be quoted.
     # multiLine: a quoted field may hold a line break and the row stays one row (validation
     # then quarantines it); without it Spark would split the row in two.
-    df = (
-        spark.read.option("header", "true")
-        .option("mode", "PERMISSIVE")
-        .option("encoding", "UTF-8")
-        .option("multiLine", "true")
-        .csv(path)
-    )
+    df = rfc4180(spark).option("mode", "PERMISSIVE").option("multiLine", "true").csv(path)
     df = df.toDF(*names[: len(df.columns)])
     return df.select(*METADATA_COLUMNS).withColumn("row_number", F.monotonically_increasing_id())
+
+
+def rfc4180(spark: SparkSession) -> Any:
+    """Spark's CSV reader as RFC 4180 reads CSV: a header row, UTF-8, and ``""`` inside quotes for one ``"``.
+
+    (Spark's own default escape character is a backslash, so ``"a""b.png"`` came back with its quotes in.)
+    """
+    return spark.read.option("header", "true").option("encoding", "UTF-8").option("quote", '"').option("escape", '"')
 
 
 def read_bbox(spark: SparkSession, path: str, dataset: str) -> DataFrame:
@@ -124,7 +127,7 @@ def read_bbox(spark: SparkSession, path: str, dataset: str) -> DataFrame:
     local = local_path(path)
     if local is not None and not os.path.isfile(local):
         raise UsageError(f"bounding-box file {local} does not exist: pass --bbox PATH/TO/BBox_List_2017.csv")
-    raw = spark.read.option("header", "true").csv(path)
+    raw = rfc4180(spark).csv(path)
     if len(raw.columns) < 6:
         raise UsageError(
             f"bounding-box file {path} has {len(raw.columns)} columns; expected Image Index, Finding Label, "
