@@ -7,6 +7,7 @@ films too small or blank are rows of the bad-input corpus (test_prepare.py, test
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from xray_spark.score.pipeline import run_scoring
 from xray_spark.store import read_manifest
 
 from .conftest import ROOT, make_settings
-from .jobs import job_command, job_env
+from .jobs import job_command, job_env, run_job
 
 
 def _copy_lake(prepared, dest: Path) -> tuple:
@@ -430,7 +431,7 @@ def _with_extra_entry(folder: Path, name: str, size: int) -> None:
     [
         ("model.weights.h5.bomb", 1 << 20, "holds what a .keras archive does not"),
         ("../../outside.txt", 1 << 20, "holds what a .keras archive does not"),
-        ("assets/zeros.bin", (2 << 30) + (1 << 20), "unpacks to 2,148,"),
+        ("assets/zeros.bin", (2 << 30) + (1 << 20), "unpacks to 2,14"),
     ],
 )
 def test_a_model_archive_with_a_bomb_or_a_stranger_is_refused_at_registration(
@@ -605,3 +606,156 @@ def test_ctrl_c_during_a_query_exits_130_in_one_line(prepared, tmp_path):
     assert [line for line in stderr.splitlines() if line.startswith("sql: ")] == [
         "sql: interrupted by SIGINT: stopped, nothing partial published"
     ]
+
+
+# -- lake paths, volumes, and readers of a store being replaced ----------------------------------------
+def test_a_lake_that_cannot_be_one_is_refused_in_one_line_before_spark(tmp_path):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    for lake, said in ((a_file, "is a file, not a folder"), (tmp_path / "lakes" / "site#2", "holds '#' or '?'")):
+        result = run_job("score", ["--lake", str(lake)], cwd=tmp_path)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("score: ")]
+        assert result.returncode == 2 and len(errors) == 1 and said in errors[0], result.stderr[-2000:]
+    space = tmp_path / "lakes" / "site 2 é"
+    assert Lake.at(str(space)).root == str(space), "spaces and letters beyond ASCII are fine"
+
+
+def test_score_never_reads_a_store_while_a_full_run_swaps_it(spark, prepared, small_model, tmp_path):
+    settings, lake = _copy_lake(prepared, tmp_path / "lake")
+    with (
+        locks.store_replacer(lake, "nih", job="prepare"),
+        pytest.raises(LockBusy, match=r"^store 'nih' is being replaced by a full prepare run, pid \d+"),
+    ):
+        run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
+    assert not (Path(lake.root) / "tables" / "predictions").exists(), "nothing was scored"
+
+
+def test_a_full_run_waits_for_the_stores_readers_then_swaps(prepared, tmp_path):
+    _, lake = _copy_lake(prepared, tmp_path / "lake")
+    order: list[str] = []
+    reading = threading.Event()
+
+    def reader() -> None:
+        with locks.store_reader(lake, "nih", job="score"):
+            reading.set()
+            time.sleep(2)
+            order.append("read")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    reading.wait(10)
+    with locks.store_replacer(lake, "nih", job="prepare"):
+        order.append("swap")
+    thread.join(10)
+    assert order == ["read", "swap"]
+    with (
+        pytest.raises(LockBusy, match="is still read by score run, pid"),
+        locks.store_reader(lake, "nih", job="score"),
+        locks.store_replacer(lake, "nih", job="prepare", wait_seconds=0.5),
+    ):
+        pass
+
+
+def _other_volume(tmp_path: Path) -> Path:
+    """A folder on another file system than ``tmp_path`` (/dev/shm, a tmpfs), or skip."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to put a lake folder on")
+    folder = shm / f"xray-test-{os.getpid()}-{tmp_path.name}"
+    folder.mkdir()
+    return folder
+
+
+def test_lake_folders_on_another_volume_are_scored_and_appended_to(spark, prepared, small_model, archive, tmp_path):
+    """tables/predictions and the store behind symlinks to another disk: the commits stay renames there."""
+    settings, lake = _copy_lake(prepared, tmp_path / "lake")
+    other = _other_volume(tmp_path)
+    try:
+        (other / "predictions").mkdir()
+        (Path(lake.root) / "tables" / "predictions").symlink_to(other / "predictions")
+        shutil.move(str(Path(lake.root) / "petastorm" / "nih"), str(other / "nih"))
+        (Path(lake.root) / "petastorm" / "nih").symlink_to(other / "nih")
+        lines = (archive / "Data_Entry_2017.csv").read_text().splitlines()
+        first, night = tmp_path / "first.csv", tmp_path / "night.csv"
+        first.write_text("\n".join(lines[:101]) + "\n")
+        night.write_text("\n".join([lines[0], *lines[101:]]) + "\n")
+        with pytest.raises(UsageError, match=r"^store 'nih' lies on another volume .*run --incremental"):
+            run_prepare(spark, lake, settings, PrepareInputs(str(first), str(archive / "images"), replace=True))
+        summary = run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
+        assert summary["written"] == 160 and any((other / "predictions").iterdir())
+        grown = run_prepare(spark, lake, settings, PrepareInputs(str(night), str(archive / "images"), incremental=True))
+        assert grown["store_rows"] == 160 and not (other / "nih" / "_staging").exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def test_two_datasets_prepared_at_once_keep_every_shared_row(spark, tmp_path):
+    """siteA and siteB at the same time, twice: every quarantine row, both stores and both studies partitions."""
+    from . import corpus
+
+    root = corpus.make_bad_archive(tmp_path / "bad")
+    lake_dir = tmp_path / "lake"
+    lake = Lake.at(str(lake_dir))
+    inputs = PrepareInputs(metadata=str(root / "Data_Entry_2017.csv"), images=str(root / "images"))
+    errors: list[BaseException] = []
+
+    def prepare(dataset: str, round_: int) -> None:
+        settings = make_settings(lake_dir, f"dataset={dataset}", "quarantine.max_fraction=1.0")
+        try:
+            run_prepare(spark, lake, settings, dataclasses.replace(inputs, replace=round_ > 0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    per_run = sum(len(v) for v in corpus.EXPECTED_REASONS.values())
+    for round_ in range(2):
+        threads = [threading.Thread(target=prepare, args=(d, round_)) for d in ("siteA", "siteB")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert not errors, errors
+        quarantine = spark.read.parquet(lake.table_url("quarantine"))
+        studies = spark.read.parquet(lake.table_url("studies"))
+        for dataset in ("siteA", "siteB"):
+            assert quarantine.where(F.col("dataset") == dataset).count() == per_run * (round_ + 1), (round_, dataset)
+            stored = spark.read.parquet(lake.store_url(dataset)).count()
+            assert stored == len(corpus.GOOD) and studies.where(F.col("dataset") == dataset).count() == stored
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``folder`` for the block (skipped where mounting is not allowed)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_one_line_the_lock_is_released_and_the_rerun_works(archive, tmp_path):
+    with _small_disk(tmp_path / "disk", "400k") as disk:
+        args = ["--lake", str(disk / "lake"), "--metadata", str(archive / "Data_Entry_2017.csv")]
+        args += ["--images", str(archive / "images"), "--set", "image.size=64", "--set", "spark.driver_memory=1g"]
+        full = run_job("prepare", args, cwd=tmp_path)
+        lines = [line for line in full.stderr.splitlines() if line.startswith("prepare: ")]
+        assert full.returncode == 1 and len(lines) == 1 and "a disk is full: No space left on device" in lines[0]
+        assert "Traceback" not in full.stderr and len(full.stderr.splitlines()) < 40, full.stderr[-3000:]
+        assert not list((disk / "lake" / "locks").glob("*.lock")), "the lock was released"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = run_job("prepare", args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-3000:]
+
+
+@pytest.mark.parametrize("labels", [["Alien", "Mass"], [], ["Mass", "Mass"]])
+def test_a_model_with_unusable_labels_is_refused_at_registration(spark, prepared, small_model, tmp_path, labels):
+    _, lake = _copy_lake(prepared, tmp_path / "lake")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(small_model["model_dir"], elsewhere)
+    meta = json.loads((elsewhere / "model.json").read_text())
+    (elsewhere / "model.json").write_text(json.dumps(meta | {"version": "odd-labels-1", "labels": labels}))
+    with pytest.raises(UsageError, match=r"its labels must be distinct findings of Atelectasis, "):
+        registry.register_model(spark, lake, str(elsewhere), dataset="nih")
+    assert not (Path(lake.root) / "models" / "odd-labels-1").exists()

@@ -9,9 +9,11 @@ no Java stack trace reaches the user for a usage error.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import warnings
@@ -20,6 +22,7 @@ from typing import Any
 
 from xray_spark.config import Settings, load_settings
 from xray_spark.errors import LockBusy, QuarantineLimitExceeded, UsageError, XraySparkError
+from xray_spark.lake import local_path
 from xray_spark.stderr_route import route_stderr
 
 EXIT_USAGE = 2
@@ -104,12 +107,12 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     _job_settings[:] = [settings]
     changed = changed_settings(settings)
     log.info("settings that differ from the defaults: %s (all of them go to --summary-json)", changed)
+    lake = Lake.at(settings.lake)  # a lake that cannot be one is refused before Spark starts
     spark = build_session(settings.spark, app_name=f"xray-spark {job}")
     install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
     from xray_spark.progress import start_if_logging
 
     start_if_logging(spark, job)  # a line every 30 s in a log; on a terminal, Spark's bar
-    lake = Lake.at(settings.lake)
     if catalog:
         tables.register_tables(spark, lake)
     return spark, lake
@@ -186,7 +189,38 @@ def _error_exit(name: str, exc: BaseException) -> int | None:
     if isinstance(exc, XraySparkError):
         print(f"{name}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if disk_full(exc):
+        print(f"{name}: failed: {_disk_full_line()}", file=sys.stderr)
+        return EXIT_FAILED
     return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it, a Java IOException through py4j included) is a full disk."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _disk_full_line() -> str:
+    """The one line for a full disk, naming the lake's disk and what is free on it."""
+    root = local_path(_job_settings[0].lake) if _job_settings else None
+    where = ""
+    if root:
+        probe = os.path.abspath(root)
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        free = shutil.disk_usage(probe).free
+        where = f" (the lake {os.path.abspath(root)} is on a disk with {free / 2**20:,.0f} MiB free)"
+    return (
+        f"a disk is full: No space left on device{where}; nothing partial was published and the store is as it "
+        "was: free space (or move the lake) and run again"
+    )
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:

@@ -335,7 +335,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"configuration key {key!r} must be an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"configuration key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
             raise ConfigError(f"configuration key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:

@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from xray_spark.errors import UsageError
+
 
 def new_run_id() -> str:
     """A run's id: its UTC start time and six random hex digits (sortable, unique per run)."""
@@ -39,6 +41,19 @@ def local_path(path: str) -> str | None:
     return path
 
 
+def same_volume(a: str, b: str) -> bool:
+    """Whether two local folders (or their nearest existing parents) lie on one file system, so a rename
+    between them is one step (a folder behind a symlink to another disk is not)."""
+
+    def device(path: str) -> int:
+        path = os.path.realpath(path)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        return os.stat(path).st_dev
+
+    return device(a) == device(b)
+
+
 def _is_url(path: str) -> bool:
     return bool(urlparse(path).scheme) and not os.path.splitdrive(path)[0]
 
@@ -49,10 +64,18 @@ class Lake:
 
     @classmethod
     def at(cls, root: str) -> Lake:
+        """The lake at ``root``; a local one that is not a folder, or whose path Petastorm would misread, is refused."""
         if _is_url(root) and not root.startswith("file:"):
             return cls(root.rstrip("/"))
-        local = root[len("file://") :] if root.startswith("file://") else root
-        return cls(os.path.abspath(local))
+        local = os.path.abspath(root[len("file://") :] if root.startswith("file://") else root)
+        if os.path.exists(local) and not os.path.isdir(local):
+            raise UsageError(f"the lake {local} is a file, not a folder: pass --lake DIR (a folder, or one to create)")
+        if "#" in local or "?" in local:
+            raise UsageError(
+                f"the lake path {local} holds '#' or '?', which Petastorm reads as the end of a URL's path "
+                "(it would write elsewhere): choose a lake path without them"
+            )
+        return cls(local)
 
     @property
     def is_local(self) -> bool:

@@ -196,3 +196,95 @@ def _release(path: str, token: str) -> None:
             os.remove(path)
     else:
         log.warning("lock %s no longer holds this run's record: left as it is", path)
+
+
+# -- a store read by many, replaced by one ----------------------------------------------------------
+#: How long a full run waits for the readers of the store it replaces before it gives up.
+REPLACE_WAIT_S = 3600.0
+
+
+def _readers(lake: Lake, dataset: str) -> str:
+    return lake.path(LOCK_DIR, f"store-{dataset}.readers")
+
+
+def _live_readers(folder: str) -> list[dict[str, Any]]:
+    """The readers registered in ``folder`` that still run (a dead one's file is removed)."""
+    live = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        owner = _read_owner(path)
+        if owner is None:
+            continue
+        if _is_stale(path, owner):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            continue
+        live.append(owner)
+    return live
+
+
+@contextlib.contextmanager
+def store_reader(lake: Lake, dataset: str, *, job: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Read ``dataset``'s store for the block, never while a full run swaps it (a shared lock).
+
+    The reader registers itself, then looks for a replace in progress (its lock,
+    ``store-<dataset>.replace.lock``); the replacer takes that lock, then waits for the
+    registered readers. Each announces itself before it looks, so one of them always sees the
+    other. A reader that finds a replace withdraws and waits up to ``wait_seconds``, then
+    refuses in one line.
+    """
+    if not lake.is_local:
+        yield
+        return
+    folder = _readers(lake, dataset)
+    os.makedirs(folder, exist_ok=True)
+    intent = lake.path(LOCK_DIR, f"store-{dataset}.replace.lock")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        record = owner_record(job)
+        mine = os.path.join(folder, f"{record['token']}.json")
+        _create(mine, record)
+        owner = _read_owner(intent)
+        if owner is None or _is_stale(intent, owner):
+            break
+        os.remove(mine)
+        if time.monotonic() >= deadline:
+            raise LockBusy(
+                f"store {dataset!r} is being replaced by a full {_describe(owner)}: {job} did not read it "
+                "(--set locks.wait_seconds=N waits up to N s); run it again when the replace has finished"
+            )
+        time.sleep(POLL_S)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(mine)
+
+
+@contextlib.contextmanager
+def store_replacer(lake: Lake, dataset: str, *, job: str, wait_seconds: float = REPLACE_WAIT_S) -> Iterator[None]:
+    """Hold ``dataset``'s store alone for the block (the swap of a full run): new readers wait, and the
+    block starts once the readers already reading are done."""
+    with lake_lock(lake, f"store-{dataset}.replace", job=job):
+        if not lake.is_local:
+            yield
+            return
+        folder = _readers(lake, dataset)
+        deadline = time.monotonic() + wait_seconds
+        logged = 0.0
+        while readers := _live_readers(folder):
+            if time.monotonic() >= deadline:
+                raise LockBusy(
+                    f"store {dataset!r} is still read by {_describe(readers[0])} after {wait_seconds:.0f} s: "
+                    "the full run did not replace it (its rows are written, the store is as it was)"
+                )
+            if time.monotonic() - logged > 30:
+                log.info(
+                    "waiting for %d reader(s) of store %r before replacing it: %s",
+                    len(readers),
+                    dataset,
+                    _describe(readers[0]),
+                )
+                logged = time.monotonic()
+            time.sleep(POLL_S)
+        yield

@@ -183,6 +183,7 @@ def read_model_folder(path: str) -> ModelCard:
         raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
     if not version or "/" in version or version.startswith("."):
         raise UsageError(f"model description {meta_path} gives an unusable version {version!r}")
+    check_labels(labels, meta_path)
     if os.path.dirname(os.path.normpath(model_file)) != os.path.normpath(path):
         raise ModelRefused(
             f"model description {meta_path} names a model file outside its folder: {meta['model_file']!r}"
@@ -191,6 +192,19 @@ def read_model_folder(path: str) -> ModelCard:
         raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
     check_model_format(model_file)
     return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta, calibration)
+
+
+def check_labels(labels: list[str], meta_path: str) -> None:
+    """A model's labels name the findings its outputs are, in order: at least one, each a known finding, once."""
+    from xray_spark.labels import FINDINGS
+
+    unknown = [label for label in labels if label not in FINDINGS]
+    if not labels or unknown or len(set(labels)) != len(labels):
+        what = f"unknown findings {unknown}" if unknown else "no labels" if not labels else "a label twice"
+        raise UsageError(
+            f"model description {meta_path} gives {what}: its labels must be distinct findings of "
+            f"{', '.join(FINDINGS)}, one per output, in the outputs' order"
+        )
 
 
 def _threshold(given: dict[str, Any], label: str) -> float | None:

@@ -9,8 +9,11 @@ and an external metastore, the same calls register them there.
 
 from __future__ import annotations
 
+import contextlib
+
 from pyspark.sql import DataFrame, SparkSession
 
+from xray_spark import locks
 from xray_spark.lake import Lake
 
 DATABASE = "xray"
@@ -84,6 +87,8 @@ def register_tables(spark: SparkSession, lake: Lake) -> list[str]:
         if exists_in_lake(spark, lake, name):
             register_table(spark, lake, name)
             registered.append(qualified(name))
+        else:  # a table of another lake this session served: the views must not join it
+            spark.sql(f"DROP TABLE IF EXISTS {qualified(name)}")
     if qualified("predictions") in registered:
         registered.extend(create_views(spark))
     return registered
@@ -95,7 +100,9 @@ def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
         return []
     # The views' other inputs: accession numbers and study times, model times, the champion.
     for name in ("studies", "models", "model_aliases"):
-        if not _registered_from(spark, lake, name) and exists_in_lake(spark, lake, name):
+        if not exists_in_lake(spark, lake, name):
+            spark.sql(f"DROP TABLE IF EXISTS {qualified(name)}")  # another lake's, from earlier in this session
+        elif not _registered_from(spark, lake, name):
             register_table(spark, lake, name)
     register_table(spark, lake, "predictions")
     if exists_in_lake(spark, lake, "heatmaps"):
@@ -214,15 +221,27 @@ def _study_columns(spark: SparkSession) -> dict[str, str]:
     return {"join": "", "accession_number": "CAST(NULL AS STRING)", "study_datetime": "CAST(NULL AS TIMESTAMP)"}
 
 
+#: How long a write to a shared table waits for another run's write to the same table.
+TABLE_WAIT_S = 900.0
+
+
+def table_writer(lake: Lake, name: str) -> contextlib.AbstractContextManager:
+    """One writer of table ``name`` at a time, whatever dataset it writes: Spark's committer keeps its
+    ``_temporary`` folder in the table's folder, and two commits there lose each other's files."""
+    return locks.lake_lock(lake, f"table-{name}", job=f"write of xray.{name}", wait_seconds=TABLE_WAIT_S)
+
+
 def write_table(df: DataFrame, lake: Lake, name: str, *, mode: str) -> None:
     """Write ``df`` as table ``name`` (``mode`` ``overwrite`` or ``append``) and register it."""
-    df.write.mode(mode).parquet(lake.table_url(name))
+    with table_writer(lake, name):
+        df.write.mode(mode).parquet(lake.table_url(name))
     register_table(df.sparkSession, lake, name)
 
 
 def write_table_partitioned(df: DataFrame, lake: Lake, name: str) -> None:
     """Append ``df`` to table ``name``, partitioned by its ``dataset`` column, and register it."""
-    df.write.mode("append").partitionBy("dataset").parquet(lake.table_url(name))
+    with table_writer(lake, name):
+        df.write.mode("append").partitionBy("dataset").parquet(lake.table_url(name))
     register_table(df.sparkSession, lake, name)
 
 

@@ -14,14 +14,15 @@ reads the store: a store is never found without its manifest and taken for empty
 from __future__ import annotations
 
 import logging
+import os
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from xray_spark import locks, tables
 from xray_spark import store as store_mod
-from xray_spark import tables
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, same_volume
 from xray_spark.prepare.metadata import findings_from_labels
 from xray_spark.schema import BOXES_SCHEMA, STUDY_FIELDS, XraySchema
 from xray_spark.session import temporary_conf
@@ -57,11 +58,15 @@ def write_store(
 
     store_path = lake.path("petastorm", dataset)
     stale = lake.path("petastorm", STORE_STAGING, dataset)
-    for leftover in (stale, f"{store_path}/_temporary"):
+    check_volumes(lake, dataset, append=append)
+    if append and lake.is_local and not same_volume(stale, store_path):  # the store is on another disk
+        stale = f"{store_path}/{STORE_STAGING}"  # staged beside it: each file's move stays a rename
+    for leftover in (stale, f"{store_path}/_temporary", f"{store_path}/{STORE_STAGING}"):
         if lake.exists(leftover):
             log.warning("removing %s, left by a run that did not finish", leftover)
             lake.delete_dir(leftover)
     staging = f"{stale}/{run_id}"
+    staging_url = "file://" + staging if lake.is_local else staging
     columns = [f.name for f in XraySchema.as_spark_schema().fields]
     with materialize_dataset(spark, lake.store_url(dataset), XraySchema, rowgroup_size_mb):
         (
@@ -70,21 +75,40 @@ def write_store(
             .sortWithinPartitions(XraySchema.image_id.name)
             .write.mode("overwrite")
             .option("compression", "none")
-            .parquet(lake.url("petastorm", STORE_STAGING, dataset, run_id))
+            .parquet(staging_url)
         )
         if append:
             for part in lake.list_files(staging, suffix=".parquet"):
                 lake.move(part, f"{store_path}/{part.rsplit('/', 1)[1]}")
         else:
-            replaced = f"{staging}-replaced"
-            had_store = lake.exists(store_path)
-            journal = {"run_id": run_id, "replaced": replaced, "had_store": had_store}
-            lake.write_json(replace_journal(lake, dataset), journal)
-            if had_store:
-                lake.move(store_path, replaced)
-            lake.move(staging, store_path)
+            swap_store(lake, dataset, staging, run_id)
     if append:
         lake.delete_dir(stale)
+
+
+def swap_store(lake: Lake, dataset: str, staging: str, run_id: str) -> None:
+    """The full run's swap: the old store aside, the new one in, with a journal and with no reader in between."""
+    store_path = lake.path("petastorm", dataset)
+    replaced = f"{staging}-replaced"
+    with locks.store_replacer(lake, dataset, job="prepare"):
+        had_store = lake.exists(store_path)
+        journal = {"run_id": run_id, "replaced": replaced, "had_store": had_store}
+        lake.write_json(replace_journal(lake, dataset), journal)
+        if had_store:
+            lake.move(store_path, replaced)
+        lake.move(staging, store_path)
+
+
+def check_volumes(lake: Lake, dataset: str, *, append: bool) -> None:
+    """A full run swaps the store's folder with renames: refused, in one line, for a store on another volume."""
+    store_path = lake.path("petastorm", dataset)
+    if append or not lake.is_local or not os.path.isdir(store_path):
+        return
+    if os.path.islink(store_path) or not same_volume(lake.path("petastorm"), store_path):
+        raise UsageError(
+            f"store {dataset!r} lies on another volume ({os.path.realpath(store_path)}): a full run replaces the "
+            "store folder by renames within the lake's volume; run --incremental, or move the store back first"
+        )
 
 
 def replace_journal(lake: Lake, dataset: str) -> str:
@@ -195,13 +219,14 @@ def write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name
     the old partition would stay, so an empty result removes it explicitly.
     """
     if df.isEmpty():
-        lake.delete_dir(lake.path("tables", name, f"dataset={dataset}"))
+        with tables.table_writer(lake, name):
+            lake.delete_dir(lake.path("tables", name, f"dataset={dataset}"))
         if tables.exists_in_lake(spark, lake, name):
             tables.register_table(spark, lake, name)
         else:
             spark.sql(f"DROP TABLE IF EXISTS {tables.qualified(name)}")
         return
-    with temporary_conf(spark, "spark.sql.sources.partitionOverwriteMode", "dynamic"):
+    with tables.table_writer(lake, name), temporary_conf(spark, "spark.sql.sources.partitionOverwriteMode", "dynamic"):
         df.write.mode("overwrite").partitionBy("dataset").parquet(lake.table_url(name))
     tables.register_table(spark, lake, name)
 

@@ -157,6 +157,8 @@ def start(run: PrepareRun) -> None:
         run.summary["recovered_replace"] = load.recover_replace(run.lake, run.dataset)
         load.refuse_unmanifested(run.lake, run.dataset)
     run.manifest = store_mod.read_manifest(run.lake, run.dataset)
+    if not (run.inputs.metadata_only or run.inputs.images is None):
+        load.check_volumes(run.lake, run.dataset, append=run.appends)  # before any work, not after it
 
 
 def read_inputs(run: PrepareRun) -> ReadInputs:

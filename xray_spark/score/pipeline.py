@@ -44,10 +44,14 @@ def run_scoring(
     """Score the store of ``settings.dataset`` with one model; returns the run's summary."""
     require_local(lake)
     card = resolve_model(spark, lake, version=model_version, path=model_path)
-    manifest = store_mod.require_manifest(lake, settings.dataset)
-    check_model_loads(card, manifest.image_size)
+    check_model_loads(card, store_mod.require_manifest(lake, settings.dataset).image_size)  # before any lock
     wait = settings.locks.wait_seconds
-    with locks.lake_lock(lake, f"score-{card.version}", job="score", wait_seconds=wait):
+    # Read the store never while a full prepare swaps it; one run per model version at a time.
+    with (
+        locks.store_reader(lake, settings.dataset, job="score", wait_seconds=wait),
+        locks.lake_lock(lake, f"score-{card.version}", job="score", wait_seconds=wait),
+    ):
+        check_model_loads(card, store_mod.require_manifest(lake, settings.dataset).image_size)  # the store read now
         started = time.monotonic()
         summary = plan_run(spark, lake, settings.dataset, card, new_only=new_only)
         progress.expect(summary["to_score"])

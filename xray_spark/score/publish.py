@@ -14,7 +14,7 @@ import time
 from pyspark.sql import DataFrame
 
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, same_volume
 
 PREDICTIONS = "predictions"
 HEATMAPS = "heatmaps"
@@ -29,7 +29,7 @@ def require_local(lake: Lake) -> None:
 def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str, table: str = PREDICTIONS) -> int:
     """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
     require_local(lake)
-    staging = lake.path("tables", STAGING, table, run_id)
+    staging = os.path.join(staging_root(lake, table), run_id)
     final_parent = lake.path("tables", table, f"score_date={score_date}")
     df.write.mode("overwrite").parquet("file://" + staging)
     written = df.sparkSession.read.parquet("file://" + staging).count()
@@ -38,12 +38,23 @@ def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str, tabl
     return written
 
 
+def staging_root(lake: Lake, table: str) -> str:
+    """Where a run of ``table`` is staged: ``tables/_staging/<table>``, or, when the table's folder is on
+    another volume (a symlink to a bigger disk), ``tables/<table>/_staging`` on that volume, which Spark
+    does not read (a folder whose name starts with ``_``): the commit stays one rename."""
+    table_dir = lake.path("tables", table)
+    default = lake.path("tables", STAGING, table)
+    os.makedirs(table_dir, exist_ok=True)
+    return default if same_volume(default, table_dir) else os.path.join(table_dir, STAGING)
+
+
 def clean_staging(lake: Lake, older_than_s: float = 0.0) -> list[str]:
     """Remove what killed runs left in staging (never visible to readers); returns what was removed."""
     removed = []
     now = time.time()
-    for table in (PREDICTIONS, HEATMAPS):
-        root = lake.path("tables", STAGING, table)
+    roots = [lake.path("tables", STAGING, t) for t in (PREDICTIONS, HEATMAPS)]
+    roots += [lake.path("tables", t, STAGING) for t in (PREDICTIONS, HEATMAPS)]
+    for root in roots:
         if not os.path.isdir(root):
             continue
         for name in os.listdir(root):
