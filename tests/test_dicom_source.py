@@ -283,3 +283,24 @@ def test_a_key_file_every_user_can_read_is_refused(tmp_path, monkeypatch):
         read_key(PrivacySettings(key_file=str(key)))
     key.chmod(0o600)
     assert read_key(PrivacySettings(key_file=str(key))) == KEY.encode()
+
+
+def test_a_film_whose_name_is_not_utf8_is_read_by_its_bytes(tmp_path):
+    """A PACS export's file name in Latin-1: listed, read and referenced, never turned into U+FFFD."""
+    import os
+
+    from xray_spark.prepare.dicom_source import read_header
+    from xray_spark.prepare.files import printable, real_path, walk_local
+    from xray_spark.prepare.privacy import source_ref
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    name = "ZZPID0001_Müller".encode("latin-1")  # not UTF-8
+    with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
+        fh.write(encode(_film(1, 0, seed=3), "explicit-le"))
+    ((shown, path),) = list(walk_local(str(folder), suffixes=None))
+    assert shown == "ZZPID0001_M\\xfcller" and "\ufffd" not in path and os.path.isfile(real_path(path))
+    ref = source_ref(KEY.encode(), os.path.relpath(real_path(path), folder))
+    row = read_header(path, KEY.encode(), 1 << 26, ref)
+    assert row["kind"] == "dicom" and row.get("reason") is None and row["source_path"] == ref, row
+    assert printable(real_path(path)).endswith("M\\xfcller")
