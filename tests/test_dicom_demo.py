@@ -143,6 +143,7 @@ def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model,
     common = ["--lake", lake_dir, "--set", "spark.driver_memory=1g", "--set", "dataset=demo"]
     common += [item for override in TEST_OVERRIDES for item in ("--set", override)]
     prepare = ["--source", "dicom", "--images", root / "export", "--labels", root / "labels.csv"]
+    prepare += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}"]  # outside the lake, in this test's folder
     outputs = [checked(run_job("prepare", [*common, *prepare, "--summary-json", tmp_path / "prepare.json"]))]
     register_model(spark, Lake.at(str(lake_dir)), small_model["model_dir"], dataset="nih")
     outputs.append(checked(run_job("score", [*common, "--new-only", "--summary-json", tmp_path / "score.json"])))

@@ -184,6 +184,7 @@ def test_a_second_export_adds_only_the_new_instances_and_prints_no_identifier(ho
     write_export(night, [(f"new/{i}", _film(5, i, seed=50 + i), "jpeg-lossless") for i in range(3)])
     args = ["--source", "dicom", "--images", night, "--lake", lake.root, "--dataset", "hospital", "--incremental"]
     args += ["--set", "image.size=64", "--set", "prepare.images_per_file=40", "--summary-json", tmp_path / "s.json"]
+    args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}"]  # outside the lake, in this test's folder
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
     result = checked(run_job("prepare", args))
     output = result.stdout + result.stderr
