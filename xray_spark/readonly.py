@@ -214,17 +214,12 @@ def check_plan(plan: Any, query: str) -> None:
 @contextlib.contextmanager
 def client_session(spark: Any) -> Iterator[None]:
     """Run a client's SQL on ``spark`` with :data:`SQL_SESSION_CONF` for the block (restored after it)."""
-    previous = {key: spark.conf.get(key, None) for key in SQL_SESSION_CONF}
-    for key, value in SQL_SESSION_CONF.items():
-        spark.conf.set(key, value)
-    try:
+    from xray_spark.session import temporary_conf
+
+    with contextlib.ExitStack() as stack:
+        for key, value in SQL_SESSION_CONF.items():
+            stack.enter_context(temporary_conf(spark, key, value))
         yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def check_read_only(spark: Any, query: str) -> None:
