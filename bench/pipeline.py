@@ -318,7 +318,7 @@ def predict_baseline(store_url: str, model_dir: str, repeats: int, threads: int 
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from xray_spark.registry import load_model_safely
+    from xray_spark.models import load_model_safely
 
     model = load_model_safely(os.path.join(model_dir, "model.keras"))
     blobs = pq.read_table(store_url.removeprefix("file://"), columns=["image"]).column("image").to_pylist()

@@ -26,7 +26,7 @@ import pytest
 from petastorm import make_reader
 from pyspark.sql import functions as F
 
-from xray_spark import locks, registry, tables
+from xray_spark import locks, model_card, registry, tables
 from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import LockBusy, ModelRefused, UsageError
 from xray_spark.lake import Lake
@@ -380,7 +380,7 @@ def test_h5_savedmodel_and_lambda_models_are_refused_without_running_their_code(
     (saved / "model.keras").unlink()
     (saved / "model.keras").mkdir()  # a SavedModel folder under the expected name
     with pytest.raises(ModelRefused, match=r"is a SavedModel folder"):
-        registry.read_model_folder(str(saved))
+        model_card.read_card(str(saved))
     assert not marker.exists(), "no Lambda ran while the models were checked"
     assert not (tmp_path / "lake" / "models").exists(), "nothing refused was copied into the lake"
 
@@ -407,7 +407,7 @@ def test_a_model_trained_elsewhere_is_registered_then_accepted(spark, prepared, 
     row = registry.register_model(spark, lake, str(elsewhere), dataset="nih")
     assert row["path"] == str(Path(lake.root) / "models" / "hospital-model-1")
     folder = registry.resolve_model(spark, lake, version="hospital-model-1")
-    assert folder.model_sha256 == registry.file_sha256(str(elsewhere / "model.keras"))
+    assert folder.model_sha256 == model_card.file_sha256(str(elsewhere / "model.keras"))
     with pytest.raises(UsageError, match="already registered"):
         registry.register_model(spark, lake, str(elsewhere), dataset="nih")
 

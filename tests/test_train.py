@@ -157,7 +157,7 @@ def test_model_dir_contents_and_metrics_agree_with_sklearn(spark, trained):
 def test_saved_model_carries_its_preprocessing(trained):
     """The saved model, fed the store's raw uint8 pixels, reproduces the validation scores."""
     settings, lake, summary = trained
-    from xray_spark.registry import load_model_safely
+    from xray_spark.models import load_model_safely
     from xray_spark.train.data import ShardSpec, read_arrays
 
     val = read_arrays(lake.store_url(settings.dataset), ShardSpec("val"))
@@ -229,7 +229,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(spark, prepared, tmp_p
     assert state["finished"] and state["epoch"] == interrupted["epoch"] + 1
     assert [r["epoch"] for r in state["history"]] == list(range(1, state["epoch"] + 1))
     assert state["history"][: interrupted["epoch"]] == interrupted["history"]
-    from xray_spark.registry import load_model_safely
+    from xray_spark.models import load_model_safely
 
     assert load_model_safely(summary["model_file"]).output_shape == (None, 14)
 

@@ -1,4 +1,5 @@
-"""The CNN zoo (small_cnn, densenet121, mobilenet_v2), with the preprocessing inside the model.
+"""The CNN zoo (small_cnn, densenet121, mobilenet_v2), with the preprocessing inside the model, and which model
+files may be loaded.
 
 Every model takes raw uint8 grayscale images ``(size, size, 1)`` and returns one sigmoid
 probability per finding. The preprocessing (scaling, channel handling, ImageNet
@@ -7,13 +8,24 @@ of the model, so the saved model carries them: scoring feeds the same raw pixels
 never apply a different preprocessing than training did.
 
 TensorFlow is imported inside the functions: prepare and most tests never load it.
+
+Loading a model must never run code from a file. Keras models can carry Python: a
+``Lambda`` layer's function is stored as marshalled bytecode, and loading an HDF5
+(``.h5``) file or a SavedModel runs it; pickles run anything. So only the formats of
+:data:`MODEL_FORMATS` are loaded (today the native ``.keras`` archive, checked by its zip
+directory before Keras opens it, then loaded in Keras's ``safe_mode``, which refuses a
+Lambda layer); ``.h5``, SavedModel folders and pickles are refused with the reason. A new
+runtime's format is one entry there, with its own check, and one loader in
+:mod:`xray_spark.score.runtime`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
-from xray_spark.errors import UsageError
+from xray_spark.errors import ModelRefused, UsageError
 
 MODELS = ("small_cnn", "densenet121", "mobilenet_v2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,3 +146,101 @@ def build_model(
         except Exception as exc:
             raise UsageError(f"could not load weights from {init_weights}: {exc}") from None
     return model
+
+
+# -- which model files may be loaded ------------------------------------------------------------------------------
+
+#: The native Keras format, the one this product trains and saves.
+MODEL_SUFFIX = ".keras"
+#: A ``.keras`` file is a zip archive.
+ZIP_MAGIC = b"PK\x03\x04"
+#: What a ``.keras`` archive holds (Keras 2/3 native format); anything else is refused unopened.
+KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5", "model.weights.npz"})
+#: The most a model archive may unpack to (Keras extracts it into a temporary folder on every load).
+MAX_MODEL_BYTES = 2 << 30
+
+_REFUSED_FORMATS = {
+    ".h5": "HDF5",
+    ".hdf5": "HDF5",
+    ".pb": "SavedModel",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".joblib": "pickle",
+}
+
+
+def check_keras_file(model_file: str) -> None:
+    """A ``.keras`` file: a zip archive whose directory holds only what Keras writes (:func:`check_model_archive`)."""
+    with open(model_file, "rb") as fh:
+        if fh.read(4) != ZIP_MAGIC:
+            raise ModelRefused(f"model file {model_file} cannot be loaded: it is not a {MODEL_SUFFIX} (zip) archive")
+    check_model_archive(model_file)
+
+
+#: The model file formats that may be loaded, by suffix: each with the check that runs before any load.
+MODEL_FORMATS: dict[str, Callable[[str], None]] = {MODEL_SUFFIX: check_keras_file}
+
+
+def model_format(model_file: str) -> str:
+    """The model file's format (its suffix in :data:`MODEL_FORMATS`)."""
+    return os.path.splitext(os.path.basename(model_file.rstrip("/")))[1].lower()
+
+
+def check_model_format(model_file: str) -> None:
+    """Refuse, with the reason, any model file that is not of a format in :data:`MODEL_FORMATS`, or fails its check."""
+    suffix = model_format(model_file)
+    if os.path.isdir(model_file) or suffix in _REFUSED_FORMATS:
+        kind = "SavedModel folder" if os.path.isdir(model_file) else f"{_REFUSED_FORMATS[suffix]} file"
+        raise ModelRefused(
+            f"model file {model_file} is a {kind}: loading one can run Python stored in it (a Lambda layer's "
+            f"bytecode, a pickle), so only native {MODEL_SUFFIX} files are loaded, in Keras safe mode; "
+            f"re-save the model as {MODEL_SUFFIX} where it was trained"
+        )
+    if suffix not in MODEL_FORMATS:
+        raise ModelRefused(f"model file {model_file} is not a {MODEL_SUFFIX} file: only native Keras files are loaded")
+    MODEL_FORMATS[suffix](model_file)
+
+
+def check_model_archive(model_file: str) -> None:
+    """Refuse a ``.keras`` archive by its directory, before Keras extracts it: unknown or unsafe names,
+    too many entries, or more than :data:`MAX_MODEL_BYTES` unpacked (a 4 MB zip can hold 3 GiB of zeros)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelRefused(f"model file {model_file} is not a readable zip archive ({type(exc).__name__})") from None
+    unknown = sorted(
+        e.filename for e in entries if e.filename not in KERAS_MEMBERS and not e.filename.startswith("assets/")
+    )
+    unsafe = [e.filename for e in entries if e.filename.startswith("/") or ".." in e.filename.split("/")]
+    if unknown or unsafe or len(entries) > 64:
+        shown = ", ".join((unsafe or unknown)[:3]) or f"{len(entries)} entries"
+        raise ModelRefused(
+            f"model file {model_file} holds what a {MODEL_SUFFIX} archive does not ({shown}): refused unopened"
+        )
+    total = sum(e.file_size for e in entries)
+    if total > MAX_MODEL_BYTES:
+        raise ModelRefused(
+            f"model file {model_file} unpacks to {total:,} bytes, over the {MAX_MODEL_BYTES:,} a model may: "
+            "refused before anything is extracted (a zip bomb, or a model far larger than this product trains)"
+        )
+
+
+def load_model_safely(model_file: str) -> Any:
+    """The Keras model, loaded in Keras safe mode after the format check; never runs stored code."""
+    check_model_format(model_file)
+    k = keras()
+    try:
+        return k.models.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as exc:
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text:
+            raise ModelRefused(
+                f"model file {model_file} holds a Lambda layer, i.e. Python code that would run when it is "
+                "loaded: refused (Keras safe mode). Rebuild the model without Lambda layers"
+            ) from None
+        raise ModelRefused(
+            f"model file {model_file} cannot be loaded ({type(exc).__name__}): retrain or restore it"
+        ) from None

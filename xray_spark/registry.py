@@ -1,26 +1,23 @@
-"""Model folders and the ``xray.models`` registry: which model files may be loaded, and proof they are the ones trained.
+"""The ``xray.models`` and ``xray.model_aliases`` tables: which models a lake holds, proof they are the ones trained,
+and which one is the champion.
 
-Loading a model must never run code from a file. Keras models can carry Python: a
-``Lambda`` layer's function is stored as marshalled bytecode, and loading an HDF5
-(``.h5``) file or a SavedModel runs it; pickles run anything. So:
-
-* only the native ``.keras`` format is loaded, with Keras's ``safe_mode`` (which refuses a
-  Lambda layer); ``.h5``, SavedModel folders and pickles are refused with the reason;
-* training records the SHA-256 of ``model.json`` and of the model file in ``xray.models``;
-  scoring and evaluation refuse a folder whose files no longer match (a tampered or
-  swapped file), or whose version is not registered in the lake;
+* training records the SHA-256 of ``model.json`` and of the model file in ``xray.models``
+  (:func:`record_model`); scoring and evaluation refuse a folder whose files no longer
+  match (a tampered or swapped file), or whose version is not registered in the lake
+  (:func:`resolve_model`);
 * a model trained elsewhere enters a lake only through :func:`register_model`
   (``python jobs/register_model.py --model DIR``), which checks the format, loads it in
   safe mode, checks its shapes against its model.json, copies the folder under
-  ``lake/models/<version>`` and records the hashes.
+  ``lake/models/<version>`` and records the hashes;
+* an alias (``champion``) names the model the views and the nightly flow use (:func:`set_alias`).
+
+What a model folder holds and how it is read is :mod:`xray_spark.model_card`; which model
+files may be loaded at all is :mod:`xray_spark.models`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -32,186 +29,11 @@ from pyspark.sql import functions as F
 from xray_spark import tables
 from xray_spark.errors import ModelRefused, UsageError
 from xray_spark.lake import Lake
+from xray_spark.model_card import META_FILE, ModelCard, digests, file_sha256, load_checked, read_card
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIX = ".keras"
 CHAMPION = tables.CHAMPION
-META_FILE = "model.json"
-#: A ``.keras`` file is a zip archive.
-ZIP_MAGIC = b"PK\x03\x04"
-
-_REFUSED_FORMATS = {
-    ".h5": "HDF5",
-    ".hdf5": "HDF5",
-    ".pb": "SavedModel",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".joblib": "pickle",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCard:
-    """A model folder as scoring and evaluation use it: what its checked model.json says, and its file.
-
-    ``thresholds`` holds each label's operating threshold on the calibrated probability: None
-    for a finding that is "not calibrated" (too few validation positives: never called), 0.5
-    for a model.json older than thresholds. ``calibration`` holds Platt's (a, b) per label
-    (none: the raw score is the probability). ``meta`` keeps the whole of model.json.
-    """
-
-    path: str
-    version: str
-    labels: list[str]
-    size: int
-    thresholds: dict[str, float | None]
-    model_file: str
-    model_sha256: str
-    meta: dict[str, Any]
-    calibration: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_model_format(model_file: str) -> None:
-    """Refuse, with the reason, any model file that is not a native ``.keras`` archive."""
-    name = os.path.basename(model_file.rstrip("/"))
-    suffix = os.path.splitext(name)[1].lower()
-    if os.path.isdir(model_file) or suffix in _REFUSED_FORMATS:
-        kind = "SavedModel folder" if os.path.isdir(model_file) else f"{_REFUSED_FORMATS[suffix]} file"
-        raise ModelRefused(
-            f"model file {model_file} is a {kind}: loading one can run Python stored in it (a Lambda layer's "
-            f"bytecode, a pickle), so only native {MODEL_SUFFIX} files are loaded, in Keras safe mode; "
-            f"re-save the model as {MODEL_SUFFIX} where it was trained"
-        )
-    if suffix != MODEL_SUFFIX:
-        raise ModelRefused(f"model file {model_file} is not a {MODEL_SUFFIX} file: only native Keras files are loaded")
-    with open(model_file, "rb") as fh:
-        if fh.read(4) != ZIP_MAGIC:
-            raise ModelRefused(f"model file {model_file} cannot be loaded: it is not a {MODEL_SUFFIX} (zip) archive")
-    check_model_archive(model_file)
-
-
-#: What a ``.keras`` archive holds (Keras 2/3 native format); anything else is refused unopened.
-KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5", "model.weights.npz"})
-#: The most a model archive may unpack to (Keras extracts it into a temporary folder on every load).
-MAX_MODEL_BYTES = 2 << 30
-
-
-def check_model_archive(model_file: str) -> None:
-    """Refuse a ``.keras`` archive by its directory, before Keras extracts it: unknown or unsafe names,
-    too many entries, or more than :data:`MAX_MODEL_BYTES` unpacked (a 4 MB zip can hold 3 GiB of zeros)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(model_file) as archive:
-            entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelRefused(f"model file {model_file} is not a readable zip archive ({type(exc).__name__})") from None
-    unknown = sorted(
-        e.filename for e in entries if e.filename not in KERAS_MEMBERS and not e.filename.startswith("assets/")
-    )
-    unsafe = [e.filename for e in entries if e.filename.startswith("/") or ".." in e.filename.split("/")]
-    if unknown or unsafe or len(entries) > 64:
-        shown = ", ".join((unsafe or unknown)[:3]) or f"{len(entries)} entries"
-        raise ModelRefused(
-            f"model file {model_file} holds what a {MODEL_SUFFIX} archive does not ({shown}): refused unopened"
-        )
-    total = sum(e.file_size for e in entries)
-    if total > MAX_MODEL_BYTES:
-        raise ModelRefused(
-            f"model file {model_file} unpacks to {total:,} bytes, over the {MAX_MODEL_BYTES:,} a model may: "
-            "refused before anything is extracted (a zip bomb, or a model far larger than this product trains)"
-        )
-
-
-def load_model_safely(model_file: str) -> Any:
-    """The model for inference, loaded in Keras safe mode after the format check; never runs stored code."""
-    from xray_spark.models import keras
-
-    check_model_format(model_file)
-    k = keras()
-    try:
-        return k.models.load_model(model_file, compile=False, safe_mode=True)
-    except Exception as exc:
-        text = str(exc)
-        if "safe_mode" in text or "Lambda" in text:
-            raise ModelRefused(
-                f"model file {model_file} holds a Lambda layer, i.e. Python code that would run when it is "
-                "loaded: refused (Keras safe mode). Rebuild the model without Lambda layers"
-            ) from None
-        raise ModelRefused(
-            f"model file {model_file} cannot be loaded ({type(exc).__name__}): retrain or restore it"
-        ) from None
-
-
-def load_checked(folder: ModelCard) -> Any:
-    """The folder's model, loaded safely, whose input and outputs are what its model.json says."""
-    model = load_model_safely(folder.model_file)
-    if tuple(model.input_shape[1:]) != (folder.size, folder.size, 1) or model.output_shape[-1] != len(folder.labels):
-        raise UsageError(
-            f"model file {folder.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
-            f"outputs; its {META_FILE} says ({folder.size}, {folder.size}, 1) and {len(folder.labels)} labels"
-        )
-    return model
-
-
-def read_model_folder(path: str) -> ModelCard:
-    """model.json and the model file of a folder, checked for shape and presence (not yet for hashes)."""
-    meta_path = os.path.join(path, META_FILE)
-    if not os.path.isfile(meta_path):
-        raise UsageError(f"model folder {path} has no {META_FILE}: pass a folder written by jobs/train.py")
-    try:
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        model_file = os.path.join(path, str(meta["model_file"]))
-        labels = [str(x) for x in meta["labels"]]
-        size = int(meta["input"]["size"])
-        version = str(meta["version"])
-        given = meta.get("thresholds") or {}
-        thresholds = {label: _threshold(given, label) for label in labels}
-        fitted = meta.get("calibration") or {}
-        calibration = {k: (float(v["a"]), float(v["b"])) for k, v in fitted.items() if k in labels and v}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"model description {meta_path} is unreadable ({exc}): retrain or restore the file") from None
-    if not version or "/" in version or version.startswith("."):
-        raise UsageError(f"model description {meta_path} gives an unusable version {version!r}")
-    check_labels(labels, meta_path)
-    if os.path.dirname(os.path.normpath(model_file)) != os.path.normpath(path):
-        raise ModelRefused(
-            f"model description {meta_path} names a model file outside its folder: {meta['model_file']!r}"
-        )
-    if not os.path.exists(model_file):
-        raise UsageError(f"model file {model_file} is missing: retrain, or restore it from a backup")
-    check_model_format(model_file)
-    return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta, calibration)
-
-
-def check_labels(labels: list[str], meta_path: str) -> None:
-    """A model's labels name the findings its outputs are, in order: at least one, each a known finding, once."""
-    from xray_spark.labels import FINDINGS
-
-    unknown = [label for label in labels if label not in FINDINGS]
-    if not labels or unknown or len(set(labels)) != len(labels):
-        what = f"unknown findings {unknown}" if unknown else "no labels" if not labels else "a label twice"
-        raise UsageError(
-            f"model description {meta_path} gives {what}: its labels must be distinct findings of "
-            f"{', '.join(FINDINGS)}, one per output, in the outputs' order"
-        )
-
-
-def _threshold(given: dict[str, Any], label: str) -> float | None:
-    """A label's threshold from model.json: None when it is given as null (not calibrated), 0.5 when absent."""
-    if label not in given:
-        return 0.5
-    return None if given[label] is None else float(given[label])
 
 
 def registered_row(spark: SparkSession, lake: Lake, version: str) -> dict[str, Any] | None:
@@ -264,7 +86,7 @@ def set_alias(spark: SparkSession, lake: Lake, version: str, *, alias: str = CHA
         raise UsageError(f"alias {alias!r}: use letters, digits, '-' and '_'")
     if registered_row(spark, lake, version) is None:
         raise UsageError(f"model version {version!r} is not registered in xray.models of this lake")
-    verify_registered(spark, lake, read_model_folder(lake.path("models", version)))
+    verify_registered(spark, lake, read_card(lake.path("models", version)))
     row = {
         "alias": alias,
         "version": version,
@@ -303,44 +125,49 @@ def resolve_model(spark: SparkSession, lake: Lake, *, version: str | None = None
     """The verified folder for ``--model PATH``, ``--model-version V`` or the default (:func:`default_version`)."""
     if path is None:
         path = lake.path("models", version or default_version(spark, lake))
-    folder = read_model_folder(path)
+    folder = read_card(path)
     verify_registered(spark, lake, folder)
     return folder
 
 
-def digests(model_dir: str, model_file: str) -> dict[str, str]:
-    """The ``xray.models`` digest columns for a model folder."""
-    return {"model_sha256": file_sha256(model_file), "meta_sha256": file_sha256(os.path.join(model_dir, META_FILE))}
+def models_row(card: ModelCard, *, dataset: str) -> dict[str, Any]:
+    """The card's ``xray.models`` row: what it is, where it lies, and the digests of its two files."""
+    meta = card.meta
+    return {
+        "version": card.version,
+        "created": str(meta.get("created") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        "path": card.path,
+        "model": card.kind,
+        "dataset": card.dataset or dataset,
+        "labels": card.labels,
+        "image_size": card.size,
+        "val_auroc_mean": float(meta["val_auroc_mean"]) if meta.get("val_auroc_mean") is not None else None,
+        "best_epoch": int(meta.get("best_epoch") or 0),
+        "num_workers": int(meta.get("training", {}).get("num_workers", 1) or 1),
+        **digests(card),
+    }
+
+
+def record_model(spark: SparkSession, lake: Lake, card: ModelCard, *, dataset: str) -> dict[str, Any]:
+    """Append the card's row to ``xray.models``; returns it."""
+    from xray_spark.schema import MODELS_SCHEMA
+
+    row = models_row(card, dataset=dataset)
+    tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
+    return row
 
 
 def register_model(spark: SparkSession, lake: Lake, source: str, *, dataset: str) -> dict[str, Any]:
     """Check a model folder trained elsewhere, copy it into ``lake/models/<version>`` and record it."""
-    from xray_spark.schema import MODELS_SCHEMA
-
-    folder = read_model_folder(os.path.abspath(source))
-    if registered_row(spark, lake, folder.version) is not None:
+    card = read_card(os.path.abspath(source))
+    if registered_row(spark, lake, card.version) is not None:
         raise UsageError(
-            f"model version {folder.version} is already registered in this lake: give the copy a new version"
+            f"model version {card.version} is already registered in this lake: give the copy a new version"
         )
-    load_checked(folder)
-    target = lake.path("models", folder.version)
-    if os.path.normpath(target) != os.path.normpath(folder.path):
+    load_checked(card)
+    target = lake.path("models", card.version)
+    if os.path.normpath(target) != os.path.normpath(card.path):
         if os.path.exists(target):
             raise UsageError(f"{target} exists already: remove it or give the model another version")
-        shutil.copytree(folder.path, target)
-    meta = folder.meta
-    row = {
-        "version": folder.version,
-        "created": str(meta.get("created") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
-        "path": target,
-        "model": str(meta.get("model") or "external"),
-        "dataset": str(meta.get("dataset") or dataset),
-        "labels": folder.labels,
-        "image_size": folder.size,
-        "val_auroc_mean": float(meta["val_auroc_mean"]) if meta.get("val_auroc_mean") is not None else None,
-        "best_epoch": int(meta.get("best_epoch") or 0),
-        "num_workers": int(meta.get("training", {}).get("num_workers", 1) or 1),
-        **digests(target, os.path.join(target, os.path.basename(folder.model_file))),
-    }
-    tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
-    return row
+        shutil.copytree(card.path, target)
+    return record_model(spark, lake, read_card(target), dataset=dataset)

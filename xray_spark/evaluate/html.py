@@ -8,10 +8,11 @@ import math
 from typing import Any
 
 from xray_spark.metrics import mean_auroc
+from xray_spark.model_card import ModelCard
 
 
 def html_report(
-    meta: dict[str, Any],
+    card: ModelCard,
     split: str,
     metrics: list[dict[str, Any]],
     pictures: tuple[bytes, bytes],
@@ -49,13 +50,13 @@ def html_report(
     )
     mean = mean_auroc({m["finding"]: m["auroc"] for m in metrics})
     roc, reliability = (base64.b64encode(p).decode("ascii") for p in pictures)
-    rule = html.escape(str(meta.get("threshold_rule", "0.5 (a model without operating points)")))
+    rule = html.escape(card.threshold_rule)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>xray-spark evaluation {html.escape(meta["version"])}</title>
+<html><head><meta charset="utf-8"><title>xray-spark evaluation {html.escape(card.version)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
-<body><h1>Evaluation of {html.escape(meta["version"])}</h1>
-<p>Model <b>{html.escape(str(meta.get("model")))}</b> trained on dataset {html.escape(str(meta.get("dataset")))};
+<body><h1>Evaluation of {html.escape(card.version)}</h1>
+<p>Model <b>{html.escape(card.kind)}</b> trained on dataset {html.escape(str(card.dataset))};
 evaluated on the <b>{html.escape(split)}</b> split: {n_images:,} images of {n_patients:,} patients
 (patients never shared with the train split). Mean AUROC <b>{cell(mean)}</b>.
 Intervals are 95% bootstrap intervals over patients. Probabilities are calibrated per finding

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import time
 from typing import Any
 
@@ -34,8 +33,9 @@ from xray_spark.metrics import (
     mean_auroc,
     sensitivity_specificity,
 )
+from xray_spark.model_card import ModelCard
 from xray_spark.operating import CALIBRATED, NOT_CALIBRATED
-from xray_spark.registry import ModelCard, resolve_model
+from xray_spark.registry import resolve_model
 from xray_spark.schema import EVALUATIONS_SCHEMA
 
 
@@ -137,7 +137,7 @@ def run_evaluation(
         "patients": len(set(data["patients"].tolist())),
         "mean_auroc": mean_auroc({m["finding"]: m["auroc"] for m in metrics}),
         "mean_ece": _mean([m["ece"] for m in metrics]),
-        "threshold_rule": card.meta.get("threshold_rule", "0.5 (a model without operating points)"),
+        "threshold_rule": card.threshold_rule,
         "metrics": metrics,
         **outputs,
         **({"localization": located} if located is not None else {}),
@@ -184,22 +184,17 @@ def write_report(
 ) -> dict[str, str]:
     """``reports/evaluate/<version>/<split>/``: the ROC curves (PNG) and the HTML report."""
     out_dir = lake.path("reports", "evaluate", card.version, split)
-    os.makedirs(out_dir, exist_ok=True)
     roc = report.roc_curves_png(data["y"], data["p"], card.labels, title=f"{card.version}: ROC on the {split} split")
-    with open(os.path.join(out_dir, "roc.png"), "wb") as fh:
-        fh.write(roc)
     title = f"{card.version}: reliability on the {split} split"
     reliability = report.reliability_png(data["y"], data["p"], card.labels, title=title)
-    with open(os.path.join(out_dir, "reliability.png"), "wb") as fh:
-        fh.write(reliability)
     n_patients = len(set(data["patients"].tolist()))
-    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as fh:
-        fh.write(html_report(card.meta, split, metrics, (roc, reliability), len(data["y"]), n_patients, located))
-    return {
-        "report": os.path.join(out_dir, "report.html"),
-        "roc_png": os.path.join(out_dir, "roc.png"),
-        "reliability_png": os.path.join(out_dir, "reliability.png"),
-    }
+    page = html_report(card, split, metrics, (roc, reliability), len(data["y"]), n_patients, located)
+    outputs = {"report": f"{out_dir}/report.html", "roc_png": f"{out_dir}/roc.png"}
+    outputs["reliability_png"] = f"{out_dir}/reliability.png"
+    lake.write_bytes(outputs["roc_png"], roc)
+    lake.write_bytes(outputs["reliability_png"], reliability)
+    lake.write_text(outputs["report"], page)
+    return outputs
 
 
 def _mean(values: list[float]) -> float:
@@ -212,7 +207,7 @@ def write_rows(spark: SparkSession, lake: Lake, card: ModelCard, split: str, met
     evaluated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     context = {
         "model_version": card.version,
-        "dataset": str(card.meta.get("dataset")),
+        "dataset": str(card.dataset),
         "split": split,
         "evaluated_at": evaluated_at,
     }

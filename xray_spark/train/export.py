@@ -11,13 +11,11 @@ import numpy as np
 
 from xray_spark import report
 from xray_spark.labels import column_name
+from xray_spark.model_card import MODEL_FILE, threshold_rule_text, write_card
 from xray_spark.models import preprocessing_spec
 from xray_spark.operating import operating_points
-from xray_spark.registry import META_FILE
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.plan import TrainPlan
-
-MODEL_FILE = "model.keras"
 
 
 def finish_model(
@@ -62,13 +60,12 @@ def finish_model(
         "val_auroc": {name: best_row[f"val_auroc_{column_name(name)}"] for name in plan.labels},
         "val_auroc_mean": best_row["val_auroc_mean"],
         "thresholds": {name: point["threshold"] for name, point in points.items()},
-        "threshold_rule": f"{t.rule} on the validation split (calibrated probabilities), at least {t.min_positives} "
-        "positives",
+        "threshold_rule": threshold_rule_text(t.rule, t.min_positives),
         "calibration": {name: point["calibration"] for name, point in points.items()},
         "operating_points": points,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    ckpt.write_json_atomic(os.path.join(plan.model_dir, META_FILE), meta)
+    write_card(plan.model_dir, meta)
     state["finished"] = True
     ckpt.write_state(plan, state)
     return meta

@@ -15,15 +15,13 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from xray_spark import registry, tables
+from xray_spark import registry
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
-from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
-from xray_spark.schema import MODELS_SCHEMA
+from xray_spark.model_card import MODEL_FILE, read_card
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.barrier import train_on_spark
-from xray_spark.train.export import MODEL_FILE
 from xray_spark.train.loop import train_worker
 from xray_spark.train.plan import Cluster, TrainPlan, new_version
 
@@ -35,8 +33,7 @@ def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume:
 
     The model lands in ``lake/models/<version>/`` and a row in ``xray.models``.
     """
-    if not lake.is_local:
-        raise UsageError("training writes checkpoints with local file APIs: use a local or mounted --lake for train")
+    lake.require_local("train", "writes checkpoints with local file APIs")
     started = time.monotonic()
     plan = make_plan(lake, settings, resume=resume)
     n = plan.train.num_workers
@@ -45,7 +42,7 @@ def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume:
     ckpt.write_plan(plan)
     reports = [train_worker(plan, Cluster())] if n == 1 else train_on_spark(spark, plan, n)
     meta = reports[0]["result"]
-    register(spark, lake, plan, meta)
+    registry.record_model(spark, lake, read_card(plan.model_dir), dataset=plan.dataset)
     return summarise(plan, meta, reports, started)
 
 
@@ -84,24 +81,6 @@ def resumable(models_dir: str, model: str, dataset: str) -> TrainPlan | None:
         if plan.train.model == model and plan.dataset == dataset:
             return plan
     return None
-
-
-def register(spark: SparkSession, lake: Lake, plan: TrainPlan, meta: dict[str, Any]) -> None:
-    """The model's row in ``xray.models``, with the digests of its files."""
-    row = {
-        "version": plan.version,
-        "created": meta["created"],
-        "path": plan.model_dir,
-        "model": meta["model"],
-        "dataset": plan.dataset,
-        "labels": meta["labels"],
-        "image_size": plan.image_size,
-        "val_auroc_mean": float(meta["val_auroc_mean"]),
-        "best_epoch": int(meta["best_epoch"]),
-        "num_workers": plan.train.num_workers,
-        **registry.digests(plan.model_dir, os.path.join(plan.model_dir, MODEL_FILE)),
-    }
-    tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
 
 
 def summarise(plan: TrainPlan, meta: dict[str, Any], reports: list[dict[str, Any]], started: float) -> dict[str, Any]:
