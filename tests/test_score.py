@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 from pyspark.sql import functions as F
@@ -20,11 +21,14 @@ from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.labels import raw_score_column
 from xray_spark.lake import Lake
+from xray_spark.model_card import digests, read_card
 from xray_spark.operating import calibrate
-from xray_spark.registry import digests, resolve_model, set_alias
+from xray_spark.registry import resolve_model, set_alias
 from xray_spark.schema import predictions_schema
 from xray_spark.score import pipeline as scoring
 from xray_spark.score import udf
+from xray_spark.score.run import ScoreRun
+from xray_spark.score.runtime import decode_pngs
 from xray_spark.session import temporary_conf
 
 from .jobs import kill_when
@@ -56,9 +60,9 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
     # before it is predicted, so every row must still come back with its own image's scores.
     with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "9"):
         out = udf.score_frame(
-            rows, card, batch_size=7, dataset=settings.dataset, scored_at=dt.datetime(2026, 1, 1)
+            rows, ScoreRun("t", settings.dataset, card, dt.datetime(2026, 1, 1)), batch_size=7
         ).collect()
-    from xray_spark.registry import load_model_safely
+    from xray_spark.models import load_model_safely
     from xray_spark.train.data import ShardSpec, read_arrays
 
     model = load_model_safely(card.model_file)
@@ -87,6 +91,29 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
         assert row["positive_findings"] == called
 
 
+def test_another_model_runtime_is_one_loader(spark, scored_lake, small_model):
+    """The scoring UDF takes a model loader (as ``predict_batch_udf`` takes ``make_predict_fn``): here one that
+    needs no TensorFlow, whose "probability" of every finding is the film's mean grey level."""
+    settings, lake = scored_lake
+    card = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=False).limit(24)
+    loaded = []
+
+    def mean_grey_loader(ref):
+        loaded.append(ref)  # runs on the worker: the driver's list stays empty
+        return lambda pixels: np.repeat(
+            pixels.reshape(len(pixels), -1).mean(axis=1, keepdims=True) / 255, ref.n_labels, 1
+        )
+
+    run = ScoreRun("t", settings.dataset, card, dt.datetime(2026, 1, 1))
+    out = udf.score_frame(rows, run, batch_size=5, make_predict_fn=mean_grey_loader).collect()
+    images = {r["image_id"]: r["image"] for r in rows.collect()}
+    assert len(out) == 24 and not loaded
+    for row in out:
+        grey = decode_pngs(pd.Series([images[row["image_id"]]]), card.size).mean() / 255
+        assert [row[raw_score_column(x)] for x in card.labels] == pytest.approx([grey] * len(card.labels), abs=1e-6)
+
+
 def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study_once(spark, scored_lake, small_model):
     settings, lake = scored_lake
     card = resolve_model(spark, lake, path=small_model["model_dir"])
@@ -94,10 +121,8 @@ def test_a_run_that_dies_half_way_leaves_nothing_and_the_rerun_scores_each_study
     poison = rows.limit(1).withColumn("image_id", F.lit("poison")).withColumn("image", F.lit(b"not a png"))
     dying = udf.score_frame(
         rows.union(poison).repartition(4),
-        card,
+        ScoreRun("dying-run", settings.dataset, card, dt.datetime(2026, 1, 1)),
         batch_size=16,
-        dataset=settings.dataset,
-        scored_at=dt.datetime(2026, 1, 1),
     )
     with pytest.raises(Exception, match=r"poison|NoneType|astype|Python"):
         scoring.publish_run(dying, lake, score_date="2026-01-01", run_id="dying-run")
@@ -133,7 +158,7 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
             "val_auroc_mean": 0.5,
             "best_epoch": 1,
             "num_workers": 1,
-            **digests(str(Path(lake.root) / "models" / v), str(Path(lake.root) / "models" / v / "model.keras")),
+            **digests(read_card(str(Path(lake.root) / "models" / v))),
         }
         for v, c in ((small_model["version"], "2026-01-01T00:00:00Z"), ("second-version", "2026-02-01T00:00:00Z"))
     ]

@@ -136,20 +136,7 @@ class TrainSettings:
     augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
 
 
-@dataclasses.dataclass(frozen=True)
-class ScoreSettings:
-    batch_size: int = 64
-    heatmaps: str = "top:100"  # none | called | top:N (see xray_spark.score.heatmaps)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateSettings:
-    split: str = "test"
-    bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
-    seed: int = 0
-
-
-#: How urgent each finding is for the worklist's risk order (``worklist.urgency``; 0..1).
+#: How urgent each finding is for the risk order (``score.urgency``, 0..1; see :mod:`xray_spark.risk`).
 DEFAULT_URGENCY = {
     "Pneumothorax": 1.0,
     "Effusion": 0.8,
@@ -169,17 +156,27 @@ DEFAULT_URGENCY = {
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoreSettings:
+    batch_size: int = 64
+    heatmaps: str = "top:100"  # none | called | top:N (see xray_spark.score.heatmaps)
+    # Each finding's weight in a film's risk score, applied when the film is scored (xray_spark.risk).
+    urgency: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_URGENCY))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings:
+    split: str = "test"
+    bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class ThresholdSettings:
     """How each finding's operating point is chosen on the validation split (see ``xray_spark.operating``)."""
 
     rule: str = "prevalence"  # prevalence | youden | sensitivity:X | specificity:X | precision:X
     min_positives: int = 5  # fewer validation positives: the finding is "not calibrated", never called
     per_finding: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {Pneumothorax: sensitivity:0.9}
-
-
-@dataclasses.dataclass(frozen=True)
-class WorklistSettings:
-    urgency: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_URGENCY))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +208,6 @@ class Settings:
     score: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
     thresholds: ThresholdSettings = dataclasses.field(default_factory=ThresholdSettings)
-    worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     locks: LockSettings = dataclasses.field(default_factory=LockSettings)
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
@@ -289,10 +285,24 @@ def train_settings_from_dict(raw: Mapping[str, Any]) -> TrainSettings:
     return _build(TrainSettings, raw, "train.")
 
 
+#: Keys that have moved, and where to: the old key is refused with the new one's name.
+MOVED_KEYS = {
+    "worklist.urgency": (
+        "score.urgency",
+        "the weights are applied when a film is scored, so they are a setting of score",
+    ),
+}
+
+
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
+        full = prefix + str(key)
+        moved = next((old for old in MOVED_KEYS if old == full or old.startswith(full + ".")), None)
+        if key not in fields and moved:
+            new, why = MOVED_KEYS[moved]
+            raise ConfigError(f"configuration key {moved!r} is now {new!r}: {why}")
         if key not in fields:
             known = ", ".join(prefix + name for name in fields)
             raise ConfigError(f"unknown configuration key {prefix + str(key)!r} (known here: {known})")

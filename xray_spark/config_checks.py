@@ -90,7 +90,7 @@ def check_settings(settings: Settings) -> None:
 
 
 def _check_operating(settings: Settings) -> None:
-    """``thresholds.*`` and ``worklist.urgency``: known findings, rules that parse, urgencies in [0, 1]."""
+    """``thresholds.*`` and ``score.urgency``: known findings, rules that parse, urgencies in [0, 1]."""
     from xray_spark.operating import parse_rule
 
     t = settings.thresholds
@@ -109,15 +109,15 @@ def _check_operating(settings: Settings) -> None:
         raise ConfigError(f"configuration key 'score.heatmaps': {exc}") from None
     if t.min_positives < 1:
         raise ConfigError("configuration key 'thresholds.min_positives' must be at least 1")
-    for key, names in (("thresholds.per_finding", t.per_finding), ("worklist.urgency", settings.worklist.urgency)):
+    for key, names in (("thresholds.per_finding", t.per_finding), ("score.urgency", settings.score.urgency)):
         unknown = sorted(set(names) - set(FINDINGS))
         if unknown:
             raise ConfigError(
                 f"configuration key {key!r} names unknown findings {unknown}; known: {', '.join(FINDINGS)}"
             )
-    bad = {k: v for k, v in settings.worklist.urgency.items() if not 0.0 <= v <= 1.0}
+    bad = {k: v for k, v in settings.score.urgency.items() if not 0.0 <= v <= 1.0}
     if bad:
-        raise ConfigError(f"configuration key 'worklist.urgency' must give each finding a weight in [0, 1], got {bad}")
+        raise ConfigError(f"configuration key 'score.urgency' must give each finding a weight in [0, 1], got {bad}")
 
 
 #: A JVM memory size as Spark takes it: a positive whole number with an optional unit.

@@ -81,12 +81,20 @@ class Lake:
     def is_local(self) -> bool:
         return not _is_url(self.root)
 
+    def require_local(self, job: str, why: str) -> None:
+        """Refuse, before any work, a job that needs local file APIs on a remote lake (``why``: what needs them)."""
+        if not self.is_local:
+            raise UsageError(f"{job} {why}: use a local or mounted --lake for {job} (the lake is {self.root})")
+
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
     def url(self, *parts: str) -> str:
         """A URL for Spark and Petastorm (``file:///...`` for a local lake)."""
-        path = self.path(*parts)
+        return self.url_of(self.path(*parts))
+
+    def url_of(self, path: str) -> str:
+        """The Spark and Petastorm URL of a path in the lake (``file://`` before a local path)."""
         return "file://" + path if self.is_local else path
 
     def store_url(self, dataset: str) -> str:

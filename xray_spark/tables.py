@@ -182,8 +182,9 @@ def create_views(spark: SparkSession) -> list[str]:
 
 
 def _create_worklist(spark: SparkSession, columns: list[str], studies: dict[str, str]) -> None:
-    """``xray.worklist``: per dataset, its latest scoring date's films by risk (see the README's risk order)."""
+    """``xray.worklist``: per dataset, its latest scoring date's films by risk (:mod:`xray_spark.risk`)."""
     from xray_spark.labels import FINDINGS, probability_column
+    from xray_spark.risk import order_sql
 
     present = [(f, probability_column(f)) for f in FINDINGS if probability_column(f) in columns]
     probabilities = ", ".join(f"'{finding}', p.`{col}`" for finding, col in present)
@@ -191,23 +192,21 @@ def _create_worklist(spark: SparkSession, columns: list[str], studies: dict[str,
         f"concat_ws(', ', transform(p.positive_findings, f -> "
         f"concat(f, ' ', format_number(element_at(map({probabilities}), f), 2))))"
     )
-    risk = (
-        ("p.risk_score", "p.risk_finding")
-        if "risk_score" in columns
-        else ("CAST(NULL AS FLOAT)", "CAST(NULL AS STRING)")
-    )
+    # Predictions from before risk scores order by the top probability (risk_score null for all).
+    risk = "p.risk_score, p.risk_finding" if "risk_score" in columns else "CAST(NULL AS FLOAT), CAST(NULL AS STRING)"
+    score, finding = risk.split(", ")
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("worklist")} AS
-        SELECT ROW_NUMBER() OVER (
-                 PARTITION BY p.dataset ORDER BY {risk[0]} DESC NULLS LAST, p.top_probability DESC, p.image_id
-               ) AS risk_rank,
-               {risk[0]} AS risk_score, {risk[1]} AS risk_finding, {called} AS called,
+        SELECT ROW_NUMBER() OVER (PARTITION BY dataset ORDER BY {order_sql()}) AS risk_rank, *
+        FROM (
+          SELECT {score} AS risk_score, {finding} AS risk_finding, {called} AS called,
                p.image_id, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.positive_findings,
                {studies["accession_number"]} AS accession_number, {studies["study_datetime"]} AS study_datetime,
                p.dataset, p.model_version, p.scored_at, p.score_date
-        FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p
-        {studies["join"]}
-        WHERE p.score_date = p._last
+          FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p
+          {studies["join"]}
+          WHERE p.score_date = p._last
+        )
     """)
 
 

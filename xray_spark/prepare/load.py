@@ -66,7 +66,7 @@ def write_store(
             log.warning("removing %s, left by a run that did not finish", leftover)
             lake.delete_dir(leftover)
     staging = f"{stale}/{run_id}"
-    staging_url = "file://" + staging if lake.is_local else staging
+    staging_url = lake.url_of(staging)
     columns = [f.name for f in XraySchema.as_spark_schema().fields]
     with materialize_dataset(spark, lake.store_url(dataset), XraySchema, rowgroup_size_mb):
         (

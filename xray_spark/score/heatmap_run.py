@@ -11,13 +11,15 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from xray_spark import risk
 from xray_spark.config import Settings
 from xray_spark.heatmap_choice import HeatmapChoice, parse_heatmap_choice
 from xray_spark.labels import probability_column
 from xray_spark.lake import Lake
-from xray_spark.registry import ModelCard
 from xray_spark.score.heatmaps import HEATMAP_SCHEMA, make_heatmapper
 from xray_spark.score.publish import HEATMAPS, PREDICTIONS, publish_run
+from xray_spark.score.run import ScoreRun
+from xray_spark.score.runtime import ModelRef
 from xray_spark.session import temporary_conf
 
 
@@ -31,8 +33,7 @@ def chosen_findings(run: DataFrame, labels: list[str], choice: HeatmapChoice) ->
     if choice.kind == "called":
         rows = run.where(F.size("positive_findings") > 0).withColumn("finding", F.explode("positive_findings"))
     else:
-        order = [F.col("risk_score").desc_nulls_last(), F.col("top_probability").desc(), F.col("image_id")]
-        top = run.orderBy(*order).limit(choice.n)
+        top = run.orderBy(*risk.order_columns()).limit(choice.n)
         fallback = F.array(F.coalesce(F.col("risk_finding"), F.col("top_finding")))
         findings = F.when(F.size("positive_findings") > 0, F.col("positive_findings")).otherwise(fallback)
         rows = top.withColumn("finding", F.explode(findings))
@@ -40,27 +41,26 @@ def chosen_findings(run: DataFrame, labels: list[str], choice: HeatmapChoice) ->
 
 
 def write_heatmaps(
-    spark: SparkSession, lake: Lake, card: ModelCard, settings: Settings, summary: dict[str, Any]
+    spark: SparkSession, lake: Lake, run: ScoreRun, settings: Settings, *, written: int
 ) -> dict[str, Any]:
     """Heatmaps for the run's films chosen by ``score.heatmaps``, published as part of ``xray.heatmaps``."""
     choice = parse_heatmap_choice(settings.score.heatmaps)
-    if choice.kind == "none" or not summary.get("written"):
+    if choice.kind == "none" or not written:
         return {"choice": str(choice), "written": 0}
     started = time.monotonic()
-    run_path = lake.path("tables", PREDICTIONS, f"score_date={summary['score_date']}", f"run_id={summary['run_id']}")
-    wanted = chosen_findings(spark.read.parquet("file://" + run_path), card.labels, choice)
-    store = spark.read.parquet(lake.store_url(summary["dataset"]))
+    card = run.card
+    run_path = lake.path("tables", PREDICTIONS, f"score_date={run.score_date}", f"run_id={run.run_id}")
+    wanted = chosen_findings(spark.read.parquet(lake.url_of(run_path)), card.labels, choice)
+    store = spark.read.parquet(lake.store_url(run.dataset))
     rows = wanted.join(store.select("image_id", "image", "original_width", "original_height"), "image_id")
     batch = settings.score.batch_size
-    maps = rows.mapInPandas(
-        make_heatmapper(card.model_file, card.model_sha256, card.labels, card.size, batch), HEATMAP_SCHEMA
-    )
+    maps = rows.mapInPandas(make_heatmapper(ModelRef.of(card), card.labels, batch), HEATMAP_SCHEMA)
     maps = maps.select(
         "*",
-        F.lit(summary["dataset"]).alias("dataset"),
+        F.lit(run.dataset).alias("dataset"),
         F.lit(card.version).alias("model_version"),
-        F.lit(summary["scored_at"]).cast("timestamp").alias("scored_at"),
+        F.lit(run.scored_at).cast("timestamp").alias("scored_at"),
     )
     with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(batch)):
-        written = publish_run(maps, lake, score_date=summary["score_date"], run_id=summary["run_id"], table=HEATMAPS)
-    return {"choice": str(choice), "written": written, "seconds": round(time.monotonic() - started, 1)}
+        n = publish_run(maps, lake, score_date=run.score_date, run_id=run.run_id, table=HEATMAPS)
+    return {"choice": str(choice), "written": n, "seconds": round(time.monotonic() - started, 1)}

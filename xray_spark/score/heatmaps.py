@@ -32,6 +32,9 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
+from xray_spark.score import runtime
+from xray_spark.score.runtime import ModelRef
+
 HEATMAP_SIDE = 64
 HOT_FRACTION = 0.5
 
@@ -154,30 +157,24 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-#: Each Python worker's Grad-CAM model, by model file (built once from the scoring model).
-_CAM_MODELS: dict[str, Any] = {}
-
-
-def make_heatmapper(model_file: str, sha256: str, labels: Sequence[str], size: int, batch_size: int):
+def make_heatmapper(ref: ModelRef, labels: Sequence[str], batch_size: int):
     """The ``mapInPandas`` function: rows of (image, finding, probability, originals) -> heatmap rows."""
     index = {label: i for i, label in enumerate(labels)}
 
     def heatmaps(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import cv2
-
-        from xray_spark.score import heatmaps as module  # the worker's module, so its cache outlives the task
-        from xray_spark.score import udf
-
-        cam_model = module._CAM_MODELS.get(model_file)
-        if cam_model is None:
-            cam_model = module._CAM_MODELS[model_file] = grad_cam_model(udf.worker_model(model_file, sha256))
-        for frame in batches:
-            for start in range(0, len(frame), batch_size):
-                part = frame.iloc[start : start + batch_size]
-                images = np.stack(
-                    [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in part["image"]]
-                )[..., None]
-                cams = grad_cam(cam_model, images, np.array([index[f] for f in part["finding"]]))
-                yield pd.DataFrame(heatmap_rows(cams, part, size), columns=HEATMAP_SCHEMA.fieldNames())
+        yield from heatmap_batches(ref, index, batch_size, batches)
 
     return heatmaps
+
+
+def heatmap_batches(
+    ref: ModelRef, index: dict[str, int], batch_size: int, batches: Iterator[pd.DataFrame]
+) -> Iterator[pd.DataFrame]:
+    """The heatmapper's body on a worker: its Grad-CAM model built once from the worker's Keras model."""
+    cam_model = runtime.worker_cached("grad-cam", ref, lambda: grad_cam_model(runtime.worker_keras_model(ref)))
+    for frame in batches:
+        for start in range(0, len(frame), batch_size):
+            part = frame.iloc[start : start + batch_size]
+            images = runtime.decode_pngs(part["image"], ref.size)
+            cams = grad_cam(cam_model, images, np.array([index[f] for f in part["finding"]]))
+            yield pd.DataFrame(heatmap_rows(cams, part, ref.size), columns=HEATMAP_SCHEMA.fieldNames())

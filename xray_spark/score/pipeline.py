@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -23,11 +22,14 @@ from xray_spark import locks, progress, tables
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake, new_run_id
-from xray_spark.registry import ModelCard, check_model_format, resolve_model
+from xray_spark.lake import Lake
+from xray_spark.model_card import ModelCard
+from xray_spark.models import check_model_format
+from xray_spark.registry import resolve_model
 from xray_spark.schema import predictions_schema
 from xray_spark.score.heatmap_run import write_heatmaps
-from xray_spark.score.publish import PREDICTIONS, clean_staging, publish_run, require_local
+from xray_spark.score.publish import PREDICTIONS, PUBLISH_NEEDS, clean_staging, publish_run
+from xray_spark.score.run import ScoreRun
 from xray_spark.score.udf import ARROW_BATCH_IMAGES, score_frame
 from xray_spark.session import temporary_conf
 
@@ -42,7 +44,7 @@ def run_scoring(
     new_only: bool = False,
 ) -> dict[str, Any]:
     """Score the store of ``settings.dataset`` with one model; returns the run's summary."""
-    require_local(lake)
+    lake.require_local("score", PUBLISH_NEEDS)
     card = resolve_model(spark, lake, version=model_version, path=model_path)
     check_model_loads(card, store_mod.require_manifest(lake, settings.dataset).image_size)  # before any lock
     wait = settings.locks.wait_seconds
@@ -53,13 +55,11 @@ def run_scoring(
     ):
         check_model_loads(card, store_mod.require_manifest(lake, settings.dataset).image_size)  # the store read now
         started = time.monotonic()
-        summary = plan_run(spark, lake, settings.dataset, card, new_only=new_only)
+        run = ScoreRun.start(settings.dataset, card, new_only=new_only)
+        summary = plan_run(spark, lake, run)
         progress.expect(summary["to_score"])
-        if summary["to_score"]:
-            summary["written"] = score_and_publish(spark, lake, card, settings, summary)
-        else:
-            summary["written"] = 0
-        summary["heatmaps"] = write_heatmaps(spark, lake, card, settings, summary)
+        summary["written"] = score_and_publish(spark, lake, run, settings, summary["to_score"])
+        summary["heatmaps"] = write_heatmaps(spark, lake, run, settings, written=summary["written"])
         tables.register_predictions(spark, lake)
         summary["seconds"] = round(time.monotonic() - started, 1)
         if summary["to_score"]:
@@ -83,46 +83,38 @@ def check_model_loads(card: ModelCard, store_size: int) -> None:
     check_model_format(card.model_file)
 
 
-def plan_run(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard, *, new_only: bool) -> dict[str, Any]:
-    """The run's id and date, and how many studies it has to score (stale staging removed first)."""
+def plan_run(spark: SparkSession, lake: Lake, run: ScoreRun) -> dict[str, Any]:
+    """The run's summary so far: how many studies it has to score (stale staging removed first)."""
     stale = clean_staging(lake, older_than_s=6 * 3600)
-    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    total = spark.read.parquet(lake.store_url(dataset)).count()
-    n_rows = studies_to_score(spark, lake, dataset, card.version, new_only=True).count() if new_only else total
+    total = spark.read.parquet(lake.store_url(run.dataset)).count()
+    version = run.card.version
+    n_rows = studies_to_score(spark, lake, run.dataset, version, new_only=True).count() if run.new_only else total
     return {
-        "run_id": new_run_id(),
-        "model_version": card.version,
-        "model_dir": card.path,
-        "dataset": dataset,
-        "new_only": new_only,
+        "run_id": run.run_id,
+        "model_version": run.card.version,
+        "model_dir": run.card.path,
+        "dataset": run.dataset,
+        "new_only": run.new_only,
         "studies_in_store": total,
         "to_score": n_rows,
-        "already_scored": total - n_rows if new_only else 0,
-        "score_date": scored_at.date().isoformat(),
-        "scored_at": scored_at.isoformat(),
+        "already_scored": total - n_rows if run.new_only else 0,
+        "score_date": run.score_date,
+        "scored_at": run.scored_at.isoformat(),
         "stale_staging_removed": stale,
     }
 
 
-def score_and_publish(
-    spark: SparkSession, lake: Lake, card: ModelCard, settings: Settings, summary: dict[str, Any]
-) -> int:
+def score_and_publish(spark: SparkSession, lake: Lake, run: ScoreRun, settings: Settings, to_score: int) -> int:
     """Score the run's studies in partitions of at most 2,000 and publish them; returns the rows written."""
+    if not to_score:
+        return 0
     batch_size = settings.score.batch_size
-    rows = studies_to_score(spark, lake, summary["dataset"], card.version, new_only=summary["new_only"])
-    n_partitions = max(spark.sparkContext.defaultParallelism, -(-summary["to_score"] // 2000))
-    scored_at = dt.datetime.fromisoformat(summary["scored_at"])
-    scored = score_frame(
-        rows.repartition(n_partitions),
-        card,
-        batch_size=batch_size,
-        dataset=summary["dataset"],
-        scored_at=scored_at,
-        urgency=settings.worklist.urgency,
-    )
-    scored = scored.select(*predictions_schema(card.labels).fieldNames())  # the table's documented order
+    rows = studies_to_score(spark, lake, run.dataset, run.card.version, new_only=run.new_only)
+    n_partitions = max(spark.sparkContext.defaultParallelism, -(-to_score // 2000))
+    scored = score_frame(rows.repartition(n_partitions), run, batch_size=batch_size, urgency=settings.score.urgency)
+    scored = scored.select(*predictions_schema(run.card.labels).fieldNames())  # the table's documented order
     with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_IMAGES * batch_size)):
-        return publish_run(scored, lake, score_date=summary["score_date"], run_id=summary["run_id"])
+        return publish_run(scored, lake, score_date=run.score_date, run_id=run.run_id)
 
 
 def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str, *, new_only: bool) -> DataFrame:

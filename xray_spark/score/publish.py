@@ -13,7 +13,6 @@ import time
 
 from pyspark.sql import DataFrame
 
-from xray_spark.errors import UsageError
 from xray_spark.lake import Lake, same_volume
 
 PREDICTIONS = "predictions"
@@ -21,18 +20,17 @@ HEATMAPS = "heatmaps"
 STAGING = "_staging"
 
 
-def require_local(lake: Lake) -> None:
-    if not lake.is_local:
-        raise UsageError("scoring publishes runs with a directory rename: use a local or mounted --lake for score")
+#: Why scoring needs a local lake (:meth:`~xray_spark.lake.Lake.require_local`).
+PUBLISH_NEEDS = "publishes runs with a directory rename"
 
 
 def publish_run(df: DataFrame, lake: Lake, *, score_date: str, run_id: str, table: str = PREDICTIONS) -> int:
     """Write ``df`` to staging, then rename it into place in one step; returns the rows written."""
-    require_local(lake)
+    lake.require_local("score", PUBLISH_NEEDS)
     staging = os.path.join(staging_root(lake, table), run_id)
     final_parent = lake.path("tables", table, f"score_date={score_date}")
-    df.write.mode("overwrite").parquet("file://" + staging)
-    written = df.sparkSession.read.parquet("file://" + staging).count()
+    df.write.mode("overwrite").parquet(lake.url_of(staging))
+    written = df.sparkSession.read.parquet(lake.url_of(staging)).count()
     os.makedirs(final_parent, exist_ok=True)
     os.replace(staging, os.path.join(final_parent, f"run_id={run_id}"))  # the commit: one rename
     return written

@@ -16,15 +16,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import tables
+from xray_spark import risk, tables
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.labels import FINDINGS, probability_column
 from xray_spark.lake import Lake
 from xray_spark.worklist.page import Film, index_html, patient_html, worklist_html
 from xray_spark.worklist.pictures import overlay_png
-
-ORDER = [F.col("risk_score").desc_nulls_last(), F.col("top_probability").desc(), F.col("image_id")]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ def run_worklist(
             f"no film of dataset {dataset!r} was scored on {date}: scoring dates are {[d for d, _ in dates]}"
         )
     day = latest.where(F.col("score_date") == date)
-    top = day.orderBy(*ORDER).limit(limit).collect()
+    top = day.orderBy(*risk.order_columns()).limit(limit).collect()
     films = _films(spark, lake, dataset, top)
     out_dir = lake.path("reports", "worklist", dataset)
     os.makedirs(os.path.join(out_dir, "patients"), exist_ok=True)
