@@ -193,7 +193,7 @@ def training_input(store_url: str, labels: int, repeats: int, *, consumers_too: 
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    from xray_spark.cli import quiet_petastorm_warnings
+    from xray_spark.store import quiet_petastorm_warnings
     from xray_spark.train.data import ShardSpec, training_dataset
 
     quiet_petastorm_warnings()

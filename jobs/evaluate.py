@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args, [f"evaluate.split={args.split}"] if args.split else [])
         spark, lake = cli.open_lake(settings, "evaluate")
         from xray_spark.evaluate.pipeline import run_evaluation
-        from xray_spark.report import evaluation_table_text, format_table, localization_rows
+        from xray_spark.evaluate.summary import evaluation_summary_text
 
         summary = run_evaluation(
             spark,
@@ -39,20 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             model_path=args.model,
             localization=args.localization,
         )
-        print(
-            f"evaluate {summary['model_version']} on the {summary['split']} split: "
-            f"{summary['images']:,} images of {summary['patients']:,} patients"
-        )
-        print(evaluation_table_text(summary))
-        print(f"thresholds: {summary['threshold_rule']}")
-        if args.localization:
-            print(f"\nlocalization: {summary['localization']['boxes_with_heatmap']:,} boxes with a heatmap")
-            print(format_table(*localization_rows(summary["localization"])))
-        print(f"report: {summary['report']}")
-        cli.write_summary_json(args.summary_json, summary)
+        print(evaluation_summary_text(summary))
+        cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("evaluate", body)
+    return cli.run_job("evaluate", body, args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from xray_spark import cli, report
+from xray_spark import cli
 from xray_spark.errors import UsageError
 
 METADATA_NAME = "Data_Entry_2017.csv"
@@ -57,26 +57,27 @@ def main(argv: list[str] | None = None) -> int:
         inputs = _tonights_inputs(args.incoming)
         started = time.monotonic()
         spark, lake = cli.open_lake(settings, "nightly")
-        from xray_spark import tables
         from xray_spark.prepare import run_prepare
+        from xray_spark.prepare.summary import prepare_summary_text
         from xray_spark.score.pipeline import run_scoring
+        from xray_spark.score.summary import score_summary_text
         from xray_spark.worklist.pipeline import run_worklist
+        from xray_spark.worklist.summary import worklist_summary_text
 
         summary: dict = {"incoming": args.incoming}
         try:
             summary["prepare"] = run_prepare(spark, lake, settings, inputs)
-            print(report.prepare_summary_text(summary["prepare"]), flush=True)
+            print(prepare_summary_text(summary["prepare"]), flush=True)
             summary["score"] = run_scoring(spark, lake, settings, new_only=True)
-            print(report.score_summary_text(summary["score"], new_only=True), flush=True)
-            tables.register_tables(spark, lake)  # the worklist queries xray.* by name
+            print(score_summary_text(summary["score"], new_only=True), flush=True)
             summary["worklist"] = run_worklist(spark, lake, settings, limit=args.limit)
-            print(report.worklist_summary_text(summary["worklist"]), flush=True)
+            print(worklist_summary_text(summary["worklist"]), flush=True)
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
-            cli.write_summary_json(args.summary_json, summary)
+            cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("nightly", body)
+    return cli.run_job("nightly", body, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, report
+from xray_spark import cli
 from xray_spark.lake import local_path
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
 from xray_spark.prepare.privacy import read_key
@@ -88,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = run_prepare(spark, lake, settings, inputs)
         except cli.QuarantineLimitExceeded as exc:
-            cli.write_summary_json(args.summary_json, exc.summary)
+            cli.write_summary_json(args.summary_json, exc.summary, settings)
             raise
-        print(report.prepare_summary_text(summary))
-        cli.write_summary_json(args.summary_json, summary)
+        from xray_spark.prepare.summary import prepare_summary_text
+
+        print(prepare_summary_text(summary))
+        cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("prepare", body)
+    return cli.run_job("prepare", body, args)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         row = set_alias(spark, lake, args.model_version, alias=args.alias, reason=args.reason)
         cli.log.info("%s: %s -> %s", args.alias, before["version"] if before else "(none)", row["version"])
         print(json.dumps(row, sort_keys=True))
-        cli.write_summary_json(args.summary_json, {**row, "previous": before["version"] if before else None})
+        cli.write_summary_json(args.summary_json, {**row, "previous": before["version"] if before else None}, settings)
         return 0
 
-    return cli.run_job("promote", body)
+    return cli.run_job("promote", body, args)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
         row = register_model(spark, lake, args.model, dataset=settings.dataset)
         print(json.dumps({k: row[k] for k in ("version", "path", "model_sha256", "meta_sha256")}, sort_keys=True))
-        cli.write_summary_json(args.summary_json, row)
+        cli.write_summary_json(args.summary_json, row, settings)
         return 0
 
-    return cli.run_job("register_model", body)
+    return cli.run_job("register_model", body, args)
 
 
 if __name__ == "__main__":

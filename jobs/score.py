@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, report
+from xray_spark import cli
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_scoring(
             spark, lake, settings, model_version=args.model_version, model_path=args.model, new_only=args.new_only
         )
-        print(report.score_summary_text(summary, new_only=args.new_only))
-        cli.write_summary_json(args.summary_json, summary)
+        from xray_spark.score.summary import score_summary_text
+
+        print(score_summary_text(summary, new_only=args.new_only))
+        cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("score", body)
+    return cli.run_job("score", body, args)
 
 
 if __name__ == "__main__":

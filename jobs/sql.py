@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         settings = cli.resolve_settings(args)
         spark, _ = cli.open_lake(settings, "sql", catalog=True)
-        from xray_spark.report import query_text
+        from xray_spark.readonly import query_text
 
         print(query_text(spark, args.query, fmt=args.format, limit=args.limit))
         return 0
 
-    return cli.run_job("sql", body)
+    return cli.run_job("sql", body, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from xray_spark import cli, report
+from xray_spark import cli
 from xray_spark.models import MODELS
 
 
@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\nmodel {summary['version']} ({summary['model']}, best epoch {summary['best_epoch']} "
             f"of {summary['epochs_run']}, {summary['num_workers']} worker(s), {summary['seconds']:.0f} s)"
         )
-        print(report.auroc_table_text(summary["val_auroc"], summary["operating_points"]))
+        from xray_spark.train.summary import auroc_table_text
+
+        print(auroc_table_text(summary["val_auroc"], summary["operating_points"]))
         print(f"saved in {summary['model_dir']}")
-        cli.write_summary_json(args.summary_json, summary)
+        cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("train", body)
+    return cli.run_job("train", body, args)
 
 
 if __name__ == "__main__":

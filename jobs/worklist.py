@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xray_spark import cli, report
+from xray_spark import cli
 from xray_spark.errors import UsageError
 
 
@@ -30,15 +30,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args, [f"dataset={args.dataset}"] if args.dataset else [])
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
-        spark, lake = cli.open_lake(settings, "worklist", catalog=True)
+        spark, lake = cli.open_lake(settings, "worklist")
         from xray_spark.worklist.pipeline import run_worklist
 
         summary = run_worklist(spark, lake, settings, score_date=args.date, limit=args.limit)
-        print(report.worklist_summary_text(summary))
-        cli.write_summary_json(args.summary_json, summary)
+        from xray_spark.worklist.summary import worklist_summary_text
+
+        print(worklist_summary_text(summary))
+        cli.write_summary_json(args.summary_json, summary, settings)
         return 0
 
-    return cli.run_job("worklist", body)
+    return cli.run_job("worklist", body, args)
 
 
 if __name__ == "__main__":

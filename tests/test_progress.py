@@ -7,7 +7,7 @@ import os
 import time
 from types import SimpleNamespace
 
-from xray_spark.progress import SparkProgress, expect, stage_line
+from xray_spark.progress import SparkProgress, expect, expected, stage_line, step
 from xray_spark.stderr_route import terminal
 
 
@@ -33,6 +33,16 @@ def test_a_running_stage_is_reported_while_it_runs(spark, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "xray_spark.progress"]
     assert lines, "no progress line while an 8-task stage ran for several seconds"
     assert all(line.startswith("test: stage ") and "/8 tasks" in line for line in lines), lines
+
+
+def test_a_steps_image_count_ends_with_the_step():
+    """The nightly flow runs prepare then score in one session: score's rate is never prepare's count."""
+    with step():
+        expect(800)
+        assert expected() == 800
+    assert expected() is None
+    with step():
+        assert expected() is None
 
 
 def test_a_terminal_is_told_from_a_file(tmp_path):

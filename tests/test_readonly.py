@@ -10,8 +10,7 @@ import pytest
 
 from xray_spark import tables
 from xray_spark.errors import UsageError
-from xray_spark.readonly import check_read_only, client_session
-from xray_spark.report import query_text
+from xray_spark.readonly import check_read_only, client_session, query_text
 from xray_spark.score.pipeline import run_scoring
 
 from .jobs import run_job

@@ -337,7 +337,7 @@ def test_sql_output_formats(spark, scored_lake, small_model):
     settings, lake = scored_lake
     scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
     tables.register_tables(spark, lake)
-    from xray_spark.report import query_text
+    from xray_spark.readonly import query_text
 
     q = "SELECT image_id, top_probability FROM xray.worklist ORDER BY risk_rank LIMIT 3"
     csv_text = query_text(spark, q, fmt="csv")

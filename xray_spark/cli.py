@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from xray_spark.config import Settings, load_settings
 from xray_spark.errors import LockBusy, QuarantineLimitExceeded, UsageError, XraySparkError
 from xray_spark.lake import local_path
 from xray_spark.stderr_route import route_stderr
+from xray_spark.store import quiet_petastorm_warnings
 
 EXIT_USAGE = 2
 EXIT_QUARANTINE = 3
@@ -36,7 +36,6 @@ _stopped_by: list[int] = []
 
 log = logging.getLogger("xray_spark")
 #: The settings of the job this process runs (set by :func:`open_lake`), for its summary JSON.
-_job_settings: list[Settings] = []
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -75,16 +74,6 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def quiet_petastorm_warnings() -> None:
-    """petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated, on every row group it reads."""
-    for category in (FutureWarning, DeprecationWarning, UnicodeWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"petastorm(\..*)?$")
-    # Two notices about what the training reader does on purpose: it reads the PNG bytes
-    # undecoded with make_batch_reader, and names its fields exactly.
-    for notice in (r"Please use make_reader", r"schema_fields behavior has changed"):
-        warnings.filterwarnings("ignore", message=notice, category=UserWarning, module=r"petastorm(\..*)?$")
-
-
 def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Settings:
     overrides = list(args.overrides) + list(extra_overrides)
     if getattr(args, "lake", None):
@@ -95,16 +84,15 @@ def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = 
 def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[Any, Any]:
     """Log the resolved configuration, build the session; with ``catalog``, register the lake's tables.
 
-    Only the jobs that query ``xray.*`` by name (sql, worklist) ask for the catalog: the others
-    read and write the lake by path and register what they write. Registering every table
-    costs a schema job or two each (about 4 s on two cores), the largest fixed cost a small
-    nightly scoring run had.
+    Only the sql job asks for the catalog here; worklist registers it once when it needs it
+    (:func:`xray_spark.tables.ensure_registered`), the others read and write the lake by path
+    and register what they write. Registering every table costs a schema job or two each, the
+    largest fixed cost of a small nightly run (``bench/results/``).
     """
     from xray_spark import tables
     from xray_spark.lake import Lake
     from xray_spark.session import build_session
 
-    _job_settings[:] = [settings]
     changed = changed_settings(settings)
     log.info("settings that differ from the defaults: %s (all of them go to --summary-json)", changed)
     lake = Lake.at(settings.lake)  # a lake that cannot be one is refused before Spark starts
@@ -135,12 +123,12 @@ def changed_settings(settings: Settings) -> str:
     return ", ".join(changed) if changed else "none"
 
 
-def write_summary_json(path: str | None, summary: dict[str, Any]) -> None:
+def write_summary_json(path: str | None, summary: dict[str, Any], settings: Settings) -> None:
     """The job's summary, with the job's whole resolved configuration under ``configuration``."""
     if not path:
         return
-    if _job_settings and "configuration" not in summary:
-        summary = {**summary, "configuration": _job_settings[0].to_dict()}
+    if "configuration" not in summary:
+        summary = {**summary, "configuration": settings.to_dict()}
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
@@ -169,7 +157,7 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def _error_exit(name: str, exc: BaseException) -> int | None:
+def _error_exit(name: str, exc: BaseException, args: argparse.Namespace | None) -> int | None:
     """The exit status for ``exc`` after printing its one line, or None for a bug (re-raised)."""
     if _stopped_by or isinstance(exc, KeyboardInterrupt):
         signum = _stopped_by[0] if _stopped_by else signal.SIGINT
@@ -190,7 +178,7 @@ def _error_exit(name: str, exc: BaseException) -> int | None:
         print(f"{name}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if disk_full(exc):
-        print(f"{name}: failed: {_disk_full_line()}", file=sys.stderr)
+        print(f"{name}: failed: {_disk_full_line(_lake_of(args))}", file=sys.stderr)
         return EXIT_FAILED
     return None
 
@@ -207,9 +195,18 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
-def _disk_full_line() -> str:
+def _lake_of(args: argparse.Namespace | None) -> str | None:
+    """The job's local lake root, from its command line and configuration as it resolved them; None if unknown."""
+    if args is None or not hasattr(args, "overrides"):
+        return None
+    try:
+        return local_path(resolve_settings(args).lake)
+    except Exception:  # the settings themselves are what failed
+        return None
+
+
+def _disk_full_line(root: str | None) -> str:
     """The one line for a full disk, naming the lake's disk and what is free on it."""
-    root = local_path(_job_settings[0].lake) if _job_settings else None
     where = ""
     if root:
         probe = os.path.abspath(root)
@@ -223,15 +220,18 @@ def _disk_full_line() -> str:
     )
 
 
-def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run a job's body; map the package's errors and a stopping signal to one line and an exit status."""
+def run_job(name: str, body: Callable[[], int], args: argparse.Namespace | None = None) -> int:
+    """Run a job's body; map the package's errors and a stopping signal to one line and an exit status.
+
+    ``args`` (the job's parsed command line) lets a full disk's line name the lake's disk.
+    """
     route_stderr()  # under spark-submit: logs to its stderr, not into the data on stdout
     setup_logging()
     install_signal_handlers()
     try:
         return body()
     except BaseException as exc:
-        code = _error_exit(name, exc)
+        code = _error_exit(name, exc, args)
         if code is None:
             raise
         return code

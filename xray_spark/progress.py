@@ -17,21 +17,39 @@ JVM; :func:`xray_spark.stderr_route.terminal` asks about the JVM's (the user's) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from xray_spark.stderr_route import terminal
 
 log = logging.getLogger(__name__)
 
-#: Images the running job works through (set by the job once it knows), for images/s.
+#: Images the running step works through (set by the step once it knows, inside :func:`step`), for images/s.
 _expected: dict[str, int] = {}
 
 
+@contextlib.contextmanager
+def step() -> Iterator[None]:
+    """One step of a job (prepare, score): what it :func:`expect`s holds inside it only, so a later step in
+    the same session (the nightly flow's) never reports images/s from an earlier step's count."""
+    _expected.clear()
+    try:
+        yield
+    finally:
+        _expected.clear()
+
+
+def expected() -> int | None:
+    """The images the running step said it works through, or None outside a step that said."""
+    return _expected.get("images")
+
+
 def expect(images: int) -> None:
-    """The number of images the job's main stages go through (for the images/s estimate)."""
+    """The number of images the step's main stages go through (for the images/s estimate)."""
     _expected["images"] = int(images)
 
 
@@ -82,7 +100,7 @@ class SparkProgress:
             if info is None:
                 continue
             first = self._first_seen.setdefault(stage_id, now)
-            out.append(stage_line(self.job, info, now - first, _expected.get("images")))
+            out.append(stage_line(self.job, info, now - first, expected()))
         return out
 
     def _run(self) -> None:

@@ -233,3 +233,45 @@ def check_read_only(spark: Any, query: str) -> None:
         first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
         raise UsageError(f"query failed: {first}") from None
     check_plan(plan, query)
+
+
+def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000) -> str:
+    """A read-only query's result as a table, CSV or JSON lines (at most ``limit`` rows).
+
+    Anything but a query or a SHOW/DESCRIBE/EXPLAIN is refused before Spark runs it
+    (:func:`xray_spark.readonly.check_read_only`).
+    """
+    import csv
+    import io
+    import json
+
+    from xray_spark.errors import UsageError, first_line
+    from xray_spark.report import format_table
+
+    with client_session(spark):
+        check_read_only(spark, query)
+        try:
+            df = spark.sql(query)
+            rows = df.limit(limit).collect()
+        except Exception as exc:  # AnalysisException / ParseException: the query is wrong
+            raise UsageError(f"query failed: {first_line(exc)}") from None
+    names = df.columns
+    if fmt == "json":
+        return "\n".join(json.dumps(r.asDict(recursive=True), default=str) for r in rows)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
+        return buffer.getvalue().rstrip("\n")
+    return format_table(names, [[_cell(v) for v in r] for r in rows])
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return value

@@ -9,6 +9,7 @@ label set or image size into an existing store.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 from xray_spark.errors import UsageError
@@ -109,3 +110,13 @@ def check_shardable(store_url: str, num_workers: int) -> None:
             f"train with --set train.num_workers={max(1, groups)}, or rewrite the store with a smaller "
             "prepare.images_per_file (a full prepare, not --incremental)"
         )
+
+
+def quiet_petastorm_warnings() -> None:
+    """petastorm 0.12 uses pyarrow APIs that pyarrow 14 flags as deprecated, on every row group it reads."""
+    for category in (FutureWarning, DeprecationWarning, UnicodeWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"petastorm(\..*)?$")
+    # Two notices about what the training reader does on purpose: it reads the PNG bytes
+    # undecoded with make_batch_reader, and names its fields exactly.
+    for notice in (r"Please use make_reader", r"schema_fields behavior has changed"):
+        warnings.filterwarnings("ignore", message=notice, category=UserWarning, module=r"petastorm(\..*)?$")

@@ -94,6 +94,15 @@ def register_tables(spark: SparkSession, lake: Lake) -> list[str]:
     return registered
 
 
+def ensure_registered(spark: SparkSession, lake: Lake) -> list[str]:
+    """The catalog for a job that queries ``xray.*`` by name: registered once per job, not again when an earlier
+    step of the same session (the nightly flow's score) has just registered this lake's predictions and views."""
+    views = [qualified(v) for v in ("latest_predictions", "worklist", "progression")]
+    if _registered_from(spark, lake, "predictions") and all(spark.catalog.tableExists(v) for v in views):
+        return [qualified("predictions"), *views]
+    return register_tables(spark, lake)
+
+
 def register_predictions(spark: SparkSession, lake: Lake) -> list[str]:
     """(Re)register ``xray.predictions`` and its views after a scoring run."""
     if not exists_in_lake(spark, lake, "predictions"):

@@ -76,7 +76,7 @@ positives is "not calibrated" and never called. ECE: expected calibration error 
 
 def _localization_html(located: dict[str, Any]) -> str:
     """The heatmaps against the hand-drawn boxes: pointing game, its controls, IoBB and IoU at 0.3 and 0.5."""
-    from xray_spark.report import localization_rows
+    from xray_spark.evaluate.summary import localization_rows
 
     headers, rows = localization_rows(located)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)

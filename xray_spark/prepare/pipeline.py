@@ -31,7 +31,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, progress, report
+from xray_spark import locks, progress
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
@@ -44,6 +44,7 @@ from xray_spark.prepare.decode import decode_images
 from xray_spark.prepare.files import attach_files, list_image_files
 from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows, quarantined_before
 from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun, ReadInputs
+from xray_spark.prepare.summary import finding_frequency_chart
 
 
 def check_inputs(inputs: PrepareInputs) -> None:
@@ -82,7 +83,7 @@ def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: Pre
     be served the failed run's view of the store.
     """
     run = PrepareRun(spark, lake, settings, inputs)
-    with _lock(run):
+    with _lock(run), progress.step():
         try:
             start(run)
             inputs_of = dicom_inputs if inputs.source == "dicom" else nih_inputs
@@ -388,7 +389,7 @@ def finish(run: PrepareRun) -> dict[str, Any]:
     """Write the bar chart and the summary JSON into the run's report folder."""
     summary = run.summary
     summary["chart"] = f"{summary['report_dir']}/finding_counts.png"
-    run.lake.write_bytes(summary["chart"], report.finding_frequency_chart(summary))
+    run.lake.write_bytes(summary["chart"], finding_frequency_chart(summary))
     summary["seconds"] = round(time.monotonic() - run.started, 1)
     run.lake.write_json(f"{summary['report_dir']}/summary.json", summary)
     return summary

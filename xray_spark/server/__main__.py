@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.log.info("the SQL server listens at %s (stop it with: python -m xray_spark.server stop)", url)
         return 0
 
-    return cli.run_job("sql-server", body)
+    return cli.run_job("sql-server", body, args)
 
 
 if __name__ == "__main__":

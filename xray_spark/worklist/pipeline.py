@@ -9,7 +9,6 @@ stored images, their newest heatmaps and their patients' other films, and writes
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -47,13 +46,12 @@ def run_worklist(
     top = day.orderBy(*risk.order_columns()).limit(limit).collect()
     films = _films(spark, lake, dataset, top)
     out_dir = lake.path("reports", "worklist", dataset)
-    os.makedirs(os.path.join(out_dir, "patients"), exist_ok=True)
     version = top[0]["model_version"]
-    evaluation = os.path.join("..", "..", "evaluate", version, "test", "report.html")
-    has_evaluation = os.path.isfile(lake.path("reports", "evaluate", version, "test", "report.html"))
-    page = os.path.join(out_dir, f"{date}.html")
+    evaluation = f"../../evaluate/{version}/test/report.html"  # relative to the page
+    has_evaluation = lake.exists(lake.path("reports", "evaluate", version, "test", "report.html"))
+    page = f"{out_dir}/{date}.html"
     shown_of = dict(dates)[date]
-    _write(
+    lake.write_text(
         page,
         worklist_html(
             dataset,
@@ -64,10 +62,10 @@ def run_worklist(
             shown_of=shown_of,
         ),
     )
-    _write(os.path.join(out_dir, "index.html"), index_html(dataset, dates))
+    lake.write_text(f"{out_dir}/index.html", index_html(dataset, dates))
     patients = sorted({f.patient_id for f in films})
     for patient, (points, findings) in _patients(latest, lake, dataset, patients).items():
-        _write(os.path.join(out_dir, "patients", f"{patient}.html"), patient_html(dataset, patient, points, findings))
+        lake.write_text(f"{out_dir}/patients/{patient}.html", patient_html(dataset, patient, points, findings))
     return {
         "dataset": dataset,
         "score_date": date,
@@ -76,20 +74,13 @@ def run_worklist(
         "with_heatmap": sum(f.overlay is not None for f in films),
         "patients": len(patients),
         "page": page,
-        "index": os.path.join(out_dir, "index.html"),
+        "index": f"{out_dir}/index.html",
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _latest(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
-    registered = tables.register_tables(spark, lake)
+    registered = tables.ensure_registered(spark, lake)
     if tables.qualified("latest_predictions") not in registered:
         raise UsageError("the lake has no predictions yet: run jobs/score.py first")
     latest = spark.table(tables.qualified("latest_predictions")).where(F.col("dataset") == dataset)
