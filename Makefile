@@ -10,15 +10,11 @@ CONF ?= conf/local.yaml
 DEMO_IMAGES ?= 1500
 DEMO_ARCHIVE := $(LAKE)/archive/synthetic
 PYTEST_ARGS ?=
-# The master comes from the conf (spark.master), so CONF=conf/standalone.yaml runs every
-# target on the cluster of `make cluster-up`. Spark's console kept quiet under spark-submit too;
-# the driver JVM on C1 only (xray_spark/session.py, DRIVER_JVM_OPTIONS, says why).
-MASTER = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get spark.master)
+# Every job runs as `xray-spark <job>` (xray_spark/launch.py): spark-submit with the master and
+# driver memory of the job's conf (so CONF=conf/standalone.yaml runs every target on the cluster
+# of `make cluster-up`), Spark's console kept quiet, the driver JVM's options of xray_spark/session.py.
+XRAY = $(VENV)/bin/xray-spark
 DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
-SUBMIT = $(VENV)/bin/spark-submit --master $(MASTER) --driver-memory 4g \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath xray_spark/log4j2.properties) -XX:TieredStopAtLevel=1"
-export PYSPARK_PYTHON := $(abspath $(PY))
-export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # Spark's web UI binds to this address (when it is on: spark.ui.enabled defaults to false
 # in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
 export SPARK_LOCAL_IP ?= 127.0.0.1
@@ -57,24 +53,24 @@ DEMO_SPLIT := --set split.train=0.6 --set split.val=0.2
 # The demo's prepare and train (make demo runs them each time; make demo-dicom only when the
 # lake has no demo model yet).
 define demo_model
-	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) $(DEMO_SPLIT) \
+	$(XRAY) prepare --conf $(CONF) --lake $(LAKE) $(DEMO_SPLIT) \
 	  --metadata $(DEMO_ARCHIVE)/Data_Entry_2017.csv --images $(DEMO_ARCHIVE)/images \
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
-	$(SUBMIT) jobs/train.py --conf $(CONF) --lake $(LAKE) --model small_cnn \
+	$(XRAY) train --conf $(CONF) --lake $(LAKE) --model small_cnn \
 	  --summary-json $(LAKE)/reports/train-latest.json
-	$(SUBMIT) jobs/promote.py --conf $(CONF) --lake $(LAKE) --reason "the demo's model" \
+	$(XRAY) promote --conf $(CONF) --lake $(LAKE) --reason "the demo's model" \
 	  --model-version $$($(PY) -c "import json; print(json.load(open('$(LAKE)/reports/train-latest.json'))['version'])")
 endef
 
 demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
 	$(demo_model)
-	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --new-only --heatmaps called \
+	$(XRAY) score --conf $(CONF) --lake $(LAKE) --new-only --heatmaps called \
 	  --summary-json $(LAKE)/reports/score-latest.json
-	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
+	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
 	@echo; echo "Tonight's worklist, riskiest first:"
-	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
+	@$(XRAY) sql --conf $(CONF) --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
 	  called FROM xray.worklist WHERE dataset = '$(DATASET)' ORDER BY risk_rank LIMIT 10"
-	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
+	$(XRAY) worklist --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
 
 # A hospital's PACS export instead: synthetic DICOM films with made-up names, birth dates and
 # addresses in their headers, mixed transfer syntaxes, a few objects that are not frontal chest
@@ -92,28 +88,30 @@ $(LAKE)/reports/train-latest.json: | $(DEMO_ARCHIVE)/Data_Entry_2017.csv
 	$(demo_model)
 
 demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-latest.json ## a PACS export (DICOM) prepared, scored, evaluated, on the worklist
-	$(SUBMIT) jobs/prepare.py --conf $(CONF) --lake $(LAKE) --source dicom --dataset hospital --incremental \
+	$(XRAY) prepare --conf $(CONF) --lake $(LAKE) --source dicom --dataset hospital --incremental \
 	  --images $(DICOM_ARCHIVE)/export --labels $(DICOM_ARCHIVE)/labels.csv --set privacy.key_file=$(abspath $(DEMO_KEY)) \
 	  --summary-json $(LAKE)/reports/dicom-prepare-latest.json
-	$(SUBMIT) jobs/score.py --conf $(CONF) --lake $(LAKE) --dataset hospital --new-only \
+	$(XRAY) score --conf $(CONF) --lake $(LAKE) --dataset hospital --new-only \
 	  --summary-json $(LAKE)/reports/dicom-score-latest.json
-	$(SUBMIT) jobs/evaluate.py --conf $(CONF) --lake $(LAKE) --set dataset=hospital \
+	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --set dataset=hospital \
 	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
 	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
-	@$(SUBMIT) jobs/sql.py --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
+	@$(XRAY) sql --conf $(CONF) --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
 	  ROUND(risk_score, 3) AS risk, called FROM xray.worklist WHERE dataset = 'hospital' ORDER BY risk_rank LIMIT 10"
-	$(SUBMIT) jobs/worklist.py --conf $(CONF) --lake $(LAKE) --dataset hospital \
+	$(XRAY) worklist --conf $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-worklist-latest.json
 
-# The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/. Without the CSV
-# (a late delivery) it stops in one line and writes nothing: it never invents studies.
+# The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/ (SOURCE=nih), or
+# tonight's DICOM files (SOURCE=dicom, with PREPARE_SET naming the dataset and the key file).
+# Without the delivery (a late one) it stops in one line and writes nothing: it never invents studies.
+SOURCE ?= nih
 NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
 INCOMING ?= $(LAKE)/incoming/$(shell date -u +%Y%m%d)
 PREPARE_SET ?=
 nightly: setup ## prepare --incremental on INCOMING, score --new-only, worklist: one session (cron-able)
-	@[ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
-	@[ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
-	$(SUBMIT) jobs/nightly.py --conf $(CONF) --lake $(LAKE) --incoming $(INCOMING) $(PREPARE_SET) \
+	@[ "$(SOURCE)" != nih ] || [ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
+	@[ "$(SOURCE)" != nih ] || [ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
+	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source $(SOURCE) --incoming $(INCOMING) $(PREPARE_SET) \
 	  --summary-json $(LAKE)/reports/nightly-latest.json
 
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,

@@ -3,7 +3,7 @@
     python bench/dicom_decode.py [--side 2048] [--repeats 5] [--out bench/results/dicom_decode_cpu2.json]
 
 One synthetic 12-bit chest film (``--side`` px square, the size of a CR/DX plate) is
-written as a 16-bit PNG and in every transfer syntax of ``xray_spark.dev.dicom``; each file
+written as a 16-bit PNG and in every transfer syntax of ``xray_spark.dev.dicom_films``; each file
 then goes through the exact per-image work of prepare (``load_training_image`` to a 224 px
 image, then the PNG encoding of the store), on one core. Reported per syntax: the file
 size, the median seconds per image, images per second, and the cost relative to the PNG.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import machine  # noqa: E402  (bench/pipeline.py, beside this file)
 
 from xray_spark.dev.anatomy import Anatomy, render  # noqa: E402
-from xray_spark.dev.dicom import SYNTAXES, encode, film  # noqa: E402
+from xray_spark.dev.dicom_films import SYNTAXES, encode, film  # noqa: E402
 from xray_spark.prepare import images as img  # noqa: E402
 from xray_spark.schema import XraySchema  # noqa: E402
 

@@ -62,7 +62,7 @@ def _median_rate(n: int, work, repeats: int) -> float:
 def per_file_rates(files: list[Path], repeats: int, *, dicom: bool) -> dict:
     """Header scan (DICOM only) and decode to a stored image, images per second on one core."""
     from xray_spark.prepare import images as img
-    from xray_spark.prepare.dicom_source import read_header
+    from xray_spark.prepare.sources.dicom.headers import read_header
     from xray_spark.schema import XraySchema
 
     field = XraySchema.image

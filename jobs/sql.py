@@ -1,37 +1,11 @@
 """spark-submit jobs/sql.py: run a SQL query against the lake's catalog.
 
-spark-submit jobs/sql.py [--lake DIR] "SELECT ..." [--format table|csv|json] [--limit N]
+The job lives in the package (``xray_spark/jobs/sql.py``); ``xray-spark sql`` runs the same job.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from xray_spark import cli
-
-
-def _arg_parser() -> argparse.ArgumentParser:
-    parser = cli.base_parser("sql", "Query xray.* tables and views with Spark SQL.")
-    parser.add_argument("query", help='the SQL, e.g. "SELECT * FROM xray.worklist LIMIT 20"')
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    parser.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _arg_parser().parse_args(argv)
-
-    def body() -> int:
-        settings = cli.resolve_settings(args)
-        spark, _ = cli.open_lake(settings, "sql", catalog=True)
-        from xray_spark.readonly import query_text
-
-        print(query_text(spark, args.query, fmt=args.format, limit=args.limit))
-        return 0
-
-    return cli.run_job("sql", body, args)
-
+from xray_spark.jobs.sql import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -334,3 +334,18 @@ def usage_cases(root: Path, model_dir: str) -> dict[str, tuple[str, list[str], l
             ["refused: InsertIntoDir is not a read-only statement"],
         ),
     }
+
+
+#: The pseudonym key of the DICOM tests (long enough, never a real one).
+DICOM_KEY = "a-test-key-of-32-characters-long"
+#: A unique string planted in every identifying header field: none may reach the lake or the output.
+PHI = {
+    "PatientName": "ZZNAME^SECRET",
+    "PatientBirthDate": "19410203",
+    "PatientAddress": "ZZADDRESS 1 Secret Street",
+    "PatientTelephoneNumbers": "ZZPHONE5550100",
+    "OtherPatientIDs": "ZZOTHERID",
+    "ReferringPhysicianName": "ZZREFERRER^DOC",
+    "OperatorsName": "ZZOPERATOR",
+    "InstitutionName": "ZZINSTITUTION",
+}

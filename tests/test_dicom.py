@@ -12,7 +12,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from xray_spark.dev.dicom import SYNTAXES, encode, film
+from xray_spark.dev.dicom_films import SYNTAXES, encode, film
 from xray_spark.errors import ImageError
 from xray_spark.prepare import images as img
 
@@ -183,7 +183,7 @@ def test_a_deflate_bomb_is_quarantined_from_its_header_before_anything_inflates_
     """0.9 MiB on disk, 200 MiB inflated: the header reader counts the inflated bytes a MiB at a time."""
     import resource
 
-    from xray_spark.prepare.dicom_source import read_header
+    from xray_spark.prepare.sources.dicom.headers import read_header
 
     from .corpus import dicom_deflate_bomb
 

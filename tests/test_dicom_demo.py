@@ -13,10 +13,10 @@ import pytest
 from pydicom import dcmread
 
 from xray_spark.config import PrivacySettings
-from xray_spark.dev.dicom import SYNTAXES
 from xray_spark.dev.dicom_archive import write_dicom_archive
+from xray_spark.dev.dicom_films import SYNTAXES
 from xray_spark.lake import Lake
-from xray_spark.prepare.privacy import read_key
+from xray_spark.privacy import read_key
 
 from .conftest import TEST_OVERRIDES
 from .jobs import checked, run_job

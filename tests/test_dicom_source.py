@@ -12,28 +12,18 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark.dev.dicom import encode, film
+from xray_spark.dev.dicom_films import encode, film
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
 from xray_spark.prepare import PrepareInputs, run_prepare
-from xray_spark.prepare.privacy import pseudonym
+from xray_spark.privacy import pseudonym
 
 from . import corpus
 from .conftest import make_settings
+from .corpus import DICOM_KEY as KEY
+from .corpus import PHI
 from .jobs import checked, run_job
 
-KEY = "a-test-key-of-32-characters-long"
-#: A unique string planted in every identifying header field: none may reach the lake or the output.
-PHI = {
-    "PatientName": "ZZNAME^SECRET",
-    "PatientBirthDate": "19410203",
-    "PatientAddress": "ZZADDRESS 1 Secret Street",
-    "PatientTelephoneNumbers": "ZZPHONE5550100",
-    "OtherPatientIDs": "ZZOTHERID",
-    "ReferringPhysicianName": "ZZREFERRER^DOC",
-    "OperatorsName": "ZZOPERATOR",
-    "InstitutionName": "ZZINSTITUTION",
-}
 SYNTAX_CYCLE = ["jpeg-lossless", "explicit-le", "jpeg-ls", "j2k-lossless", "rle", "implicit-le"]
 
 
@@ -274,7 +264,7 @@ def test_another_pseudonym_key_on_a_later_night_is_refused_in_one_line(spark, ho
 
 def test_a_key_file_every_user_can_read_is_refused(tmp_path, monkeypatch):
     from xray_spark.config import PrivacySettings
-    from xray_spark.prepare.privacy import read_key
+    from xray_spark.privacy import read_key
 
     key = tmp_path / "hospital.key"
     key.write_text(KEY + "\n")
@@ -290,9 +280,9 @@ def test_a_film_whose_name_is_not_utf8_is_read_by_its_bytes(tmp_path):
     """A PACS export's file name in Latin-1: listed, read and referenced, never turned into U+FFFD."""
     import os
 
-    from xray_spark.prepare.dicom_source import read_header
     from xray_spark.prepare.files import printable, real_path, walk_local
-    from xray_spark.prepare.privacy import source_ref
+    from xray_spark.prepare.sources.dicom.headers import read_header
+    from xray_spark.privacy import source_ref
 
     folder = tmp_path / "export"
     folder.mkdir()

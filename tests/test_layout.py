@@ -54,7 +54,7 @@ def _imports(path: Path) -> set[str]:
 def _layer(module: str) -> str:
     """``core`` for the shared modules, else the package: a stage or ``dev``."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*STAGES, "dev")) else "core"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*STAGES, "dev", "jobs")) else "core"
 
 
 def test_the_tree_has_one_package_per_job_and_a_pipeline_in_each():
@@ -78,7 +78,7 @@ def test_no_stage_imports_another_and_the_core_imports_no_stage():
             theirs = _layer(target)
             if theirs == mine or theirs == "core":
                 continue
-            if mine == "dev":  # demo and test tools may use a stage (the synthetic archive does not, today)
+            if mine in ("dev", "jobs"):  # demo and test tools, and the jobs' command lines, use the stages
                 continue
             wrong.append(f"{module} -> {target}")
     assert not wrong, "layering broken: " + ", ".join(wrong)
@@ -153,12 +153,25 @@ def test_every_runtime_import_is_a_declared_dependency():
 
 
 def test_jobs_stay_thin():
-    for job in sorted((ROOT / "jobs").glob("*.py")):
+    for job in sorted([*(ROOT / "jobs").glob("*.py"), *(PACKAGE / "jobs").glob("*.py")]):
         assert len(job.read_text().splitlines()) <= 120, f"{job.name} holds logic that belongs in xray_spark"
 
 
-def test_the_makefile_gives_spark_submit_the_drivers_jvm_options():
+def test_every_job_file_is_a_launcher_job_and_its_wrapper_runs_the_packaged_one():
+    from xray_spark.launch import JOBS
+
+    packaged = {p.stem for p in (PACKAGE / "jobs").glob("*.py") if p.stem != "__init__"}
+    assert packaged == set(JOBS) == {p.stem for p in (ROOT / "jobs").glob("*.py")}
+    for job in JOBS:
+        assert f"from xray_spark.jobs.{job} import main" in (ROOT / "jobs" / f"{job}.py").read_text()
+
+
+def test_the_makefile_runs_every_job_through_the_launcher_with_the_drivers_jvm_options():
+    from xray_spark.launch import submit_command
     from xray_spark.session import DRIVER_JVM_OPTIONS
 
-    submit = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "--driver-java-options" in line)
-    assert DRIVER_JVM_OPTIONS in submit, "make's spark-submit and python jobs/*.py run the same driver JVM"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "spark-submit jobs/" not in makefile and "$(XRAY) prepare" in makefile
+    command = submit_command("score", ["--new-only"])
+    options = command[command.index("--driver-java-options") + 1]
+    assert DRIVER_JVM_OPTIONS in options, "make's jobs and python jobs/*.py run the same driver JVM"

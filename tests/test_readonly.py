@@ -14,7 +14,7 @@ from xray_spark.readonly import check_read_only, client_session, query_text
 from xray_spark.score.pipeline import run_scoring
 
 from .jobs import run_job
-from .test_reliability import _copy_lake, _tree_digest
+from .lakes import copy_lake, tree_digest
 
 # -- a reader cannot write ------------------------------------------------------------------------
 #: Statements that write or change anything (also tried through the SQL server: test_sql_server.py).
@@ -79,16 +79,16 @@ def test_queries_and_metadata_statements_are_allowed(spark, query):
 
 
 def test_a_refused_statement_leaves_the_lake_byte_identical(spark, prepared, small_model, tmp_path):
-    settings, lake = _copy_lake(prepared, tmp_path / "lake")
+    settings, lake = copy_lake(prepared, tmp_path / "lake")
     run_scoring(spark, lake, settings, model_version=small_model["version"], new_only=True)
-    before = _tree_digest(Path(lake.root))
+    before = tree_digest(Path(lake.root))
     for query in (
         "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
         f"INSERT OVERWRITE DIRECTORY '{lake.root}/tables/predictions' USING parquet SELECT 1 AS x",
     ):
         result = run_job("sql", ["--lake", lake.root, "--set", "spark.driver_memory=1g", query], cwd=tmp_path)
         assert result.returncode == 2 and "sql: error: refused:" in result.stderr
-    assert _tree_digest(Path(lake.root)) == before
+    assert tree_digest(Path(lake.root)) == before
 
 
 #: Relations that are not the lake's tables or views: files by path (any data source), other catalogs.

@@ -1,11 +1,9 @@
-"""Scoring, the prediction tables and views, and evaluation."""
+"""The score job: the UDF's probabilities, a run killed half-way, model versions, the views over predictions."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +13,6 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 from pyspark.sql import functions as F
-from sklearn.metrics import roc_auc_score
 
 from xray_spark import tables
 from xray_spark.errors import UsageError
@@ -32,6 +29,7 @@ from xray_spark.score.runtime import decode_pngs
 from xray_spark.session import temporary_conf
 
 from .jobs import kill_when
+from .lakes import own_scoring_lake
 
 
 def _predictions(spark, lake: Lake):
@@ -41,15 +39,7 @@ def _predictions(spark, lake: Lake):
 
 @pytest.fixture(scope="module")
 def scored_lake(spark, prepared, small_model, tmp_path_factory):
-    """A lake of its own (sharing the store and the model) so these tests own its predictions."""
-    settings, base, _ = prepared
-    root = tmp_path_factory.mktemp("scorelake")
-    os.symlink(Path(base.root) / "petastorm", root / "petastorm")
-    shutil.copytree(Path(small_model["model_dir"]), root / "models" / small_model["version"])
-    shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
-    shutil.copytree(Path(base.root) / "tables" / "models", root / "tables" / "models")  # the model's registration
-    lake = Lake.at(str(root))
-    return settings, lake
+    return own_scoring_lake(prepared, small_model, tmp_path_factory.mktemp("scorelake"))
 
 
 def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_model):
@@ -224,7 +214,6 @@ def test_corrupt_or_missing_model_is_one_clear_error(spark, scored_lake, small_m
         resolve_model(spark, lake, path=str(tmp_path))
 
 
-# -- views on a hand-made table -----------------------------------------------------------------
 def test_views_do_what_they_promise(spark, tmp_path):
     lake = Lake.at(str(tmp_path))
     from xray_spark.schema import MODELS_SCHEMA
@@ -301,36 +290,6 @@ def test_views_do_what_they_promise(spark, tmp_path):
     assert mass["change"] == pytest.approx(0.5) and mass["rising"] is True
     assert prog[(1, "Nodule", 1)]["change"] == pytest.approx(0.05) and prog[(1, "Nodule", 1)]["rising"] is False
     assert prog[(1, "Mass", 0)]["change"] is None and prog[(1, "Mass", 0)]["rising"] is False
-
-
-# -- evaluation ---------------------------------------------------------------------------------
-def test_evaluation_agrees_with_sklearn_and_writes_its_report(spark, scored_lake, small_model):
-    settings, lake = scored_lake
-    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
-    from xray_spark.evaluate.pipeline import collect_scored_labels, run_evaluation
-
-    quick = dataclasses.replace(settings, evaluate=dataclasses.replace(settings.evaluate, split="test", bootstrap=200))
-    summary = run_evaluation(spark, lake, quick, model_path=small_model["model_dir"])
-    data = collect_scored_labels(spark, lake, small_model["version"], "test", small_model["labels"])
-    assert summary["images"] == len(data["y"]) > 0
-    test_patients = {r["patient_id"] for r in spark.table("xray.studies").where("split = 'test'").collect()}
-    assert set(data["patients"].tolist()) <= test_patients
-    for i, m in enumerate(summary["metrics"]):
-        y, p = data["y"][:, i], data["p"][:, i]
-        if 0 < y.sum() < len(y):
-            assert m["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
-            assert m["auroc_low"] <= m["auroc"] <= m["auroc_high"]
-        assert m["true_prevalence"] == pytest.approx(y.mean())
-        if m["threshold"] is None:
-            assert m["status"] == "not calibrated" and math.isnan(m["predicted_prevalence"])
-        else:
-            assert m["predicted_prevalence"] == pytest.approx((p >= m["threshold"]).mean())
-        assert m["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-6)
-    assert Path(summary["report"]).read_text().count("<tr>") == len(summary["metrics"]) + 1
-    assert Path(summary["roc_png"]).read_bytes().startswith(b"\x89PNG")
-    assert Path(summary["reliability_png"]).read_bytes().startswith(b"\x89PNG")
-    rows = spark.read.parquet(lake.table_url("evaluations")).where(F.col("model_version") == small_model["version"])
-    assert rows.count() == len(summary["metrics"])
 
 
 def test_sql_output_formats(spark, scored_lake, small_model):

@@ -27,8 +27,8 @@ from xray_spark.server.serve import listening
 from xray_spark.session import free_port
 
 from .jobs import job_env
+from .lakes import copy_lake, tree_digest
 from .test_readonly import WRITING_STATEMENTS
-from .test_reliability import _copy_lake, _tree_digest
 
 SERVER = [sys.executable, "-m", "xray_spark.server"]
 PATIENT_QUERY = (
@@ -59,7 +59,7 @@ STATEMENT_TIMEOUT = 20
 def served(spark, prepared, small_model, tmp_path_factory):
     """A scored lake of its own with a champion, and a server on it: (settings, lake, port, state dir)."""
     root = tmp_path_factory.mktemp("served")
-    settings, lake = _copy_lake(prepared, root / "lake")
+    settings, lake = copy_lake(prepared, root / "lake")
     set_alias(spark, lake, small_model["version"], reason="the test's model")
     run_scoring(spark, lake, settings, new_only=True)
     port = free_port()
@@ -218,7 +218,7 @@ def test_every_client_gets_the_same_answers(spark, served):
 
 def test_every_writing_statement_is_refused_and_the_lake_stays_byte_identical(served):
     _, lake, port, _ = served
-    before = _tree_digest(Path(lake.root))
+    before = tree_digest(Path(lake.root))
     with _cursor(port, "writer") as cursor:
         for statement in WRITING_STATEMENTS:
             with pytest.raises(Exception, match="refused: ") as caught:
@@ -229,7 +229,7 @@ def test_every_writing_statement_is_refused_and_the_lake_stays_byte_identical(se
         assert result.returncode != 0 and "refused: DropView is not a read-only statement" in result.stderr
         cursor.execute("SELECT count(*) FROM xray.worklist")  # still there for everyone
         assert cursor.fetchall() == [(160,)]
-    assert _tree_digest(Path(lake.root)) == before
+    assert tree_digest(Path(lake.root)) == before
 
 
 def test_a_new_run_shows_without_a_restart_and_never_by_halves(spark, served, small_model):
@@ -278,7 +278,7 @@ def test_no_client_reads_a_file_a_secret_or_opens_a_catalog(served, tmp_path):
     key = tmp_path / "hospital.key"
     key.write_text(PLANTED_KEY + "\n")
     key.chmod(0o600)
-    before = _tree_digest(Path(lake.root))
+    before = tree_digest(Path(lake.root))
     with _cursor(port, "reader") as cursor:
         for query in (f"SELECT value FROM text.`{key}`", "SELECT * FROM binaryFile.`/etc`"):
             with pytest.raises(Exception, match=r"refused: .* is not a table or view of the lake") as caught:
@@ -306,7 +306,7 @@ def test_no_client_reads_a_file_a_secret_or_opens_a_catalog(served, tmp_path):
     with _cursor(port, "reader", {"set:hiveconf:spark.sql.session.timeZone": "Europe/Paris"}) as cursor:
         cursor.execute("SELECT current_timezone()")  # a session setting a client may choose
         assert cursor.fetchall() == [("Europe/Paris",)]
-    assert _tree_digest(Path(lake.root)) == before, "nothing was written into the lake"
+    assert tree_digest(Path(lake.root)) == before, "nothing was written into the lake"
 
 
 def test_one_long_query_neither_blocks_the_others_nor_runs_forever(served):

@@ -17,7 +17,7 @@ import numpy as np
 
 
 def _sk() -> ModuleType:
-    """``sklearn.metrics``, imported on first use: importing it was ~2 s of every job's start."""
+    """``sklearn.metrics``, imported on first use: importing it is a visible part of a job's start (``bench/results/``)."""
     from sklearn import metrics
 
     return metrics

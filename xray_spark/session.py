@@ -34,9 +34,10 @@ MIN_JAVA = 17
 
 
 #: The driver JVM compiles with C1 only. In local mode the heavy work runs in the Python
-#: workers and the JVM plans queries and moves Arrow batches: C2's warm-up cost a cold
-#: prepare about 3 s of 20-27 (2 cores) and bought nothing back at 8,000 images. The
-#: Makefile passes the same options to spark-submit; executors on a cluster keep the default.
+#: workers and the JVM plans queries and moves Arrow batches: C2's warm-up costs a cold
+#: job seconds and buys nothing back at the benchmark's sizes (``bench/results/``,
+#: ``pipeline_cpu2.json``). ``xray-spark`` passes the same options to spark-submit;
+#: executors on a cluster keep the default.
 DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
@@ -81,7 +82,7 @@ def check_java() -> int:
     return major
 
 
-def _log4j_file() -> str:
+def log4j_file() -> str:
     return str(resources.files("xray_spark").joinpath("log4j2.properties"))
 
 
@@ -130,7 +131,7 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None, jvm_o
         builder = builder.config("spark.driver.memory", settings.driver_memory)
         builder = builder.config(
             "spark.driver.extraJavaOptions",
-            f"-Dlog4j2.configurationFile=file:{_log4j_file()} {DRIVER_JVM_OPTIONS} {jvm_options}".rstrip(),
+            f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS} {jvm_options}".rstrip(),
         )
     defaults = {
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],

@@ -28,7 +28,7 @@ class StoreManifest:
     split: dict[str, Any]
     runs: list[dict[str, Any]]
     format_version: int = FORMAT_VERSION
-    #: A DICOM store's pseudonym key, as :func:`xray_spark.prepare.privacy.key_fingerprint` gives it (never the key).
+    #: A DICOM store's pseudonym key, as :func:`xray_spark.privacy.key_fingerprint` gives it (never the key).
     key_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

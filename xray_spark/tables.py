@@ -65,8 +65,8 @@ def register_table(spark: SparkSession, lake: Lake, name: str) -> None:
     spark.sql(f"DROP TABLE IF EXISTS {qualified(name)}")
     # mergeSchema: prediction tables of models with other label sets have other p_ columns.
     spark.catalog.createTable(qualified(name), path=lake.table_url(name), source="parquet", mergeSchema="true")
-    # Partitioned: its top folders are ``column=value``. Asking the file system, not the
-    # catalog (listColumns), saved ~1 s of a cold job's first catalog query.
+    # Partitioned: its top folders are ``column=value``. Asked of the file system, not the
+    # catalog (listColumns), which costs a cold job's first catalog query noticeably more.
     if any(is_dir and "=" in entry for entry, is_dir in _data_entries(spark, lake, name)):
         spark.catalog.recoverPartitions(qualified(name))
 

@@ -38,7 +38,7 @@ from pydicom import dcmread, uid
 from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
-from xray_spark.dev.dicom import SYNTAXES, encode, film
+from xray_spark.dev.dicom_films import SYNTAXES, encode, film
 from xray_spark.dev.studies import Study, pixel_spacing, plan_studies, rendered
 
 SURNAMES = ("Hartley", "Okafor", "Lindqvist", "Moreau", "Takahashi", "Brennan", "Castillo", "Novak")

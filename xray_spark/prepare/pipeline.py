@@ -1,14 +1,11 @@
-"""The prepare job: an NIH-format archive into a Petastorm training store, step by step.
+"""The prepare job: an archive into a Petastorm training store, step by step.
 
 :func:`run_prepare` is the table of contents; each step is a function below it, in the
 order it runs, and the work of each lives in its own module:
 
-1. read the inputs: the metadata CSV (:mod:`~xray_spark.prepare.metadata`) and the image
-   listing (:mod:`~xray_spark.prepare.files`); in an incremental run, the rows already
-   stored are set aside;
-2. check the metadata row by row and choose the label set;
-3. give each patient a split (:mod:`~xray_spark.prepare.split`);
-4. match rows to files, and list what is missing, orphaned or duplicated;
+1-4. read the source (:mod:`~xray_spark.prepare.sources`): the NIH CSV and its PNG files,
+   or a DICOM export by its headers; check each description, choose the label set, give
+   each patient a split, match descriptions to files, list what is missing or duplicated;
 5. decode on the executors (:mod:`~xray_spark.prepare.decode`);
 6. quarantine what was bad (:mod:`~xray_spark.prepare.quarantine`), stopping when it is
    more than ``quarantine.max_fraction``;
@@ -31,26 +28,29 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, progress
+from xray_spark import locks, privacy, progress
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
-from xray_spark.labels import choose_label_set
 from xray_spark.lake import Lake, local_path
-from xray_spark.prepare import dicom_run, load, tally
+from xray_spark.prepare import load, tally
 from xray_spark.prepare import metadata as meta
 from xray_spark.prepare import split as splits
 from xray_spark.prepare.decode import decode_images
-from xray_spark.prepare.files import attach_files, list_image_files
 from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows, quarantined_before
-from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun, ReadInputs
+from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun
+from xray_spark.prepare.sources import SOURCES, read_source
 from xray_spark.prepare.summary import finding_frequency_chart
 
 
-def check_inputs(inputs: PrepareInputs) -> None:
-    """Fail fast, before Spark starts, on local inputs that are missing or of the wrong kind."""
-    if inputs.source not in ("nih", "dicom"):
-        raise UsageError(f"--source must be nih or dicom, got {inputs.source!r}")
+def check_inputs(inputs: PrepareInputs, settings: Settings | None = None) -> None:
+    """Fail fast, before Spark starts, on local inputs that are missing or of the wrong kind.
+
+    With ``settings``, a DICOM source's pseudonym key is checked too, by the check the run
+    makes again (:func:`xray_spark.privacy.key_for_lake`): a key file inside the lake fails here.
+    """
+    if inputs.source not in SOURCES:
+        raise UsageError(f"--source must be {' or '.join(SOURCES)}, got {inputs.source!r}")
     if inputs.source == "nih" and not inputs.metadata:
         raise UsageError("--metadata CSV is required for --source nih (the NIH Data_Entry file)")
     if inputs.source == "dicom" and (inputs.images is None or inputs.metadata_only):
@@ -70,6 +70,8 @@ def check_inputs(inputs: PrepareInputs) -> None:
         local = local_path(path) if path else None
         if local is not None and not os.path.isfile(local):
             raise UsageError(f"file {local} does not exist (given to --bbox, --labels or --split-lists)")
+    if inputs.source == "dicom" and settings is not None:
+        privacy.key_for_lake(settings.privacy, Lake.at(settings.lake))
 
 
 def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: PrepareInputs) -> dict[str, Any]:
@@ -86,49 +88,20 @@ def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: Pre
     with _lock(run), progress.step():
         try:
             start(run)
-            inputs_of = dicom_inputs if inputs.source == "dicom" else nih_inputs
-            metadata, matched, label_set = inputs_of(run)
-            if matched is None:  # --metadata-only
+            record = read_source(run)
+            if record.matched is None:  # --metadata-only
                 return finish(run)
-            decoded = decode(run, matched, label_set)
-            good = quarantine(run, metadata, matched, decoded)
-            write_store(run, good, decoded.n_good, label_set)
-            if inputs.source == "dicom":
-                dicom_run.write_instances(run, good, matched.with_file)
+            decoded = decode(run, record.matched, record.label_set)
+            good = quarantine(run, record.metadata, record.matched, decoded)
+            write_store(run, good, decoded.n_good, record.label_set)
+            if record.after_store is not None:
+                record.after_store(run, good, record.matched.with_file)
             write_tables(run)
             if inputs.bbox:
                 write_boxes(run)
             return finish(run)
         finally:
             run.release()
-
-
-def nih_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles | None, list[str]]:
-    """The NIH source: the CSV read and checked, the label set, splits, rows matched to files."""
-    given = read_inputs(run)
-    metadata = check_metadata(run, given)
-    label_set = choose_labels(run, metadata)
-    if run.inputs.metadata_only or run.inputs.images is None:
-        run.summary["mode"] = "metadata-only"
-        return metadata, None, label_set
-    run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
-    run.phase("metadata")
-    with_split = assign_splits(run, metadata.valid)
-    return metadata, match_files(run, metadata, with_split, given.files), label_set
-
-
-def dicom_inputs(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles, list[str]]:
-    """The DICOM source: headers read on the executors, films sorted, unlabelled films ``unlabeled``."""
-    metadata, matched = dicom_run.read_dicom(run)
-    if run.inputs.labels or run.appends:
-        label_set = choose_labels(run, metadata)
-    else:  # no labels to count: the configured findings
-        label_set = list(run.settings.labels.findings)
-        run.summary["label_set"] = label_set
-        run.summary["label_set_rule"] = {"findings": label_set, "min_cases": 0}
-    run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
-    run.phase("headers")
-    return metadata, matched, label_set
 
 
 def _lock(run: PrepareRun) -> contextlib.AbstractContextManager:
@@ -160,106 +133,6 @@ def start(run: PrepareRun) -> None:
     run.manifest = store_mod.read_manifest(run.lake, run.dataset)
     if not (run.inputs.metadata_only or run.inputs.images is None):
         load.check_volumes(run.lake, run.dataset, append=run.appends)  # before any work, not after it
-
-
-def read_inputs(run: PrepareRun) -> ReadInputs:
-    """The metadata rows to consider and the image listing."""
-    raw = meta.read_metadata(run.spark, run.inputs.metadata)
-    files = None
-    if run.inputs.images is not None and not run.inputs.metadata_only:
-        files = list_image_files(run.spark, run.inputs.images)  # fail fast on a bad folder
-    already = 0
-    if run.appends:
-        existing = load.store_image_ids(run.spark, run.store_url)
-        raw_ids = raw.withColumn("image_id", F.trim("image_index"))
-        already = raw_ids.join(existing, "image_id", "left_semi").count()
-        raw = raw_ids.join(existing, "image_id", "left_anti").drop("image_id")
-    return ReadInputs(raw, files, already)
-
-
-def check_metadata(run: PrepareRun, given: ReadInputs) -> CheckedMetadata:
-    """Each row's verdict, and the counts of the valid ones (one aggregate)."""
-    checked = run.keep(meta.validate_metadata(given.raw))
-    counts = tally.metadata_tally(checked)
-    valid = checked.where(F.col("reason").isNull())
-    already = given.already
-    run.summary["metadata"] = {
-        "file": run.inputs.metadata,
-        "rows": counts["rows"] + already,
-        "rows_considered": counts["rows"],
-        "already_in_store": already,
-        **{k: counts[k] for k in ("valid_rows", "patients", "implausible_ages_set_null", "views", "finding_counts")},
-    }
-    bad = checked.where(F.col("reason").isNotNull())
-    return CheckedMetadata(checked, valid, bad, counts["rows"], counts["bad_by_reason"])
-
-
-def choose_labels(run: PrepareRun, metadata: CheckedMetadata) -> list[str]:
-    """The store's label set: kept from the manifest when appending, else chosen from the counts."""
-    settings = run.settings
-    if run.appends:
-        label_set = list(run.manifest.labels)
-        store_mod.check_compatible(run.manifest, label_set, settings.image.size, dataclasses.asdict(settings.split))
-    else:
-        counts = run.summary["metadata"]["finding_counts"]
-        label_set = choose_label_set(counts, settings.labels.findings, settings.labels.min_cases)
-        if not label_set:
-            raise UsageError(
-                f"no finding has labels.min_cases={settings.labels.min_cases} images in {run.inputs.metadata}: "
-                "lower labels.min_cases"
-            )
-    run.summary["label_set"] = label_set
-    run.summary["label_set_rule"] = {"findings": list(settings.labels.findings), "min_cases": settings.labels.min_cases}
-    return label_set
-
-
-def assign_splits(run: PrepareRun, valid: DataFrame) -> DataFrame:
-    """Each valid row's split: from the official lists when given, else by patient hash."""
-    if run.inputs.split_lists is not None:
-        lists = splits.read_split_lists(run.spark, *run.inputs.split_lists)
-        return splits.assign_splits_from_lists(valid, lists, run.settings.split)
-    return splits.assign_splits(valid, run.settings.split)
-
-
-def match_files(run: PrepareRun, metadata: CheckedMetadata, with_split: DataFrame, files: DataFrame) -> MatchedFiles:
-    """Rows with a file go on; rows without one, orphan files and duplicates are listed in the report."""
-    with_file, without_file, unique_files, duplicate_files = attach_files(with_split, files)
-    with_file = run.keep(with_file)
-    all_ids = metadata.checked.select("image_id")
-    if run.appends:
-        all_ids = all_ids.unionByName(load.store_image_ids(run.spark, run.store_url))
-    orphans = unique_files.join(all_ids, unique_files["file_name"] == all_ids["image_id"], "left_anti")
-    n = tally.row_counts(
-        with_file=with_file, missing=without_file, orphans=orphans, duplicates=duplicate_files, files=unique_files
-    )
-    n_candidates = n["with_file"]
-    if run.guards_removal:  # fail before the decode when the files alone cannot keep the store
-        what = f"{n_candidates:,} images have metadata and a file"
-        load.refuse_removal(run.spark, run.store_url, with_file.select("image_id"), run.dataset, what)
-    counts = {
-        "missing_images": (n["missing"], without_file.select("image_id", "patient_id", "finding_labels")),
-        "orphan_images": (n["orphans"], orphans.select("file_name", "source_path")),
-        "duplicate_files": (n["duplicates"], duplicate_files.select("file_name", "source_path")),
-    }
-    for name, (count, rows) in counts.items():
-        if count:  # no listing job when there is nothing to list
-            load.write_list(rows, f"{run.report_dir}/{name}")
-    n_missing = counts["missing_images"][0]
-    if n_missing and run.inputs.require_images:
-        raise UsageError(
-            f"{n_missing} metadata rows have no image file under {run.inputs.images} (--require-images is set): "
-            f"see {run.report_dir}/missing_images, or drop --require-images to ingest what is there"
-        )
-    run.summary["images"] = {
-        "folder": run.inputs.images,
-        "files_found": n["files"],
-        "with_metadata": n_candidates,
-        "metadata_rows_without_file": n_missing,
-        "files_without_metadata": counts["orphan_images"][0],
-        "duplicate_files_ignored": counts["duplicate_files"][0],
-    }
-    run.phase("files")
-    return MatchedFiles(with_file, n_candidates, counts["orphan_images"][0], run.summary["images"]["files_found"])
 
 
 def decode(run: PrepareRun, matched: MatchedFiles, label_set: list[str]) -> Decoded:

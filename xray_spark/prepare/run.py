@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -119,3 +120,56 @@ class Decoded:
     bad: DataFrame
     n_good: int
     counts: dict[str, Any]  # see tally.decoded_tally
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRecord:
+    """What an image source (:mod:`xray_spark.prepare.sources`) hands the rest of prepare, whatever the source.
+
+    ``metadata`` holds every input considered with its verdict (the bad ones go to quarantine);
+    ``matched`` the candidates to decode, in the columns decode takes (None: a metadata-only
+    check); ``label_set`` the store's findings; ``after_store`` what the source writes once the
+    store holds the good rows (called with the run, the good rows and the candidates).
+    """
+
+    metadata: CheckedMetadata
+    matched: MatchedFiles | None
+    label_set: list[str]
+    after_store: Callable[[PrepareRun, DataFrame, DataFrame], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataCounts:
+    """The summary's ``metadata`` section: what the source's descriptions of the films held."""
+
+    file: str | None  # the CSV, or a DICOM delivery's reference (its path may name a patient)
+    rows: int  # descriptions read, those already in the store included
+    rows_considered: int
+    already_in_store: int
+    valid_rows: int
+    patients: int
+    views: dict[str, int]
+    finding_counts: dict[str, int]
+    implausible_ages_set_null: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageCounts:
+    """The summary's ``images`` section: the files found and how they matched the descriptions."""
+
+    folder: str | None
+    files_found: int
+    with_metadata: int
+    files_without_metadata: int
+    duplicate_files_ignored: int
+    metadata_rows_without_file: int = 0
+
+
+def write_sections(
+    run: PrepareRun, *, metadata: MetadataCounts | None = None, images: ImageCounts | None = None
+) -> None:
+    """The summary's ``metadata`` and ``images`` sections, the same keys for every source."""
+    if metadata is not None:
+        run.summary["metadata"] = dataclasses.asdict(metadata)
+    if images is not None:
+        run.summary["images"] = dataclasses.asdict(images)

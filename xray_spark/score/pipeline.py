@@ -71,8 +71,8 @@ def run_scoring(
 def check_model_loads(card: ModelCard, store_size: int) -> None:
     """Before any task: the model's size matches the store's, and the file is a native Keras archive.
 
-    The driver does not load the model itself (TensorFlow's import and the load were about
-    3 s of every run): :func:`resolve_model` has verified the file's SHA-256 against
+    The driver does not load the model itself (TensorFlow's import and the load are a
+    fixed cost of every run, ``bench/results/``): :func:`resolve_model` has verified the file's SHA-256 against
     ``xray.models``, and registration loaded exactly those bytes in safe mode and checked
     their input and outputs against model.json (:func:`~xray_spark.registry.register_model`).
     """

@@ -2,7 +2,8 @@
 
 Files are found by content (the ``DICM`` marker at byte 128), whatever their names, in
 nested folders. Each header is read on an executor without its pixel data; only the
-attributes in :data:`~xray_spark.prepare.privacy.KEPT` come back, with the Patient ID as
+attributes in :data:`~xray_spark.privacy.KEPT` come back (the header is read through a
+:class:`~xray_spark.privacy.KeptHeader`, which refuses any other), with the Patient ID as
 its keyed pseudonym and the age computed there. DICOMDIRs and files that are not DICOM
 are listed; valid objects that are not frontal chest radiographs are skipped with a
 reason (:data:`SKIP_REASONS`); broken headers are quarantined.
@@ -22,9 +23,9 @@ from pyspark.sql import types as T
 
 from xray_spark.errors import ImageError
 from xray_spark.prepare import reasons
-from xray_spark.prepare.dicom import HEADER_ALLOWANCE, check_inflated_size
 from xray_spark.prepare.files import real_path
-from xray_spark.prepare.privacy import age_in_years, pseudonym
+from xray_spark.prepare.sources.dicom.pixels import HEADER_ALLOWANCE, check_inflated_size
+from xray_spark.privacy import KeptHeader, derived_values
 
 DICOM_MARKER_OFFSET = 128
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -110,8 +111,13 @@ def _study_datetime(ds: Any) -> dt.datetime | None:
 
 def header_row(ds: Any, key: bytes) -> dict[str, Any]:
     """The kept attributes of one header (no name, birth date or other identifying field)."""
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else None
+    return kept_row(KeptHeader(ds, syntax)) | derived_values(ds, key)
+
+
+def kept_row(ds: KeptHeader) -> dict[str, Any]:
+    """The header row's columns taken from the kept attributes."""
     spacing_x, spacing_y = _spacing(ds)
-    patient_id = str(ds.get("PatientID", "") or "")
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     skipped = skip_reason(ds)
     return {
@@ -121,8 +127,6 @@ def header_row(ds: Any, key: bytes) -> dict[str, Any]:
         "study_uid": str(ds.get("StudyInstanceUID", "") or "") or None,
         "series_uid": str(ds.get("SeriesInstanceUID", "") or "") or None,
         "accession_number": str(ds.get("AccessionNumber", "") or "") or None,
-        "patient_key": pseudonym(key, patient_id) if patient_id.strip() else None,
-        "age": age_in_years(ds.get("PatientAge"), ds.get("PatientBirthDate"), ds.get("StudyDate")),
         "sex": sex if sex in ("M", "F") else "",
         "study_datetime": _study_datetime(ds),
         "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
@@ -134,7 +138,7 @@ def header_row(ds: Any, key: bytes) -> dict[str, Any]:
         "pixel_spacing_y": spacing_y,
         "photometric": str(ds.get("PhotometricInterpretation", "") or ""),
         "bits_stored": int(ds.BitsStored) if "BitsStored" in ds else None,
-        "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else None,
+        "transfer_syntax": ds.transfer_syntax,
     }
 
 

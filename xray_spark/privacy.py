@@ -24,6 +24,7 @@ import stat
 
 from xray_spark.config import PrivacySettings
 from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
 
 #: The header attributes the pipeline keeps (by pydicom keyword); everything else is dropped.
 KEPT = (
@@ -46,7 +47,57 @@ KEPT = (
     "BitsStored",
     "NumberOfFrames",
 )
+#: Identifying attributes read only to derive a kept value, never kept themselves: by pydicom keyword, what from.
+DERIVED_FROM = {
+    "PatientID": "patient_key (its keyed pseudonym)",
+    "PatientAge": "age",
+    "PatientBirthDate": "age, when Patient's Age is missing (the date itself discarded)",
+}
 MIN_KEY_BYTES = 16
+
+
+class KeptHeader:
+    """A DICOM header as the pipeline may read it: the attributes of :data:`KEPT`, nothing else.
+
+    Reading any other attribute raises, so a new column taken from a header cannot bypass
+    the list: the list is the code's, not only the documentation's. The values of
+    :data:`DERIVED_FROM` are read from the dataset itself, by :func:`derived_values`.
+    """
+
+    def __init__(self, ds: object, transfer_syntax: str | None = None) -> None:
+        get = ds.get  # type: ignore[attr-defined]
+        self._values = {kw: get(kw) for kw in KEPT if get(kw) is not None}
+        self.transfer_syntax = transfer_syntax
+
+    def _check(self, keyword: str) -> None:
+        if keyword not in KEPT:
+            raise KeyError(f"{keyword} is not in privacy.KEPT: the pipeline may not read it from a header")
+
+    def get(self, keyword: str, default: object = None) -> object:
+        self._check(keyword)
+        return self._values.get(keyword, default)
+
+    def __contains__(self, keyword: str) -> bool:
+        self._check(keyword)
+        return keyword in self._values
+
+    def __getattr__(self, keyword: str) -> object:
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        self._check(keyword)
+        if keyword not in self._values:
+            raise AttributeError(keyword)
+        return self._values[keyword]
+
+
+def derived_values(ds: object, key: bytes) -> dict[str, object]:
+    """The values kept in place of :data:`DERIVED_FROM`'s attributes: the patient's pseudonym and age."""
+    get = ds.get  # type: ignore[attr-defined]
+    patient_id = str(get("PatientID", "") or "")
+    return {
+        "patient_key": pseudonym(key, patient_id) if patient_id.strip() else None,
+        "age": age_in_years(get("PatientAge"), get("PatientBirthDate"), get("StudyDate")),
+    }
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +134,12 @@ def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise UsageError(f"the pseudonym key from {source} is shorter than {MIN_KEY_BYTES} bytes: use a longer one")
     return key
+
+
+def key_for_lake(settings: PrivacySettings, lake: Lake) -> bytes:
+    """The pseudonym key for a run on ``lake``: :func:`read_key` with the lake's local root. The one check, run
+    both before Spark starts (the jobs) and inside the run, so a key file inside the lake fails the first."""
+    return read_key(settings, lake.root if lake.is_local else None)
 
 
 def _check_key_mode(path: str) -> None:

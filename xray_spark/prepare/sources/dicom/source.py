@@ -1,11 +1,11 @@
-"""The DICOM source's steps of prepare: from a folder of DICOM files to the candidates to decode.
+"""The DICOM source: from a folder of DICOM files to the candidates to decode.
 
-:func:`read_dicom` stands in for the NIH source's read, check and match steps: it lists
-every file, reads the headers on the executors (:mod:`~xray_spark.prepare.dicom_source`),
+:func:`read` is this source's read, check and match steps: it lists
+every file, reads the headers on the executors (:mod:`~xray_spark.prepare.sources.dicom.headers`),
 sets aside what is not DICOM, what is skipped and what is broken, keeps one file per SOP
 Instance UID, gives each pseudonymous patient a numeric id (``xray.patient_keys``) and
 each film its follow-up number (by study date and time), labels the films a ``--labels``
-CSV names (:mod:`~xray_spark.prepare.dicom_labels`) and marks the others ``unlabeled``:
+CSV names (:mod:`~xray_spark.prepare.sources.dicom.labels`) and marks the others ``unlabeled``:
 never trained or evaluated on, always scored.
 """
 
@@ -20,15 +20,24 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark import tables
+from xray_spark import privacy, tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import local_path
-from xray_spark.prepare import load, privacy, tally
-from xray_spark.prepare.dicom_labels import apply_labels, read_labels
-from xray_spark.prepare.dicom_source import read_headers
+from xray_spark.prepare import load, tally
 from xray_spark.prepare.files import printable, real_path, walk_local
+from xray_spark.prepare.label_set import choose_labels, configured_labels
 from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
-from xray_spark.prepare.run import CheckedMetadata, MatchedFiles, PrepareRun
+from xray_spark.prepare.run import (
+    CheckedMetadata,
+    ImageCounts,
+    MatchedFiles,
+    MetadataCounts,
+    PrepareRun,
+    SourceRecord,
+    write_sections,
+)
+from xray_spark.prepare.sources.dicom.headers import read_headers
+from xray_spark.prepare.sources.dicom.labels import apply_labels, read_labels
 from xray_spark.prepare.split import UNLABELED
 
 log = logging.getLogger(__name__)
@@ -74,9 +83,19 @@ def list_all_files(run: PrepareRun, key: bytes) -> DataFrame:
     return run.spark.createDataFrame(pd.DataFrame({"source_path": refs, "read_path": paths}), schema)
 
 
+def read(run: PrepareRun) -> SourceRecord:
+    """The headers read and the films sorted; unlabelled films ``unlabeled``; the label set."""
+    metadata, matched = read_dicom(run)
+    # Without a labels CSV there are no labels to count: the configured findings.
+    label_set = choose_labels(run) if run.inputs.labels or run.appends else configured_labels(run)
+    run.summary["mode"] = "incremental" if run.inputs.incremental else "full"
+    run.phase("headers")
+    return SourceRecord(metadata, matched, label_set, after_store=write_instances)
+
+
 def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
     """Headers read, films sorted into candidates, skipped, broken and duplicates; the summary's counts."""
-    key = privacy.read_key(run.settings.privacy, run.lake.root if run.lake.is_local else None)
+    key = privacy.key_for_lake(run.settings.privacy, run.lake)
     run.key_fingerprint = privacy.key_fingerprint(key)
     if not run.inputs.replace:  # a --replace pseudonymises the whole store anew
         privacy.check_same_key(run.key_fingerprint, run.manifest and run.manifest.key_fingerprint, run.dataset)
@@ -133,25 +152,18 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
         "already_in_store": already,
     }
     labelled = candidates.where(F.col("split") != UNLABELED)
-    run.summary["metadata"] = {
-        "file": run.images_ref,  # the folder's reference: its path may name a patient
-        "rows": rows_read + already,
-        "rows_considered": rows_read,
-        "already_in_store": already,
-        "valid_rows": n_candidates,
-        "patients": candidates.select("patient_id").distinct().count(),
-        "implausible_ages_set_null": 0,
-        "views": {r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
-        "finding_counts": tally.count_findings(labelled) if run.inputs.labels else {},
-    }
-    run.summary["images"] = {
-        "folder": run.images_ref,
-        "files_found": n_files,
-        "with_metadata": n_candidates,
-        "metadata_rows_without_file": 0,
-        "files_without_metadata": kinds.get("not_dicom", 0),
-        "duplicate_files_ignored": n_duplicates,
-    }
+    metadata = MetadataCounts(
+        file=run.images_ref,  # the folder's reference: its path may name a patient
+        rows=rows_read + already,
+        rows_considered=rows_read,
+        already_in_store=already,
+        valid_rows=n_candidates,
+        patients=candidates.select("patient_id").distinct().count(),
+        views={r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
+        finding_counts=tally.count_findings(labelled) if run.inputs.labels else {},
+    )
+    images = ImageCounts(run.images_ref, n_files, n_candidates, kinds.get("not_dicom", 0), n_duplicates)
+    write_sections(run, metadata=metadata, images=images)
 
 
 def _check_ids(films: DataFrame) -> tuple[DataFrame, DataFrame]:

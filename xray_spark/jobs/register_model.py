@@ -1,0 +1,45 @@
+"""spark-submit jobs/register_model.py: admit a model folder trained elsewhere into the lake.
+
+spark-submit jobs/register_model.py --model DIR [--lake DIR] [--conf FILE] [--set k=v ...]
+
+The folder needs a model.json (version, model_file, labels, input.size) and a native
+``.keras`` model file. The file is loaded once in Keras safe mode (a Lambda layer, an
+``.h5`` file or a SavedModel is refused), its shapes are checked against model.json, the
+folder is copied to ``lake/models/<version>`` and ``xray.models`` records it with the
+SHA-256 of both files: scoring and evaluation then accept it, and refuse it if either file
+changes afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from xray_spark import cli
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("register_model", "Register a model trained elsewhere in xray.models.")
+    parser.add_argument("--model", required=True, help="the model folder (model.json + a .keras file)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+
+    def body() -> int:
+        settings = cli.resolve_settings(args)
+        spark, lake = cli.open_lake(settings, "register_model")
+        from xray_spark.registry import register_model
+
+        row = register_model(spark, lake, args.model, dataset=settings.dataset)
+        print(json.dumps({k: row[k] for k in ("version", "path", "model_sha256", "meta_sha256")}, sort_keys=True))
+        cli.write_summary_json(args.summary_json, row, settings)
+        return 0
+
+    return cli.run_job("register_model", body, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
