@@ -198,6 +198,30 @@ def test_unlabelled_films_are_scored_and_on_the_worklist(spark, hospital, small_
     assert {ds.SOPInstanceUID for _, ds, _ in films} <= worklist
 
 
+def test_a_dicom_night_is_ingested_scored_and_listed_by_nightly(spark, hospital, small_model, tmp_path, monkeypatch):
+    """``nightly --source dicom``: tonight's folder of DICOM files added, scored and on the worklist in one run."""
+    from xray_spark.registry import register_model, registered_row
+
+    _, lake, _, films = hospital
+    if registered_row(spark, lake, small_model["version"]) is None:
+        register_model(spark, lake, small_model["model_dir"], dataset="nih")
+    night = tmp_path / "night"
+    write_export(night, [("old/A", films[2][1], "explicit-le")])  # stored already: not added again
+    write_export(night, [(f"ZZPID0007/S{i}/IM0", _film(7, i, seed=70 + i), "jpeg-lossless") for i in range(2)])
+    args = ["--source", "dicom", "--incoming", night, "--lake", lake.root, "--set", "dataset=hospital"]
+    args += ["--set", "image.size=64", "--set", f"privacy.identity_dir={tmp_path / 'identity'}"]
+    args += ["--set", "score.heatmaps=none", "--summary-json", tmp_path / "night.json"]
+    monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
+    result = checked(run_job("nightly", args))
+    assert not [v for v in (*PHI.values(), "ZZPID") if v in result.stdout + result.stderr]
+    night_summary = json.loads((tmp_path / "night.json").read_text())
+    assert night_summary["prepare"]["images"]["written"] == 2
+    assert night_summary["prepare"]["dicom"]["already_in_store"] == 1
+    assert night_summary["score"]["written"] >= 2 and night_summary["worklist"]["films"] >= 2
+    late = run_job("nightly", ["--source", "dicom", "--incoming", tmp_path / "not-yet", "--lake", lake.root])
+    assert late.returncode == 2 and "not a folder" in late.stderr and "SparkContext" not in late.stderr
+
+
 def test_a_labels_csv_labels_its_films_with_patient_splits_and_quarantines_bad_labels(spark, export, tmp_path):
     root, films = export
     labels = {ds.AccessionNumber: "Effusion|Mass" for _, ds, _ in films[:8]}

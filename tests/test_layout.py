@@ -1,6 +1,6 @@
 """The package's shape: one folder per job, stages that do not import each other, no cycles, short functions.
 
-These are the rules of the README's Architecture section, checked on the source itself.
+These are the rules of docs/architecture.md, checked on the source itself.
 """
 
 from __future__ import annotations

@@ -52,12 +52,14 @@ def test_the_conf_checks_rules_findings_and_urgencies():
     with pytest.raises(ConfigError, match=r"thresholds\.per_finding\.Mass"):
         load_settings(None, ["thresholds.per_finding={Mass: 'sensitivity:2'}"])
     with pytest.raises(ConfigError, match="unknown findings"):
-        load_settings(None, ["worklist.urgency={Flu: 0.5}"])
+        load_settings(None, ["score.urgency={Flu: 0.5}"])
     with pytest.raises(ConfigError, match=r"weight in \[0, 1\]"):
-        load_settings(None, ["worklist.urgency={Mass: 3}"])
+        load_settings(None, ["score.urgency={Mass: 3}"])
+    with pytest.raises(ConfigError, match=r"'worklist\.urgency' is now 'score\.urgency'"):
+        load_settings(None, ["worklist.urgency={Mass: 0.5}"])
     settings = load_settings(None, ["thresholds.per_finding={Pneumothorax: 'sensitivity:0.9'}"])
     assert settings.thresholds.per_finding == {"Pneumothorax": "sensitivity:0.9"}
-    assert settings.worklist.urgency["Pneumothorax"] == 1.0
+    assert settings.score.urgency["Pneumothorax"] == 1.0
 
 
 def test_platt_scaling_makes_probabilities_honest_without_changing_the_order():

@@ -181,7 +181,7 @@ class ThresholdSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SqlServerSettings:
-    """The Thrift JDBC/ODBC server (``python -m xray_spark.server``); see the README's "Query the predictions"."""
+    """The Thrift JDBC/ODBC server (``python -m xray_spark.server``); see docs/query.md."""
 
     host: str = "127.0.0.1"  # another address needs authentication other than NONE
     port: int = 10000

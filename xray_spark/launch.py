@@ -20,7 +20,7 @@ user's options do not say otherwise:
 * ``PYSPARK_PYTHON`` and ``PYSPARK_DRIVER_PYTHON``: this interpreter, so the executors find
   the installed packages; ``SPARK_LOCAL_IP=127.0.0.1`` unless set.
 
-The exit status is the job's (see the README's exit statuses).
+The exit status is the job's (docs/faults.md, exit statuses).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 
 
 def _sk() -> ModuleType:
-    """``sklearn.metrics``, imported on first use: importing it is a visible part of a job's start (``bench/results/``)."""
+    """``sklearn.metrics``, imported on first use: its import is a visible part of a job's start."""
     from sklearn import metrics
 
     return metrics

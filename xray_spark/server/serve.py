@@ -40,7 +40,7 @@ def _refuse_open(host: str) -> UsageError:
     return UsageError(
         f"refusing to listen on {host} without authentication: anyone who reaches that address could "
         "read every prediction; set sql_server.authentication=LDAP or KERBEROS with its sql_server.hive_conf "
-        "settings (README: Query the predictions), or keep sql_server.host=127.0.0.1"
+        "settings (docs/query.md, the SQL server), or keep sql_server.host=127.0.0.1"
     )
 
 

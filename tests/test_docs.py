@@ -1,0 +1,60 @@
+"""The documentation holds together: every module is in the architecture table, every link of the README and of
+docs/ leads to a file and a heading that exist, and the README stays a first read."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import ROOT
+
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def _anchors(path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_every_module_is_named_in_the_architecture_table():
+    table = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^\| `(xray_spark/[\w/]+\.py)` \|", table, flags=re.M))
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "xray_spark").rglob("*.py")}
+    assert modules - named == set(), "modules missing from docs/architecture.md"
+    assert named - modules == set(), "docs/architecture.md names modules that do not exist"
+
+
+def test_every_link_in_the_readme_and_docs_resolves():
+    broken = []
+    for page in PAGES:
+        for target in LINK.findall(re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (page.parent / file_part).resolve() if file_part else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
+    pictures = [m for page in PAGES for m in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text(encoding="utf-8"))]
+    assert pictures and all((DOCS / p).is_file() for p in pictures), pictures
+
+
+def test_every_docs_page_is_reachable_from_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert {p.name for p in DOCS.glob("*.md")} == set(re.findall(r"\(docs/([\w-]+\.md)[#)]", readme))
+
+
+def test_the_readme_is_a_first_read():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 320, f"README.md has {len(lines)} lines: move the detail to a docs/ page"
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[:4] == ["## The two commands", "## The pipeline", "## The jobs", "## Read more"]
