@@ -99,6 +99,7 @@ def derived_values(ds: object, key: bytes) -> dict[str, object]:
         "age": age_in_years(get("PatientAge"), get("PatientBirthDate"), get("StudyDate")),
     }
 
+
 log = logging.getLogger(__name__)
 
 
