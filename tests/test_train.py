@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -107,11 +108,20 @@ def test_heatmaps_point_at_the_planted_lesions_and_a_shuffled_control_does_not(s
     }
     report = {f: (m["boxes"], round(m["pointing_tolerant"], 2), round(m["shuffled"], 2)) for f, m in local.items()}
     assert pooled["pointing_tolerant"] >= 0.8, report
-    assert all(m["pointing_tolerant"] >= 0.6 for m in local.values() if m["boxes"] >= 10), report
+    # Each finding with 10 boxes or more: its hits not significantly below the pooled bar of 0.8 (one-sided
+    # binomial, 1%): 5 of 10 can happen to a finding the model points at (p = 0.033), 4 of 10 cannot (0.006).
+    hits = {f: round(m["pointing_tolerant"] * m["boxes"]) for f, m in local.items()}
+    weak = [f for f, m in local.items() if m["boxes"] >= 10 and _binomial_cdf(hits[f], m["boxes"], 0.8) < 0.01]
+    assert not weak, report
     # Another film's heatmap hits above the area fraction (0.28-0.38 against 0.12-0.15 in three runs: any
     # film's heatmap lies in the lung fields, where the lesions are) and far below the film's own.
     assert pooled["shuffled"] < 0.5 and pooled["chance"] < 0.25, (pooled, report)
     assert pooled["pointing_tolerant"] - pooled["shuffled"] > 0.3, (pooled, report)
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 
 def test_shuffled_labels_stay_at_chance(spark, learning_archive, tmp_path):
