@@ -11,6 +11,8 @@ import pytest
 
 from xray_spark import privacy
 from xray_spark.dev.dicom_films import film
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake
 from xray_spark.prepare.sources.dicom import headers
 from xray_spark.prepare.sources.dicom.headers import HEADER_SCHEMA, header_row
 
@@ -80,8 +82,8 @@ def test_a_key_file_inside_the_lake_is_refused_before_spark_starts(tmp_path):
     export = tmp_path / "export"
     export.mkdir()
     settings = make_settings(lake, f"privacy.key_file={key}")
-    with pytest.raises(privacy.UsageError, match="inside the lake"):
-        privacy.key_for_lake(settings.privacy, privacy.Lake.at(str(lake)))
+    with pytest.raises(UsageError, match="inside the lake"):
+        privacy.key_for_lake(settings.privacy, Lake.at(str(lake)))
     args = ["--source", "dicom", "--images", str(export), "--lake", str(lake)]
     args += ["--set", f"privacy.key_file={key}", "--set", "privacy.key_env="]
     result = subprocess.run(

@@ -41,6 +41,15 @@ def local_path(path: str) -> str | None:
     return path
 
 
+def write_json_atomic(path: str, value: Any) -> None:
+    """A local JSON file whole or not at all: a temporary file renamed into place (NaN written as JSON's NaN)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=2, default=float)
+    os.replace(tmp, path)
+
+
 def same_volume(a: str, b: str) -> bool:
     """Whether two local folders (or their nearest existing parents) lie on one file system, so a rename
     between them is one step (a folder behind a symlink to another disk is not)."""

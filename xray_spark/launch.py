@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -151,18 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = submit_command(job, job_args, submit)
     if print_only:
-        print(" ".join(_quoted(c) for c in command))
+        print(shlex.join(command))
         return 0
     try:
         return subprocess.call(command, env=submit_env())
     except KeyboardInterrupt:  # the job has had the signal too and says how it stopped
         return 130
-
-
-def _quoted(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from xray_spark.errors import ModelRefused, UsageError
+from xray_spark.lake import write_json_atomic
 from xray_spark.models import MODEL_SUFFIX, check_model_format, load_model_safely
 
 META_FILE = "model.json"
@@ -85,13 +86,8 @@ def digests(card: ModelCard) -> dict[str, str]:
 
 
 def write_card(model_dir: str, meta: dict[str, Any]) -> None:
-    """model.json into ``model_dir``, whole or not at all (a temporary file renamed into place)."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, META_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2, default=float)
-    os.replace(tmp, path)
+    """model.json into ``model_dir``, whole or not at all."""
+    write_json_atomic(os.path.join(model_dir, META_FILE), meta)
 
 
 def read_card(path: str) -> ModelCard:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from xray_spark.lake import write_json_atomic
 from xray_spark.train.plan import CHECKPOINT_DIR, TrainPlan
 
 STATE_FILE = "state.json"
@@ -49,14 +50,6 @@ def read_state(model_dir: str) -> dict[str, Any] | None:
 
 def write_state(plan: TrainPlan, state: dict[str, Any]) -> None:
     write_json_atomic(state_path(plan.model_dir), state)
-
-
-def write_json_atomic(path: str, value: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 def save_weights_atomic(model: Any, path: str) -> None:
