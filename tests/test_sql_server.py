@@ -21,9 +21,9 @@ import pytest
 from impala.dbapi import connect
 
 from xray_spark import tables
+from xray_spark.net import listening
 from xray_spark.registry import set_alias
 from xray_spark.score.pipeline import run_scoring
-from xray_spark.server.serve import listening
 from xray_spark.session import free_port
 
 from .jobs import job_env

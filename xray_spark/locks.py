@@ -47,7 +47,10 @@ POLL_S = 0.25
 
 
 def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None."""
+    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
+
+    None too for a zombie: a process that has exited and that no parent has reaped yet is gone.
+    """
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             text = fh.read()
@@ -55,6 +58,8 @@ def process_start_time(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # zombie, dead
+        return None
     return int(fields[19])
 
 

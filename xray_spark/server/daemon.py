@@ -1,4 +1,4 @@
-"""Start the server in the background, wait until it answers; stop exactly the process group it started.
+"""The SQL server's start, stop and status, on :mod:`xray_spark.daemon`: ready when it answers ``SELECT 1``.
 
 The server runs as ``python -m xray_spark.server run`` in a session of its own (its JVM in
 the same process group), with its log, pid and ready files in the state folder
@@ -7,48 +7,17 @@ the same process group), with its log, pid and ready files in the state folder
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Sequence
 
+from xray_spark import daemon
 from xray_spark.errors import UsageError
-from xray_spark.locks import process_start_time
-from xray_spark.server.serve import READY_FILE
-
-PID_FILE = "server.pid"
-LOG_FILE = "server.log"
-
-
-def _read_pid(state_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(state_dir, PID_FILE), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
-def running(state_dir: str) -> dict | None:
-    """The pid record of a server started from ``state_dir`` that is still alive, else None."""
-    record = _read_pid(state_dir)
-    if record is None:
-        return None
-    started = process_start_time(int(record["pid"]))
-    if started is None or started != record.get("start_time"):  # gone, or the pid was reused
-        return None
-    return record
 
 
 def ready_url(state_dir: str) -> str | None:
-    try:
-        with open(os.path.join(state_dir, READY_FILE), encoding="utf-8") as fh:
-            return str(json.load(fh)["url"])
-    except (OSError, ValueError, KeyError):
-        return None
+    record = daemon.ready(state_dir)
+    return str(record["url"]) if record and "url" in record else None
 
 
 def answers(url: str, *, timeout_s: float = 60.0) -> str | None:
@@ -80,12 +49,12 @@ def answers(url: str, *, timeout_s: float = 60.0) -> str | None:
 
 def status(state_dir: str, *, timeout_s: float = 60.0) -> dict:
     """What a client would meet: running (the process), answering (a real query), the URL, what went wrong."""
-    record = running(state_dir)
+    record = daemon.running(state_dir)
     url = ready_url(state_dir) if record else None
     problem = None
     if record is None:
-        if _read_pid(state_dir) is not None:  # started from here and gone without a stop
-            tail = [line for line in _log_tail(state_dir, 40).splitlines() if "error" in line.lower()]
+        if daemon.started_here(state_dir):  # started from here and gone without a stop
+            tail = [line for line in daemon.log_tail(state_dir, 40).splitlines() if "error" in line.lower()]
             problem = "the server exited without being stopped" + (f"; its log: {tail[-1].strip()}" if tail else "")
     elif url is None:
         problem = "starting (not listening yet)"
@@ -100,80 +69,14 @@ def status(state_dir: str, *, timeout_s: float = 60.0) -> dict:
     }
 
 
-def _log_tail(state_dir: str, lines: int = 15) -> str:
-    try:
-        with open(os.path.join(state_dir, LOG_FILE), encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def start(state_dir: str, run_args: Sequence[str], *, timeout_s: float = 180.0) -> str:
     """Start the server unless one runs from ``state_dir``; returns its JDBC URL once it listens."""
-    state_dir = os.path.abspath(state_dir)
-    record = running(state_dir)
-    if record is not None:
-        url = ready_url(state_dir)
-        if url is not None:
-            return url
-        raise UsageError(f"a server started from {state_dir} (pid {record['pid']}) is starting or stuck: stop it first")
-    os.makedirs(state_dir, exist_ok=True)
-    for name in (READY_FILE, PID_FILE):
-        if os.path.exists(os.path.join(state_dir, name)):
-            os.remove(os.path.join(state_dir, name))
-    with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "xray_spark.server", "run", "--state-dir", state_dir, *run_args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # its own process group: stop takes the JVM with it
-        )
-    with open(os.path.join(state_dir, PID_FILE), "w", encoding="utf-8") as fh:
-        json.dump({"pid": proc.pid, "start_time": process_start_time(proc.pid)}, fh)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        url = ready_url(state_dir)
-        if url is not None:
-            return url
-        if proc.poll() is not None:
-            tail = _log_tail(state_dir)
-            raise UsageError(f"the SQL server stopped at start (exit {proc.returncode}); its log ends:\n{tail}")
-        time.sleep(0.5)
-    stop(state_dir)
-    raise UsageError(f"the SQL server did not answer within {timeout_s:.0f} s; its log ends:\n{_log_tail(state_dir)}")
+    record = daemon.start(state_dir, "xray_spark.server", run_args, "SQL server", timeout_s=timeout_s)
+    if "url" not in record:
+        raise UsageError(f"the SQL server's ready file in {state_dir} names no URL: stop it and start again")
+    return str(record["url"])
 
 
 def stop(state_dir: str, *, timeout_s: float = 30.0) -> bool:
     """Stop the server started from ``state_dir`` (SIGTERM, then SIGKILL); True if one was running."""
-    state_dir = os.path.abspath(state_dir)
-    record = running(state_dir)
-    if record is not None:
-        pid = int(record["pid"])
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.2)
-        if _group_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            time.sleep(0.5)
-    for name in (READY_FILE, PID_FILE):
-        path = os.path.join(state_dir, name)
-        if os.path.exists(path):
-            os.remove(path)
-    return record is not None
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return daemon.stop(state_dir, timeout_s=timeout_s)

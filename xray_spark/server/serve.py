@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import json
 import logging
 import os
 import signal
@@ -13,24 +11,12 @@ import threading
 import time
 from typing import Any
 
+from xray_spark import daemon
 from xray_spark.config import Settings, SqlServerSettings
 from xray_spark.errors import UsageError, first_line
+from xray_spark.net import is_loopback, listening, listening_addresses
 
 log = logging.getLogger(__name__)
-
-READY_FILE = "ready.json"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, as a Java socket on IPv6 lists it
-    return (mapped or address).is_loopback
-
 
 #: Environment variables HiveServer2 reads before its settings (they would move the port or address unseen).
 HIVE_ENVIRONMENT = ("HIVE_SERVER2_THRIFT_BIND_HOST", "HIVE_SERVER2_THRIFT_PORT", "HIVE_SERVER2_TRANSPORT_MODE")
@@ -59,36 +45,6 @@ def check_bind(server: SqlServerSettings) -> None:
             )
     if not is_loopback(server.host) and server.authentication == "NONE":
         raise _refuse_open(server.host)
-
-
-def _address(hex_address: str) -> str:
-    """An address of ``/proc/net/tcp*`` (little-endian 32-bit words in hex) as text."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words))
-
-
-def _listeners(port: int) -> set[str] | None:
-    """The local addresses listening on TCP ``port``, from ``/proc/net/tcp*`` (None without them)."""
-    found: set[str] | None = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        found = found or set()
-        for row in rows:
-            fields = row.split()
-            address, _, hex_port = fields[1].rpartition(":")
-            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                found.add(_address(address))
-    return found
-
-
-def listening_addresses(port: int) -> set[str]:
-    """The local addresses a socket of this host listens on at TCP ``port`` (empty without ``/proc``)."""
-    return _listeners(port) or set()
 
 
 def check_listening(server: SqlServerSettings) -> None:
@@ -152,16 +108,6 @@ def start_thrift(spark: Any, server: SqlServerSettings, state_dir: str) -> Any:
     return thrift.startWithContext(spark._jsparkSession.sqlContext())
 
 
-def listening(port: int) -> bool | None:
-    """Whether a socket of this host listens on TCP ``port`` (from ``/proc/net/tcp*``; None without them).
-
-    Looked up rather than probed: a connection that closes before its handshake makes the
-    Thrift server log an error with a stack trace.
-    """
-    found = _listeners(port)
-    return None if found is None else bool(found)
-
-
 def wait_listening(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -214,8 +160,7 @@ def serve(settings: Settings, state_dir: str) -> int:
             raise UsageError(f"the Thrift server did not listen on {server.host}:{server.port} within 60 s")
         check_listening(server)
         url = f"jdbc:hive2://{server.host}:{server.port}"
-        with open(os.path.join(state_dir, READY_FILE), "w", encoding="utf-8") as fh:
-            json.dump({"url": url, "pid": os.getpid(), "lake": lake.root, "tables": registered}, fh)
+        daemon.write_ready(state_dir, {"url": url, "pid": os.getpid(), "lake": lake.root, "tables": registered})
         log.info("listening at %s: %d tables and views of %s, read-only", url, len(registered), lake.root)
         watcher = LakeWatcher(spark, lake) if lake.is_local else None
         while not stop.wait(server.refresh_seconds):

@@ -1,0 +1,142 @@
+"""A service in the background: started in a session of its own, ready when it says so, stopped by its pid.
+
+The SQL server and the DICOM node run this way. The service is ``python -m <module> run ...``;
+its pid (with the process's start time, so a reused pid is never signalled), its log and its
+ready file live in a state folder outside the lake. The service writes the ready file
+(:func:`write_ready`) once it listens; :func:`start` returns what it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from xray_spark.errors import UsageError
+from xray_spark.locks import process_start_time
+
+PID_FILE = "server.pid"
+LOG_FILE = "server.log"
+READY_FILE = "ready.json"
+
+
+def _read_json(state_dir: str, name: str) -> dict | None:
+    try:
+        with open(os.path.join(state_dir, name), encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def started_here(state_dir: str) -> bool:
+    """Whether a service was started from ``state_dir`` and not stopped (it may have died since)."""
+    return _read_json(state_dir, PID_FILE) is not None
+
+
+def running(state_dir: str) -> dict | None:
+    """The pid record of a service started from ``state_dir`` that is still alive, else None."""
+    record = _read_json(state_dir, PID_FILE)
+    if record is None:
+        return None
+    started = process_start_time(int(record["pid"]))
+    if started is None or started != record.get("start_time"):  # gone, or the pid was reused
+        return None
+    return record
+
+
+def ready(state_dir: str) -> dict | None:
+    """What the service wrote once it listened (None before)."""
+    return _read_json(state_dir, READY_FILE)
+
+
+def write_ready(state_dir: str, record: dict) -> None:
+    """Called by the service once it listens: written whole, then renamed, so a reader never sees half."""
+    path = os.path.join(state_dir, READY_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+    os.replace(path + ".tmp", path)
+
+
+def log_tail(state_dir: str, lines: int = 15) -> str:
+    try:
+        with open(os.path.join(state_dir, LOG_FILE), encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start(state_dir: str, module: str, run_args: Sequence[str], what: str, *, timeout_s: float = 180.0) -> dict:
+    """Start ``python -m module run`` unless one runs from ``state_dir``; its ready record once it listens."""
+    state_dir = os.path.abspath(state_dir)
+    record = running(state_dir)
+    if record is not None:
+        found = ready(state_dir)
+        if found is not None:
+            return found
+        raise UsageError(f"a {what} started from {state_dir} (pid {record['pid']}) is starting or stuck: stop it first")
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    for name in (READY_FILE, PID_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(state_dir, name))
+    with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "run", "--state-dir", state_dir, *run_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # its own process group: stop takes its children with it
+        )
+    with open(os.path.join(state_dir, PID_FILE), "w", encoding="utf-8") as fh:
+        json.dump({"pid": proc.pid, "start_time": process_start_time(proc.pid)}, fh)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = ready(state_dir)
+        if found is not None:
+            return found
+        if proc.poll() is not None:
+            raise UsageError(
+                f"the {what} stopped at start (exit {proc.returncode}); its log ends:\n{log_tail(state_dir)}"
+            )
+        time.sleep(0.2)
+    stop(state_dir)
+    raise UsageError(f"the {what} was not ready within {timeout_s:.0f} s; its log ends:\n{log_tail(state_dir)}")
+
+
+def stop(state_dir: str, *, timeout_s: float = 30.0) -> bool:
+    """Stop the service started from ``state_dir`` (SIGTERM, then SIGKILL after ``timeout_s``); True if one ran."""
+    state_dir = os.path.abspath(state_dir)
+    record = running(state_dir)
+    if record is not None:
+        pid = int(record["pid"])
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _group_alive(pid):
+            time.sleep(0.1)
+        if _group_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            time.sleep(0.5)
+    for name in (READY_FILE, PID_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(state_dir, name))
+    return record is not None
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
