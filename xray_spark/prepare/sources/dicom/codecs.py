@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from pydicom import uid
+from xray_spark.transfer_syntaxes import JPEG as _JPEG
+from xray_spark.transfer_syntaxes import JPEG_2000 as _J2K
+from xray_spark.transfer_syntaxes import JPEG_LS as _JPEGLS
 
 PLUGIN = "imagecodecs"
 
-_JPEG = (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1)
-_JPEGLS = (uid.JPEGLSLossless, uid.JPEGLSNearLossless)
-_J2K = (uid.JPEG2000Lossless, uid.JPEG2000)
 #: The transfer syntaxes this plugin decodes.
 SYNTAXES = (*_JPEG, *_JPEGLS, *_J2K)
 

@@ -29,6 +29,7 @@ import numpy as np
 from xray_spark.errors import ImageError
 from xray_spark.prepare.reasons import TOO_LARGE, UNDECODABLE, UNSUPPORTED_SYNTAX
 from xray_spark.prepare.sources.dicom import codecs as dicom_codecs
+from xray_spark.transfer_syntaxes import DECODED
 
 dicom_codecs.register()
 
@@ -98,20 +99,7 @@ def stored_pixels(ds: Any) -> np.ndarray:
         raise ImageError(UNDECODABLE, f"DICOM pixel data could not be decoded ({type(exc).__name__})") from None
 
 
-def _known_syntaxes() -> set[str]:
-    from pydicom import uid
-
-    return {
-        uid.ImplicitVRLittleEndian,
-        uid.ExplicitVRLittleEndian,
-        uid.ExplicitVRBigEndian,
-        uid.DeflatedExplicitVRLittleEndian,
-        uid.RLELossless,
-        *dicom_codecs.SYNTAXES,
-    }
-
-
-_KNOWN_SYNTAXES = _known_syntaxes()
+_KNOWN_SYNTAXES = set(DECODED)
 
 
 def padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
