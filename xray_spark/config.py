@@ -195,6 +195,29 @@ class SqlServerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DicomNodeSettings:
+    """The DICOM storage node (``python -m xray_spark.node``) a PACS sends studies to; see docs/dicom-node.md."""
+
+    ae_title: str = "XRAY_SPARK"
+    host: str = "127.0.0.1"  # another address needs an allow-list
+    port: int = 11112
+    # Received files, named by SOP Instance UID: they hold what the PACS sent, names included,
+    # so the spool lives outside the lake (a spool inside it is refused).
+    spool: str = ".dicom-spool"
+    # Calling AE titles allowed, each with the address it must come from: ["PACS@10.1.2.3"].
+    # Empty: any AE title, and only on a loopback host.
+    allow: list[str] = dataclasses.field(default_factory=list)
+    max_associations: int = 10
+    max_pdu: int = 262144  # the largest PDU the node receives, bytes (0: no limit)
+    acse_timeout_seconds: float = 30.0  # association negotiation
+    dimse_timeout_seconds: float = 60.0  # a DIMSE message (one C-STORE) once its association is up
+    network_timeout_seconds: float = 60.0  # an idle connection is closed
+    stop_timeout_seconds: float = 30.0  # stop waits this long for the associations in flight
+    # After a successful night: keep the files where they are (marked ingested), or move them to done/.
+    after_ingest: str = "keep"  # keep | done
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -211,6 +234,7 @@ class Settings:
     locks: LockSettings = dataclasses.field(default_factory=LockSettings)
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
+    dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -76,6 +77,7 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError("configuration key 'train.learning_rate' must be positive")
     _check_operating(settings)
     _check_sql_server(settings)
+    _check_dicom_node(settings)
     _check_spark(settings)
     if not 1 <= settings.score.batch_size <= 4096:
         raise ConfigError(
@@ -201,3 +203,46 @@ def _check_sql_server(settings: Settings) -> None:
                 f"configuration key 'spark.conf.{key}': HiveServer2 settings go in sql_server.* and "
                 "sql_server.hive_conf, where the loopback and authentication check sees them"
             )
+
+
+def _ae_title(title: str, where: str) -> str:
+    title = title.strip()
+    if not 0 < len(title) <= 16 or "\\" in title or not title.isascii() or not title.isprintable():
+        raise ConfigError(f"{where}: an AE title is 1 to 16 printable ASCII characters without a backslash")
+    return title
+
+
+def parse_allow(entries: list[str]) -> dict[str, set[str]]:
+    """``["PACS@10.1.2.3", ...]`` -> {AE title: {addresses}}; a clear error for anything else."""
+    allowed: dict[str, set[str]] = {}
+    for entry in entries:
+        where = f"dicom_node.allow entry {entry!r}"
+        title, at, host = entry.rpartition("@")
+        if not at:
+            raise ConfigError(f"{where} must look like AE_TITLE@ADDRESS, e.g. PACS@10.1.2.3")
+        try:
+            address = str(ipaddress.ip_address(host.strip()))
+        except ValueError:
+            raise ConfigError(f"{where}: {host!r} is not an IP address (names are not looked up)") from None
+        allowed.setdefault(_ae_title(title, where), set()).add(address)
+    return allowed
+
+
+def _check_dicom_node(settings: Settings) -> None:
+    """``dicom_node.*``: AE titles, the allow-list, ports, sizes and timeouts."""
+    node = settings.dicom_node
+    _ae_title(node.ae_title, "dicom_node.ae_title")
+    parse_allow(node.allow)
+    if not 0 < node.port < 65536:
+        raise ConfigError(f"configuration key 'dicom_node.port' must be a TCP port, got {node.port}")
+    if node.max_associations < 1:
+        raise ConfigError("configuration key 'dicom_node.max_associations' must be at least 1")
+    if node.max_pdu != 0 and not 4096 <= node.max_pdu <= 2**32 - 1:
+        raise ConfigError("configuration key 'dicom_node.max_pdu' must be 0 (no limit) or lie in [4096, 2^32-1]")
+    for name in ("acse", "dimse", "network", "stop"):
+        if getattr(node, f"{name}_timeout_seconds") <= 0:
+            raise ConfigError(f"configuration key 'dicom_node.{name}_timeout_seconds' must be positive")
+    if node.after_ingest not in ("keep", "done"):
+        raise ConfigError(
+            f"configuration key 'dicom_node.after_ingest' must be keep or done, got {node.after_ingest!r}"
+        )

@@ -27,6 +27,12 @@ import pyarrow.fs as pafs
 from xray_spark.errors import UsageError
 
 
+def is_inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or under it, links resolved (a key or spool "outside" by a link is not)."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, top]) == top
+
+
 def new_run_id() -> str:
     """A run's id: its UTC start time and six random hex digits (sortable, unique per run)."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

@@ -24,7 +24,7 @@ import stat
 
 from xray_spark.config import PrivacySettings
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, is_inside
 
 #: The header attributes the pipeline keeps (by pydicom keyword); everything else is dropped.
 KEPT = (
@@ -112,7 +112,7 @@ def read_key(settings: PrivacySettings, lake_root: str | None = None) -> bytes:
     value = os.environ.get(settings.key_env, "") if settings.key_env else ""
     source = f"the environment variable {settings.key_env}"
     if not value and settings.key_file:
-        if lake_root and _inside(settings.key_file, lake_root):
+        if lake_root and is_inside(settings.key_file, lake_root):
             raise UsageError(
                 f"the pseudonym key file {settings.key_file} is inside the lake: keep it outside, where "
                 "readers of the lake cannot reach it"
@@ -192,7 +192,7 @@ def write_identity_map(
     import csv
 
     folder = os.path.join(settings.identity_dir, dataset)
-    if lake_root and _inside(settings.identity_dir, lake_root):
+    if lake_root and is_inside(settings.identity_dir, lake_root):
         raise UsageError(
             f"privacy.identity_dir {settings.identity_dir} is inside the lake: the identity map names the "
             "delivered files (PACS exports name folders after patients); keep it outside the lake"
@@ -205,11 +205,6 @@ def write_identity_map(
         writer.writerow(["source_ref", "path"])
         writer.writerows(rows)
     return path
-
-
-def _inside(path: str, root: str) -> bool:
-    real, top = os.path.realpath(path), os.path.realpath(root)
-    return os.path.commonpath([real, top]) == top
 
 
 def pseudonym(key: bytes, patient_id: str) -> str:

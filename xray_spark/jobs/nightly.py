@@ -2,9 +2,12 @@
 
 spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [--conf FILE] [--set k=v ...]
     [--summary-json PATH]
+spark-submit jobs/nightly.py --source dicom --images SPOOL ...
 
 With ``--source nih`` (the default) DIR holds tonight's Data_Entry_2017.csv and images/;
-with ``--source dicom`` DIR is tonight's folder of DICOM files (the pseudonym key as for
+with ``--source dicom`` DIR is tonight's folder of DICOM files, or the DICOM node's spool,
+of which the night reads only what no night has ingested, then keeps or moves it to done/
+(``dicom_node.after_ingest``) once the night has succeeded (the pseudonym key as for
 ``prepare --source dicom``). The same three steps as ``prepare --incremental``,
 ``score --new-only`` and ``worklist``, with the same results, but the JVM, its first
 queries and the Python workers start once instead of three times. Without the delivery
@@ -14,21 +17,22 @@ queries and the Python workers start once instead of three times. Without the de
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from xray_spark import cli
+from xray_spark import cli, spool
 from xray_spark.errors import UsageError
+from xray_spark.lake import local_path
 
 METADATA_NAME = "Data_Entry_2017.csv"
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("nightly", "prepare --incremental, score --new-only and worklist in one Spark session.")
-    parser.add_argument(
-        "--incoming", required=True, help=f"tonight's delivery: {METADATA_NAME} and images/, or a folder of DICOM files"
-    )
+    parser.add_argument("--incoming", help=f"tonight's delivery: {METADATA_NAME} and images/, or DICOM files")
+    parser.add_argument("--images", help="with --source dicom: the folder of DICOM files, or the DICOM node's spool")
     parser.add_argument("--source", choices=("nih", "dicom"), default="nih", help="what the delivery is (default nih)")
     parser.add_argument("--limit", type=int, default=100, help="films on the worklist page (default 100)")
     return parser
@@ -41,7 +45,10 @@ def _tonights_inputs(incoming: str, source: str, settings):
     if source == "dicom":
         if not folder.is_dir():
             raise UsageError(f"{folder} is not a folder: nothing was ingested or scored")
-        inputs = PrepareInputs(metadata=None, images=str(folder), incremental=True, source="dicom")
+        files = None
+        if spool.is_spool(str(folder)):  # the node's spool: what no night has ingested yet
+            files = tuple(spool.open_spool(str(folder), local_path(settings.lake), create=False).pending())
+        inputs = PrepareInputs(metadata=None, images=str(folder), incremental=True, source="dicom", files=files)
         check_inputs(inputs, settings)
         return inputs
     if not (folder / METADATA_NAME).is_file():
@@ -65,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args)
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
-        inputs = _tonights_inputs(args.incoming, args.source, settings)
+        if bool(args.incoming) == bool(args.images) or (args.images and args.source != "dicom"):
+            raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
+        inputs = _tonights_inputs(args.incoming or args.images, args.source, settings)
+        if inputs.files == ():
+            cli.log.info("the spool holds nothing new since the last night: nothing to ingest or score")
+            cli.write_summary_json(args.summary_json, {"incoming": inputs.images, "spool": {"ingested": 0}}, settings)
+            return 0
         started = time.monotonic()
         spark, lake = cli.open_lake(settings, "nightly")
         from xray_spark.prepare import run_prepare
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from xray_spark.worklist.pipeline import run_worklist
         from xray_spark.worklist.summary import worklist_summary_text
 
-        summary: dict = {"incoming": args.incoming}
+        summary: dict = {"incoming": args.incoming or args.images}
         try:
             summary["prepare"] = run_prepare(spark, lake, settings, inputs)
             print(prepare_summary_text(summary["prepare"]), flush=True)
@@ -83,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             print(score_summary_text(summary["score"], new_only=True), flush=True)
             summary["worklist"] = run_worklist(spark, lake, settings, limit=args.limit)
             print(worklist_summary_text(summary["worklist"]), flush=True)
+            if inputs.files:  # a night that failed leaves the spool as it was
+                after = settings.dicom_node.after_ingest
+                done = spool.Spool(os.path.abspath(inputs.images)).mark_ingested(inputs.files, after)
+                summary["spool"] = {"ingested": done, "after_ingest": after}
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
             cli.write_summary_json(args.summary_json, summary, settings)

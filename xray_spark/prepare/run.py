@@ -30,6 +30,8 @@ class PrepareInputs:
     source: str = "nih"
     #: For a DICOM source: a CSV of Finding Labels by Accession Number or SOP Instance UID.
     labels: str | None = None
+    #: For a DICOM source: the files to read (absolute paths), instead of every file under ``images``.
+    files: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark import privacy, tables
+from xray_spark import privacy, spool, tables
 from xray_spark.errors import UsageError
 from xray_spark.lake import local_path
 from xray_spark.prepare import load, tally
@@ -66,12 +66,7 @@ def list_all_files(run: PrepareRun, key: bytes) -> DataFrame:
     Each file's ``source_path`` is its opaque reference (:func:`privacy.source_ref`); the
     path itself (``read_path``) goes only to the executors and to the identity map, outside the lake.
     """
-    folder = local_path(run.inputs.images)
-    if folder is None:
-        raise UsageError("a DICOM source is read from a local or mounted folder: pass --images DIR")
-    if not os.path.isdir(folder):
-        raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
-    paths = [path for _, path in walk_local(folder, suffixes=None)]
+    folder, paths = _files_to_read(run.inputs)
     refs = [privacy.source_ref(key, os.path.relpath(real_path(path), folder)) for path in paths]
     run.images_ref = privacy.source_ref(key, os.path.abspath(folder))
     lake_root = run.lake.root if run.lake.is_local else None
@@ -81,6 +76,21 @@ def list_all_files(run: PrepareRun, key: bytes) -> DataFrame:
     log.info("identity map of this run's %d files (outside the lake): %s", len(paths), where)
     schema = T.StructType([T.StructField("source_path", T.StringType()), T.StructField("read_path", T.StringType())])
     return run.spark.createDataFrame(pd.DataFrame({"source_path": refs, "read_path": paths}), schema)
+
+
+def _files_to_read(inputs) -> tuple[str, list[str]]:
+    """(folder, files): every file under ``--images``; of a DICOM node's spool, those no night has ingested."""
+    folder = local_path(inputs.images)
+    if folder is None:
+        raise UsageError("a DICOM source is read from a local or mounted folder: pass --images DIR")
+    if not os.path.isdir(folder):
+        raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
+    if spool.is_spool(folder):
+        received = spool.Spool(os.path.abspath(folder))
+        return received.incoming, list(inputs.files) if inputs.files is not None else received.pending()
+    if inputs.files is not None:
+        return folder, list(inputs.files)
+    return folder, [path for _, path in walk_local(folder, suffixes=None)]
 
 
 def read(run: PrepareRun) -> SourceRecord:

@@ -1,0 +1,212 @@
+"""The node under test and its real peers: dcmtk's dcmsend and storescp, Orthanc in a network namespace.
+
+Every process started here is stopped by its pid (the node through its pid file, the others
+by their Popen handle) when its context ends, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from xray_spark import daemon
+from xray_spark.session import free_port
+
+from .jobs import job_env
+
+AE = "XRAY_SPARK"
+
+
+def need(program: str) -> str:
+    """The program's path; the test is skipped without it, and fails under CI (``.ci/run`` installs it)."""
+    found = shutil.which(program)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is missing and CI=true: .ci/run installs Debian's dcmtk and orthanc")
+        pytest.skip(f"{program} is not installed (Debian packages dcmtk, orthanc)")
+    return found
+
+
+def need_root(why: str) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true runs as root: {why} needs it")
+        pytest.skip(f"{why} needs root")
+
+
+def node_command(command: str, state_dir: Path, *args: object) -> list[str]:
+    return [sys.executable, "-m", "xray_spark.node", command, "--state-dir", str(state_dir), *map(str, args)]
+
+
+class Node:
+    """A node started by the test (``python -m xray_spark.node start``), with its spool and state folder."""
+
+    def __init__(self, root: Path, *, port: int | None = None, prefix: Sequence[str] = (), extra: Sequence = ()):
+        self.root = root
+        self.state = root / "state"
+        self.spool = root / "spool"
+        self.lake = root / "lake"
+        self.port = port or free_port()
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]: the node in a namespace
+        self.extra = [str(x) for x in extra]
+
+    def cli(self, command: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+        argv = [*self.prefix, *node_command(command, self.state, "--lake", self.lake, *args)]
+        result = subprocess.run(argv, env=job_env(), capture_output=True, text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, f"node {command}: exit {result.returncode}\n{result.stderr[-2000:]}"
+        return result
+
+    def start(self) -> str:
+        args = ["--spool", self.spool, "--port", self.port, *self.extra]
+        return self.cli("start", *args).stdout.strip()
+
+    def pid(self) -> int | None:
+        record = daemon.running(str(self.state))
+        return None if record is None else int(record["pid"])
+
+    def stop(self) -> None:
+        self.cli("stop", check=False)
+        assert self.pid() is None
+
+    def log(self) -> str:
+        return (self.state / daemon.LOG_FILE).read_text(errors="replace")
+
+    def received(self) -> list[Path]:
+        incoming = self.spool / "incoming"
+        return sorted(incoming.iterdir()) if incoming.is_dir() else []
+
+
+@contextlib.contextmanager
+def running_node(root: Path, **kwargs) -> Iterator[Node]:
+    node = Node(root, **kwargs)
+    node.start()
+    try:
+        yield node
+    finally:
+        pid = node.pid()
+        node.cli("stop", check=False)
+        if pid is not None:  # stop failed: the test still leaves nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, 9)
+
+
+def dcmsend(port: int, paths: Sequence[Path], *, calling: str = "PACS", called: str = AE, timeout: float = 300):
+    """dcmtk's dcmsend: each file's own transfer syntax proposed, never decompressed; all files in one run."""
+    argv = [need("dcmsend"), "-v", "-aet", calling, "-aec", called, "-nh", "-dn", "127.0.0.1", str(port)]
+    argv += [str(p) for p in paths]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def instance_digest(path: Path) -> tuple[str, str]:
+    """(SOP Instance UID, SHA-256 of the pixel data): what must arrive unchanged.
+
+    A compressed film's encapsulated stream byte for byte; native pixels by their values in
+    little-endian order (dcmsend offers Explicit Little Endian first for a Big Endian file, and
+    the node takes the sender's first choice, so those bytes arrive swapped, the values the same).
+    """
+    ds = dcmread(path)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        data = ds.PixelData
+    else:
+        data = ds.pixel_array.astype(ds.pixel_array.dtype.newbyteorder("<")).tobytes()
+    return str(ds.SOPInstanceUID), hashlib.sha256(data).hexdigest()
+
+
+def digests(paths: Sequence[Path]) -> dict[str, str]:
+    out = {}
+    for path in paths:
+        uid, digest = instance_digest(path)
+        out[uid] = digest
+    return out
+
+
+# -- Orthanc, in a network namespace of the test's own -------------------------------------------------
+
+ORTHANC_HTTP = 8042
+
+
+@contextlib.contextmanager
+def network_namespace() -> Iterator[str]:
+    """A namespace with only its own loopback: what listens in it is unreachable from anywhere else."""
+    need_root("a network namespace (ip netns)")
+    need("ip")
+    name = f"xray-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def in_namespace(namespace: str) -> list[str]:
+    return ["ip", "netns", "exec", namespace]
+
+
+@contextlib.contextmanager
+def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator[subprocess.Popen]:
+    """Orthanc from a configuration of its own (never the packaged service), in ``namespace``."""
+    binary = need("Orthanc")
+    storage = root / "orthanc"
+    storage.mkdir()
+    config = {
+        "Name": "xray-spark-test",
+        "StorageDirectory": str(storage / "db"),
+        "IndexDirectory": str(storage / "db"),
+        "HttpPort": ORTHANC_HTTP,
+        "DicomPort": 4242,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomModalities": modalities,
+        "Plugins": [],
+        "StableAge": 1,
+    }
+    path = storage / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = open(storage / "orthanc.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([*in_namespace(namespace), binary, str(path)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while orthanc_rest(namespace, "GET", "/system", check=False) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, (storage / "orthanc.log").read_text()[-2000:]
+            time.sleep(0.3)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def orthanc_rest(namespace: str, method: str, path: str, body: bytes | None = None, *, check: bool = True):
+    """One REST call to the Orthanc in ``namespace``, made from inside it (its port is reachable only there)."""
+    script = (
+        "import sys, urllib.request\n"
+        "data = sys.stdin.buffer.read() or None\n"
+        f"req = urllib.request.Request('http://127.0.0.1:{ORTHANC_HTTP}{path}', data=data, method='{method}')\n"
+        "print(urllib.request.urlopen(req, timeout=600).read().decode())\n"
+    )
+    result = subprocess.run(
+        [*in_namespace(namespace), sys.executable, "-c", script], input=body or b"", capture_output=True, timeout=900
+    )
+    if result.returncode != 0:
+        assert not check, result.stderr.decode(errors="replace")[-2000:]
+        return None
+    return json.loads(result.stdout.decode() or "null")

@@ -1,0 +1,178 @@
+"""The DICOM node's spool: where received instances become durable, and where the nightly run finds them.
+
+::
+
+    SPOOL/
+      .xray-spool      marks the folder as a spool (prepare and nightly read incoming/ of it)
+      .receiving/      instances being written; never read by prepare, emptied at each start
+      incoming/        one file per SOP Instance UID: <uid>.dcm, complete and synced
+      done/            files a successful night moved out of incoming/ (dicom_node.after_ingest=done)
+      ingested.txt     names in incoming/ that a successful night ingested (after_ingest=keep)
+
+A file reaches ``incoming/`` only whole: written under ``.receiving/``, flushed and synced,
+then linked into place (a link, not a rename, so a second copy of the same instance never
+replaces the first) and its folder synced. What a PACS was told was stored survives a crash
+of the node or of the machine. The spool holds what the PACS sent, identity included, so it
+lives outside the lake (:func:`open_spool` refuses a spool inside it), as the pseudonym key does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from xray_spark.errors import UsageError
+from xray_spark.lake import is_inside
+
+MARKER = ".xray-spool"
+RECEIVING = ".receiving"
+INCOMING = "incoming"
+DONE = "done"
+LEDGER = "ingested.txt"
+SUFFIX = ".dcm"
+#: What ``dicom_node.after_ingest`` may be.
+AFTER_INGEST = ("keep", "done")
+#: A DICOM UID: digit components separated by dots, at most 64 characters (PS3.5 9.1).
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class BadInstance(ValueError):
+    """An instance the spool cannot name (its SOP Instance UID is not a UID)."""
+
+
+def is_spool(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, MARKER))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Spool:
+    root: str
+
+    @property
+    def incoming(self) -> str:
+        return os.path.join(self.root, INCOMING)
+
+    @property
+    def done(self) -> str:
+        return os.path.join(self.root, DONE)
+
+    @property
+    def receiving(self) -> str:
+        return os.path.join(self.root, RECEIVING)
+
+    def name_of(self, sop_uid: str) -> str:
+        uid = (sop_uid or "").strip().rstrip("\0")
+        if len(uid) > 64 or not UID.match(uid):
+            raise BadInstance("the SOP Instance UID is not a DICOM UID (digits and dots, at most 64 characters)")
+        return uid + SUFFIX
+
+    def store(self, sop_uid: str, data: bytes) -> bool:
+        """Make one instance durable under ``incoming/``; False when that SOP instance is there already.
+
+        Raises :class:`OSError` when it cannot be written (a full disk): nothing is left behind then.
+        """
+        final = os.path.join(self.incoming, self.name_of(sop_uid))
+        if os.path.exists(final):
+            return False
+        temporary = os.path.join(self.receiving, f"{secrets.token_hex(8)}.part")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temporary, final)
+            except FileExistsError:  # the same instance arrived on another association meanwhile
+                return False
+            _fsync_dir(self.incoming)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+
+    def _ledger(self) -> set[str]:
+        try:
+            with open(os.path.join(self.root, LEDGER), encoding="ascii") as fh:
+                return {line.strip() for line in fh if line.strip()}
+        except FileNotFoundError:
+            return set()
+
+    def pending(self) -> list[str]:
+        """The paths of received instances no successful night has ingested yet, in name order."""
+        ingested = self._ledger()
+        try:
+            names = sorted(n for n in os.listdir(self.incoming) if n.endswith(SUFFIX) and n not in ingested)
+        except FileNotFoundError:
+            return []
+        return [os.path.join(self.incoming, name) for name in names]
+
+    def mark_ingested(self, paths: Iterable[str], after_ingest: str) -> int:
+        """After a successful night: the files it ingested are kept and marked, or moved to ``done/``."""
+        names = [os.path.basename(p) for p in paths]
+        if after_ingest == "done":
+            os.makedirs(self.done, mode=0o700, exist_ok=True)
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(os.path.join(self.incoming, name), os.path.join(self.done, name))
+            _fsync_dir(self.done)
+            _fsync_dir(self.incoming)
+        present = set(os.listdir(self.incoming))
+        # The ledger names only what is still in incoming/: it shrinks as files move or are removed.
+        kept = sorted(n for n in self._ledger() | set(names) if n in present)
+        path = os.path.join(self.root, LEDGER)
+        with open(path + ".tmp", "w", encoding="ascii") as fh:
+            fh.writelines(f"{name}\n" for name in kept)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(path + ".tmp", path)
+        return len(names)
+
+    def clear_receiving(self) -> int:
+        """Remove what a killed node left half-written (never answered Success); how many files."""
+        removed = 0
+        for name in os.listdir(self.receiving):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.receiving, name))
+                removed += 1
+        return removed
+
+
+def open_spool(folder: str, lake_root: str | None, *, create: bool = True) -> Spool:
+    """The spool at ``folder`` (made with its layout when ``create``); refused inside the lake."""
+    if not folder:
+        raise UsageError("dicom_node.spool is empty: name a folder outside the lake for received files")
+    if lake_root and is_inside(folder, lake_root):
+        raise UsageError(
+            f"the DICOM spool {folder} is inside the lake: received files carry names and birth dates; "
+            "keep the spool outside the lake (dicom_node.spool), as the pseudonym key is"
+        )
+    root = os.path.abspath(folder)
+    if not create:
+        if not is_spool(root):
+            raise UsageError(f"{folder} is not a DICOM node's spool (it has no {MARKER})")
+        return Spool(root)
+    if os.path.isdir(root) and os.listdir(root) and not is_spool(root):
+        raise UsageError(f"{folder} holds files and is not a spool: name an empty or new folder for dicom_node.spool")
+    for sub in ("", RECEIVING, INCOMING):
+        os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
+    if not is_spool(root):
+        with open(os.path.join(root, MARKER), "w", encoding="utf-8") as fh:
+            json.dump({"what": "xray-spark DICOM node spool", "layout": 1}, fh)
+    return Spool(root)
