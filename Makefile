@@ -20,7 +20,7 @@ DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
-  sql-server sql-server-stop
+  sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -103,15 +103,19 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 
 # The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/ (SOURCE=nih), or
 # tonight's DICOM files (SOURCE=dicom, with PREPARE_SET naming the dataset and the key file).
-# Without the delivery (a late one) it stops in one line and writes nothing: it never invents studies.
+# SOURCE=dicom without INCOMING reads the DICOM node's spool (dicom_node.spool of the conf): what
+# arrived since the last night. Without the delivery (a late one) it stops in one line and writes
+# nothing: it never invents studies.
 SOURCE ?= nih
 NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
 INCOMING ?= $(LAKE)/incoming/$(shell date -u +%Y%m%d)
 PREPARE_SET ?=
-nightly: setup ## prepare --incremental on INCOMING, score --new-only, worklist: one session (cron-able)
+NIGHT_INPUT = $(if $(and $(filter dicom,$(SOURCE)),$(filter-out command line environment,$(origin INCOMING))),\
+  --images $$($(PY) -m xray_spark.config --conf $(CONF) --get dicom_node.spool),--incoming $(INCOMING))
+nightly: setup ## prepare --incremental on INCOMING (or the DICOM spool), score --new-only, worklist (cron-able)
 	@[ "$(SOURCE)" != nih ] || [ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
 	@[ "$(SOURCE)" != nih ] || [ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
-	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source $(SOURCE) --incoming $(INCOMING) $(PREPARE_SET) \
+	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source $(SOURCE) $(NIGHT_INPUT) $(PREPARE_SET) \
 	  --summary-json $(LAKE)/reports/nightly-latest.json
 
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
@@ -141,6 +145,15 @@ sql-server: setup ## start the read-only JDBC/ODBC server on 127.0.0.1:10000 (be
 sql-server-stop: ## stop the server that make sql-server started
 	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop; fi
 
+# The DICOM storage node a PACS sends studies to (C-ECHO, C-STORE), as dicom_node.ae_title on
+# dicom_node.host:port of the conf (XRAY_SPARK@127.0.0.1:11112); received files go to the spool
+# (dicom_node.spool, .dicom-spool/, outside the lake), its pid and log to .dicom-node/.
+dicom-node: setup ## start the DICOM node (C-STORE SCP) on 127.0.0.1:11112; make nightly SOURCE=dicom reads it
+	$(PY) -m xray_spark.node start --conf $(CONF) --lake $(LAKE)
+
+dicom-node-stop: ## stop the node that make dicom-node started (the associations in flight finish first)
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop; fi
+
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -148,8 +161,11 @@ BENCH_SCALE ?= 500
 bench: setup ## throughput against plain-Python limits, growth, memory (~20 min on 2 cores; bench/results)
 	$(PY) bench/pipeline.py --scale $(BENCH_SCALE) --repeats 3
 
+bench-dicom-node: setup ## the DICOM node vs dcmtk's storescp, a night from its spool vs a folder (~15 min)
+	$(PY) bench/dicom_node.py
+
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench
 
-clean: cluster-down sql-server-stop ## stop the local cluster and the SQL server, remove the lake and caches (keeps .venv)
+clean: cluster-down sql-server-stop dicom-node-stop ## stop the local cluster and the SQL server, remove the lake and caches (keeps .venv)
 	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log
