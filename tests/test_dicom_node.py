@@ -253,15 +253,22 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
         assert dcmsend(node.port, radiographs).returncode == 0
         status = json.loads(node.cli("status").stdout)
         assert status["not_ingested"] == len(radiographs) and status["listening"] == f"{AE}@127.0.0.1:{node.port}"
-    register_model(spark, Lake.at(str(lake)), small_model["model_dir"], dataset="nih")
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
     args = ["--source", "dicom", "--images", node.spool, "--lake", lake, "--set", "dataset=hospital"]
     args += [item for override in TEST_OVERRIDES for item in ("--set", override)]
     args += ["--set", "score.heatmaps=none", "--set", "dicom_node.after_ingest=done"]
     args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}", "--summary-json", tmp_path / "night.json"]
+    failed = run_job("nightly", args)  # no model to score with: the night fails after its prepare
+    assert failed.returncode != 0 and len(node.received()) == len(radiographs)  # and moves nothing
+    assert json.loads(node.cli("status", "--spool", node.spool, check=False).stdout)["not_ingested"] == len(radiographs)
+    stored = len(films) + len(SYNTAXES)  # the radiographs that are frontal chest films
+    assert json.loads((tmp_path / "night.json").read_text())["prepare"]["images"]["written"] == stored
+    register_model(spark, Lake.at(str(lake)), small_model["model_dir"], dataset="nih")
     night = checked(run_job("nightly", args))
     summary = json.loads((tmp_path / "night.json").read_text())
-    assert summary["prepare"]["images"]["written"] == len(films) + len(SYNTAXES)
+    # What the failed night stored is not decoded again; all of it is scored now, then moved to done/.
+    assert summary["prepare"]["images"]["written"] == 0
+    assert summary["prepare"]["dicom"]["already_in_store"] == stored and summary["score"]["written"] == stored
     assert summary["spool"] == {"ingested": len(radiographs), "after_ingest": "done"}
     assert not node.received() and len(list((node.spool / "done").iterdir())) == len(radiographs)
     again = checked(run_job("nightly", args))  # nothing new: no Spark, nothing read again

@@ -198,28 +198,14 @@ def test_unlabelled_films_are_scored_and_on_the_worklist(spark, hospital, small_
     assert {ds.SOPInstanceUID for _, ds, _ in films} <= worklist
 
 
-def test_a_dicom_night_is_ingested_scored_and_listed_by_nightly(spark, hospital, small_model, tmp_path, monkeypatch):
-    """``nightly --source dicom``: tonight's folder of DICOM files added, scored and on the worklist in one run."""
-    from xray_spark.registry import register_model, registered_row
+def test_a_dicom_night_whose_folder_has_not_arrived_stops_before_spark(tmp_path):
+    """``nightly --source dicom`` on a folder that is not there: one line, exit 2, no Spark, nothing written.
 
-    _, lake, _, films = hospital
-    if registered_row(spark, lake, small_model["version"]) is None:
-        register_model(spark, lake, small_model["model_dir"], dataset="nih")
-    night = tmp_path / "night"
-    write_export(night, [("old/A", films[2][1], "explicit-le")])  # stored already: not added again
-    write_export(night, [(f"ZZPID0007/S{i}/IM0", _film(7, i, seed=70 + i), "jpeg-lossless") for i in range(2)])
-    args = ["--source", "dicom", "--incoming", night, "--lake", lake.root, "--set", "dataset=hospital"]
-    args += ["--set", "image.size=64", "--set", f"privacy.identity_dir={tmp_path / 'identity'}"]
-    args += ["--set", "score.heatmaps=none", "--summary-json", tmp_path / "night.json"]
-    monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
-    result = checked(run_job("nightly", args))
-    assert not [v for v in (*PHI.values(), "ZZPID") if v in result.stdout + result.stderr]
-    night_summary = json.loads((tmp_path / "night.json").read_text())
-    assert night_summary["prepare"]["images"]["written"] == 2
-    assert night_summary["prepare"]["dicom"]["already_in_store"] == 1
-    assert night_summary["score"]["written"] >= 2 and night_summary["worklist"]["films"] >= 2
-    late = run_job("nightly", ["--source", "dicom", "--incoming", tmp_path / "not-yet", "--lake", lake.root])
+    A night from a folder runs the steps of a night from the DICOM node's spool, which
+    ``test_dicom_node.py`` runs end to end (and compares its prepare with the folder's)."""
+    late = run_job("nightly", ["--source", "dicom", "--incoming", tmp_path / "not-yet", "--lake", tmp_path / "lake"])
     assert late.returncode == 2 and "not a folder" in late.stderr and "SparkContext" not in late.stderr
+    assert not (tmp_path / "lake").exists()
 
 
 def test_a_labels_csv_labels_its_films_with_patient_splits_and_quarantines_bad_labels(spark, export, tmp_path):

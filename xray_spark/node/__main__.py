@@ -42,7 +42,11 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="TCP port (dicom_node.port, default 11112)")
     parser.add_argument("--ae-title", help="the node's AE title (dicom_node.ae_title, default XRAY_SPARK)")
     parser.add_argument(
-        "--allow", action="append", metavar="AE_TITLE@HOST", help="a sender allowed (repeat; replaces dicom_node.allow)"
+        "--allow",
+        action="extend",
+        nargs="+",
+        metavar="AE_TITLE@HOST",
+        help="the senders allowed (one or more, or the flag repeated; replaces dicom_node.allow)",
     )
     parser.add_argument("--state-dir", default=".dicom-node", help="pid, log and ready files (default .dicom-node)")
     return parser
