@@ -194,3 +194,45 @@ def test_a_deflate_bomb_is_quarantined_from_its_header_before_anything_inflates_
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert row["reason"] == "image_too_large" and "inflates to more than" in row["detail"], row
     assert grown_kib < 64 * 1024, f"reading the header grew the process by {grown_kib / 1024:.0f} MiB"
+
+
+def _read_header_in_a_child(path: str) -> None:
+    from xray_spark.prepare.sources.dicom.headers import read_header
+
+    row = read_header(path, b"a-test-key-of-32-characters-long", 64 << 20)
+    assert row["kind"] == "dicom" and row.get("reason") is None and row["sop_uid"], row
+
+
+def test_a_deflated_film_larger_than_the_inflate_step_is_read_to_its_end(tmp_path):
+    """A 1024 x 1024 16-bit film inflates to 2 MiB (two 1 MiB steps), and its stream ends before the file does
+    (an even-length pad byte): the size check once spun forever on that byte (found by bench/dicom_node.py)."""
+    import multiprocessing
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    for seed in range(40):
+        pixels = corpus.chest_like(1024, seed).astype(np.uint16) * 16
+        data = encode(film(pixels, bits_stored=12), "deflated")
+        stream = io.BytesIO(data)
+        read_preamble(stream, False)
+        _read_file_meta_info(stream)  # the dataset starts where the file meta ends
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflater.decompress(stream.read(1 << 20), 1 << 20)
+        while not inflater.eof:
+            inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+        if inflater.unconsumed_tail:  # the stream ended inside the first 1 MiB read, a byte after it
+            break
+    else:
+        pytest.fail("none of 40 films ends its deflate stream inside its first MiB with a byte after it")
+    path = tmp_path / "BIG"
+    path.write_bytes(data)
+    child = multiprocessing.get_context("spawn").Process(target=_read_header_in_a_child, args=(str(path),))
+    child.start()
+    child.join(timeout=60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung, "reading the header of a 2 MiB deflated film did not finish within 60 s"
+    assert child.exitcode == 0

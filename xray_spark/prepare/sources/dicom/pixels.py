@@ -56,8 +56,8 @@ def check_inflated_size(fh: BinaryIO, limit: int) -> None:
         return
     if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
-        while chunk := fh.read(1 << 20):
-            while chunk:
+        while not inflater.eof and (chunk := fh.read(1 << 20)):
+            while chunk and not inflater.eof:  # what follows the stream's end (a padding byte) is not inflated
                 try:
                     total += len(inflater.decompress(chunk, 1 << 20))
                 except zlib.error:
