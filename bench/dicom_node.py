@@ -209,7 +209,7 @@ def nights(export: Path, base: Path, work: Path, repeats: int) -> dict:
         subprocess.run([*node, "stop", *state], env=env, check=True)
     runs: dict[str, list[dict]] = {"folder": [], "spool": []}
     for i in range(repeats):
-        for way in runs:
+        for way in list(runs) if i % 2 == 0 else list(runs)[::-1]:  # each goes first in turn
             lake = work / f"lake-night-{way}"  # never the spool's own folder
             shutil.rmtree(lake, ignore_errors=True)
             (spool / "ingested.txt").unlink(missing_ok=True)  # each spool night finds every film new
