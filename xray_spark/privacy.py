@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Iterable, Sequence
 
 from xray_spark.config import PrivacySettings
 from xray_spark.errors import UsageError
@@ -189,20 +190,60 @@ def write_identity_map(
     settings: PrivacySettings, lake_root: str | None, dataset: str, run_id: str, rows: list[tuple[str, str]]
 ) -> str:
     """``<privacy.identity_dir>/<dataset>/<run_id>.csv``: (reference, path) of each file, readable by its owner only."""
-    import csv
+    folder = _identity_folder(settings, lake_root, dataset)
+    return _write_private_csv(os.path.join(folder, f"{run_id}.csv"), ("source_ref", "path"), rows)
 
-    folder = os.path.join(settings.identity_dir, dataset)
+
+FILM_MAP_FOLDER = "films"
+FILM_MAP_COLUMNS = ("sop_uid", "path", "pixel_sha256")
+
+
+def _identity_folder(settings: PrivacySettings, lake_root: str | None, *parts: str) -> str:
+    """``privacy.identity_dir/<parts>``, made readable by its owner only; refused inside the lake."""
     if lake_root and is_inside(settings.identity_dir, lake_root):
         raise UsageError(
             f"privacy.identity_dir {settings.identity_dir} is inside the lake: the identity map names the "
             "delivered files (PACS exports name folders after patients); keep it outside the lake"
         )
+    folder = os.path.join(settings.identity_dir, *parts)
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    path = os.path.join(folder, f"{run_id}.csv")
+    return folder
+
+
+def write_film_map(
+    settings: PrivacySettings, lake_root: str | None, dataset: str, run_id: str, rows: Iterable[tuple[str, str, str]]
+) -> str:
+    """``<identity_dir>/<dataset>/films/<run_id>.csv``: each stored film's SOP Instance UID, its source file and
+    the SHA-256 of its Pixel Data as read at ingest. Delivery (``deliver``) finds the file there, checks it is
+    still the film that was scored, and copies the patient and study from it: the one place identity is re-joined.
+    """
+    folder = _identity_folder(settings, lake_root, dataset, FILM_MAP_FOLDER)
+    return _write_private_csv(os.path.join(folder, f"{run_id}.csv"), FILM_MAP_COLUMNS, rows)
+
+
+def read_film_map(settings: PrivacySettings, dataset: str) -> dict[str, tuple[str, str]]:
+    """SOP Instance UID -> (source file, pixel SHA-256) over every run of ``dataset``; a later run wins."""
+    import csv
+
+    folder = os.path.join(settings.identity_dir, dataset, FILM_MAP_FOLDER)
+    found: dict[str, tuple[str, str]] = {}
+    if not os.path.isdir(folder):
+        return found
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(".csv")):  # run ids sort by time
+        with open(os.path.join(folder, name), encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            for row in csv.DictReader(fh):
+                found[row["sop_uid"]] = (row["path"], row["pixel_sha256"])
+    return found
+
+
+def _write_private_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A CSV readable by its owner only (mode 600), the paths' bytes kept as the file system gave them."""
+    import csv
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["source_ref", "path"])
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 

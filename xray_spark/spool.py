@@ -176,3 +176,13 @@ def open_spool(folder: str, lake_root: str | None, *, create: bool = True) -> Sp
         with open(os.path.join(root, MARKER), "w", encoding="utf-8") as fh:
             json.dump({"what": "xray-spark DICOM node spool", "layout": 1}, fh)
     return Spool(root)
+
+
+def where_now(path: str) -> str:
+    """Where a file a night read from a spool's ``incoming/`` lies now: there, or in ``done/`` once the night moved
+    it (``dicom_node.after_ingest: done``); any other path as it is."""
+    folder, name = os.path.split(path)
+    root = os.path.dirname(folder)
+    if os.path.basename(folder) == INCOMING and not os.path.exists(path) and is_spool(root):
+        return os.path.join(root, DONE, name)
+    return path

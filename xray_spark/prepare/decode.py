@@ -25,6 +25,8 @@ _DECODED_EXTRA = [
     T.StructField("reason", T.StringType(), True),
     T.StructField("detail", T.StringType(), True),
     T.StructField("converted", T.StringType(), True),
+    # A DICOM film's Pixel Data SHA-256 (privacy.write_film_map, outside the lake); never in the store.
+    T.StructField("pixel_sha256", T.StringType(), True),
 ]
 #: Store columns the decoder computes; the others are copied from the candidate row.
 _COMPUTED = {
@@ -61,11 +63,13 @@ def _decode_one(path: str, size: int, limits: img.ImageLimits, max_file_bytes: i
         pixels, facts = img.load_training_image(data, size, limits)
     except OSError as exc:
         detail = f"{type(exc).__name__}: {exc.strerror or 'cannot be read'}"
-        return {"image": None, "reason": UNREADABLE_FILE, "detail": detail, "converted": None}
+        return {"image": None, "reason": UNREADABLE_FILE, "detail": detail, "converted": None, "pixel_sha256": None}
     except img.ImageError as exc:
-        return {"image": None, "reason": exc.reason, "detail": exc.detail, "converted": None}
+        return {"image": None, "reason": exc.reason, "detail": exc.detail, "converted": None, "pixel_sha256": None}
     encoded = bytes(image_field.codec.encode(image_field, pixels))
-    return {"image": encoded, "reason": None, "detail": None, "converted": str(facts["converted"])}
+    digest = str(facts["pixel_sha256"]) or None
+    converted = str(facts["converted"])
+    return {"image": encoded, "reason": None, "detail": None, "converted": converted, "pixel_sha256": digest}
 
 
 def make_decoder(

@@ -135,8 +135,9 @@ def check_image_bytes(data: bytes, limits: ImageLimits) -> str:
     return kind
 
 
-def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
-    """The image and what converting it to 8-bit gray involves (``rgba``, ``rgb``, ``16bit`` or ``""``).
+def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
+    """The image, what converting it to 8-bit gray involves (``rgba``, ``rgb``, ``16bit`` or ``""``), and for
+    DICOM the SHA-256 of its Pixel Data as stored (``""`` for PNG and JPEG).
 
     PNG and JPEG come back as stored (uint8 or uint16, gray, BGR or BGRA); DICOM comes back
     already as its viewer shows it, 8-bit gray, with the note saying what its pixels were.
@@ -147,7 +148,12 @@ def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise ImageError(UNDECODABLE, f"the {kind.upper()} decoder rejected the file's data")
-    return array, _conversion(array)
+    return array, _conversion(array), ""
+
+
+def display_image(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
+    """A film's file bytes as the store's images are made from them, 8-bit gray at full size (no resize)."""
+    return to_gray8(decode(data, limits or ImageLimits())[0])
 
 
 def _conversion(array: np.ndarray) -> str:
@@ -158,7 +164,7 @@ def _conversion(array: np.ndarray) -> str:
     return f"{array.dtype.itemsize * 8}bit" if array.dtype != np.uint8 else ""
 
 
-def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
+def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
     """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.prepare.sources.dicom.pixels`."""
     dicom.check_inflated_size(io.BytesIO(data), limits.max_decoded_bytes + dicom.HEADER_ALLOWANCE)
     try:
@@ -188,7 +194,7 @@ def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str]:
         raise
     except Exception as exc:  # an attribute the LUTs cannot use, a sample type OpenCV refuses
         raise ImageError(UNDECODABLE, f"DICOM pixels could not be displayed ({type(exc).__name__})") from None
-    return image, "rgb" if samples > 1 else ("16bit" if sample_bytes > 1 else "")
+    return image, "rgb" if samples > 1 else ("16bit" if sample_bytes > 1 else ""), dicom.pixel_digest(ds)
 
 
 def scale_to_gray8(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -255,7 +261,7 @@ def load_training_image(
     (a black or white frame: nothing a reader or a model can use) is a :data:`BLANK` error.
     """
     limits = limits or ImageLimits()
-    raw, converted = decode(data, limits)
+    raw, converted, pixel_sha256 = decode(data, limits)
     gray = to_gray8(raw)
     if gray.size and int(gray.min()) == int(gray.max()):
         raise ImageError(BLANK, f"every pixel of the {raw.shape[1]}x{raw.shape[0]} image has the same value")
@@ -264,5 +270,6 @@ def load_training_image(
         "source_shape": tuple(int(d) for d in raw.shape),
         "source_dtype": str(raw.dtype),
         "converted": converted,
+        "pixel_sha256": pixel_sha256,
     }
     return square_resize(gray, size), facts

@@ -20,6 +20,7 @@ The grayscale -> square -> resize -> PNG steps that follow are the PNG path's.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from typing import Any, BinaryIO
@@ -78,6 +79,12 @@ def read_dataset(data: bytes, *, pixels: bool) -> Any:
     import pydicom
 
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
+
+
+def pixel_digest(ds: Any) -> str:
+    """SHA-256 of the Pixel Data element's value as stored (encapsulated fragments, or native bytes): what
+    ingest records of a film, and what delivery checks its source file against before re-joining identity."""
+    return hashlib.sha256(bytes(ds.PixelData)).hexdigest()
 
 
 def stored_pixels(ds: Any) -> np.ndarray:

@@ -241,7 +241,13 @@ def patient_ids(run: PrepareRun, films: DataFrame) -> DataFrame:
 
 
 def write_instances(run: PrepareRun, good: DataFrame, candidates: DataFrame) -> None:
-    """The kept header attributes of this run's stored films, added to ``xray.dicom_instances``."""
+    """The kept header attributes of this run's stored films, added to ``xray.dicom_instances``; where each
+    came from, outside the lake (:func:`privacy.write_film_map`, for delivery back to the PACS)."""
+    films = good.select("image_id", "pixel_sha256").join(candidates.select("image_id", "read_path"), "image_id")
+    lake_root = run.lake.root if run.lake.is_local else None
+    located = ((r["image_id"], real_path(r["read_path"]), r["pixel_sha256"]) for r in films.toLocalIterator())
+    where = privacy.write_film_map(run.settings.privacy, lake_root, run.dataset, run.run_id, located)
+    log.info("film map of this run's stored films (outside the lake): %s", where)
     rows = candidates.join(good.select("image_id"), "image_id", "left_semi").select(*INSTANCE_COLUMNS)
     rows = rows.withColumn("dataset", F.lit(run.dataset))
     if run.appends:
