@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydicom import dcmread
 
 from xray_spark.dev.synthetic import METADATA_HEADER
 
@@ -349,3 +351,46 @@ PHI = {
     "OperatorsName": "ZZOPERATOR",
     "InstitutionName": "ZZINSTITUTION",
 }
+
+
+#: The identifying header fields the archive fills with made-up values; none may leave the headers.
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "OtherPatientIDs",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "InstitutionName",
+)
+
+
+def headers_of(folder: Path) -> dict[Path, object]:
+    """Every DICOM file under ``folder`` (DICOMDIR included), read up to the pixel data."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.read_bytes()[128:132] == b"DICM":
+            try:
+                out[path] = dcmread(path, stop_before_pixels=True)
+            except Exception:  # the file cut short on purpose
+                continue
+    return out
+
+
+def planted_identity(export: Path) -> set[str]:
+    """Every identifying value written into the export's headers, and the birth dates as ISO dates too."""
+    values = set()
+    for ds in headers_of(export).values():
+        datasets = [ds, *ds.get("DirectoryRecordSequence", [])]
+        for item in datasets:
+            for keyword in IDENTIFYING:
+                value = str(item.get(keyword, "") or "")
+                if value:
+                    values.add(value)
+                    if keyword == "PatientBirthDate":
+                        values.add(dt.datetime.strptime(value, "%Y%m%d").date().isoformat())
+                    if keyword == "PatientName":
+                        values.update(part for part in value.split("^") if len(part) >= 6)
+    return values

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 
 from xray_spark.config import PrivacySettings
 from xray_spark.dev.dicom_archive import write_dicom_archive
@@ -19,20 +17,9 @@ from xray_spark.lake import Lake
 from xray_spark.privacy import read_key
 
 from .conftest import TEST_OVERRIDES
+from .corpus import IDENTIFYING, headers_of, planted_identity
 from .jobs import checked, run_job
 
-#: The identifying header fields the archive fills with made-up values; none may leave the headers.
-IDENTIFYING = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "OtherPatientIDs",
-    "ReferringPhysicianName",
-    "OperatorsName",
-    "InstitutionName",
-)
 KEY = "a-demo-key-that-is-long-enough-1234"
 
 
@@ -43,22 +30,10 @@ def demo(tmp_path_factory):
     return root, films
 
 
-def _headers(folder: Path) -> dict[Path, object]:
-    """Every DICOM file under ``folder`` (DICOMDIR included), read up to the pixel data."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.read_bytes()[128:132] == b"DICM":
-            try:
-                out[path] = dcmread(path, stop_before_pixels=True)
-            except Exception:  # the file cut short on purpose
-                continue
-    return out
-
-
 def test_the_demo_archive_looks_like_a_pacs_export(demo):
     root, films = demo
     export = root / "export"
-    headers = _headers(export)
+    headers = headers_of(export)
     assert "DICOMDIR" in {p.name for p in headers}
     film_files = {p: ds for p, ds in headers.items() if p.name.startswith("IM")}
     assert len(film_files) == len(films) == 90
@@ -115,28 +90,11 @@ def test_a_key_file_inside_the_lake_is_refused(tmp_path):
     assert read_key(settings, str(tmp_path / "elsewhere")) == KEY.encode()
 
 
-def _planted(export: Path) -> set[str]:
-    """Every identifying value written into the export's headers, and the birth dates as ISO dates too."""
-    values = set()
-    for ds in _headers(export).values():
-        datasets = [ds, *ds.get("DirectoryRecordSequence", [])]
-        for item in datasets:
-            for keyword in IDENTIFYING:
-                value = str(item.get(keyword, "") or "")
-                if value:
-                    values.add(value)
-                    if keyword == "PatientBirthDate":
-                        values.add(dt.datetime.strptime(value, "%Y%m%d").date().isoformat())
-                    if keyword == "PatientName":
-                        values.update(part for part in value.split("^") if len(part) >= 6)
-    return values
-
-
 def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model, tmp_path, monkeypatch):
     from xray_spark.registry import register_model
 
     root, films = demo
-    planted = _planted(root / "export")
+    planted = planted_identity(root / "export")
     assert len(planted) > 5 * len({study.patient_id for study, _, _ in films})
     lake_dir = tmp_path / "lake"
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
