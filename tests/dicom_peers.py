@@ -7,15 +7,19 @@ by their Popen handle) when its context ends, whatever the test did.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -161,7 +165,7 @@ def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator
     """Orthanc from a configuration of its own (never the packaged service), in ``namespace``."""
     binary = need("Orthanc")
     storage = root / "orthanc"
-    storage.mkdir()
+    storage.mkdir(exist_ok=True)  # a restart keeps what the earlier Orthanc stored
     config = {
         "Name": "xray-spark-test",
         "StorageDirectory": str(storage / "db"),
@@ -177,7 +181,7 @@ def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator
     }
     path = storage / "orthanc.json"
     path.write_text(json.dumps(config))
-    log = open(storage / "orthanc.log", "wb")  # noqa: SIM115 - closed below
+    log = open(storage / "orthanc.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([*in_namespace(namespace), binary, str(path)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 30
@@ -210,3 +214,84 @@ def orthanc_rest(namespace: str, method: str, path: str, body: bytes | None = No
         assert not check, result.stderr.decode(errors="replace")[-2000:]
         return None
     return json.loads(result.stdout.decode() or "null")
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def bridge(namespace: str, port: int, on_bytes: Callable[[int], None] | None = None) -> Iterator[int]:
+    """A port on the host's 127.0.0.1 that leads to ``port`` on ``namespace``'s loopback, and nowhere else.
+
+    One thread of this process enters the namespace (``setns`` moves only the calling thread) and
+    forwards each connection accepted on the host side to a connection it opens inside. ``on_bytes``
+    is called with the bytes clients have sent so far: a test can stop the peer part-way through a transfer.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    stop, ready, failed = threading.Event(), threading.Event(), []
+
+    def forward() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/var/run/netns/{namespace}") as fh:
+            if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
+                failed.append(os.strerror(ctypes.get_errno()))
+        ready.set()
+        peers: dict[socket.socket, socket.socket] = {}
+        clients: set[socket.socket] = set()
+        sent = 0
+        while not stop.is_set() and not failed:
+            readable, _, _ = select.select([listener, *peers], [], [], 0.1)
+            for sock in readable:
+                if sock is listener:
+                    client, _ = listener.accept()
+                    client.setblocking(True)
+                    try:
+                        inside = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    except OSError:
+                        client.close()
+                        continue
+                    peers[client], peers[inside] = inside, client
+                    clients.add(client)
+                    continue
+                if sock not in peers:
+                    continue
+                try:
+                    data = sock.recv(1 << 16)
+                    if data:
+                        peers[sock].sendall(data)
+                except OSError:
+                    data = b""
+                if not data:
+                    other = peers.pop(sock)
+                    peers.pop(other, None)
+                    clients.discard(sock)
+                    clients.discard(other)
+                    sock.close()
+                    other.close()
+                elif sock in clients and on_bytes is not None:
+                    sent += len(data)
+                    on_bytes(sent)
+        for sock in peers:
+            sock.close()
+
+    thread = threading.Thread(target=forward, name=f"bridge-{namespace}-{port}", daemon=True)
+    thread.start()
+    ready.wait(10)
+    assert not failed, f"setns into {namespace}: {failed[0]}"
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+def rest(port: int, method: str, path: str, body: bytes | None = None):
+    """One call to Orthanc's REST API through a :func:`bridge` port; the JSON answer (or raw bytes for files)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        data = answer.read()
+    return data if path.endswith("/file") else json.loads(data.decode() or "null")

@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "score": "run_scoring",
     "evaluate": "run_evaluation",
     "worklist": "run_worklist",
+    "deliver": "run_delivery",
 }
 STAGES = tuple(ENTRY_POINTS)
 MAX_FUNCTION_LINES = 80

@@ -30,6 +30,8 @@ EXIT_QUARANTINE = 3
 EXIT_FAILED = 1
 #: Another run holds this run's lock: sysexits' EX_TEMPFAIL, "try again later".
 EXIT_BUSY = 75
+#: deliver ran, and some films' results were not acknowledged: recorded as failed, retried by the next run.
+EXIT_UNDELIVERED = 4
 
 #: The signal that stopped the job (SIGINT or SIGTERM), once one arrived.
 _stopped_by: list[int] = []

@@ -218,6 +218,29 @@ class DicomNodeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeliverSettings:
+    """Results sent back to the PACS (``jobs/deliver.py``, and the nightly flow's last step); see docs/deliver.md."""
+
+    # Each "AE_TITLE@HOST:PORT" (a DICOM node: C-STORE) or "folder:DIR" (outside the lake).
+    # Empty: deliver sends nothing unless given --to / --to-folder, and the nightly flow skips it.
+    destinations: list[str] = dataclasses.field(default_factory=list)
+    secondary_capture: bool = False  # also a picture with the heatmap burnt in, for viewers without SR
+    uid_root: str = ""  # the organisation's UID root for result objects; empty: UUID-derived 2.25 UIDs
+    ae_title: str = "XRAY_SPARK"  # the calling AE title
+    timeout_seconds: float = 60.0  # connection, association and each C-STORE
+    max_side: int = 1024  # the Secondary Capture's longest side, px
+    batch_size: int = 32  # films per Arrow batch when the objects are built on the executors
+    record_every: int = 50  # films between two appends to xray.deliveries
+
+
+@dataclasses.dataclass(frozen=True)
+class WorklistSettings:
+    # A link from each worklist film to the study in the PACS viewer, e.g.
+    # "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}"; also {accession}. Empty: no link.
+    viewer_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -235,6 +258,8 @@ class Settings:
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
     dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
+    deliver: DeliverSettings = dataclasses.field(default_factory=DeliverSettings)
+    worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -78,6 +78,7 @@ def check_settings(settings: Settings) -> None:
     _check_operating(settings)
     _check_sql_server(settings)
     _check_dicom_node(settings)
+    _check_deliver(settings)
     _check_spark(settings)
     if not 1 <= settings.score.batch_size <= 4096:
         raise ConfigError(
@@ -246,3 +247,41 @@ def _check_dicom_node(settings: Settings) -> None:
         raise ConfigError(
             f"configuration key 'dicom_node.after_ingest' must be keep or done, got {node.after_ingest!r}"
         )
+
+
+def _check_deliver(settings: Settings) -> None:
+    """``deliver.*`` and ``worklist.viewer_url``: destinations that parse, a usable UID root, sizes."""
+    from xray_spark.destinations import parse_destination
+    from xray_spark.errors import UsageError
+    from xray_spark.uids import check_root
+
+    options = settings.deliver
+    for i, text in enumerate(options.destinations):
+        try:
+            parse_destination(text)
+        except UsageError as exc:
+            raise ConfigError(f"configuration key 'deliver.destinations[{i}]': {exc}") from None
+    try:
+        check_root(options.uid_root)
+    except ValueError as exc:
+        raise ConfigError(f"configuration key 'deliver.uid_root': {exc}") from None
+    _ae_title(options.ae_title, "deliver.ae_title")
+    for key, value, low in (
+        ("max_side", options.max_side, 64),
+        ("batch_size", options.batch_size, 1),
+        ("record_every", options.record_every, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"configuration key 'deliver.{key}' must be at least {low}, got {value}")
+    if options.timeout_seconds <= 0:
+        raise ConfigError("configuration key 'deliver.timeout_seconds' must be positive")
+    url = settings.worklist.viewer_url
+    if url:
+        try:
+            url.format(study_uid="", accession="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"configuration key 'worklist.viewer_url' may name only {{study_uid}} and {{accession}} ({exc!r})"
+            ) from None
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError("configuration key 'worklist.viewer_url' must be an http:// or https:// URL")

@@ -44,7 +44,8 @@ JOBS = {
     "evaluate": "AUROC with intervals, calibration, operating points, localization",
     "worklist": "the riskiest films of a scoring date as pages",
     "sql": "a read-only SQL query over the lake's tables",
-    "nightly": "tonight's delivery ingested, scored and on the worklist, in one session",
+    "nightly": "tonight's delivery ingested, scored and on the worklist (and results to the PACS), in one session",
+    "deliver": "the champion's results into each film's study in the PACS: DICOM SR and heatmap images",
 }
 #: spark-submit options that take no value.
 SUBMIT_FLAGS = frozenset({"--verbose", "-v", "--supervise"})

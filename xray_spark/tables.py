@@ -30,6 +30,7 @@ TABLES: tuple[str, ...] = (
     "dicom_instances",
     "patient_keys",
     "heatmaps",
+    "deliveries",
 )
 
 #: The model alias that scoring and evaluation use by default, and the views prefer.

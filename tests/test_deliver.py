@@ -1,0 +1,242 @@
+"""Results back to the PACS: SRs and SCs into each film's study, through a real Orthanc, once each, retried.
+
+The lake is a DICOM demo export prepared and scored here, with a small model as its champion.
+Orthanc runs in a network namespace of its own (its DICOM port cannot be bound to loopback);
+:func:`dicom_peers.bridge` makes its ports reachable from this process on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pyspark.sql import functions as F
+
+from xray_spark import privacy, registry
+from xray_spark.deliver import record
+from xray_spark.deliver.pipeline import run_delivery
+from xray_spark.dev.dicom_archive import write_dicom_archive
+from xray_spark.errors import UsageError
+from xray_spark.labels import probability_column
+from xray_spark.lake import Lake
+from xray_spark.prepare import PrepareInputs, run_prepare
+from xray_spark.prepare.images import display_image
+from xray_spark.score.pipeline import run_scoring
+from xray_spark.uids import result_uid
+
+from .conftest import make_settings
+from .corpus import planted_identity
+from .dicom_peers import ORTHANC_HTTP, bridge, need, network_namespace, orthanc, rest, running_node
+
+KEY = "a-delivery-test-key-long-enough-77"
+DATASET = "hospital"
+
+
+@pytest.fixture(scope="module")
+def hospital(spark, small_model, tmp_path_factory):
+    """A DICOM export prepared and scored by the champion, with heatmaps: (settings, lake, export)."""
+    root = tmp_path_factory.mktemp("deliver")
+    write_dicom_archive(root / "archive", n_images=20, size=64, seed=21, labelled=0.0)
+    lake_dir = root / "lake"
+    overrides = ["dataset=hospital", "quarantine.max_fraction=0.5", "score.heatmaps=top:100"]
+    settings = make_settings(lake_dir, *overrides, "deliver.timeout_seconds=15", "deliver.record_every=4")
+    lake = Lake.at(settings.lake)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
+    try:
+        run_prepare(spark, lake, settings, PrepareInputs(None, str(root / "archive" / "export"), source="dicom"))
+    finally:
+        mp.undo()
+    registry.register_model(spark, lake, small_model["model_dir"], dataset="nih")
+    registry.set_alias(spark, lake, small_model["version"], reason="the delivery tests' model")
+    run_scoring(spark, lake, settings, new_only=True)
+    return settings, lake, root / "archive" / "export"
+
+
+def _predictions(spark, lake: Lake) -> dict[str, dict]:
+    rows = spark.read.parquet(lake.table_url("predictions")).where(F.col("dataset") == DATASET).collect()
+    return {r["image_id"]: r.asDict() for r in rows}
+
+
+def _instances(port: int) -> dict[str, dict]:
+    """Orthanc's instances: id -> simplified tags."""
+    return {i: rest(port, "GET", f"/instances/{i}/simplified-tags") for i in rest(port, "GET", "/instances")}
+
+
+def _check_sr(path: Path, prediction: dict, labels: list[str]) -> None:
+    """dsrdump reads it; highdicom reads back each finding's probability and whether it is called."""
+    import highdicom as hd
+
+    dumped = subprocess.run([need("dsrdump"), str(path)], capture_output=True, text=True, timeout=60)
+    assert dumped.returncode == 0 and "Comprehensive SR" in dumped.stdout, dumped.stderr[-500:]
+    assert "E:" not in dumped.stderr, dumped.stderr[-500:]
+    groups = hd.sr.srread(path).content.get_image_measurement_groups()
+    by_finding = {g.tracking_identifier: g for g in groups}
+    assert sorted(by_finding) == sorted(labels)
+    for finding, group in by_finding.items():
+        (measurement,) = group.get_measurements()
+        assert measurement.value == pytest.approx(prediction[probability_column(finding)], abs=1e-6)
+        (called,) = group.get_qualitative_evaluations()
+        assert called.value.meaning == ("Present" if finding in prediction["positive_findings"] else "Absent")
+
+
+def test_results_reach_each_study_once_even_when_orthanc_stops_mid_way(spark, hospital, small_model, tmp_path):
+    need("Orthanc")
+    settings, lake, _ = hospital
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    predictions = _predictions(spark, lake)
+    assert len(films) == len(predictions) >= 18
+    stopped, peer = threading.Event(), {}
+
+    def stop_orthanc(sent: int) -> None:  # after a few films' objects, Orthanc is killed mid-association
+        if sent > 2_500_000 and not stopped.is_set():  # about three films: an SC is 512 x 512 RGB
+            stopped.set()
+            peer["proc"].kill()
+            peer["proc"].wait()
+
+    def deliver() -> dict:
+        target = f"ORTHANC@127.0.0.1:{dicom_port}"
+        return run_delivery(spark, lake, settings, destinations=[target], secondary_capture=True, display=display_image)
+
+    with network_namespace() as ns, bridge(ns, 4242, stop_orthanc) as dicom_port, bridge(ns, ORTHANC_HTTP) as http:
+        with orthanc(tmp_path, ns, {}) as proc:
+            peer["proc"] = proc
+            for path, _ in films.values():
+                rest(http, "POST", "/instances", Path(path).read_bytes())
+            first = deliver()
+        assert stopped.is_set() and first["sent"] > 0 and first["failed"] > 0, first
+        assert first["sent"] + first["failed"] == len(films)
+        state = record.state(spark, lake, DATASET, small_model["version"]).collect()
+        assert sorted(r["status"] for r in state) == sorted(["sent"] * first["sent"] + ["failed"] * first["failed"])
+        with orthanc(tmp_path, ns, {}):  # started again on what the first one stored
+            held_before = {t["SOPInstanceUID"] for t in _instances(http).values()}
+            sent_first = {r["image_id"] for r in state if r["status"] == "sent"}
+            second = deliver()
+            assert (second["to_deliver"], second["sent"], second["failed"]) == (first["failed"], first["failed"], 0)
+            instances = _instances(http)
+            by_uid = {tags["SOPInstanceUID"]: (i, tags) for i, tags in instances.items()}
+            assert len(instances) == 3 * len(films), "each film, its SR and its SC: nothing twice"
+            for sop_uid in films:
+                film = by_uid[sop_uid][1]
+                results = [t for t in instances.values() if t["StudyInstanceUID"] == film["StudyInstanceUID"]]
+                kinds = sorted(t["Modality"] for t in results if t["SOPInstanceUID"] != sop_uid)
+                assert kinds.count("SR") == 1 and len(kinds) == 2, kinds
+                for tags in results:
+                    assert (tags["PatientID"], tags["PatientName"]) == (film["PatientID"], film["PatientName"])
+                sr_tags = next(t for t in results if t["Modality"] == "SR")
+                path = tmp_path / f"{sop_uid}.sr.dcm"
+                path.write_bytes(rest(http, "GET", f"/instances/{by_uid[sr_tags['SOPInstanceUID']][0]}/file"))
+                _check_sr(path, predictions[sop_uid], list(registry.resolve_model(spark, lake).labels))
+            # what the first run recorded as sent was held by Orthanc when it was killed
+            version = small_model["version"]
+            assert {result_uid(settings.deliver.uid_root, uid, version, "sr") for uid in sent_first} <= held_before
+            third = deliver()
+            assert third["to_deliver"] == 0 and len(_instances(http)) == len(instances)
+
+
+def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_lake_holds_no_identity(
+    spark, hospital, tmp_path
+):
+    settings, lake, export = hospital
+    out = tmp_path / "results"
+    summary = run_delivery(
+        spark, lake, settings, destinations=[f"folder:{out}"], secondary_capture=True, display=display_image
+    )
+    assert summary["sent"] == summary["to_deliver"] > 0 and summary["failed"] == 0
+    maps = spark.read.parquet(lake.table_url("heatmaps")).where(F.col("dataset") == DATASET).collect()
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    risky = {r["image_id"]: r["risk_finding"] for r in _predictions(spark, lake).values()}
+    checked = 0
+    for path in sorted(out.glob("*.dcm")):
+        ds = dcmread(path)
+        if ds.Modality != "OT" and ds.SOPClassUID != "1.2.840.10008.5.1.4.1.1.7":
+            continue
+        film = str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
+        region = next((m for m in maps if m["image_id"] == film and m["finding"] == risky[film]), None)
+        if region is None:
+            continue
+        picture = ds.pixel_array.astype(int)
+        cv2.imwrite(str(tmp_path / f"{film}.png"), picture[:, :, ::-1].astype(np.uint8))
+        colour = np.abs(picture[:, :, 0] - picture[:, :, 2])  # 0 on a gray film, large where the map is blended
+        scale = picture.shape[1] / dcmread(films[film][0], stop_before_pixels=True).Columns  # the films are square
+        x, y, w, h = (round(region[k] * scale) for k in ("box_x", "box_y", "box_w", "box_h"))
+        assert colour[y + 2 : y + h - 2, x + 2 : x + w - 2].mean() > 20, "the hot box is coloured"
+        stored = cv2.imdecode(np.frombuffer(region["heatmap_png"], np.uint8), cv2.IMREAD_GRAYSCALE)
+        heat = cv2.resize(stored, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR) / 255.0
+        cold = (heat < 0.1)[40:]  # below the banner
+        assert cold.any() and colour[40:][cold].mean() < 3, "where the map is cold the film stays gray"
+        banner = picture[:30].mean(axis=2)
+        assert (banner > 200).mean() > 0.02 and (banner < 20).mean() > 0.5, "white text on a black band"
+        checked += 1
+    assert checked >= 5
+    needles = [v.encode() for v in planted_identity(export)]
+    assert len(needles) > 20
+    for path in Path(lake.root).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [n for n in needles if n in data], f"{path} holds identity"
+    exported = {p.name for p in export.rglob("*")}
+    assert not exported & {p.name for p in Path(lake.root).rglob("*")}, "no file or folder name of the export"
+
+
+def test_a_moved_or_changed_source_and_a_refusing_node_are_recorded_and_nothing_else_is_lost(spark, hospital, tmp_path):
+    settings, lake, _ = hospital
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    native = [
+        (uid, p) for uid, (p, _) in sorted(films.items()) if not dcmread(p).file_meta.TransferSyntaxUID.is_compressed
+    ]
+    (moved_uid, moved), (changed_uid, changed) = native[:2]
+    original = {p: Path(p).read_bytes() for p in (moved, changed)}
+    Path(moved).rename(moved + ".away")
+    ds = dcmread(changed)
+    ds.PixelData = bytes(b ^ 0xFF for b in ds.PixelData)
+    ds.save_as(changed)
+    try:
+        summary = run_delivery(spark, lake, settings, destinations=[f"folder:{tmp_path / 'out'}"])
+        state = {r["image_id"]: r for r in _state(spark, lake, f"folder:{tmp_path / 'out'}")}
+        assert state[moved_uid]["status"] == state[changed_uid]["status"] == "failed"
+        assert state[moved_uid]["error"].startswith("source file moved")
+        assert "pixel data differ" in state[changed_uid]["error"]
+        assert summary["sent"] == len(films) - 2 and summary["failed"] == 2
+        with running_node(tmp_path / "node") as node:  # our own node takes radiographs only, never an SR
+            refused = run_delivery(spark, lake, settings, destinations=[f"XRAY_SPARK@127.0.0.1:{node.port}"])
+        assert refused["failed"] == len(films) and "refused Comprehensive SR Storage" in next(iter(refused["errors"]))
+    finally:
+        for path, data in original.items():
+            Path(path).write_bytes(data)
+            Path(path + ".away").unlink(missing_ok=True)
+    again = run_delivery(spark, lake, settings, destinations=[f"folder:{tmp_path / 'out'}"])
+    assert (again["to_deliver"], again["sent"]) == (2, 2), "the two films are delivered once their files are back"
+
+
+def _state(spark, lake, destination: str) -> list[dict]:
+    from xray_spark.registry import alias_holder
+
+    version = alias_holder(spark, lake)["version"]
+    rows = record.state(spark, lake, DATASET, version).where(F.col("destination") == destination).collect()
+    return [r.asDict() for r in rows]
+
+
+def test_result_uids_are_the_same_on_every_resend_and_differ_by_model_and_kind():
+    film = "1.2.826.0.1.3680043.8.498.1"
+    assert result_uid("", film, "v1", "sr") == result_uid("", film, "v1", "sr")
+    uids = {result_uid(root, film, v, k) for root in ("", "1.2.3") for v in ("v1", "v2") for k in ("sr", "sc")}
+    assert len(uids) == 8
+    assert all(len(u) <= 64 and all(p.isdigit() and (p == "0" or p[0] != "0") for p in u.split(".")) for u in uids)
+    assert result_uid("1.2.3", film, "v1", "sr").startswith("1.2.3.")
+
+
+def test_delivery_refuses_a_lake_without_dicom_films_or_a_destination_inside_the_lake(spark, prepared, hospital):
+    settings, lake, _ = prepared
+    with pytest.raises(UsageError, match=r"no DICOM films|no champion"):
+        run_delivery(spark, lake, settings, destinations=["folder:/tmp/elsewhere-results"])
+    h_settings, h_lake, _ = hospital
+    with pytest.raises(UsageError, match="inside the lake"):
+        run_delivery(spark, h_lake, h_settings, destinations=[f"folder:{h_lake.root}/results"])
+    with pytest.raises(UsageError, match="no destination"):
+        run_delivery(spark, h_lake, h_settings, destinations=[])

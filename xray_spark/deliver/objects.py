@@ -1,0 +1,281 @@
+"""The result objects for one film: a Comprehensive SR (TID 1500) and, optionally, a Secondary Capture.
+
+Both are built with highdicom from the film's *source file* (read at delivery, outside the
+lake): the patient and study modules are copied from it, the results from the lake. The SR
+holds, per finding of the model, a measurement group (TID 1501) with the calibrated
+probability (unit 1) and whether it is called at the model's operating point (Present or
+Absent), coded as :mod:`.codes` says, with the algorithm identified (TID 4019: name,
+version = model version and package version, the threshold rule and thresholds as its
+parameters); and, per finding with a heatmap, a planar ROI group (TID 1410) whose region is
+the heatmap's hot box as a polyline on the source image. The SC is the film as prepare
+displays it, the riskiest finding's heatmap and box blended in, and a banner that says it
+is an AI result, burnt into the pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from xray_spark.deliver.codes import ABSENT, NO_UNITS, PRESENT, PROBABILITY, PROCEDURE, finding_code
+from xray_spark.uids import result_uid
+
+SR, SC = "sr", "sc"
+#: Series numbers of the result series (a viewer lists them after the film's own).
+SERIES_NUMBERS = {SR: 9901, SC: 9902}
+MANUFACTURER = "xray-spark"
+BANNER = "AI RESULT - xray-spark - not a diagnosis"
+#: A smaller film is enlarged for its Secondary Capture, so that the banner stays legible beside it.
+MIN_SIDE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What the results say about the model that made them."""
+
+    version: str
+    kind: str
+    labels: tuple[str, ...]
+    thresholds: dict[str, float | None]
+    threshold_rule: str
+    package_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """A finding's heatmap: its hot box in source pixels, and the map (PNG over the film's padded square)."""
+
+    finding: str
+    probability: float
+    box: tuple[float, float, float, float]  # x, y, w, h
+    heatmap_png: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class FilmResult:
+    """A film's results as ``xray.predictions`` and ``xray.heatmaps`` hold them."""
+
+    image_id: str
+    probabilities: dict[str, float]
+    called: frozenset[str]
+    regions: tuple[Region, ...]
+    risk_finding: str | None
+
+
+def object_uids(root: str, sop_uid: str, study_uid: str, version: str, kind: str) -> tuple[str, str]:
+    """(series UID, instance UID) of a film's result object of ``kind``: the same on every resend."""
+    return result_uid(root, study_uid, version, kind, "series"), result_uid(root, sop_uid, version, kind)
+
+
+def _algorithm(model: ModelFacts):
+    import highdicom as hd
+
+    limits = [f"{f} {t:.6g}" if t is not None else f"{f} not calibrated" for f, t in model.thresholds.items()]
+    parameters = [f"threshold rule: {model.threshold_rule}", *(f"threshold {x}" for x in limits)]
+    version = f"{model.version} (xray-spark {model.package_version})"
+    name = f"xray-spark {model.kind}"[:64]
+    return hd.sr.AlgorithmIdentification(name=name, version=version[:64], parameters=parameters)
+
+
+def _device_context(model: ModelFacts, root: str):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=result_uid(root, "device", model.version),
+        name=MANUFACTURER,
+        manufacturer_name=MANUFACTURER,
+        model_name=model.kind[:64],
+    )
+    observer = hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+    return hd.sr.ObservationContext(observer_device_context=observer)
+
+
+def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> list:
+    import highdicom as hd
+
+    algorithm = _algorithm(model)
+    image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    groups = []
+    for finding in model.labels:
+        code = finding_code(finding)
+        probability = hd.sr.Measurement(name=PROBABILITY, value=float(film.probabilities[finding]), unit=NO_UNITS)
+        called = hd.sr.QualitativeEvaluation(name=code, value=PRESENT if finding in film.called else ABSENT)
+        tracking = hd.sr.TrackingIdentifier(
+            uid=result_uid(root, film.image_id, model.version, "finding", finding), identifier=finding
+        )
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking,
+                finding_type=code,
+                algorithm_id=algorithm,
+                measurements=[probability],
+                qualitative_evaluations=[called],
+                source_images=[image],
+            )
+        )
+    for region in film.regions:
+        x, y, w, h = region.box
+        corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]], dtype=float)
+        where = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=corners,
+            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+        )
+        tracking = hd.sr.TrackingIdentifier(
+            uid=result_uid(root, film.image_id, model.version, "region", region.finding),
+            identifier=f"{region.finding} heatmap hot region",
+        )
+        probability = hd.sr.Measurement(name=PROBABILITY, value=float(region.probability), unit=NO_UNITS)
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking,
+                referenced_region=where,
+                finding_type=finding_code(region.finding),
+                algorithm_id=algorithm,
+                measurements=[probability],
+            )
+        )
+    return groups
+
+
+#: The patient and study attributes a result object copies, which DICOM requires present (Type 2) even when empty.
+COPIED_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
+
+
+def with_empty_type2(source):
+    """The source dataset with every :data:`COPIED_TYPE2` attribute it lacks present and empty (in place)."""
+    for keyword in COPIED_TYPE2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    return source
+
+
+def build_sr(source, film: FilmResult, model: ModelFacts, root: str):
+    """The film's Comprehensive SR (TID 1500 Measurement Report), in the film's study, in a series of its own."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    with_empty_type2(source)
+    report = hd.sr.MeasurementReport(
+        observation_context=_device_context(model, root),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=_finding_groups(source, film, model, root),
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    series_uid, uid = object_uids(root, film.image_id, str(source.StudyInstanceUID), model.version, SR)
+    return hd.sr.ComprehensiveSR(
+        evidence=[source],
+        content=report[0],
+        series_instance_uid=series_uid,
+        series_number=SERIES_NUMBERS[SR],
+        sop_instance_uid=uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=f"AI results: xray-spark {model.version}"[:64],
+    )
+
+
+def build_sc(source, display: np.ndarray, film: FilmResult, model: ModelFacts, root: str, max_side: int):
+    """The film with its riskiest finding's heatmap and the AI-result banner burnt in, as a Secondary Capture."""
+    import highdicom as hd
+
+    with_empty_type2(source)
+    picture = burn_in(display, film, model, max_side)
+    series_uid, uid = object_uids(root, film.image_id, str(source.StudyInstanceUID), model.version, SC)
+    orientation = tuple(source.get("PatientOrientation") or ()) or ("L", "F")
+    sc = hd.sc.SCImage.from_ref_dataset(
+        source,
+        picture,
+        "RGB",
+        8,
+        "PATIENT",
+        series_uid,
+        SERIES_NUMBERS[SC],
+        uid,
+        1,
+        MANUFACTURER,
+        patient_orientation=orientation[:2],
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        series_description=f"AI heatmap: xray-spark {model.version}"[:64],
+    )
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    sc.SourceImageSequence = DicomSequence([reference])  # the film it was made from
+    sc.DerivationDescription = f"film with the heatmap of {film.risk_finding or 'no finding'} blended in"
+    sc.BurnedInAnnotation = "YES"
+    sc.ImageComments = f"{BANNER}: {caption(film)}"[:10240]
+    return sc
+
+
+def caption(film: FilmResult) -> str:
+    """The banner's second line: the riskiest finding, its probability and whether it is called."""
+    if film.risk_finding is None:
+        return "no finding scored"
+    p = film.probabilities.get(film.risk_finding, 0.0)
+    state = "called" if film.risk_finding in film.called else "not called"
+    return f"{film.risk_finding} p={p:.2f} ({state})"
+
+
+def _heat_over_film(region: Region, height: int, width: int) -> np.ndarray:
+    """The region's heatmap (0..1) at ``height`` x ``width``: the map covers the film padded to a square."""
+    import cv2
+
+    heat = cv2.imdecode(np.frombuffer(region.heatmap_png, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    side = max(height, width)
+    square = cv2.resize(heat, (side, side), interpolation=cv2.INTER_LINEAR)
+    top, left = (side - height) // 2, (side - width) // 2
+    return square[top : top + height, left : left + width]
+
+
+def burn_in(display: np.ndarray, film: FilmResult, model: ModelFacts, max_side: int) -> np.ndarray:
+    """RGB uint8: the film (``MIN_SIDE`` to ``max_side`` px), the heatmap blended where hot, its box, the banner."""
+    import cv2
+
+    height, width = display.shape[:2]
+    scale = min(max_side, max(MIN_SIDE, height, width)) / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    gray = cv2.resize(display, size, interpolation=shrink) if scale != 1 else display
+    rgb = np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
+    region = next((r for r in film.regions if r.finding == film.risk_finding), None)
+    if region is not None:
+        heat = _heat_over_film(region, gray.shape[0], gray.shape[1])
+        colour = cv2.applyColorMap(np.uint8(np.clip(heat * 255, 0, 255)), cv2.COLORMAP_JET)[:, :, ::-1]
+        alpha = (0.5 * (heat >= 0.2))[:, :, None]
+        rgb = rgb * (1 - alpha) + colour.astype(np.float32) * alpha
+        x, y, w, h = (v * scale for v in region.box)
+        cv2.rectangle(rgb, (int(x), int(y)), (int(x + w), int(y + h)), (255, 255, 0), max(1, gray.shape[1] // 256))
+    picture = np.clip(rgb, 0, 255).astype(np.uint8)
+    _banner(picture, [BANNER, caption(film) + f", model {model.version}"])
+    return np.ascontiguousarray(picture)
+
+
+def _banner(picture: np.ndarray, lines: Sequence[str]) -> None:
+    """White text on a black band across the top of ``picture`` (in place)."""
+    import cv2
+
+    width = picture.shape[1]
+    font_scale = max(0.3, width / 1400)
+    line_height = int(30 * font_scale) + 6
+    picture[: line_height * len(lines) + 6] = 0
+    for i, text in enumerate(lines):
+        origin = (6, line_height * (i + 1))
+        cv2.putText(picture, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)

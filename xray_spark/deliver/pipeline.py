@@ -1,0 +1,306 @@
+"""The deliver job: the champion's results for a DICOM dataset's films sent back into each film's study.
+
+1. The films to deliver: those of ``settings.dataset`` that the champion scored (its newest
+   scoring of each), whose newest ``xray.deliveries`` row at a destination is not ``sent``.
+2. Their source files: from the film map outside the lake (:func:`privacy.read_film_map`):
+   the one place where delivery learns where a film's file, and so its patient, is.
+3. ``pending`` rows for every film and destination about to be tried.
+4. The SR (and SC) of each film built on the executors in Arrow batches (:mod:`.build`).
+5. Each object sent by the driver, one association per destination (:mod:`.send`), and the
+   outcome recorded every ``deliver.record_every`` films (:mod:`.record`).
+
+Nothing identifying is written to the lake: the objects travel from the executors to the
+driver and on to the destination; the table records UIDs, statuses and reasons only.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+import xray_spark
+from xray_spark import locks, privacy, progress, registry, spool, tables
+from xray_spark.config import Settings
+from xray_spark.deliver import record
+from xray_spark.deliver.build import BUILT_SCHEMA, make_builder
+from xray_spark.deliver.objects import ModelFacts
+from xray_spark.deliver.send import COMPREHENSIVE_SR, SECONDARY_CAPTURE, sender_for
+from xray_spark.destinations import Destination, parse_destination
+from xray_spark.errors import UsageError
+from xray_spark.labels import probability_column
+from xray_spark.lake import Lake, is_inside, new_run_id
+from xray_spark.model_card import ModelCard
+
+#: A destination that refused this many connections in a row is not tried again in the run.
+MAX_CONNECT_FAILURES = 3
+NO_SOURCE = "no source file recorded for this film (the film map outside the lake has no entry for it)"
+
+
+def run_delivery(
+    spark: SparkSession,
+    lake: Lake,
+    settings: Settings,
+    *,
+    destinations: Sequence[str] | None = None,
+    secondary_capture: bool | None = None,
+    display: Callable[[bytes], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Deliver the champion's results for ``settings.dataset``; ``display`` renders a film for the SC."""
+    options = settings.deliver
+    targets = _destinations(destinations if destinations is not None else options.destinations, lake)
+    with_sc = options.secondary_capture if secondary_capture is None else secondary_capture
+    if with_sc and display is None:
+        raise UsageError("a Secondary Capture needs the film's display function (jobs/deliver.py passes it)")
+    card = _champion(spark, lake)
+    dataset, started, run_id = settings.dataset, time.monotonic(), new_run_id()
+    with locks.lake_lock(lake, f"deliver-{dataset}", job="deliver", wait_seconds=settings.locks.wait_seconds):
+        films = _results(spark, lake, dataset, card)
+        todo = _to_do(spark, lake, films, targets, dataset, card.version, settings)
+        summary = {"dataset": dataset, "model_version": card.version, "run_id": run_id, "secondary_capture": with_sc}
+        summary |= {"films_scored": films.count(), "to_deliver": len(todo), "destinations": [t.name for t in targets]}
+        if todo:
+            _pending(spark, lake, todo, card.version, dataset, run_id)
+            facts = model_facts(card)
+            builder = make_builder(
+                facts, options.uid_root, with_sc, display, options.max_side, settings.image.max_file_bytes
+            )
+            progress.expect(len(todo))
+            with progress.step():
+                summary |= _send_all(spark, lake, films, todo, targets, builder, card.version, run_id, settings)
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def _destinations(texts: Sequence[str], lake: Lake) -> list[Destination]:
+    targets = [parse_destination(t) for t in texts]
+    if not targets:
+        raise UsageError("no destination: pass --to AE_TITLE@HOST:PORT or --to-folder DIR, or set deliver.destinations")
+    for target in targets:
+        if target.folder and lake.is_local and is_inside(target.folder, lake.root):
+            raise UsageError(f"destination folder {target.folder} is inside the lake: results carry identity")
+    if len({t.name for t in targets}) != len(targets):
+        raise UsageError("a destination is named twice")
+    return targets
+
+
+def _champion(spark: SparkSession, lake: Lake) -> ModelCard:
+    holder = registry.alias_holder(spark, lake)
+    if holder is None:
+        raise UsageError("the lake has no champion model: promote one first (jobs/promote.py), then deliver")
+    return registry.resolve_model(spark, lake, version=str(holder["version"]))
+
+
+def model_facts(card: ModelCard) -> ModelFacts:
+    return ModelFacts(
+        version=card.version,
+        kind=card.kind,
+        labels=tuple(card.labels),
+        thresholds=dict(card.thresholds),
+        threshold_rule=card.threshold_rule,
+        package_version=xray_spark.__version__,
+    )
+
+
+def _newest(df: DataFrame, keys: Sequence[str]) -> DataFrame:
+    order = Window.partitionBy(*keys).orderBy(F.desc("scored_at"))
+    return df.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+
+
+def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> DataFrame:
+    """Per DICOM film the champion scored: its probabilities (card order), called findings, risk finding, regions."""
+    instances = tables.read_table(spark, lake, "dicom_instances")
+    instances = instances.where(F.col("dataset") == dataset) if instances is not None else None
+    if instances is None or instances.isEmpty():
+        raise UsageError(
+            f"dataset {dataset!r} holds no DICOM films: delivery sends results back to the PACS the films came from"
+        )
+    predictions = tables.read_table(spark, lake, "predictions")
+    if predictions is None:
+        raise UsageError(f"nothing is scored yet: run score on dataset {dataset!r} first")
+    mine = predictions.where((F.col("dataset") == dataset) & (F.col("model_version") == card.version))
+    probabilities = F.array(*[F.col(probability_column(label)).cast("double") for label in card.labels])
+    scored = _newest(mine, ["image_id"]).select(
+        "image_id", probabilities.alias("probabilities"), F.col("positive_findings").alias("called"), "risk_finding"
+    )
+    films = scored.join(instances.select("image_id", "study_uid").distinct(), "image_id")
+    maps = tables.read_table(spark, lake, "heatmaps")
+    if maps is not None:
+        maps = _newest(
+            maps.where((F.col("dataset") == dataset) & (F.col("model_version") == card.version)),
+            ["image_id", "finding"],
+        )
+        fields = ["finding", "probability", "box_x", "box_y", "box_w", "box_h", "heatmap_png"]
+        regions = maps.groupBy("image_id").agg(F.collect_list(F.struct(*fields)).alias("regions"))
+        films = films.join(regions, "image_id", "left")
+    else:
+        films = films.withColumn("regions", F.lit(None))
+    return films.localCheckpoint()
+
+
+def _to_do(spark, lake, films, targets, dataset, version, settings) -> dict[str, dict[str, int]]:
+    """image_id -> {destination: attempts so far} for every film not yet sent to a destination."""
+    names = spark.createDataFrame([(t.name,) for t in targets], "destination string")
+    pairs = films.select("image_id").crossJoin(names)
+    done = record.state(spark, lake, dataset, version)
+    if done is not None:
+        pairs = pairs.join(
+            done.select("image_id", "destination", "status", "attempts"), ["image_id", "destination"], "left"
+        ).where(F.coalesce(F.col("status"), F.lit("")) != record.SENT)
+    else:
+        pairs = pairs.withColumn("attempts", F.lit(0))
+    todo: dict[str, dict[str, int]] = collections.defaultdict(dict)
+    for row in pairs.select("image_id", "destination", "attempts").toLocalIterator():
+        todo[row["image_id"]][row["destination"]] = int(row["attempts"] or 0)
+    return dict(todo)
+
+
+def _pending(spark, lake, todo, version, dataset, run_id) -> None:
+    at = record.now()
+    rows = [
+        {
+            "image_id": image,
+            "model_version": version,
+            "destination": name,
+            "status": record.PENDING,
+            "attempt": attempts,
+            "at": at,
+            "run_id": run_id,
+            "dataset": dataset,
+        }
+        for image, by_destination in todo.items()
+        for name, attempts in by_destination.items()
+    ]
+    record.append(spark, lake, rows)
+
+
+def _sources(spark: SparkSession, settings: Settings, films: DataFrame, todo) -> DataFrame:
+    """The films to deliver with their source file (bytes of the path, never a string column) and pixel hash."""
+    located = privacy.read_film_map(settings.privacy, settings.dataset)
+    rows = [
+        (
+            image,
+            os.fsencode(spool.where_now(located[image][0])) if image in located else None,
+            located.get(image, ("", ""))[1],
+        )
+        for image in todo
+    ]
+    schema = T.StructType(
+        [
+            T.StructField("image_id", T.StringType()),
+            T.StructField("path", T.BinaryType()),
+            T.StructField("pixel_sha256", T.StringType()),
+        ]
+    )
+    where = spark.createDataFrame(pd.DataFrame(rows, columns=["image_id", "path", "pixel_sha256"]), schema)
+    return films.join(where, "image_id")
+
+
+class _Outcomes:
+    """Each film's outcome per destination, counted and appended to ``xray.deliveries`` in groups."""
+
+    def __init__(self, spark, lake, settings: Settings, targets, version: str, run_id: str) -> None:
+        self.spark, self.lake, self.settings = spark, lake, settings
+        self.version, self.run_id = version, run_id
+        self.counts = {t.name: collections.Counter() for t in targets}
+        self.errors: collections.Counter = collections.Counter()
+        self.rows: list[dict[str, Any]] = []
+        self.films = 0
+
+    def add(self, row: dict[str, Any], name: str, attempts: int, error: str | None) -> None:
+        status = record.FAILED if error else record.SENT
+        self.counts[name][status] += 1
+        if error:
+            self.errors[error] += 1
+        self.rows.append(
+            {
+                "image_id": row["image_id"],
+                "model_version": self.version,
+                "destination": name,
+                "status": status,
+                "attempt": attempts + 1,
+                "sr_uid": row.get("sr_uid"),
+                "sc_uid": row.get("sc_uid"),
+                "error": error,
+                "at": record.now(),
+                "run_id": self.run_id,
+                "dataset": self.settings.dataset,
+            }
+        )
+
+    def film_done(self) -> None:
+        self.films += 1
+        if self.films % self.settings.deliver.record_every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        record.append(self.spark, self.lake, self.rows)
+        self.rows = []
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "delivered": {name: dict(c) for name, c in self.counts.items()},
+            "sent": sum(c[record.SENT] for c in self.counts.values()),
+            "failed": sum(c[record.FAILED] for c in self.counts.values()),
+            "errors": dict(self.errors.most_common(10)),
+        }
+
+
+def _send_all(spark, lake, films, todo, targets, builder, version, run_id, settings) -> dict[str, Any]:
+    """Build on the executors, send from here, record every ``deliver.record_every`` films."""
+    options = settings.deliver
+    senders = {t.name: sender_for(t, options.ae_title, options.timeout_seconds) for t in targets}
+    outcomes = _Outcomes(spark, lake, settings, targets, version, run_id)
+    refusing: collections.Counter = collections.Counter()
+    todo_films = _sources(spark, settings, films, todo)
+    n_parts = max(spark.sparkContext.defaultParallelism, -(-len(todo) // options.batch_size))
+    missing = todo_films.where(F.col("path").isNull()).select("image_id").toLocalIterator()
+    built = _built(todo_films.where(F.col("path").isNotNull()).repartition(n_parts), builder)
+    send_seconds = 0.0
+    try:
+        for row in _chain(({"image_id": r["image_id"], "error": NO_SOURCE} for r in missing), built):
+            for name, attempts in todo[row["image_id"]].items():
+                started = time.monotonic()
+                error = row.get("error") or _deliver(senders[name], row, refusing, name)
+                send_seconds += time.monotonic() - started
+                outcomes.add(row, name, attempts, error)
+            outcomes.film_done()
+    finally:  # what was acknowledged is on record however the run ends (a kill leaves it pending)
+        outcomes.flush()
+        for sender in senders.values():
+            sender.close()
+    return outcomes.summary() | {"send_seconds": round(send_seconds, 2)}
+
+
+def _chain(*iterables):
+    for iterable in iterables:
+        yield from iterable
+
+
+def _built(df: DataFrame, builder) -> Any:
+    for row in df.mapInPandas(builder, BUILT_SCHEMA).toLocalIterator(prefetchPartitions=True):
+        yield row.asDict()
+
+
+def _deliver(sender, row: dict[str, Any], refusing: collections.Counter, name: str) -> str | None:
+    """Send a film's SR, then its SC; the first failure is the film's reason (None: all acknowledged)."""
+    if refusing[name] >= MAX_CONNECT_FAILURES:
+        return f"{name} unreachable: {MAX_CONNECT_FAILURES} connections in a row failed in this run"
+    for kind, sop_class in (("sr", COMPREHENSIVE_SR), ("sc", SECONDARY_CAPTURE)):
+        if row.get(kind) is None:
+            continue
+        error = sender.send(row[kind], sop_class, row[f"{kind}_uid"])
+        if error is not None:
+            connecting = error.startswith(("cannot connect", "association with"))
+            refusing[name] = refusing[name] + 1 if connecting else 0
+            return error
+        refusing[name] = 0
+    return None

@@ -1,0 +1,69 @@
+"""``xray.deliveries``: what was sent where, one row per film, destination and attempt (no patient data).
+
+A run first writes a ``pending`` row for each film and destination it is about to try, then,
+in groups of ``deliver.record_every`` films, a ``sent`` row for each the receiver
+acknowledged and a ``failed`` row, with the reason, for the others. A film's state at a
+destination is its newest row: a run killed mid-way leaves ``pending`` (never ``sent``)
+for what it had not recorded, and the next run tries those again with the same UIDs, which
+a PACS files as the same instances. ``attempt`` counts the tries that ended (sent or failed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from xray_spark import tables
+from xray_spark.lake import Lake
+
+DELIVERIES = "deliveries"
+SENT, FAILED, PENDING = "sent", "failed", "pending"
+
+DELIVERIES_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), False),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("destination", T.StringType(), False),
+        T.StructField("status", T.StringType(), False),
+        T.StructField("attempt", T.IntegerType(), False),
+        T.StructField("sr_uid", T.StringType(), True),
+        T.StructField("sc_uid", T.StringType(), True),
+        T.StructField("error", T.StringType(), True),
+        T.StructField("at", T.TimestampType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("dataset", T.StringType(), False),
+    ]
+)
+_ORDER = {PENDING: 0, FAILED: 1, SENT: 2}  # within one instant, an outcome wins over the pending row before it
+
+
+def state(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:
+    """Per film and destination of ``version``'s results: the newest status and the attempts that ended."""
+    table = tables.read_table(spark, lake, DELIVERIES)
+    if table is None:
+        return None
+    rows = table.where((F.col("dataset") == dataset) & (F.col("model_version") == version))
+    rank = F.create_map(*[x for k, v in _ORDER.items() for x in (F.lit(k), F.lit(v))])[F.col("status")]
+    newest = Window.partitionBy("image_id", "destination").orderBy(F.desc("at"), F.desc(rank))
+    ended = F.sum(F.when(F.col("status") != PENDING, 1).otherwise(0)).over(
+        Window.partitionBy("image_id", "destination")
+    )
+    ranked = rows.withColumn("attempts", ended).withColumn("_n", F.row_number().over(newest))
+    return ranked.where(F.col("_n") == 1).select("image_id", "destination", "status", "attempts", "error")
+
+
+def append(spark: SparkSession, lake: Lake, rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` (dicts of :data:`DELIVERIES_SCHEMA`'s columns) appended to ``xray.deliveries``."""
+    if rows:
+        names = DELIVERIES_SCHEMA.fieldNames()
+        df = spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], DELIVERIES_SCHEMA)
+        tables.write_table_partitioned(df.coalesce(1), lake, DELIVERIES)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

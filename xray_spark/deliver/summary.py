@@ -1,0 +1,22 @@
+"""The deliver run's summary as the console shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def deliver_summary_text(summary: Mapping[str, Any]) -> str:
+    """Per destination, what was sent and what failed (with the commonest reasons)."""
+    head = (
+        f"deliver {summary['dataset']} (model {summary['model_version']}): {summary['films_scored']:,} films scored, "
+        f"{summary['to_deliver']:,} to deliver"
+    )
+    if not summary["to_deliver"]:
+        return head + ": nothing new (every film's results were sent before)"
+    lines = [head + f", {summary['seconds']:.1f} s"]
+    for name, counts in summary.get("delivered", {}).items():
+        lines.append(f"  {name}: {counts.get('sent', 0):,} sent, {counts.get('failed', 0):,} failed")
+    for error, n in summary.get("errors", {}).items():
+        lines.append(f"  failed x{n}: {error}")
+    return "\n".join(lines)
