@@ -240,3 +240,54 @@ def test_delivery_refuses_a_lake_without_dicom_films_or_a_destination_inside_the
         run_delivery(spark, h_lake, h_settings, destinations=[f"folder:{h_lake.root}/results"])
     with pytest.raises(UsageError, match="no destination"):
         run_delivery(spark, h_lake, h_settings, destinations=[])
+
+
+def test_the_worklist_links_each_film_to_its_study_in_the_pacs_viewer(spark, hospital, tmp_path):
+    """In Chromium: one click on the riskiest film's link opens the viewer's URL for that film's study."""
+    import dataclasses
+    import http.server
+
+    from xray_spark.worklist.pipeline import run_worklist
+
+    from .browser import browser
+
+    class Viewer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"<html><body><h1 id='study'>{self.path}</h1></body></html>".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Viewer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings, lake, _ = hospital
+    template = f"http://127.0.0.1:{server.server_address[1]}/viewer?StudyInstanceUIDs={{study_uid}}&acc={{accession}}"
+    linked = dataclasses.replace(settings, worklist=dataclasses.replace(settings.worklist, viewer_url=template))
+    summary = run_worklist(spark, lake, linked, limit=10)
+    instances = spark.read.parquet(lake.table_url("dicom_instances")).collect()
+    study_of = {r["image_id"]: r["study_uid"] for r in instances}
+    driver = browser()
+    try:
+        driver.get(Path(summary["page"]).as_uri())
+        first = driver.find_elements("css selector", "tr.film-row")[0]
+        image_id = first.find_elements("css selector", "span.muted")[-1].text
+        link = first.find_element("css selector", "a.viewer")
+        assert link.is_displayed()
+        shot = tmp_path / "row.png"
+        first.screenshot(str(shot))
+        link.click()
+        assert driver.find_element("id", "study").text.startswith("/viewer?StudyInstanceUIDs=")
+        assert f"StudyInstanceUIDs={study_of[image_id]}&acc=" in driver.current_url
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+    row = cv2.imread(str(shot))
+    assert row.shape[1] > 400 and np.unique(row.reshape(-1, 3), axis=0).shape[0] > 50, "the row is drawn"
+    blue = (row[:, :, 0].astype(int) - row[:, :, 2] > 80).sum()
+    assert blue > 30, "the link's text is drawn in the link colour"

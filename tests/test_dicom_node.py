@@ -244,7 +244,7 @@ def test_ten_associations_at_once_all_succeed_and_stop_lets_the_one_in_flight_fi
 def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_identity(
     spark, demo, small_model, tmp_path, monkeypatch
 ):
-    from xray_spark.registry import register_model
+    from xray_spark.registry import register_model, set_alias
 
     _, films, _, radiographs = demo
     planted = sorted({str(dcmread(p, stop_before_pixels=True).get(k, "")) for p in radiographs[:5] for k in PHI} - {""})
@@ -258,12 +258,14 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
     args += [item for override in TEST_OVERRIDES for item in ("--set", override)]
     args += ["--set", "score.heatmaps=none", "--set", "dicom_node.after_ingest=done"]
     args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}", "--summary-json", tmp_path / "night.json"]
+    args += ["--set", f"deliver.destinations=[folder:{tmp_path / 'results'}]"]  # the night's last step
     failed = run_job("nightly", args)  # no model to score with: the night fails after its prepare
     assert failed.returncode != 0 and len(node.received()) == len(radiographs)  # and moves nothing
     assert json.loads(node.cli("status", "--spool", node.spool, check=False).stdout)["not_ingested"] == len(radiographs)
     stored = len(films) + len(SYNTAXES)  # the radiographs that are frontal chest films
     assert json.loads((tmp_path / "night.json").read_text())["prepare"]["images"]["written"] == stored
     register_model(spark, Lake.at(str(lake)), small_model["model_dir"], dataset="nih")
+    set_alias(spark, Lake.at(str(lake)), small_model["version"], reason="the night's champion")
     night = checked(run_job("nightly", args))
     summary = json.loads((tmp_path / "night.json").read_text())
     # What the failed night stored is not decoded again; all of it is scored now, then moved to done/.
@@ -271,6 +273,8 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
     assert summary["prepare"]["dicom"]["already_in_store"] == stored and summary["score"]["written"] == stored
     assert summary["spool"] == {"ingested": len(radiographs), "after_ingest": "done"}
     assert not node.received() and len(list((node.spool / "done").iterdir())) == len(radiographs)
+    # ... and delivered from done/, where the night moved them: one SR per scored film
+    assert summary["deliver"]["sent"] == stored and len(list((tmp_path / "results").glob("*.dcm"))) == stored
     again = checked(run_job("nightly", args))  # nothing new: no Spark, nothing read again
     assert "nothing to ingest" in again.stderr and "SparkContext" not in again.stderr
     needles = [v.encode() for v in [*planted, "ZZSYNTAX"]]

@@ -13,7 +13,7 @@ import pytest
 
 from xray_spark.lake import Lake
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+from .browser import browser as _browser
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +68,6 @@ def test_the_page_lists_the_riskiest_films_with_pictures_and_patient_pages(spark
     links = set(re.findall(r'href="patients/(\d+)\.html"', page))
     assert links and all((Path(summary["page"]).parent / "patients" / f"{p}.html").is_file() for p in links)
     assert (Path(summary["index"])).read_text().count(".html") >= 1
-
-
-def _browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing and CI=true: .ci/run installs Debian's chromium and chromium-driver")
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 def _coloured_pixels(png: Path, columns: tuple[int, int]) -> int:

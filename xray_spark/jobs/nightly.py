@@ -12,6 +12,7 @@ of which the night reads only what no night has ingested, then keeps or moves it
 ``score --new-only`` and ``worklist``, with the same results, but the JVM, its first
 queries and the Python workers start once instead of three times. Without the delivery
 (a late one) it stops in one line (exit 2) before Spark starts, and nothing is ingested or scored.
+With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS.
 """
 
 from __future__ import annotations
@@ -20,49 +21,28 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from xray_spark import cli, spool
 from xray_spark.errors import UsageError
-from xray_spark.lake import local_path
-
-METADATA_NAME = "Data_Entry_2017.csv"
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("nightly", "prepare --incremental, score --new-only and worklist in one Spark session.")
-    parser.add_argument("--incoming", help=f"tonight's delivery: {METADATA_NAME} and images/, or DICOM files")
+    parser.add_argument("--incoming", help="tonight's delivery: Data_Entry_2017.csv and images/, or DICOM files")
     parser.add_argument("--images", help="with --source dicom: the folder of DICOM files, or the DICOM node's spool")
     parser.add_argument("--source", choices=("nih", "dicom"), default="nih", help="what the delivery is (default nih)")
     parser.add_argument("--limit", type=int, default=100, help="films on the worklist page (default 100)")
     return parser
 
 
-def _tonights_inputs(incoming: str, source: str, settings):
-    from xray_spark.prepare import PrepareInputs, check_inputs
+def _deliver(spark, lake, settings) -> dict:
+    from xray_spark.deliver.pipeline import run_delivery
+    from xray_spark.deliver.summary import deliver_summary_text
+    from xray_spark.jobs.deliver import display_film
 
-    folder = Path(incoming)
-    if source == "dicom":
-        if not folder.is_dir():
-            raise UsageError(f"{folder} is not a folder: nothing was ingested or scored")
-        files = None
-        if spool.is_spool(str(folder)):  # the node's spool: what no night has ingested yet
-            files = tuple(spool.open_spool(str(folder), local_path(settings.lake), create=False).pending())
-        inputs = PrepareInputs(metadata=None, images=str(folder), incremental=True, source="dicom", files=files)
-        check_inputs(inputs, settings)
-        return inputs
-    if not (folder / METADATA_NAME).is_file():
-        raise UsageError(
-            f"{folder / METADATA_NAME} has not arrived: nothing was ingested or scored "
-            "(run again when it has, or pass --incoming DIR)"
-        )
-    if not (folder / "images").is_dir():
-        raise UsageError(f"{folder / 'images'} is not a folder: nothing was ingested or scored")
-    inputs = PrepareInputs(
-        metadata=str(folder / METADATA_NAME), images=str(folder / "images"), incremental=True, source="nih"
-    )
-    check_inputs(inputs, settings)
-    return inputs
+    done = run_delivery(spark, lake, settings, display=display_film)
+    print(deliver_summary_text(done), flush=True)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--limit must be at least 1")
         if bool(args.incoming) == bool(args.images) or (args.images and args.source != "dicom"):
             raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
-        inputs = _tonights_inputs(args.incoming or args.images, args.source, settings)
+        from xray_spark.prepare.night import tonights_inputs
+
+        inputs = tonights_inputs(args.incoming or args.images, args.source, settings)
         if inputs.files == ():
             cli.log.info("the spool holds nothing new since the last night: nothing to ingest or score")
             cli.write_summary_json(args.summary_json, {"incoming": inputs.images, "spool": {"ingested": 0}}, settings)
@@ -100,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 after = settings.dicom_node.after_ingest
                 done = spool.Spool(os.path.abspath(inputs.images)).mark_ingested(inputs.files, after)
                 summary["spool"] = {"ingested": done, "after_ingest": after}
+            if args.source == "dicom" and settings.deliver.destinations:  # the results back to the PACS
+                summary["deliver"] = _deliver(spark, lake, settings)
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
             cli.write_summary_json(args.summary_json, summary, settings)

@@ -42,6 +42,7 @@ class Film:
     study_datetime: str | None
     thumbnail_png: bytes
     overlay: tuple[str, bytes] | None  # (finding, RGBA PNG)
+    viewer_href: str | None = None  # the study in the PACS viewer (worklist.viewer_url)
 
 
 def _e(value: Any) -> str:
@@ -68,6 +69,8 @@ def _row(film: Film, patient_href: str) -> str:
     called = ", ".join(f"{_e(f)} {p:.2f}" for f, p in film.called) or '<span class="muted">none called</span>'
     risk = "" if film.risk_score is None else f"{film.risk_score:.2f}"
     study = " ".join(_e(x) for x in (film.accession_number, film.study_datetime) if x)
+    if film.viewer_href:
+        study += f'<br><a class="viewer" href="{_e(film.viewer_href)}">open the study in the PACS viewer</a>'
     return (
         f'<tr class="film-row"><td>{film.rank}</td><td>{_film_cell(film)}</td>'
         f'<td class="risk">{risk}<br><span class="muted">{_e(film.risk_finding)}</span></td>'

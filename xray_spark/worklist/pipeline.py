@@ -44,7 +44,7 @@ def run_worklist(
         )
     day = latest.where(F.col("score_date") == date)
     top = day.orderBy(*risk.order_columns()).limit(limit).collect()
-    films = _films(spark, lake, dataset, top)
+    films = _films(spark, lake, dataset, top, settings.worklist.viewer_url)
     out_dir = lake.path("reports", "worklist", dataset)
     version = top[0]["model_version"]
     evaluation = f"../../evaluate/{version}/test/report.html"  # relative to the page
@@ -89,7 +89,7 @@ def _latest(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
     return latest
 
 
-def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any]) -> list[Film]:
+def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any], viewer_url: str = "") -> list[Film]:
     """The rows with their thumbnails, overlays and study details."""
     ids = [r["image_id"] for r in top]
     store = spark.read.parquet(lake.store_url(dataset)).where(F.col("image_id").isin(ids))
@@ -104,6 +104,7 @@ def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any]) -> lis
         )
         top = [r for r in top if r["image_id"] in images]
     details = _study_details(spark, lake, dataset, ids)
+    study_uids = _study_uids(spark, lake, dataset, ids) if viewer_url else {}
     maps = _heatmaps(spark, lake, dataset, ids, top)
     films = []
     for rank, r in enumerate(top, start=1):
@@ -126,9 +127,29 @@ def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any]) -> lis
                 when,
                 images[r["image_id"]],
                 overlay,
+                viewer_link(viewer_url, study_uids.get(r["image_id"]), accession),
             )
         )
     return films
+
+
+def viewer_link(template: str, study_uid: str | None, accession: str | None) -> str | None:
+    """``worklist.viewer_url`` filled in for one study (values URL-quoted), or None when it needs what is missing."""
+    from urllib.parse import quote
+
+    needs_study, needs_accession = "{study_uid}" in template, "{accession}" in template
+    if not template or (needs_study and not study_uid) or (needs_accession and not accession):
+        return None
+    return template.format(study_uid=quote(study_uid or "", safe=""), accession=quote(accession or "", safe=""))
+
+
+def _study_uids(spark: SparkSession, lake: Lake, dataset: str, ids: list[str]) -> dict[str, str]:
+    """The Study Instance UID of each DICOM film among ``ids`` (``xray.dicom_instances``)."""
+    instances = tables.read_table(spark, lake, "dicom_instances")
+    if instances is None:
+        return {}
+    rows = instances.where((F.col("dataset") == dataset) & F.col("image_id").isin(ids)).select("image_id", "study_uid")
+    return {r["image_id"]: r["study_uid"] for r in rows.collect() if r["study_uid"]}
 
 
 def _study_details(spark: SparkSession, lake: Lake, dataset: str, ids: list[str]) -> dict[str, tuple[Any, Any]]:
