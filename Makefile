@@ -20,7 +20,7 @@ DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
-  sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node
+  sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node demo-pacs demo-pacs-stop
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -101,6 +101,29 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 	$(XRAY) worklist --conf $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-worklist-latest.json
 
+# The round trip with Orthanc as the hospital's PACS (Debian's orthanc and dcmtk): Orthanc on
+# 127.0.0.1 holds a synthetic DICOM export and sends it to the DICOM node; the nightly flow
+# prepares and scores the node's spool with the demo's model and delivers an SR and a heatmap
+# picture into each study; Orthanc's counts per study and one study's address are shown.
+# Orthanc, the export and the spool live in PACS_DIR (outside the lake: they name patients).
+PACS_DIR ?= .demo-pacs
+PACS_HTTP ?= 8042
+PACS_DICOM ?= 4242
+PACS_NODE ?= 11113
+demo-pacs: setup $(DEMO_KEY) $(LAKE)/reports/train-latest.json ## the round trip with Orthanc as the PACS: studies in, SR and heatmap pictures back
+	@command -v Orthanc >/dev/null && command -v dsrdump >/dev/null || { echo "demo-pacs: error: Orthanc and dcmtk are needed: apt-get install orthanc dcmtk" >&2; exit 2; }
+	$(PY) -m xray_spark.dev.pacs_demo up --dir $(PACS_DIR) --lake $(LAKE) --http-port $(PACS_HTTP) \
+	  --dicom-port $(PACS_DICOM) --node-port $(PACS_NODE)
+	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source dicom --images $(PACS_DIR)/spool --set dataset=pacs \
+	  --set privacy.key_file=$(abspath $(DEMO_KEY)) --set "deliver.destinations=[ORTHANC@127.0.0.1:$(PACS_DICOM)]" \
+	  --set deliver.secondary_capture=true --summary-json $(LAKE)/reports/pacs-nightly-latest.json
+	@echo; echo "Orthanc's studies now (each film, its SR and its heatmap picture):"
+	@$(PY) -m xray_spark.dev.pacs_demo show --dir $(PACS_DIR) --http-port $(PACS_HTTP) | column -t -s $$'\t' | head -12
+	@echo; echo "One of the SRs, as dcmtk's dsrdump reads it:"; dsrdump $(PACS_DIR)/example-sr.dcm | head -24
+
+demo-pacs-stop: ## stop the Orthanc that make demo-pacs started
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.dev.pacs_demo down --dir $(PACS_DIR); fi
+
 # The nightly run: INCOMING holds tonight's Data_Entry_2017.csv and images/ (SOURCE=nih), or
 # tonight's DICOM files (SOURCE=dicom, with PREPARE_SET naming the dataset and the key file).
 # SOURCE=dicom without INCOMING reads the DICOM node's spool (dicom_node.spool of the conf): what
@@ -167,5 +190,5 @@ bench-dicom-node: setup ## the DICOM node vs dcmtk's storescp, a night from its 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench
 
-clean: cluster-down sql-server-stop dicom-node-stop ## stop the local cluster and the SQL server, remove the lake and caches (keeps .venv)
-	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log
+clean: cluster-down sql-server-stop dicom-node-stop demo-pacs-stop ## stop the local cluster, the SQL server, the node and the demo PACS, remove the lake and caches (keeps .venv)
+	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log $(PACS_DIR)

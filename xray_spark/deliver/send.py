@@ -32,6 +32,7 @@ class NodeSender:
         self.calling_ae = calling_ae
         self.timeout_s = timeout_s
         self._assoc = None
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per C-STORE in the job's log
 
     def _association(self):
         if self._assoc is not None and self._assoc.is_established:

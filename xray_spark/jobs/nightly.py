@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
             cli.write_summary_json(args.summary_json, summary, settings)
-        return 0
+        return cli.EXIT_UNDELIVERED if summary.get("deliver", {}).get("failed") else 0
 
     return cli.run_job("nightly", body, args)
 
