@@ -58,3 +58,12 @@ def test_the_readme_is_a_first_read():
     assert len(lines) <= 320, f"README.md has {len(lines)} lines: move the detail to a docs/ page"
     headings = [line for line in lines if line.startswith("## ")]
     assert headings[:4] == ["## The two commands", "## The pipeline", "## The jobs", "## Read more"]
+
+
+def test_the_finding_codes_page_is_the_codes_table():
+    from xray_spark.deliver.codes import FINDING_CODES
+
+    text = (ROOT / "docs" / "deliver.md").read_text()
+    section = text.split("### How the findings are coded", 1)[1].split("\n\n| finding", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines()[2:]]
+    assert {r[0].strip(): tuple(c.strip() for c in r[1:4]) for r in rows} == FINDING_CODES
