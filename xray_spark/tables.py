@@ -247,11 +247,13 @@ def write_table(df: DataFrame, lake: Lake, name: str, *, mode: str) -> None:
     register_table(df.sparkSession, lake, name)
 
 
-def write_table_partitioned(df: DataFrame, lake: Lake, name: str) -> None:
-    """Append ``df`` to table ``name``, partitioned by its ``dataset`` column, and register it."""
+def write_table_partitioned(df: DataFrame, lake: Lake, name: str, *, register: bool = True) -> None:
+    """Append ``df`` to table ``name``, partitioned by its ``dataset`` column, and register it (unless a run that
+    appends many times registers it once at its end)."""
     with table_writer(lake, name):
         df.write.mode("append").partitionBy("dataset").parquet(lake.table_url(name))
-    register_table(df.sparkSession, lake, name)
+    if register:
+        register_table(df.sparkSession, lake, name)
 
 
 def read_table(spark: SparkSession, lake: Lake, name: str) -> DataFrame | None:

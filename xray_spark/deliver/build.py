@@ -113,6 +113,7 @@ def make_builder(
             rows = [_safely(build_one, row) for row in batch.itertuples(index=False)]
             yield pd.DataFrame({name: [r.get(name) for r in rows] for name in names}, columns=names)
 
+    build_partition.secondary_capture = secondary_capture and display is not None  # type: ignore[attr-defined]
     return build_partition
 
 

@@ -5,11 +5,11 @@ lake): the patient and study modules are copied from it, the results from the la
 holds, per finding of the model, a measurement group (TID 1501) with the calibrated
 probability (unit 1) and whether it is called at the model's operating point (Present or
 Absent), coded as :mod:`.codes` says, with the algorithm identified (TID 4019: name,
-version = model version and package version, the threshold rule and thresholds as its
-parameters); and, per finding with a heatmap, a planar ROI group (TID 1410) whose region is
-the heatmap's hot box as a polyline on the source image. The SC is the film as prepare
-displays it, the riskiest finding's heatmap and box blended in, and a banner that says it
-is an AI result, burnt into the pixels.
+version = model version and package version, the threshold rule and the finding's
+threshold as its parameters); and, per finding with a heatmap, a planar ROI group (TID
+1410) whose region is the heatmap's hot box as a polyline on the source image. The SC is
+the film as prepare displays it, the riskiest finding's heatmap and box blended in, and a
+banner that says it is an AI result, burnt into the pixels.
 """
 
 from __future__ import annotations
@@ -69,11 +69,14 @@ def object_uids(root: str, sop_uid: str, study_uid: str, version: str, kind: str
     return result_uid(root, study_uid, version, kind, "series"), result_uid(root, sop_uid, version, kind)
 
 
-def _algorithm(model: ModelFacts):
+def _algorithm(model: ModelFacts, finding: str | None = None):
+    """TID 4019: the model's name and version, the threshold rule and, for one finding, its threshold."""
     import highdicom as hd
 
-    limits = [f"{f} {t:.6g}" if t is not None else f"{f} not calibrated" for f, t in model.thresholds.items()]
-    parameters = [f"threshold rule: {model.threshold_rule}", *(f"threshold {x}" for x in limits)]
+    parameters = [f"threshold rule: {model.threshold_rule}"]
+    if finding is not None:
+        threshold = model.thresholds.get(finding)
+        parameters.append(f"threshold {threshold:.6g}" if threshold is not None else "not calibrated: never called")
     version = f"{model.version} (xray-spark {model.package_version})"
     name = f"xray-spark {model.kind}"[:64]
     return hd.sr.AlgorithmIdentification(name=name, version=version[:64], parameters=parameters)
@@ -96,7 +99,6 @@ def _device_context(model: ModelFacts, root: str):
 def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> list:
     import highdicom as hd
 
-    algorithm = _algorithm(model)
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
     groups = []
     for finding in model.labels:
@@ -110,7 +112,7 @@ def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> l
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=tracking,
                 finding_type=code,
-                algorithm_id=algorithm,
+                algorithm_id=_algorithm(model, finding),
                 measurements=[probability],
                 qualitative_evaluations=[called],
                 source_images=[image],
@@ -134,7 +136,7 @@ def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> l
                 tracking_identifier=tracking,
                 referenced_region=where,
                 finding_type=finding_code(region.finding),
-                algorithm_id=algorithm,
+                algorithm_id=_algorithm(model),
                 measurements=[probability],
             )
         )

@@ -57,12 +57,15 @@ def state(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFr
     return ranked.where(F.col("_n") == 1).select("image_id", "destination", "status", "attempts", "error")
 
 
-def append(spark: SparkSession, lake: Lake, rows: Sequence[dict[str, Any]]) -> None:
-    """``rows`` (dicts of :data:`DELIVERIES_SCHEMA`'s columns) appended to ``xray.deliveries``."""
+def append(spark: SparkSession, lake: Lake, rows: Sequence[dict[str, Any]], *, register: bool = True) -> None:
+    """``rows`` (dicts of :data:`DELIVERIES_SCHEMA`'s columns) appended to ``xray.deliveries``; the catalog
+    entry refreshed unless ``register`` is false (a run's groups of outcomes: it registers once, at its end)."""
     if rows:
         names = DELIVERIES_SCHEMA.fieldNames()
         df = spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], DELIVERIES_SCHEMA)
-        tables.write_table_partitioned(df.coalesce(1), lake, DELIVERIES)
+        tables.write_table_partitioned(df.coalesce(1), lake, DELIVERIES, register=register)
+    elif register and tables.exists_in_lake(spark, lake, DELIVERIES):
+        tables.register_table(spark, lake, DELIVERIES)
 
 
 def now() -> dt.datetime:
