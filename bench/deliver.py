@@ -139,7 +139,12 @@ def nights(export: Path, base: Path, work: Path, repeats: int) -> dict:
             if way == "with":
                 done = summary["deliver"]
                 assert done["sent"] == entry["films"] and not done["failed"], done
-                entry |= {"deliver_s": done["seconds"], "deliver_films_per_s": round(done["sent"] / done["seconds"], 1)}
+                rate = round(done["sent"] / done["seconds"], 1)
+                entry |= {
+                    "deliver_s": done["seconds"],
+                    "in_c_store_s": done["send_seconds"],
+                    "deliver_films_per_s": rate,
+                }
             runs[way].append(entry)
             log(f"  night {way} delivery #{i + 1}: {entry}")
     out: dict = {"runs": runs}
@@ -150,7 +155,7 @@ def nights(export: Path, base: Path, work: Path, repeats: int) -> dict:
     return out
 
 
-def backfill(films: Path, base: Path, work: Path) -> dict:
+def backfill(films: Path, base: Path, work: Path, *, setup_only: bool = False) -> dict:
     """``films`` prepared and scored once; then delivered to Orthanc."""
     lake = work / "lake-backfill"
     common = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}", "--set", "dataset=backfill"]
@@ -162,6 +167,8 @@ def backfill(films: Path, base: Path, work: Path) -> dict:
         run_job("prepare", [*common, "--source", "dicom", "--images", str(films)], work / "bf-prepare.json")
         run_job("score", [*common, "--new-only", "--heatmaps", "none"], work / "bf-score.json")
         (lake / "reports" / "scored").write_text("yes")
+    if setup_only:
+        return {}
     shutil.rmtree(lake / "tables" / "deliveries", ignore_errors=True)  # every film to deliver again
     with Orthanc(work) as pacs:
         run = run_job("deliver", [*common, "--to", pacs.destination], work / "bf-deliver.json")
@@ -186,6 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "deliver_cpu2.json"))
     parser.add_argument("--only", choices=("night", "backfill"), help="rerun one part, keep the other's results")
+    parser.add_argument("--setup-only", action="store_true", help="with --only backfill: prepare and score, no more")
     args = parser.parse_args()
     if shutil.which("Orthanc") is None:
         sys.exit("bench/deliver.py: Orthanc is missing: apt-get install orthanc")
@@ -206,7 +214,9 @@ def main() -> None:
     if args.only in (None, "backfill"):
         small = small_films(cache / "small-films-500", 500)
         small = copies(small, cache / f"deliver-backfill-{args.backfill}", args.backfill)
-        results["backfill"] = backfill(small, base, work)
+        results["backfill"] = backfill(small, base, work, setup_only=args.setup_only)
+        if args.setup_only:
+            return
     result = {
         "benchmark": "results to the PACS: objects built and sent per second, a night with and without delivery, "
         "a backfill",
