@@ -12,9 +12,9 @@ title at 127.0.0.1 (the demo's configuration, ``xray_spark.dev.pacs_demo``).
    champion, without delivery and with ``deliver.destinations`` = Orthanc (SR only, the
    default), in turn: wall time, and the delivery's own time and films per second.
 3. A backfill: ``--backfill`` films of 256 px prepared and scored once, then
-   ``jobs/deliver.py`` to Orthanc (one association): films per second, the time the driver
-   spent in C-STORE (the rest is waiting for the executors' objects), and the peak memory
-   of the job's JVM and Python processes.
+   ``jobs/deliver.py`` to a folder (``--backfill-to folder``, the default: what building on
+   the executors sustains, Orthanc's own storing left out) or to Orthanc: films per second,
+   the time the driver spent sending, and the peak memory of the job's JVM and Python processes.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def nights(export: Path, base: Path, work: Path, repeats: int) -> dict:
     return out
 
 
-def backfill(films: Path, base: Path, work: Path, *, setup_only: bool = False) -> dict:
-    """``films`` prepared and scored once; then delivered to Orthanc."""
+def backfill(films: Path, base: Path, work: Path, *, to: str = "folder", setup_only: bool = False) -> dict:
+    """``films`` prepared and scored once; then delivered to a folder (building-bound) or to Orthanc."""
     lake = work / "lake-backfill"
     common = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}", "--set", "dataset=backfill"]
     common += ["--set", f"privacy.identity_dir={work / 'identity-backfill'}"]
@@ -170,19 +170,24 @@ def backfill(films: Path, base: Path, work: Path, *, setup_only: bool = False) -
     if setup_only:
         return {}
     shutil.rmtree(lake / "tables" / "deliveries", ignore_errors=True)  # every film to deliver again
-    with Orthanc(work) as pacs:
-        run = run_job("deliver", [*common, "--to", pacs.destination], work / "bf-deliver.json")
+    shutil.rmtree(work / "bf-results", ignore_errors=True)
+    if to == "folder":
+        run = run_job("deliver", [*common, "--to-folder", str(work / "bf-results")], work / "bf-deliver.json")
+    else:
+        with Orthanc(work) as pacs:
+            run = run_job("deliver", [*common, "--to", pacs.destination], work / "bf-deliver.json")
     summary = run["summary"]
     assert summary["sent"] == summary["to_deliver"] and not summary["failed"], summary
     out = {
         "films": summary["sent"],
         "deliver_s": summary["seconds"],
-        "in_c_store_s": summary["send_seconds"],
+        "sending_s": summary["send_seconds"],
         "films_per_s": round(summary["sent"] / summary["seconds"], 1),
         "wall_s": run["wall_s"],
         "peak_rss_mib": run["peak_rss_mib"],
     }
-    log(f"  backfill to Orthanc: {out}")
+    out["to"] = to
+    log(f"  backfill to {to}: {out}")
     return out
 
 
@@ -194,6 +199,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "deliver_cpu2.json"))
     parser.add_argument("--only", choices=("night", "backfill"), help="rerun one part, keep the other's results")
     parser.add_argument("--setup-only", action="store_true", help="with --only backfill: prepare and score, no more")
+    parser.add_argument(
+        "--backfill-to", choices=("folder", "orthanc"), default="folder", help="where the backfill goes"
+    )
     args = parser.parse_args()
     if shutil.which("Orthanc") is None:
         sys.exit("bench/deliver.py: Orthanc is missing: apt-get install orthanc")
@@ -214,7 +222,7 @@ def main() -> None:
     if args.only in (None, "backfill"):
         small = small_films(cache / "small-films-500", 500)
         small = copies(small, cache / f"deliver-backfill-{args.backfill}", args.backfill)
-        results["backfill"] = backfill(small, base, work, setup_only=args.setup_only)
+        results["backfill"] = backfill(small, base, work, to=args.backfill_to, setup_only=args.setup_only)
         if args.setup_only:
             return
     result = {
@@ -225,7 +233,7 @@ def main() -> None:
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "night": f"{args.night} films of 1024 px (the demo's mix of transfer syntaxes), SR only",
-        "backfill": f"{args.backfill} films of 256 px, Explicit VR Little Endian, SR only",
+        "backfill": f"{args.backfill} films of 256 px, Explicit VR Little Endian, SR only, to {args.backfill_to}",
         "results": results,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
