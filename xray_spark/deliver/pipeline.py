@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -270,7 +271,7 @@ def _send_all(spark, lake, films, todo, targets, builder, version, run_id, setti
     built = _built(spark, todo_films.where(F.col("path").isNotNull()), builder, options.batch_size, per_film)
     send_seconds = 0.0
     try:
-        for row in _chain(({"image_id": r["image_id"], "error": NO_SOURCE} for r in missing), built):
+        for row in itertools.chain(({"image_id": r["image_id"], "error": NO_SOURCE} for r in missing), built):
             for name, attempts in todo[row["image_id"]].items():
                 started = time.monotonic()
                 error = row.get("error") or _deliver(senders[name], row, refusing, name)
@@ -282,11 +283,6 @@ def _send_all(spark, lake, films, todo, targets, builder, version, run_id, setti
         for sender in senders.values():
             sender.close()
     return outcomes.summary() | {"send_seconds": round(send_seconds, 2)}
-
-
-def _chain(*iterables):
-    for iterable in iterables:
-        yield from iterable
 
 
 def _built(spark: SparkSession, films: DataFrame, builder, batch_size: int, per_film: int) -> Iterator[dict[str, Any]]:
