@@ -169,10 +169,12 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
         if stored.max() == 0:
             continue  # a flat map (Grad-CAM's gradient was 0): nothing to blend in
         heat = cv2.resize(stored, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR)[40:] / 255.0  # below the banner
-        hot, cold = heat >= 0.4, heat < 0.1
+        x, y, w, h = (round(region[k] * scale) for k in ("box_x", "box_y", "box_w", "box_h"))
+        outline = np.zeros(picture.shape[:2], np.uint8)  # the yellow box may cross cold parts of the map
+        cv2.rectangle(outline, (x, y), (x + w, y + h), 1, max(1, picture.shape[1] // 256) + 4)
+        hot, cold = heat >= 0.4, (heat < 0.1) & (outline[40:] == 0)
         assert colour[40:][hot].mean() > 20, "where the map is hot the film is coloured"
         assert cold.any() and colour[40:][cold].mean() < 3, "where the map is cold the film stays gray"
-        x, y, w = (round(region[k] * scale) for k in ("box_x", "box_y", "box_w"))
         if y > 42:  # the box's top edge, unless the banner covers it
             edges = picture[y - 1 : y + 2, x : x + w]
             yellow = (edges[..., 0] > 200) & (edges[..., 1] > 200) & (edges[..., 2] < 80)
