@@ -121,7 +121,8 @@ class TrainSettings:
     loss: str = "weighted_bce"  # weighted_bce | bce | focal
     focal_gamma: float = 2.0
     use_sample_weights: bool = False
-    init_weights: str = "none"  # none | imagenet | PATH to a weights file
+    init_weights: str = "none"  # none | imagenet | champion (fine-tune its weights) | PATH to a weights file
+    verdicts: bool = False  # labels from readers' verdicts (xray.verdicts) too, a verdict winning over a CSV label
     num_workers: int = 1
     mixed_precision: bool = True  # on GPU only
     shuffle_buffer: int = 512
@@ -241,6 +242,24 @@ class WorklistSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebSettings:
+    # The worklist web app readers sign in to (python -m xray_spark.web).
+    host: str = "127.0.0.1"  # another address needs tls_cert and tls_key
+    port: int = 8470
+    # Accounts (scrypt hashes), sessions and the cookie key: a file outside the lake.
+    accounts: str = ".xray-web/accounts.sqlite"
+    # The readers' verdicts (SQLite in WAL mode, on the app's local disk); empty: <lake>/verdicts/verdicts.sqlite
+    verdicts: str = ""
+    tls_cert: str = ""  # PEM files: the app serves HTTPS and its cookies are Secure
+    tls_key: str = ""
+    session_hours: float = 12.0
+    signin_free_failures: int = 3  # failed sign-ins (per name and per address) before each next one waits
+    signin_max_delay_seconds: float = 900.0  # the wait doubles per failure up to this
+    threads: int = 16
+    films_per_page: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -260,6 +279,7 @@ class Settings:
     dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
     deliver: DeliverSettings = dataclasses.field(default_factory=DeliverSettings)
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
+    web: WebSettings = dataclasses.field(default_factory=WebSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from xray_spark.worklist.pictures import data_uri
+from xray_spark.pictures import data_uri, probability_chart
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.4em .6em;vertical-align:top;text-align:left}
@@ -111,33 +111,6 @@ def index_html(dataset: str, dates: Sequence[tuple[str, int]]) -> str:
     return _page(f"Worklists {dataset}", f"<h1>Worklists {_e(dataset)}</h1>\n<ul>\n{items}\n</ul>")
 
 
-def _chart(points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
-    """Probability per film (x: the films in order, y: 0..1), one polyline per finding."""
-    width, height, pad = 480, 200, 30
-    n = max(len(points) - 1, 1)
-    colours = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-    lines = []
-    for i, finding in enumerate(findings):
-        xy = [
-            (pad + (width - 2 * pad) * k / n, height - pad - (height - 2 * pad) * float(p["probs"].get(finding, 0.0)))
-            for k, p in enumerate(points)
-        ]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-        colour = colours[i % len(colours)]
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
-        lines.append(
-            f'<text x="{width - pad + 4}" y="{xy[-1][1]:.1f}" font-size="11" fill="{colour}">{_e(finding)}</text>'
-        )
-    axes = (
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
-        f'<text x="4" y="{pad + 4}" font-size="10">1.0</text>'
-        f'<text x="4" y="{height - pad}" font-size="10">0.0</text>'
-    )
-    svg = f'<svg width="{width + 90}" height="{height}" role="img" aria-label="probabilities">'
-    return f"{svg}{axes}{''.join(lines)}</svg>"
-
-
 def patient_html(dataset: str, patient_id: int, points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
     """A patient's films in order (``points``: follow_up, when, image_id, probs, called) and the chart."""
     head = "".join(f"<th>{_e(f)}</th>" for f in findings)
@@ -153,7 +126,7 @@ def patient_html(dataset: str, patient_id: int, points: Sequence[dict[str, Any]]
     body = f"""<h1>Patient {patient_id} ({_e(dataset)})</h1>
 <p><a href="../index.html">All dates</a>. {len(points)} films, in study order; the findings called on any of them
 (red where called).</p>
-{_chart(points, findings) if findings else '<p class="muted">No finding was called on this patient.</p>'}
+{probability_chart(points, findings) if findings else '<p class="muted">No finding was called on this patient.</p>'}
 <table><tr><th>follow-up</th><th>study time</th><th>image</th>{head}</tr>
 {rows}
 </table>"""

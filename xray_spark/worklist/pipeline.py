@@ -20,8 +20,9 @@ from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.labels import FINDINGS, probability_column
 from xray_spark.lake import Lake
+from xray_spark.pictures import overlay_png
+from xray_spark.viewer import viewer_link
 from xray_spark.worklist.page import Film, index_html, patient_html, worklist_html
-from xray_spark.worklist.pictures import overlay_png
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,6 @@ def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any], viewer
             )
         )
     return films
-
-
-def viewer_link(template: str, study_uid: str | None, accession: str | None) -> str | None:
-    """``worklist.viewer_url`` filled in for one study (values URL-quoted), or None when it needs what is missing."""
-    from urllib.parse import quote
-
-    needs_study, needs_accession = "{study_uid}" in template, "{accession}" in template
-    if not template or (needs_study and not study_uid) or (needs_accession and not accession):
-        return None
-    return template.format(study_uid=quote(study_uid or "", safe=""), accession=quote(accession or "", safe=""))
 
 
 def _study_uids(spark: SparkSession, lake: Lake, dataset: str, ids: list[str]) -> dict[str, str]:

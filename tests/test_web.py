@@ -1,0 +1,290 @@
+"""The worklist web app: started as operators start it, signed in to in Debian's Chromium, attacked over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from xray_spark.lake import Lake
+from xray_spark.session import free_port
+
+from .browser import browser
+from .jobs import ROOT, job_env
+
+SCRIPT = "<script>window.pwned = 1</script>"
+IMG = '"><img src=x onerror="window.pwned=2">'
+PASSWORD = "correct horse battery"
+
+
+def _web(*args: str, state: Path, lake: Path, port: int, stdin: str = "", extra=()) -> subprocess.CompletedProcess:
+    accounts = state.parent / "accounts.sqlite"
+    sets = [f"web.accounts={accounts}", f"web.port={port}", *extra]
+    command = [sys.executable, "-m", "xray_spark.web", *args, "--lake", str(lake), "--state-dir", str(state)]
+    for item in sets:
+        command += ["--set", item]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, env=job_env(), cwd=ROOT, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def app(spark, prepared, small_model, tmp_path_factory):
+    """A scored lake of its own (a hostile accession number planted), the app started on it, two readers."""
+    from xray_spark.registry import register_model, set_alias
+    from xray_spark.score.pipeline import run_scoring
+
+    settings, base, _ = prepared
+    root = tmp_path_factory.mktemp("web-lake")
+    os.symlink(Path(base.root) / "petastorm", root / "petastorm")
+    shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
+    lake = Lake.at(str(root))
+    register_model(spark, lake, small_model["model_dir"], dataset=settings.dataset)
+    set_alias(spark, lake, small_model["version"], reason="web tests")
+    mine = dataclasses.replace(settings, lake=str(root), score=dataclasses.replace(settings.score, heatmaps="top:12"))
+    run_scoring(spark, lake, mine, model_version=small_model["version"])
+    first = spark.table("xray.worklist").where("dataset = 'nih'").orderBy("risk_rank").first()
+    top, date = first["image_id"], str(first["score_date"])
+    studies = root / "tables" / "studies" / "dataset=nih"
+    frame = pd.read_parquet(studies)  # as a DICOM header would carry them: an accession number, a study time
+    frame["accession_number"] = np.where(frame["image_id"] == top, SCRIPT + IMG, "A123")
+    frame["study_datetime"] = pd.NaT
+    shutil.rmtree(studies)
+    studies.mkdir()
+    frame.to_parquet(studies / "part-0.parquet")
+    state, port = tmp_path_factory.mktemp("web-state") / "state", free_port()
+    for reader in ("alice", "bob"):
+        added = _web("add-user", reader, state=state, lake=root, port=port, stdin=PASSWORD + "\n")
+        assert added.returncode == 0, added.stderr
+    started = _web("start", state=state, lake=root, port=port)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    assert url == f"http://127.0.0.1:{port}/"
+    yield {"url": url, "lake": root, "state": state, "port": port, "top": top, "date": date}
+    assert _web("stop", state=state, lake=root, port=port).returncode == 0
+    assert _web("status", state=state, lake=root, port=port).returncode == 3
+
+
+def _signed_in(url: str, name: str, password: str = PASSWORD) -> requests.Session:
+    http = requests.Session()
+    form = http.get(url + "signin").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    answer = http.post(url + "signin", data={"name": name, "password": password, "csrf": csrf}, allow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return http
+
+
+def _store(app):
+    from xray_spark.web.verdicts import VerdictStore
+
+    return VerdictStore(str(Path(app["lake"]) / "verdicts" / "verdicts.sqlite"))
+
+
+def test_a_reader_signs_in_gives_verdicts_that_stay_and_nothing_loads_after_sign_out(app, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, worklist = app["url"], f"{app['url']}worklist/nih/{app['date']}"
+    driver = browser()
+    try:
+        driver.get(worklist)
+        assert "/signin" in driver.current_url and driver.find_elements(By.ID, "password"), "sign-in comes first"
+        driver.find_element(By.ID, "name").send_keys("alice")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "signin").click()
+        assert driver.current_url == worklist and driver.find_element(By.ID, "reader").text == "alice"
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.film-row")
+        assert len(rows) >= 20
+        loaded = driver.execute_script(
+            "return [...document.images].filter(i => i.classList.contains('thumb')).map(i => i.naturalWidth)"
+        )
+        assert loaded and min(loaded) > 0, "every thumbnail loads once signed in"
+        # the hostile accession number is shown as text; nothing it holds became an element or ran
+        assert SCRIPT in driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{app['top']}'] .study").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "img[src='x']")
+        called = [r for r in rows if r.find_elements(By.CSS_SELECTOR, "input[type=radio]")]
+        assert len(called) >= 2, "two films with a call"
+        ids = [r.get_attribute("id").removeprefix("film-") for r in called[:2]]
+        film_id, other_id = ids
+        one = called[0]
+        radio = one.find_elements(By.CSS_SELECTOR, "input[type=radio]")
+        first = radio[0].get_attribute("data-finding")
+        radio[0].click()  # confirm the first film's first call
+        one.find_element(By.TAG_NAME, "summary").click()
+        box = one.find_element(By.CSS_SELECTOR, "input[name=missed]")
+        missed = box.get_attribute("value")
+        box.click()  # and add a finding the model missed
+        one.find_element(By.TAG_NAME, "textarea").send_keys(SCRIPT + IMG)
+        _save(driver, one)
+        two = driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{other_id}']")
+        second = two.find_element(By.CSS_SELECTOR, "input[type=radio]").get_attribute("data-finding")
+        two.find_element(By.CSS_SELECTOR, f"input[name='v:{second}'][value=reject]").click()  # reject another's
+        _save(driver, two)
+        driver.refresh()
+        row = driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{film_id}']")
+        saved = row.find_element(By.CSS_SELECTOR, ".mine").text
+        assert f"{first} confirm" in saved and f"{missed} missed" in saved
+        assert row.find_element(By.CSS_SELECTOR, f"input[name='v:{first}'][value=confirm]").is_selected()
+        assert row.find_element(By.CSS_SELECTOR, ".saved-note").text == SCRIPT + IMG
+        other = driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{other_id}']")
+        assert f"{second} reject" in other.find_element(By.CSS_SELECTOR, ".mine").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "img[src='x']")
+        assert driver.execute_script("return window.pwned") is None
+        shot = tmp_path / "worklist.png"
+        driver.save_screenshot(str(shot))
+        _looks_like_a_worklist(shot, row.find_element(By.CSS_SELECTOR, ".film"), driver)
+        picture = f"{url}picture?dataset=nih&id={film_id}"
+        driver.find_element(By.ID, "signout").click()
+        for page in (worklist, picture, f"{url}patient/nih/1"):
+            driver.get(page)
+            assert "/signin" in driver.current_url, f"{page} is served after sign-out"
+        driver.delete_all_cookies()
+        driver.get(worklist)
+        driver.find_element(By.ID, "name").send_keys("bob")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "signin").click()
+        row = driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{film_id}']")
+        assert not row.find_elements(By.CSS_SELECTOR, ".mine"), "bob sees his own verdicts, not alice's"
+        row.find_elements(By.CSS_SELECTOR, "input[type=radio]")[1].click()  # bob rejects the first call
+        _save(driver, row)
+    finally:
+        driver.quit()
+    current = {(s["reader"], s["image_id"]): s for s in _store(app).submissions(current_only=True)}
+    assert current[("alice", film_id)]["findings"] == {first: "confirm", missed: "missed"}
+    assert current[("alice", other_id)]["findings"] == {second: "reject"}
+    assert current[("alice", film_id)]["note"] == SCRIPT + IMG
+    assert current[("bob", film_id)]["findings"] == {first: "reject"}, "two readers disagreeing are both kept"
+
+
+def _save(driver, row) -> None:
+    """Press the row's Save and wait for the page it leads back to."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    row.find_element(By.CSS_SELECTOR, "button.save").click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(row))
+
+
+def _looks_like_a_worklist(shot: Path, film, driver) -> None:
+    """The screenshot shows the film's thumbnail (a gray picture, not a blank box) where the page put it."""
+    import cv2
+
+    picture = cv2.imread(str(shot))
+    scale = picture.shape[1] / driver.execute_script("return window.innerWidth")
+    driver.execute_script("arguments[0].scrollIntoView()", film)
+    driver.save_screenshot(str(shot))
+    picture = cv2.imread(str(shot))
+    rect = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", film)
+    x, y = int(rect["x"] * scale), int(rect["y"] * scale)
+    tile = picture[y : y + int(150 * scale), x : x + int(150 * scale)]
+    assert tile.size and tile.std() > 15, "the film's picture is drawn"
+    assert (tile.mean(axis=2) < 250).mean() > 0.9, "and it fills its box"
+
+
+def test_forms_without_their_csrf_token_are_refused(app):
+    http = _signed_in(app["url"], "alice")
+    before = len(_store(app).submissions())
+    film = {"image_id": app["top"], "model_version": "x", "no_finding": "1", "form_id": "csrf-test"}
+    for extra in ({}, {"csrf": "forged"}):
+        answer = http.post(app["url"] + "verdict/nih", data=film | extra, allow_redirects=False)
+        assert answer.status_code == 400 and "CSRF" in answer.text
+    outsider = requests.post(app["url"] + "verdict/nih", data=film, allow_redirects=False)
+    assert outsider.status_code in (400, 401)
+    assert len(_store(app).submissions()) == before
+    page = requests.get(app["url"] + f"picture?dataset=nih&id={app['top']}", allow_redirects=False)
+    assert page.status_code == 303 and not page.content.startswith(b"\x89PNG"), "no picture without sign-in"
+    mine = http.get(app["url"] + f"picture?dataset=nih&id={app['top']}")
+    assert mine.content.startswith(b"\x89PNG")
+    cookie = next(c for c in http.cookies if c.name == "xray_session")
+    assert cookie.has_nonstandard_attr("HttpOnly") and not cookie.secure  # Secure only over HTTPS
+
+
+def test_twenty_concurrent_writers_each_verdict_stored_once(app):
+    from xray_spark.web.accounts import Accounts
+
+    accounts = Accounts(str(app["state"].parent / "accounts.sqlite"))
+    readers = [f"reader{i:02d}" for i in range(20)]
+    for name in readers:
+        accounts.add_user(name, PASSWORD)
+    url = app["url"]
+    page = _signed_in(url, "alice").get(f"{url}worklist/nih/{app['date']}").text
+    films = re.findall(
+        r'name="image_id" value="([^"]+)"><input type="hidden" name="model_version" value="([^"]+)"', page
+    )
+    assert len(films) >= 10
+    errors: list[str] = []
+
+    def write(name: str) -> None:
+        http = _signed_in(url, name)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', http.get(url).text).group(1)
+        for k, (image_id, version) in enumerate(films[:10]):
+            form = {"csrf": csrf, "image_id": image_id, "model_version": version, "no_finding": "1"}
+            form |= {"form_id": f"{name}-{k}", "note": f"{name} {k}"}
+            for _ in range(2 if k == 0 else 1):  # the first form posted twice, as a retried request would be
+                answer = http.post(url + "verdict/nih", data=form, allow_redirects=False)
+                if answer.status_code != 303:
+                    errors.append(f"{name} {k}: {answer.status_code}")
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in readers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    stored = [s for s in _store(app).submissions() if s["reader"] in readers]
+    assert len(stored) == 200 and len({s["form_id"] for s in stored}) == 200
+    assert all(s["note"] == f"{s['reader']} {s['form_id'].split('-')[1]}" for s in stored)
+
+
+def test_the_wrong_password_five_times_is_slowed_down(app):
+    url = app["url"]
+    http = requests.Session()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', http.get(url + "signin").text).group(1)
+
+    def attempt(password: str) -> requests.Response:
+        return http.post(
+            url + "signin", data={"name": "bob", "password": password, "csrf": csrf}, allow_redirects=False
+        )
+
+    codes = [attempt(f"wrong {k}").status_code for k in range(5)]
+    assert codes == [401, 401, 401, 429, 429], codes
+    refused = attempt(PASSWORD)
+    assert refused.status_code == 429, "even the right password waits its turn"
+    time.sleep(int(refused.headers["Retry-After"]) + 0.2)
+    assert attempt(PASSWORD).status_code == 303
+
+
+def test_a_wider_bind_needs_tls_and_accounts_stay_outside_the_lake(app, tmp_path):
+    lake, port = app["lake"], free_port()
+    wide = _web("start", "--host", "0.0.0.0", state=tmp_path / "s1", lake=lake, port=port)
+    assert wide.returncode != 0 and "without TLS" in wide.stderr
+    inside = _web("start", state=tmp_path / "s2", lake=lake, port=port, extra=[f"web.accounts={lake}/a.sqlite"])
+    assert inside.returncode != 0 and "inside the lake" in inside.stderr
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = [f"web.tls_cert={cert}", f"web.tls_key={key}"]
+    state = tmp_path / "s3"
+    started = _web("start", state=state, lake=lake, port=port, extra=tls)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"https://127.0.0.1:{port}/"
+        http = requests.Session()
+        form = http.get(started.stdout.strip() + "signin", verify=str(cert)).text
+        assert "Sign in" in form
+        cookie = next(c for c in http.cookies if c.name == "xray_session")
+        assert cookie.secure, "over HTTPS the session cookie is Secure"
+    finally:
+        _web("stop", state=state, lake=lake, port=port)

@@ -1,0 +1,61 @@
+"""The worklist's pictures: a heatmap as a coloured, see-through overlay; a patient's probabilities as a chart."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: The most a heatmap covers the film: the coldest parts stay clear, the hottest 55% opaque.
+OVERLAY_ALPHA = 0.55
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def overlay_png(heatmap_png: bytes, side: int) -> bytes:
+    """The heatmap (8-bit gray PNG) as an RGBA PNG of ``side`` px: a jet colour map, alpha rising with heat."""
+    import cv2
+
+    heat = cv2.imdecode(np.frombuffer(heatmap_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if heat is None:
+        raise ValueError("a heatmap in xray.heatmaps is not a PNG")
+    heat = cv2.resize(heat, (side, side), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(heat, cv2.COLORMAP_JET)  # BGR
+    alpha = (heat.astype(np.float32) / 255.0 * OVERLAY_ALPHA * 255).astype(np.uint8)
+    ok, png = cv2.imencode(".png", np.dstack([colour, alpha]))
+    if not ok:
+        raise ValueError("OpenCV failed to encode an overlay")
+    return png.tobytes()
+
+
+def probability_chart(points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
+    """Probability per film (x: the films in order, y: 0..1), one polyline per finding."""
+    width, height, pad = 480, 200, 30
+    n = max(len(points) - 1, 1)
+    colours = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+    lines = []
+    for i, finding in enumerate(findings):
+        xy = [
+            (pad + (width - 2 * pad) * k / n, height - pad - (height - 2 * pad) * float(p["probs"].get(finding, 0.0)))
+            for k, p in enumerate(points)
+        ]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        colour = colours[i % len(colours)]
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        lines.append(
+            f'<text x="{width - pad + 4}" y="{xy[-1][1]:.1f}" font-size="11" fill="{colour}">'
+            f"{html.escape(str(finding))}</text>"
+        )
+    axes = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<text x="4" y="{pad + 4}" font-size="10">1.0</text>'
+        f'<text x="4" y="{height - pad}" font-size="10">0.0</text>'
+    )
+    svg = f'<svg width="{width + 90}" height="{height}" role="img" aria-label="probabilities">'
+    return f"{svg}{axes}{''.join(lines)}</svg>"

@@ -1,0 +1,122 @@
+"""python -m xray_spark.web start|stop|status|run|add-user: the worklist web app readers sign in to.
+
+    python -m xray_spark.web start [--lake L] [--conf F] [--set k=v ...] [--host H] [--port P]
+    python -m xray_spark.web stop
+    python -m xray_spark.web status
+    python -m xray_spark.web add-user NAME        (the password is read from stdin)
+
+Each flag overrides its ``web`` setting. ``start`` runs the app in the background and prints its
+URL (stdout) once it listens; ``run`` is the app in the foreground. ``status`` prints JSON and
+exits 0 when the app listens, 1 when its process runs but does not listen, 3 when it does not
+run. ``add-user`` adds a reader or changes their password (and ends their sessions).
+``--state-dir`` (default ``.xray-web``) holds the pid, log and ready files, outside the lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+import threading
+
+from xray_spark import cli, daemon
+from xray_spark.errors import UsageError
+from xray_spark.net import listening_addresses
+
+WHAT = "worklist web app"
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("python -m xray_spark.web", "The worklist web app: readers sign in and give verdicts.")
+    parser.add_argument("command", choices=["start", "stop", "status", "run", "add-user"])
+    parser.add_argument("name", nargs="?", help="add-user: the reader's name")
+    parser.add_argument("--host", help="address to listen on (web.host, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (web.port, default 8470)")
+    parser.add_argument("--state-dir", default=".xray-web", help="pid, log and ready files (default .xray-web)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return [f"web.{k}={json.dumps(getattr(args, k))}" for k in ("host", "port") if getattr(args, k) is not None]
+
+
+def _run_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, value in (("--conf", args.conf and os.path.abspath(args.conf)), ("--lake", args.lake)):
+        if value:
+            out += [flag, os.path.abspath(value) if flag == "--lake" and "://" not in value else value]
+    for item in [*args.overrides, *_overrides(args)]:
+        out += ["--set", item]
+    return out
+
+
+def _url(settings) -> str:
+    scheme = "https" if settings.web.tls_cert else "http"
+    return f"{scheme}://{settings.web.host}:{settings.web.port}/"
+
+
+def _run(settings, state_dir: str) -> int:
+    from xray_spark.web.serve import serve
+
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+    def ready() -> None:
+        daemon.write_ready(state_dir, {"url": _url(settings), "port": settings.web.port, "pid": os.getpid()})
+        cli.log.info("the worklist web app listens at %s", _url(settings))
+
+    serve(settings, stopping, ready)
+    cli.log.info("stopped")
+    return 0
+
+
+def _add_user(settings, name: str | None) -> int:
+    from xray_spark.web.accounts import Accounts
+    from xray_spark.web.serve import accounts_path
+
+    if not name:
+        raise UsageError("add-user needs the reader's name: python -m xray_spark.web add-user NAME")
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    accounts = Accounts(accounts_path(settings))
+    new = accounts.add_user(name, password)
+    cli.log.info("%s %s in %s", "added" if new else "changed the password of", name, accounts.path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+
+    def body() -> int:
+        if args.command == "stop":
+            was = daemon.stop(args.state_dir, timeout_s=40)
+            print("web: stopped" if was else "web: not running", file=sys.stderr)
+            return 0
+        settings = cli.resolve_settings(args, _overrides(args))
+        if args.command == "status":
+            record = daemon.running(args.state_dir)
+            found = daemon.ready(args.state_dir) if record else None
+            listens = bool(found) and bool(listening_addresses(int(found["port"])))
+            print(json.dumps({"running": record is not None, "url": found["url"] if listens else None}))
+            return 0 if listens else 1 if record else 3
+        if args.command == "add-user":
+            return _add_user(settings, args.name)
+        from xray_spark.web.serve import accounts_path, check_bind
+
+        check_bind(settings)  # refused before anything starts
+        accounts_path(settings)  # accounts inside the lake are refused in one line
+        if args.command == "run":
+            return _run(settings, os.path.abspath(args.state_dir))
+        record = daemon.start(args.state_dir, "xray_spark.web", _run_args(args), WHAT, timeout_s=60)
+        print(record["url"])
+        cli.log.info("the worklist web app is at %s (stop it with: python -m xray_spark.web stop)", record["url"])
+        return 0
+
+    return cli.run_job("web", body, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
