@@ -46,6 +46,7 @@ JOBS = {
     "sql": "a read-only SQL query over the lake's tables",
     "nightly": "tonight's delivery ingested, scored and on the worklist (and results to the PACS), in one session",
     "deliver": "the champion's results into each film's study in the PACS: DICOM SR and heatmap images",
+    "verdicts": "readers' verdicts from the worklist web app as xray.verdicts (labels for training)",
 }
 #: spark-submit options that take no value.
 SUBMIT_FLAGS = frozenset({"--verbose", "-v", "--supervise"})

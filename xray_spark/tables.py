@@ -31,6 +31,7 @@ TABLES: tuple[str, ...] = (
     "patient_keys",
     "heatmaps",
     "deliveries",
+    "verdicts",
 )
 
 #: The model alias that scoring and evaluation use by default, and the views prefer.

@@ -22,7 +22,10 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="train.epochs")
     parser.add_argument("--batch-size", type=int, help="train.batch_size (per worker)")
     parser.add_argument("--num-workers", type=int, help="train.num_workers: >1 runs a Spark barrier stage")
-    parser.add_argument("--init-weights", help="train.init_weights: none, imagenet or a weights file")
+    parser.add_argument("--init-weights", help="train.init_weights: none, imagenet, champion or a weights file")
+    parser.add_argument(
+        "--verdicts", action="store_true", help="train.verdicts: readers' verdicts (xray.verdicts) label films too"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the newest unfinished run of this model")
     return parser
 
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, option)
             if value is not None:
                 extra.append(f"train.{key}={json.dumps(value)}")
+        extra += ["train.verdicts=true"] if args.verdicts else []
         settings = cli.resolve_settings(args, extra)
         spark, lake = cli.open_lake(settings, "train")
         from xray_spark.train.pipeline import run_training

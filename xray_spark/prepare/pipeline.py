@@ -35,12 +35,12 @@ from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.lake import Lake, local_path
 from xray_spark.prepare import load, tally
 from xray_spark.prepare import metadata as meta
-from xray_spark.prepare import split as splits
 from xray_spark.prepare.decode import decode_images
 from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows, quarantined_before
 from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun
 from xray_spark.prepare.sources import SOURCES, read_source
 from xray_spark.prepare.summary import finding_frequency_chart
+from xray_spark.splits import UNLABELED
 
 
 def check_inputs(inputs: PrepareInputs, settings: Settings | None = None) -> None:
@@ -241,7 +241,7 @@ def write_tables(run: PrepareRun) -> None:
     """``xray.studies`` from the store, and the store's sizes per split and finding."""
     studies = load.write_studies(run.spark, run.lake, run.dataset, run.store_url, run.inputs.source)
     run.summary["studies_rows"] = studies
-    run.summary |= tally.store_tally(run.spark.read.parquet(run.store_url), splits.UNLABELED)
+    run.summary |= tally.store_tally(run.spark.read.parquet(run.store_url), UNLABELED)
     run.phase("tables")
 
 

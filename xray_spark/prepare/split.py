@@ -9,34 +9,15 @@ the list's, and train/val is cut by the same patient hash inside ``train_val``.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from xray_spark.config import SplitSettings
 from xray_spark.errors import UsageError, first_line
+from xray_spark.splits import TEST, TRAIN, VAL, hash_split, patient_bucket
 
-TRAIN, VAL, TEST = "train", "val", "test"
 #: Images in neither official list (reported, kept out of train/val/test).
 UNLISTED = "unlisted"
-#: Films without labels (a hospital's DICOM archive): never trained or evaluated on, always scored.
-UNLABELED = "unlabeled"
-_BUCKETS = 1_000_000
-
-
-def patient_bucket(patient_id: Column, salt: str) -> Column:
-    """A uniform number in [0, 1) from the patient id alone."""
-    digest = F.xxhash64(F.lit(salt), patient_id.cast("long"))
-    return F.pmod(digest, F.lit(_BUCKETS)) / F.lit(float(_BUCKETS))
-
-
-def hash_split(patient_id: Column, settings: SplitSettings) -> Column:
-    """``train`` / ``val`` / ``test`` by patient hash and the configured fractions."""
-    u = patient_bucket(patient_id, settings.salt)
-    return (
-        F.when(u < F.lit(settings.train), F.lit(TRAIN))
-        .when(u < F.lit(settings.train + settings.val), F.lit(VAL))
-        .otherwise(F.lit(TEST))
-    )
 
 
 def assign_splits(df: DataFrame, settings: SplitSettings, patient_col: str = "patient_id") -> DataFrame:

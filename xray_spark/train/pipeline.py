@@ -18,12 +18,14 @@ from pyspark.sql import SparkSession
 from xray_spark import registry
 from xray_spark import store as store_mod
 from xray_spark.config import Settings
+from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
 from xray_spark.model_card import MODEL_FILE, read_card
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.barrier import train_on_spark
 from xray_spark.train.loop import train_worker
 from xray_spark.train.plan import Cluster, TrainPlan, new_version
+from xray_spark.train.verdicts import labelled_store
 
 log = logging.getLogger("xray_spark.train")
 
@@ -36,6 +38,14 @@ def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume:
     lake.require_local("train", "writes checkpoints with local file APIs")
     started = time.monotonic()
     plan = make_plan(lake, settings, resume=resume)
+    extra: dict[str, Any] = {}
+    if plan.train.init_weights == "champion":
+        champion = champion_weights(spark, lake, plan)
+        plan = dataclasses.replace(plan, train=dataclasses.replace(plan.train, init_weights=champion["path"]))
+        extra["fine_tuned_from"] = champion["version"]
+    if settings.train.verdicts:
+        extra["verdicts"] = labelled_store(spark, lake, settings, plan.labels, plan.version)
+        plan = dataclasses.replace(plan, store_url=extra["verdicts"]["store_url"])
     n = plan.train.num_workers
     if n > 1:
         store_mod.check_shardable(plan.store_url, n)
@@ -43,7 +53,24 @@ def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume:
     reports = [train_worker(plan, Cluster())] if n == 1 else train_on_spark(spark, plan, n)
     meta = reports[0]["result"]
     registry.record_model(spark, lake, read_card(plan.model_dir), dataset=plan.dataset)
-    return summarise(plan, meta, reports, started)
+    return summarise(plan, meta, reports, started) | extra
+
+
+def champion_weights(spark: SparkSession, lake: Lake, plan: TrainPlan) -> dict[str, str]:
+    """The champion's model file, to start from: it must be the same model, labels and image size."""
+    holder = registry.alias_holder(spark, lake, registry.CHAMPION)
+    if holder is None:
+        raise UsageError("train.init_weights=champion, but no model is champion yet: promote one first")
+    card = registry.resolve_model(spark, lake, version=holder["version"])
+    mine = (plan.train.model, list(plan.labels), plan.image_size)
+    theirs = (card.kind, list(card.labels), card.size)
+    if mine != theirs:
+        raise UsageError(
+            f"the champion {card.version} is {theirs[0]} on {len(theirs[1])} labels at {theirs[2]} px; this run trains "
+            f"{mine[0]} on {len(mine[1])} labels at {mine[2]} px: fine-tuning needs the same model, labels and size"
+        )
+    log.info("fine-tuning from the champion %s", card.version)
+    return {"version": card.version, "path": os.path.join(card.path, MODEL_FILE)}
 
 
 def make_plan(lake: Lake, settings: Settings, *, resume: bool) -> TrainPlan:

@@ -19,7 +19,7 @@ from xray_spark.errors import UsageError
 from xray_spark.labels import NO_FINDING
 from xray_spark.prepare.metadata import findings_array, rfc4180
 from xray_spark.prepare.reasons import CONTRADICTORY_LABELS, UNKNOWN_FINDING
-from xray_spark.prepare.split import UNLABELED, hash_split
+from xray_spark.splits import UNLABELED, hash_split
 
 KEYS = {"accessionnumber": "accession_number", "sopinstanceuid": "image_id"}
 

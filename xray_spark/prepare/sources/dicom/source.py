@@ -38,7 +38,7 @@ from xray_spark.prepare.run import (
 )
 from xray_spark.prepare.sources.dicom.headers import read_headers
 from xray_spark.prepare.sources.dicom.labels import apply_labels, read_labels
-from xray_spark.prepare.split import UNLABELED
+from xray_spark.splits import UNLABELED
 
 log = logging.getLogger(__name__)
 
