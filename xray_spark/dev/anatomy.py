@@ -266,9 +266,18 @@ PAINTERS: dict[str, Callable[[Canvas, np.random.Generator, Anatomy], np.ndarray]
 
 
 def render(
-    findings: Sequence[str], anatomy: Anatomy, view: str, size: int, rng: np.random.Generator
+    findings: Sequence[str],
+    anatomy: Anatomy,
+    view: str,
+    size: int,
+    rng: np.random.Generator,
+    finding_contrast: float = 1.0,
 ) -> tuple[np.ndarray, dict[str, Box]]:
-    """One synthetic radiograph (uint8, ``size`` x ``size``) and the unit-square box of each finding."""
+    """One synthetic radiograph (uint8, ``size`` x ``size``) and the unit-square box of each finding.
+
+    ``finding_contrast`` scales what the findings change in the picture: -1 draws each lesion
+    darker where the NIH-style films draw it brighter (another hospital's look, for fine-tuning).
+    """
     c = Canvas(size, shift=(rng.normal(0, 0.015), rng.normal(0, 0.015)))
     a = anatomy
     c.pixels += 0.06
@@ -285,9 +294,12 @@ def render(
     if "Cardiomegaly" not in findings:
         heart = c.soft(c.ellipse(0.54, 0.63, a.heart_rx, a.heart_ry), 0.01)
         c.pixels = np.maximum(c.pixels, (a.body_level + 0.12) * heart + c.pixels * (1 - heart))
+    before = c.pixels.copy()
     for name in findings:
         mask = PAINTERS[name](c, rng, a)
         boxes[name] = _box_of(mask, c)
+    if finding_contrast != 1.0:
+        c.pixels = before + finding_contrast * (c.pixels - before)
     marker_x = 0.06 if view == "AP" else 0.88
     c.pixels += 0.5 * ((np.abs(c.x - marker_x) < 0.025) & (np.abs(c.y - 0.06) < 0.02)).astype(np.float32)
     c.pixels += rng.normal(0, 0.025, size=c.pixels.shape).astype(np.float32)

@@ -200,6 +200,7 @@ def write_dicom_archive(
     first_patient: int = 1,
     labelled: float = 0.5,
     progress: bool = False,
+    finding_contrast: float = 1.0,
 ) -> list[tuple[Study, FileDataset, str]]:
     """Write the export and the labels CSV under ``output``; returns (study, dataset, syntax) per film."""
     out = Path(output)
@@ -210,7 +211,7 @@ def write_dicom_archive(
     fileset.UID = uid.generate_uid(entropy_srcs=["fileset", str(seed), str(n_images), str(first_patient)])
     fileset.ID = "XRAYDEMO"
     films = []
-    for i, (study, pixels, _) in enumerate(rendered(studies, size, seed)):
+    for i, (study, pixels, _) in enumerate(rendered(studies, size, seed, finding_contrast)):
         ds, syntax = dicom_film(study, i, pixels, size, seed)
         fileset.add(dcmread(io.BytesIO(encode(ds, syntax))))  # staged by pydicom in a temporary folder
         films.append((study, ds, syntax))

@@ -73,12 +73,14 @@ def pixel_spacing(size: int) -> float:
     return round(0.143 * 1024 / size, 6)
 
 
-def rendered(studies: Sequence[Study], size: int, seed: int) -> Iterator[tuple[Study, np.ndarray, dict[str, Box]]]:
-    """Each study with its picture (uint8) and the unit-square box of each finding."""
+def rendered(
+    studies: Sequence[Study], size: int, seed: int, finding_contrast: float = 1.0
+) -> Iterator[tuple[Study, np.ndarray, dict[str, Box]]]:
+    """Each study with its picture (uint8) and the unit-square box of each finding (see ``anatomy.render``)."""
     anatomies: dict[int, Anatomy] = {}
     for i, study in enumerate(studies):
         if study.patient_id not in anatomies:
             anatomies[study.patient_id] = Anatomy.draw(np.random.default_rng([seed, 1, study.patient_id]))
         rng = np.random.default_rng([seed, 2, i])
-        pixels, boxes = render(study.findings, anatomies[study.patient_id], study.view, size, rng)
+        pixels, boxes = render(study.findings, anatomies[study.patient_id], study.view, size, rng, finding_contrast)
         yield study, pixels, boxes
