@@ -20,7 +20,8 @@ DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
-  sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node bench-deliver demo-pacs demo-pacs-stop
+  sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node bench-deliver demo-pacs demo-pacs-stop \
+  worklist-server worklist-server-stop bench-web
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -177,6 +178,14 @@ dicom-node: setup ## start the DICOM node (C-STORE SCP) on 127.0.0.1:11112; make
 dicom-node-stop: ## stop the node that make dicom-node started (the associations in flight finish first)
 	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop; fi
 
+# The worklist web app readers sign in to, on web.host:web.port of the conf (127.0.0.1:8470);
+# accounts in web.accounts (.xray-web/, outside the lake), verdicts in <lake>/verdicts/.
+worklist-server: setup ## start the worklist web app on 127.0.0.1:8470 (add readers: python -m xray_spark.web add-user NAME)
+	$(PY) -m xray_spark.web start --conf $(CONF) --lake $(LAKE)
+
+worklist-server-stop: ## stop the web app that make worklist-server started
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop; fi
+
 test: setup ## install, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -190,8 +199,11 @@ bench-dicom-node: setup ## the DICOM node vs dcmtk's storescp, a night from its 
 bench-deliver: setup ## results to Orthanc: objects per second, a night with and without delivery, a 10,000-film backfill (~30 min)
 	$(PY) bench/deliver.py
 
+bench-web: setup ## the web app's page loads (median, p95) with 1,500 and 100,000 scored films (~5 min)
+	$(PY) bench/web.py
+
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench
 
-clean: cluster-down sql-server-stop dicom-node-stop demo-pacs-stop ## stop the local cluster, the SQL server, the node and the demo PACS, remove the lake and caches (keeps .venv)
+clean: cluster-down sql-server-stop dicom-node-stop demo-pacs-stop worklist-server-stop ## stop the local cluster, the SQL server, the node, the demo PACS and the web app, remove the lake and caches (keeps .venv and the web accounts)
 	rm -rf $(LAKE) .pytest_cache spark-warehouse metastore_db derby.log $(PACS_DIR)

@@ -288,3 +288,23 @@ def test_a_wider_bind_needs_tls_and_accounts_stay_outside_the_lake(app, tmp_path
         assert cookie.secure, "over HTTPS the session cookie is Secure"
     finally:
         _web("stop", state=state, lake=lake, port=port)
+
+
+def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app):
+    from .jobs import checked, run_job
+
+    store = _store(app).submissions()
+    assert len(store) >= 203, "the browser's, the twenty writers' and bob's"
+    result = checked(run_job("verdicts", ["--lake", str(app["lake"]), "--set", "spark.driver_memory=1g"]))
+    summary = __import__("json").loads(result.stdout)
+    assert summary["submissions"] == len(store) and summary["readers"] == 22
+    table = spark.read.parquet(str(Path(app["lake"]) / "tables" / "verdicts"))
+    assert "note" not in table.columns
+    rows = {r["submission_id"]: r for r in table.collect()}
+    assert set(rows) == {s["id"] for s in store}
+    for s in store:
+        row = rows[s["id"]]
+        assert (row["reader"], row["image_id"], row["current"]) == (s["reader"], s["image_id"], s["current"])
+        assert sorted(row["confirmed"] + row["rejected"] + row["missed"]) == sorted(s["findings"])
+    for path in (Path(app["lake"]) / "tables" / "verdicts").rglob("*.parquet"):
+        assert SCRIPT.encode() not in path.read_bytes(), "a note never reaches the table"

@@ -243,13 +243,10 @@ class WorklistSettings:
 
 @dataclasses.dataclass(frozen=True)
 class WebSettings:
-    # The worklist web app readers sign in to (python -m xray_spark.web).
     host: str = "127.0.0.1"  # another address needs tls_cert and tls_key
     port: int = 8470
-    # Accounts (scrypt hashes), sessions and the cookie key: a file outside the lake.
-    accounts: str = ".xray-web/accounts.sqlite"
-    # The readers' verdicts (SQLite in WAL mode, on the app's local disk); empty: <lake>/verdicts/verdicts.sqlite
-    verdicts: str = ""
+    accounts: str = ".xray-web/accounts.sqlite"  # scrypt hashes, sessions, the cookie key: outside the lake
+    verdicts: str = ""  # SQLite (WAL) on the app's local disk; empty: <lake>/verdicts/verdicts.sqlite
     tls_cert: str = ""  # PEM files: the app serves HTTPS and its cookies are Secure
     tls_key: str = ""
     session_hours: float = 12.0

@@ -104,6 +104,12 @@ def _local(target: str | None, default: str) -> str:
 
 
 def _routes(app: Flask) -> None:
+    _account_routes(app)
+    _page_routes(app)
+    _verdict_routes(app)
+
+
+def _account_routes(app: Flask) -> None:
     @app.route("/signin", methods=["GET", "POST"])
     def signin() -> Any:
         accounts: Accounts = _parts()["accounts"]
@@ -134,6 +140,8 @@ def _routes(app: Flask) -> None:
         session.clear()
         return redirect(url_for("signin"), 303)
 
+
+def _page_routes(app: Flask) -> None:
     @app.get("/")
     def home() -> Any:
         view: LakeView = _parts()["view"]
@@ -173,6 +181,8 @@ def _routes(app: Flask) -> None:
             "patient.html", dataset=dataset, patient_id=patient_id, films=films, findings=findings, chart=chart
         )
 
+
+def _verdict_routes(app: Flask) -> None:
     @app.post("/verdict/<dataset>")
     def verdict(dataset: str) -> Any:
         parts = _parts()
