@@ -208,6 +208,25 @@ def test_forms_without_their_csrf_token_are_refused(app):
     assert cookie.has_nonstandard_attr("HttpOnly") and not cookie.secure  # Secure only over HTTPS
 
 
+def test_a_verdict_on_a_rescored_film_or_a_contradiction_is_refused(app):
+    url = app["url"]
+    http = _signed_in(url, "alice")
+    page = http.get(f"{url}worklist/nih/{app['date']}").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    image_id, version = re.findall(
+        r'name="image_id" value="([^"]+)"><input type="hidden" name="model_version" value="([^"]+)"', page
+    )[0]
+    before = len(_store(app).submissions())
+    form = {"csrf": csrf, "image_id": image_id, "form_id": "refused-1"}
+    old = http.post(url + "verdict/nih", data=form | {"model_version": "an-older-model", "no_finding": "1"})
+    assert old.status_code == 409 and "scored again" in old.text
+    row = re.search(rf'id="film-{re.escape(image_id)}".*?</tr>', page, re.S).group(0)
+    missed = re.search(r'name="missed" value="([^"]+)"', row).group(1)  # a finding the model did not call
+    both = http.post(url + "verdict/nih", data=form | {"model_version": version, "no_finding": "1", "missed": missed})
+    assert both.status_code == 400 and "contradict" in both.text
+    assert len(_store(app).submissions()) == before
+
+
 def test_twenty_concurrent_writers_each_verdict_stored_once(app):
     from xray_spark.web.accounts import Accounts
 

@@ -79,6 +79,7 @@ def check_settings(settings: Settings) -> None:
     _check_sql_server(settings)
     _check_dicom_node(settings)
     _check_deliver(settings)
+    _check_web(settings)
     _check_spark(settings)
     if not 1 <= settings.score.batch_size <= 4096:
         raise ConfigError(
@@ -285,3 +286,21 @@ def _check_deliver(settings: Settings) -> None:
             ) from None
         if not url.startswith(("https://", "http://")):
             raise ConfigError("configuration key 'worklist.viewer_url' must be an http:// or https:// URL")
+
+
+def _check_web(settings: Settings) -> None:
+    """``web.*`` in range."""
+    web = settings.web
+    if not 1 <= web.port <= 65535:
+        raise ConfigError(f"configuration key 'web.port' must be a TCP port (1-65535), got {web.port}")
+    for key, value, low, high in (
+        ("threads", web.threads, 1, 256),
+        ("films_per_page", web.films_per_page, 1, 1000),
+        ("signin_free_failures", web.signin_free_failures, 1, 100),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"configuration key 'web.{key}' must be in [{low}, {high}], got {value}")
+    if web.session_hours <= 0 or web.signin_max_delay_seconds < 1:
+        raise ConfigError("configuration keys 'web.session_hours' and 'web.signin_max_delay_seconds' must be positive")
+    if not web.accounts:
+        raise ConfigError("configuration key 'web.accounts' must name a file outside the lake")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import secrets
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,10 +223,29 @@ def _verdict_routes(app: Flask) -> None:
     @app.get("/overlay")
     def overlay() -> Any:
         args = request.args
-        png = _parts()["view"].heatmap(
-            args.get("dataset", ""), args.get("id", ""), args.get("finding", ""), args.get("v", "")
-        )
-        return Response(overlay_png(png, 160), mimetype="image/png") if png else abort(404)
+        dataset, key = args.get("dataset", ""), (args.get("id", ""), args.get("finding", ""), args.get("v", ""))
+        png = _overlays(_parts()["view"], dataset, [key]).get(key)
+        return Response(png, mimetype="image/png") if png else abort(404)
+
+
+#: Overlays drawn lately, by (dataset, image_id, finding, model_version): a page's are drawn in one go.
+_OVERLAYS: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
+_OVERLAYS_KEPT = 2000
+_OVERLAYS_LOCK = threading.Lock()
+
+
+def _overlays(view: LakeView, dataset: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], bytes]:
+    """The see-through overlay of each (image_id, finding, version), drawn once and kept for the pictures' requests."""
+    with _OVERLAYS_LOCK:
+        found = {k: _OVERLAYS[(dataset, *k)] for k in keys if (dataset, *k) in _OVERLAYS}
+    missing = [k for k in keys if k not in found]
+    for key, png in view.heatmaps(dataset, missing).items():
+        found[key] = overlay_png(png, 160)
+        with _OVERLAYS_LOCK:
+            _OVERLAYS[(dataset, *key)] = found[key]
+            while len(_OVERLAYS) > _OVERLAYS_KEPT:
+                _OVERLAYS.popitem(last=False)
+    return found
 
 
 def _decorate(view: LakeView, dataset: str, films: list[dict[str, Any]]) -> None:
@@ -240,3 +261,4 @@ def _decorate(view: LakeView, dataset: str, films: list[dict[str, Any]]) -> None
         film["rank"] = rank
         film["overlay"] = film["risk_finding"] if film["risk_finding"] in have else next(iter(sorted(have)), None)
         film["viewer_href"] = viewer_link(template, uids.get(film["image_id"]), film["accession_number"])
+    _overlays(view, dataset, [(f["image_id"], f["overlay"], f["model_version"]) for f in films if f["overlay"]])

@@ -139,19 +139,22 @@ class LakeView:
         rows = latest[latest["image_id"] == image_id].to_dict("records")
         return _film(rows[0]) if rows else None
 
-    def heatmap(self, dataset: str, image_id: str, finding: str, version: str) -> bytes | None:
-        """The newest heatmap of ``finding`` on the film by ``version``, as the stored PNG."""
+    def heatmaps(self, dataset: str, wanted: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], bytes]:
+        """The newest stored heatmap PNG of each (image_id, finding, model_version) in ``wanted``: one scan."""
         path = os.path.join(self.root, "tables", "heatmaps", f"dataset={dataset}")
-        if not os.path.isdir(path):
-            return None
+        if not os.path.isdir(path) or not wanted:
+            return {}
         data = pads.dataset(path, format="parquet")
-        want = (
-            (pads.field("image_id") == image_id)
-            & (pads.field("finding") == finding)
-            & (pads.field("model_version") == version)
-        )
-        rows = data.to_table(columns=["heatmap_png", "scored_at"], filter=want).to_pylist()
-        return bytes(max(rows, key=lambda r: r["scored_at"])["heatmap_png"]) if rows else None
+        rows = data.to_table(
+            columns=["image_id", "finding", "model_version", "heatmap_png", "scored_at"],
+            filter=pads.field("image_id").isin(sorted({w[0] for w in wanted})),
+        ).to_pylist()
+        want, out, when = set(wanted), {}, {}
+        for r in rows:
+            key = (r["image_id"], r["finding"], r["model_version"])
+            if key in want and (key not in when or r["scored_at"] > when[key]):
+                out[key], when[key] = bytes(r["heatmap_png"]), r["scored_at"]
+        return out
 
     def heatmap_findings(self, dataset: str, image_ids: list[str]) -> dict[tuple[str, str], set[str]]:
         """(image_id, model_version) -> the findings with a heatmap."""

@@ -1,0 +1,224 @@
+"""The worklist web app's page loads with a lake of 1,500 and of 100,000 scored films.
+
+    python bench/web.py [--sizes 1500 100000] [--loads 100] [--out bench/results/web_cpu2.json]
+
+A small lake is made once by the jobs themselves (a synthetic archive of 100 films at 128 px,
+prepare, one epoch of train, promote, score with heatmaps), then its tables and store are
+repeated with pyarrow to each size: every film a new image id, four films a patient, the
+films spread over 15 scoring dates (so today's date holds a 15th of them), a heatmap for each
+of today's films. The app is started as operators start it (``python -m xray_spark.web start``),
+a reader signs in over HTTP, and each page is loaded ``--loads`` times: today's worklist (100
+films; the HTML alone, and the HTML with its thumbnails and overlays fetched six at a time as a
+browser does), a patient's page (a random patient each time), and one picture. The first page
+after start (the tables read into memory) and each page's first load (its overlays drawn) are
+reported on their own; median and 95th percentile over the rest. Also the server's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import log, machine, run_job  # noqa: E402  (beside this file)
+
+DATES = 15
+PASSWORD = "a bench password"
+
+
+def base_lake(cache: Path) -> Path:
+    """A lake the jobs made: 100 films prepared, a one-epoch model promoted, scored with heatmaps."""
+    from xray_spark.dev.synthetic import write_archive
+
+    lake, work = cache / "web-base-lake", cache / "web-base-work"
+    if (lake / "reports" / "scored").exists():
+        return lake
+    shutil.rmtree(lake, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    archive = cache / "web-archive"
+    if not (archive / "Data_Entry_2017.csv").exists():
+        write_archive(archive, n_images=100, size=128, seed=5)
+    conf = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--set", "image.size=128"]
+    meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
+    run_job("prepare", [*conf, *meta], work / "prepare.json")
+    version = run_job("train", [*conf, "--epochs", "1"], work / "train.json")["summary"]["version"]
+    run_job("promote", [*conf, "--model-version", version], work / "promote.json")
+    run_job("score", [*conf, "--heatmaps", "top:100"], work / "score.json")
+    (lake / "reports" / "scored").write_text(version)
+    return lake
+
+
+def _read(path: Path) -> pa.Table:
+    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
+
+
+def _tiled(table: pa.Table, n: int) -> pa.Table:
+    return table.take(pa.array(np.arange(n) % table.num_rows))
+
+
+def scaled_lake(base: Path, n: int, out: Path) -> Path:
+    """``base`` repeated to ``n`` films (see the module's docstring)."""
+    if (out / "ready").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    ids = pa.array([f"{k:08d}_000.png" for k in range(n)])
+    patients = pa.array((np.arange(n) // 4 + 1).astype(np.int32))
+    follow = pa.array((np.arange(n) % 4).astype(np.int32))
+    tables = base / "tables"
+    predictions = _read(tables / "predictions").drop(["dataset"])
+    first = dt.date.fromisoformat(str(predictions.column("score_date")[0].as_py()))
+    days = [first - dt.timedelta(days=DATES - 1 - (k % DATES)) for k in range(n)]
+    if pa.types.is_string(predictions.schema.field("score_date").type):
+        days = [d.isoformat() for d in days]
+    p = _tiled(predictions, n)
+    for name, column in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
+        p = p.set_column(p.schema.get_field_index(name), name, column)
+    p = p.set_column(
+        p.schema.get_field_index("score_date"), "score_date", pa.array(days, p.schema.field("score_date").type)
+    )
+    _write(p, out / "tables" / "predictions" / "dataset=nih", rows_per_file=250_000)
+    s = _tiled(_read(tables / "studies").drop(["dataset"]), n)
+    for name, column in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
+        if name in s.schema.names:
+            s = s.set_column(s.schema.get_field_index(name), name, column)
+    _write(s, out / "tables" / "studies" / "dataset=nih", rows_per_file=250_000)
+    today = [k for k in range(n) if k % DATES == DATES - 1]
+    maps = _read(tables / "heatmaps").drop(["dataset"])
+    h = maps.take(pa.array(np.arange(len(today)) % maps.num_rows))
+    h = h.set_column(h.schema.get_field_index("image_id"), "image_id", pa.array([ids[k].as_py() for k in today]))
+    _write(h, out / "tables" / "heatmaps" / "dataset=nih", rows_per_file=250_000)
+    for name in ("models", "model_aliases"):
+        shutil.copytree(tables / name, out / "tables" / name)
+    store = pads.dataset(str(base / "petastorm" / "nih"), format="parquet").to_table()
+    st = _tiled(store, n)
+    st = st.set_column(st.schema.get_field_index("image_id"), "image_id", ids)
+    st = st.set_column(st.schema.get_field_index("patient_id"), "patient_id", patients)
+    _write(st, out / "petastorm" / "nih", rows_per_file=10_000, row_group=1_000)
+    (out / "ready").write_text(str(n))
+    return out
+
+
+def _write(table: pa.Table, folder: Path, *, rows_per_file: int, row_group: int = 100_000) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate(range(0, table.num_rows, rows_per_file)):
+        part = table.slice(start, rows_per_file)
+        pq.write_table(part, folder / f"part-{i:05d}.parquet", row_group_size=row_group)
+
+
+def _web(*args: str, lake: Path, state: Path, port: int, stdin: str = "") -> str:
+    command = [sys.executable, "-m", "xray_spark.web", *args, "--lake", str(lake), "--state-dir", str(state)]
+    command += ["--set", f"web.accounts={state.parent / 'accounts.sqlite'}", "--set", f"web.port={port}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env, check=True)
+    return done.stdout.strip()
+
+
+def _timed(get, url: str) -> float:
+    started = time.perf_counter()
+    answer = get(url)
+    answer.raise_for_status()
+    return time.perf_counter() - started
+
+
+def _stats(seconds: list[float]) -> dict:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"median_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1)}
+
+
+def measure(lake: Path, n: int, loads: int, work: Path) -> dict:
+    from xray_spark.session import free_port
+
+    state, port = work / f"web-state-{n}", free_port()
+    shutil.rmtree(state.parent / "accounts.sqlite", ignore_errors=True)
+    _web("add-user", "bench", lake=lake, state=state, port=port, stdin=PASSWORD + "\n")
+    url = _web("start", lake=lake, state=state, port=port)
+    try:
+        http = requests.Session()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', http.get(url + "signin").text).group(1)
+        http.post(url + "signin", data={"name": "bench", "password": PASSWORD, "csrf": csrf}).raise_for_status()
+        started = time.perf_counter()
+        home = http.get(url).text  # the tables read into memory
+        cold = time.perf_counter() - started
+        date = re.search(r'/worklist/nih/([0-9-]+)"', home).group(1)
+        page = f"{url}worklist/nih/{date}"
+        first = _timed(http.get, page)
+        html = [_timed(http.get, page) for _ in range(loads)]
+        pictures = re.findall(r'src="(/(?:picture|overlay)\?[^"]+)"', http.get(page).text)
+        pool = ThreadPoolExecutor(6)
+
+        def whole() -> float:
+            started = time.perf_counter()
+            http.get(page).raise_for_status()
+            list(pool.map(lambda p: http.get(url.rstrip("/") + p.replace("&amp;", "&")).raise_for_status(), pictures))
+            return time.perf_counter() - started
+
+        full_first = whole()
+        full = [whole() for _ in range(loads)]
+        rng = np.random.default_rng(0)
+        patients = [_timed(http.get, f"{url}patient/nih/{int(rng.integers(1, n // 4))}") for _ in range(loads)]
+        picture = url.rstrip("/") + pictures[0].replace("&amp;", "&")
+        one = [_timed(http.get, picture) for _ in range(loads)]
+        pid = json.loads((state / "server.pid").read_text())["pid"]
+        peak = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    finally:
+        _web("stop", lake=lake, state=state, port=port)
+    return {
+        "scored_films": n,
+        "films_on_todays_date": sum(1 for k in range(n) if k % DATES == DATES - 1),
+        "pictures_on_the_page": len(pictures),
+        "first_page_after_start_ms": round(cold * 1000, 1),
+        "worklist_html_first_load_ms": round(first * 1000, 1),
+        "worklist_html": _stats(html),
+        "worklist_with_pictures_first_load_ms": round(full_first * 1000, 1),
+        "worklist_with_pictures": _stats(full),
+        "patient_page": _stats(patients),
+        "one_picture": _stats(one),
+        "server_peak_rss_mib": round(int(peak.split()[1]) / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1500, 100_000])
+    parser.add_argument("--loads", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "web_cpu2.json"))
+    args = parser.parse_args()
+    cache = ROOT / "bench" / ".cache"
+    base = base_lake(cache)
+    results = []
+    for n in args.sizes:
+        lake = scaled_lake(base, n, cache / f"web-lake-{n}")
+        log(f"measuring the web app on {n:,} scored films")
+        results.append(measure(lake, n, args.loads, cache / "web-work"))
+        log(json.dumps(results[-1]))
+    result = {
+        "benchmark": "the worklist web app: page loads (median, 95th percentile) against the lake's size",
+        "command": f"python bench/web.py --sizes {' '.join(map(str, args.sizes))} --loads {args.loads}",
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
