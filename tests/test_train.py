@@ -408,11 +408,13 @@ def test_verdicts_fine_tune_the_champion_to_a_hospitals_films_and_shuffled_verdi
 
     _, lake, champion = trained
     set_alias(spark, lake, champion["version"], reason="the NIH-style model")
-    films = write_dicom_archive(tmp_path / "h", n_images=600, size=96, seed=31, labelled=0.0, finding_contrast=-1.0)
+    # half the patients in a labels CSV (the truth), as a hospital's export may come; every film gets a verdict
+    films = write_dicom_archive(tmp_path / "h", n_images=600, size=96, seed=31, labelled=0.5, finding_contrast=-1.0)
     truth = {str(ds.SOPInstanceUID): set(study.findings) for study, ds, _ in films}
     settings = make_settings(Path(lake.root), *STORE, *BUDGET, *HOSPITAL)
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", "a test key that is long enough to be a key")
-    run_prepare(spark, lake, settings, PrepareInputs(None, str(tmp_path / "h" / "export"), source="dicom"))
+    export, labels = str(tmp_path / "h" / "export"), str(tmp_path / "h" / "labels.csv")
+    run_prepare(spark, lake, settings, PrepareInputs(None, export, source="dicom", labels=labels))
     run_scoring(spark, lake, settings, new_only=True)
     calls = {
         r["image_id"]: list(r["positive_findings"])
@@ -429,6 +431,7 @@ def test_verdicts_fine_tune_the_champion_to_a_hospitals_films_and_shuffled_verdi
         tuned = run_training(spark, lake, tuned_settings)
         assert tuned["fine_tuned_from"] == champion["version"]
         assert tuned["verdicts"]["films_with_verdicts"] == len(truth)
+        assert sum(tuned["verdicts"]["films_per_split"].values()) == len(truth), "the CSV's films and the verdicts'"
         run_scoring(spark, lake, dataclasses.replace(settings), model_version=tuned["version"])
         results[name] = tuned
     copy = spark.read.parquet(results["verdicts"]["verdicts"]["store_url"])
@@ -441,4 +444,5 @@ def test_verdicts_fine_tune_the_champion_to_a_hospitals_films_and_shuffled_verdi
     }
     print(auroc)
     assert auroc["verdicts"] >= 0.75 and auroc["verdicts"] - auroc["champion"] >= 0.15, auroc
+    # the CSV holds the truth for half the films: the shuffled control stays at chance only if verdicts win over it
     assert auroc["shuffled"] < 0.62 and auroc["verdicts"] - auroc["shuffled"] >= 0.15, auroc

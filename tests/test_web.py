@@ -225,6 +225,17 @@ def test_a_verdict_on_a_rescored_film_or_a_contradiction_is_refused(app):
     both = http.post(url + "verdict/nih", data=form | {"model_version": version, "no_finding": "1", "missed": missed})
     assert both.status_code == 400 and "contradict" in both.text
     assert len(_store(app).submissions()) == before
+    # a reader changes their mind: the newest counts, the older stays as history
+    for k, marks in enumerate(({"no_finding": "1"}, {"missed": missed})):
+        answer = http.post(
+            url + "verdict/nih", data=form | {"model_version": version, "form_id": f"change-{k}"} | marks
+        )
+        assert answer.status_code == 200 and f"film-{image_id}" in answer.url
+    mine = [s for s in _store(app).submissions() if s["form_id"].startswith("change-")]
+    assert [(s["no_finding"], s["findings"], s["current"]) for s in mine] == [
+        (True, {}, False),
+        (False, {missed: "missed"}, True),
+    ]
 
 
 def test_twenty_concurrent_writers_each_verdict_stored_once(app):
