@@ -63,6 +63,18 @@ def write_ready(state_dir: str, record: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def run_args(conf: str | None, lake: str | None, overrides: Sequence[str]) -> list[str]:
+    """The options ``start`` hands to the background ``run``: the resolved settings' sources, paths made absolute."""
+    out = []
+    if conf:
+        out += ["--conf", os.path.abspath(conf)]
+    if lake:
+        out += ["--lake", lake if "://" in lake else os.path.abspath(lake)]
+    for item in overrides:
+        out += ["--set", item]
+    return out
+
+
 def log_tail(state_dir: str, lines: int = 15) -> str:
     try:
         with open(os.path.join(state_dir, LOG_FILE), encoding="utf-8", errors="replace") as fh:

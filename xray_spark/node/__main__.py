@@ -63,17 +63,6 @@ def _node_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _run_args(args: argparse.Namespace) -> list[str]:
-    """The options ``start`` hands to the background ``run``: the resolved settings' sources."""
-    out = []
-    for flag, value in (("--conf", args.conf and os.path.abspath(args.conf)), ("--lake", args.lake)):
-        if value:
-            out += [flag, value]
-    for item in [*args.overrides, *_node_overrides(args)]:
-        out += ["--set", item]
-    return out
-
-
 def _spool(settings):
     return open_spool(settings.dicom_node.spool, local_path(settings.lake))
 
@@ -144,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         _spool(settings)  # a spool inside the lake is refused here, in one line
         if args.command == "run":
             return _run(settings, os.path.abspath(args.state_dir))
-        record = daemon.start(args.state_dir, "xray_spark.node", _run_args(args), WHAT, timeout_s=60)
+        record = daemon.start(
+            args.state_dir,
+            "xray_spark.node",
+            daemon.run_args(args.conf, args.lake, [*args.overrides, *_node_overrides(args)]),
+            WHAT,
+            timeout_s=60,
+        )
         print(record["listening"])
         cli.log.info("the DICOM node listens as %s (stop it with: python -m xray_spark.node stop)", record["listening"])
         return 0

@@ -39,17 +39,6 @@ def _server_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _run_args(args: argparse.Namespace) -> list[str]:
-    """The options ``start`` hands to the background ``run``."""
-    out = []
-    for flag, value in (("--conf", args.conf), ("--lake", args.lake)):
-        if value:
-            out += [flag, value]
-    for item in [*args.overrides, *_server_overrides(args)]:
-        out += ["--set", item]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
@@ -72,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         check_bind(settings.sql_server)  # refused before anything starts
         if args.command == "run":
             return serve(settings, args.state_dir)
-        url = daemon.start(args.state_dir, _run_args(args))
+        from xray_spark.daemon import run_args
+
+        url = daemon.start(args.state_dir, run_args(args.conf, args.lake, [*args.overrides, *_server_overrides(args)]))
         print(url)
         cli.log.info("the SQL server listens at %s (stop it with: python -m xray_spark.server stop)", url)
         return 0

@@ -43,16 +43,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [f"web.{k}={json.dumps(getattr(args, k))}" for k in ("host", "port") if getattr(args, k) is not None]
 
 
-def _run_args(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag, value in (("--conf", args.conf and os.path.abspath(args.conf)), ("--lake", args.lake)):
-        if value:
-            out += [flag, os.path.abspath(value) if flag == "--lake" and "://" not in value else value]
-    for item in [*args.overrides, *_overrides(args)]:
-        out += ["--set", item]
-    return out
-
-
 def _url(settings) -> str:
     scheme = "https" if settings.web.tls_cert else "http"
     return f"{scheme}://{settings.web.host}:{settings.web.port}/"
@@ -110,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         accounts_path(settings)  # accounts inside the lake are refused in one line
         if args.command == "run":
             return _run(settings, os.path.abspath(args.state_dir))
-        record = daemon.start(args.state_dir, "xray_spark.web", _run_args(args), WHAT, timeout_s=60)
+        record = daemon.start(
+            args.state_dir,
+            "xray_spark.web",
+            daemon.run_args(args.conf, args.lake, [*args.overrides, *_overrides(args)]),
+            WHAT,
+            timeout_s=60,
+        )
         print(record["url"])
         cli.log.info("the worklist web app is at %s (stop it with: python -m xray_spark.web stop)", record["url"])
         return 0
