@@ -22,6 +22,7 @@ ENTRY_POINTS = {
     "evaluate": "run_evaluation",
     "worklist": "run_worklist",
     "deliver": "run_delivery",
+    "challenge": "run_challenge",
 }
 STAGES = tuple(ENTRY_POINTS)
 MAX_FUNCTION_LINES = 80

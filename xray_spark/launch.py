@@ -38,7 +38,8 @@ from pathlib import Path
 JOBS = {
     "prepare": "an archive (NIH CSV + PNGs, or a DICOM export) into the training store",
     "train": "a multi-label CNN from the store",
-    "promote": "make a trained model the champion",
+    "promote": "make a trained model the champion (--if-passed: only on a passed challenge)",
+    "challenge": "a challenger against the champion on the same labelled patients, by the promotion rule",
     "register_model": "bring a model trained elsewhere into the lake",
     "score": "probabilities (and heatmaps) for the store's films",
     "evaluate": "AUROC with intervals, calibration, operating points, localization",

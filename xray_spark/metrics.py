@@ -10,7 +10,7 @@ correlated.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 import numpy as np
@@ -95,17 +95,22 @@ def bootstrap_auroc_ci(
     """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(y_score, dtype=np.float64)
+    values = [auroc(y[rows], s[rows]) for rows in patient_resamples(groups, resamples, seed)]
+    return percentile_interval([v for v in values if not math.isnan(v)], level)
+
+
+def patient_resamples(groups: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``resamples`` bootstrap resamples of the groups (patients), each drawn with all its rows."""
     unique, index = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(index == g) for g in range(len(unique))]
     rng = np.random.default_rng(seed)
-    values = []
     for _ in range(resamples):
-        chosen = rng.integers(0, len(unique), size=len(unique))
-        rows = np.concatenate([members[g] for g in chosen])
-        value = auroc(y[rows], s[rows])
-        if not math.isnan(value):
-            values.append(value)
-    if not values:
+        yield np.concatenate([members[g] for g in rng.integers(0, len(unique), size=len(unique))])
+
+
+def percentile_interval(values: Sequence[float], level: float) -> tuple[float, float]:
+    """The central ``level`` interval of ``values`` (NaN, NaN when there are none)."""
+    if not len(values):
         return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xray_spark.metrics import patient_resamples, percentile_interval
+
 
 def midranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks of ``x``, ties given the mean of the ranks they span."""
@@ -100,18 +102,11 @@ def bootstrap_difference_ci(
     """A percentile interval of AUROC(a) - AUROC(b), resampling patients (``groups``) with both models together."""
     y = np.asarray(y_true).astype(bool)
     a, b = np.asarray(score_a, np.float64), np.asarray(score_b, np.float64)
-    unique, index = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(index == g) for g in range(len(unique))]
-    rng = np.random.default_rng(seed)
     values = []
-    for _ in range(resamples):
-        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), size=len(unique))])
+    for rows in patient_resamples(groups, resamples, seed):
         positives = int(y[rows].sum())
         if positives < 2 or len(rows) - positives < 2:  # a resample DeLong cannot measure
             continue
         aucs, _ = delong(y[rows], np.vstack([a[rows], b[rows]]))
         values.append(float(aucs[0] - aucs[1]))
-    if not values:
-        return float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+    return percentile_interval(values, level)

@@ -76,6 +76,27 @@ def alias_holder(spark: SparkSession, lake: Lake, alias: str = CHAMPION) -> dict
     return row.asDict() if row is not None else None
 
 
+def challenge_outcome(spark: SparkSession, lake: Lake, challenge_id: str) -> dict[str, Any]:
+    """What ``xray.challenges`` recorded of one challenge: champion, challenger, passed, the rules' outcomes."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    table = tables.read_table(spark, lake, "challenges")
+    row = None if table is None else table.where(F.col("challenge_id") == challenge_id).first()
+    if row is None:
+        raise UsageError(
+            f"no challenge {challenge_id!r} in xray.challenges: run jobs/challenge.py --challenger V first"
+        )
+    return {
+        "challenge_id": challenge_id,
+        "champion": row["champion"],
+        "challenger": row["challenger"],
+        "passed": bool(row["passed"]),
+        "rules": json.loads(row["rules"]),
+    }
+
+
 def set_alias(spark: SparkSession, lake: Lake, version: str, *, alias: str = CHAMPION, reason: str = "") -> dict:
     """Give ``alias`` to a registered, intact model version (a row appended to ``xray.model_aliases``)."""
     import getpass

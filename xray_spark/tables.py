@@ -32,6 +32,7 @@ TABLES: tuple[str, ...] = (
     "heatmaps",
     "deliveries",
     "verdicts",
+    "challenges",
 )
 
 #: The model alias that scoring and evaluation use by default, and the views prefer.

@@ -1,0 +1,143 @@
+"""The challenge job: a challenger and the champion on the same labelled patients, judged by ``promotion.*``.
+
+:func:`run_challenge` reads both models' predictions of the ``promotion.split`` films of the
+dataset (``xray.predictions``; the films both scored), and per finding measures both AUROCs,
+their paired difference with DeLong's interval and p-value (:mod:`xray_spark.paired`), a
+patient-level bootstrap interval of the difference, and each model's sensitivity and
+specificity at its own operating point; then it applies the rule written down beforehand
+(:mod:`xray_spark.challenge.rules`). The result is one row per finding in ``xray.challenges``
+(the rule's outcome with its numbers on each row) and a page beside the evaluation report.
+``promote --if-passed CHALLENGE_ID`` promotes only a PASS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from typing import Any
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from xray_spark import registry, tables
+from xray_spark.challenge.page import challenge_html
+from xray_spark.challenge.rules import apply, judged
+from xray_spark.config import Settings
+from xray_spark.errors import UsageError
+from xray_spark.lake import Lake, new_run_id
+from xray_spark.metrics import sensitivity_specificity
+from xray_spark.paired import bootstrap_difference_ci, delong_test
+from xray_spark.scored import collect_scored_labels
+
+SCHEMA = (
+    "challenge_id string, at timestamp, dataset string, split string, champion string, challenger string, "
+    "finding string, films int, positives int, auroc_champion double, auroc_challenger double, difference double, "
+    "delong_low double, delong_high double, p_value double, bootstrap_low double, bootstrap_high double, "
+    "sensitivity_champion double, specificity_champion double, sensitivity_challenger double, "
+    "specificity_challenger double, judged boolean, passed boolean, rules string"
+)
+NAN = float("nan")
+
+
+def run_challenge(
+    spark: SparkSession, lake: Lake, settings: Settings, *, challenger: str, champion: str | None = None
+) -> dict[str, Any]:
+    """Challenge the champion (or ``champion``) with ``challenger`` on ``settings.dataset``; returns the summary."""
+    rule = settings.promotion
+    if champion is None:
+        holder = registry.alias_holder(spark, lake)
+        if holder is None:
+            raise UsageError(
+                "no champion to challenge: promote a first model with jobs/promote.py (no challenge needed)"
+            )
+        champion = holder["version"]
+    if champion == challenger:
+        raise UsageError(f"{challenger} is the champion already: a model cannot challenge itself")
+    cards = {v: registry.resolve_model(spark, lake, version=v) for v in (champion, challenger)}
+    labels = [x for x in cards[champion].labels if x in cards[challenger].labels]
+    data = {v: collect_scored_labels(spark, lake, v, rule.split, labels, dataset=settings.dataset) for v in cards}
+    common = sorted(set(data[champion]["ids"]) & set(data[challenger]["ids"]))
+    if not common:
+        raise UsageError(
+            f"no {rule.split!r} film of dataset {settings.dataset!r} was scored by both {champion} and {challenger}: "
+            f"score it with jobs/score.py --dataset {settings.dataset} --model-version V for each first"
+        )
+    aligned = {v: _aligned(data[v], common) for v in cards}
+    rows = [
+        _compare(aligned, i, name, champion, challenger, cards, rule) | {"finding": name}
+        for i, name in enumerate(labels)
+    ]
+    rules = apply(rows, rule)
+    passed = all(r["passed"] for r in rules)
+    challenge_id = new_run_id()
+    at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    meta = {"challenge_id": challenge_id, "at": at, "dataset": settings.dataset, "split": rule.split}
+    meta |= {"champion": champion, "challenger": challenger, "passed": passed, "rules": json.dumps(rules)}
+    table = spark.createDataFrame([_row(meta, r) for r in rows], SCHEMA)
+    tables.write_table(table, lake, "challenges", mode="append")
+    disagreements = _disagreements(aligned, labels, champion, challenger)
+    page = lake.path("reports", "evaluate", challenger, rule.split, f"challenge-{challenge_id}.html")
+    lake.write_text(page, challenge_html(meta, rows, rules, disagreements, dataclasses.asdict(rule)))
+    return meta | {"at": at.isoformat(), "films": len(common), "findings": rows, "rule": rules, "page": page}
+
+
+def _aligned(data: dict[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarray]:
+    where = {image_id: i for i, image_id in enumerate(data["ids"])}
+    rows = np.array([where[i] for i in ids])
+    return {"y": data["y"][rows], "p": data["p"][rows], "patients": data["patients"][rows], "ids": data["ids"][rows]}
+
+
+def _compare(aligned, i, name, champion, challenger, cards, rule) -> dict[str, Any]:
+    y = aligned[champion]["y"][:, i]
+    p_cp, p_ch = aligned[champion]["p"][:, i], aligned[challenger]["p"][:, i]
+    out: dict[str, Any] = {"films": len(y), "positives": int(y.sum())}
+    if y.sum() >= 2 and (1 - y).sum() >= 2:
+        test = delong_test(y, p_ch, p_cp, level=rule.level)
+        low, high = bootstrap_difference_ci(
+            y, p_ch, p_cp, aligned[champion]["patients"], resamples=rule.bootstrap, seed=i, level=rule.level
+        )
+        out |= {"auroc_champion": test.auroc_b, "auroc_challenger": test.auroc_a, "difference": test.difference}
+        out |= {"delong_low": test.low, "delong_high": test.high, "p_value": test.p_value}
+        out |= {"bootstrap_low": low, "bootstrap_high": high}
+    else:
+        out |= dict.fromkeys(
+            ("auroc_champion", "auroc_challenger", "difference", "delong_low", "delong_high", "p_value"), NAN
+        )
+        out |= {"bootstrap_low": NAN, "bootstrap_high": NAN}
+    for who, version, p in (("champion", champion, p_cp), ("challenger", challenger, p_ch)):
+        threshold = cards[version].thresholds.get(name)
+        sens, spec = sensitivity_specificity(y, p, threshold) if threshold is not None else (NAN, NAN)
+        out |= {f"sensitivity_{who}": float(sens), f"specificity_{who}": float(spec)}
+    out["judged"] = judged(out, rule) and not math.isnan(out["delong_low"])
+    return out
+
+
+def _row(meta: dict[str, Any], r: dict[str, Any]) -> tuple:
+    names = [c.split(" ")[0] for c in SCHEMA.split(", ")]
+    values = meta | r
+    return tuple(None if isinstance(values[n], float) and math.isnan(values[n]) else values[n] for n in names)
+
+
+def _disagreements(aligned, labels, champion, challenger, n: int = 10) -> list[dict[str, Any]]:
+    """The films where the two models' probabilities differ most (any finding)."""
+    gap = np.abs(aligned[challenger]["p"] - aligned[champion]["p"])
+    films, findings = np.unravel_index(np.argsort(-gap, axis=None)[: n * 3], gap.shape)
+    out, seen = [], set()
+    for f, k in zip(films.tolist(), findings.tolist(), strict=True):
+        if f in seen:
+            continue
+        seen.add(f)
+        out.append(
+            {
+                "image_id": str(aligned[champion]["ids"][f]),
+                "finding": labels[k],
+                "truth": bool(aligned[champion]["y"][f, k]),
+                "champion": float(aligned[champion]["p"][f, k]),
+                "challenger": float(aligned[challenger]["p"][f, k]),
+            }
+        )
+        if len(out) == n:
+            break
+    return out
