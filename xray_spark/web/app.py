@@ -228,8 +228,8 @@ def _verdict_routes(app: Flask) -> None:
         return Response(png, mimetype="image/png") if png else abort(404)
 
 
-#: Overlays drawn lately, by (dataset, image_id, finding, model_version): a page's are drawn in one go.
-_OVERLAYS: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
+#: Overlays drawn lately, by (lake, dataset, image_id, finding, model_version): a page's are drawn in one go.
+_OVERLAYS: OrderedDict[tuple[str, str, str, str, str], bytes] = OrderedDict()
 _OVERLAYS_KEPT = 2000
 _OVERLAYS_LOCK = threading.Lock()
 
@@ -237,12 +237,12 @@ _OVERLAYS_LOCK = threading.Lock()
 def _overlays(view: LakeView, dataset: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], bytes]:
     """The see-through overlay of each (image_id, finding, version), drawn once and kept for the pictures' requests."""
     with _OVERLAYS_LOCK:
-        found = {k: _OVERLAYS[(dataset, *k)] for k in keys if (dataset, *k) in _OVERLAYS}
+        found = {k: _OVERLAYS[(view.root, dataset, *k)] for k in keys if (view.root, dataset, *k) in _OVERLAYS}
     missing = [k for k in keys if k not in found]
     for key, png in view.heatmaps(dataset, missing).items():
         found[key] = overlay_png(png, 160)
         with _OVERLAYS_LOCK:
-            _OVERLAYS[(dataset, *key)] = found[key]
+            _OVERLAYS[(view.root, dataset, *key)] = found[key]
             while len(_OVERLAYS) > _OVERLAYS_KEPT:
                 _OVERLAYS.popitem(last=False)
     return found
