@@ -152,7 +152,7 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
     maps = spark.read.parquet(lake.table_url("heatmaps")).where(F.col("dataset") == DATASET).collect()
     films = privacy.read_film_map(settings.privacy, DATASET)
     risky = {r["image_id"]: r["risk_finding"] for r in _predictions(spark, lake).values()}
-    checked = 0
+    checked = cold_checked = 0
     for path in sorted(out.glob("*.dcm")):
         ds = dcmread(path)
         if ds.Modality != "OT" and ds.SOPClassUID != "1.2.840.10008.5.1.4.1.1.7":
@@ -174,7 +174,9 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
         cv2.rectangle(outline, (x, y), (x + w, y + h), 1, max(1, picture.shape[1] // 256) + 4)
         hot, cold = heat >= 0.4, (heat < 0.1) & (outline[40:] == 0)
         assert colour[40:][hot].mean() > 20, "where the map is hot the film is coloured"
-        assert cold.any() and colour[40:][cold].mean() < 3, "where the map is cold the film stays gray"
+        if cold.any():  # a diffuse map may be warm everywhere outside its box
+            assert colour[40:][cold].mean() < 3, "where the map is cold the film stays gray"
+            cold_checked += 1
         if y > 42:  # the box's top edge, unless the banner covers it
             edges = picture[y - 1 : y + 2, x : x + w]
             yellow = (edges[..., 0] > 200) & (edges[..., 1] > 200) & (edges[..., 2] < 80)
@@ -182,7 +184,7 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
         banner = picture[:30].mean(axis=2)
         assert (banner > 200).mean() > 0.02 and (banner < 20).mean() > 0.5, "white text on a black band"
         checked += 1
-    assert checked >= 3
+    assert checked >= 3 and cold_checked >= 1, (checked, cold_checked)
     needles = [v.encode() for v in planted_identity(export)]
     assert len(needles) > 20
     for path in Path(lake.root).rglob("*"):
