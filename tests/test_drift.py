@@ -52,3 +52,15 @@ def test_holm_steps_down_and_a_sparse_table_gets_fishers_test():
     sparse = categories("view", ["PA"] * 40 + ["AP"] * 2, ["PA"] * 10 + ["AP"] * 3)
     assert sparse.kind == "categories" and 0 < sparse.p_value < 0.1
     assert categories("view", ["PA"] * 10, ["PA"] * 5).p_value == 1.0
+
+
+def test_a_rate_measured_on_few_films_is_compared_as_a_sample_not_as_a_known_rate():
+    from scipy.stats import fisher_exact
+
+    # 12 of 100 validation films called, 22 of 100 tonight: taken as known, 0.12 looks far off; as a sample, less so
+    known, sampled = rate("calls", 0.12, 22, 100), rate("calls", 0.12, 22, 100, reference_films=100)
+    assert known.p_value < 0.01 < sampled.p_value
+    assert sampled.p_value == fisher_exact([[12, 88], [22, 78]])[1]
+    assert sampled.reference == "0.120 of 100" and sampled.night.startswith("0.220 (")
+    # and a real jump is still caught as a sample: 40 of 100 against 12 of 100
+    assert rate("calls", 0.12, 40, 100, reference_films=100).p_value < 1e-4

@@ -9,7 +9,8 @@ the first nights after promotion) and gives a p-value:
   syntax): Pearson's chi-square test of the two samples' counts, or Fisher's exact test
   when the table is 2 x 2 with an expected count under 5;
 * a finding's call rate: the exact binomial test of the night's calls against the rate the
-  reference expects.
+  reference expects, or Fisher's exact test against the validation split's calls where that
+  rate was measured on a validation split of known size.
 
 A night tests many measures, so its alerts are chosen by Holm's step-down procedure at a
 family-wise level ``alpha`` per night: the chance that a night drawn from the reference
@@ -67,17 +68,23 @@ def categories(measure: str, reference: Sequence[str], night: Sequence[str]) -> 
     )
 
 
-def rate(measure: str, expected: float, calls: int, films: int) -> Measured:
-    """The exact binomial test of ``calls`` in ``films`` against the ``expected`` rate."""
-    from scipy.stats import binomtest
+def rate(measure: str, expected: float, calls: int, films: int, reference_films: int = 0) -> Measured:
+    """The exact binomial test of ``calls`` in ``films`` against the ``expected`` rate; where the rate was itself
+    measured on ``reference_films`` films (a validation split), Fisher's exact test of the two samples instead,
+    so that a rate known from a few films does not raise alerts by its own noise. The night's value carries
+    its 95% binomial (Clopper-Pearson) interval."""
+    from scipy.stats import binomtest, fisher_exact
 
     if films == 0:
         return Measured(measure, "rate", float("nan"), 1.0, f"{expected:.3f}", "no films")
-    expected = min(max(expected, 1e-9), 1 - 1e-9)
-    result = binomtest(calls, films, expected)
-    interval = result.proportion_ci(0.95)
+    interval = binomtest(calls, films, min(max(expected, 1e-9), 1 - 1e-9)).proportion_ci(0.95)
     night = f"{calls / films:.3f} ({interval.low:.3f}-{interval.high:.3f})"
-    return Measured(measure, "rate", calls / films, float(result.pvalue), f"{expected:.3f}", night)
+    if reference_films:
+        called = round(expected * reference_films)
+        _, p = fisher_exact([[called, reference_films - called], [calls, films - calls]])
+        return Measured(measure, "rate", calls / films, float(p), f"{expected:.3f} of {reference_films}", night)
+    p = binomtest(calls, films, min(max(expected, 1e-9), 1 - 1e-9)).pvalue
+    return Measured(measure, "rate", calls / films, float(p), f"{expected:.3f}", night)
 
 
 def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
