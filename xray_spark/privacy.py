@@ -46,6 +46,8 @@ KEPT = (
     "ImagerPixelSpacing",
     "PhotometricInterpretation",
     "BitsStored",
+    "Manufacturer",
+    "ManufacturerModelName",
     "NumberOfFrames",
 )
 #: Identifying attributes read only to derive a kept value, never kept themselves: by pydicom keyword, what from.

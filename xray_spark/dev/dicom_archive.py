@@ -26,6 +26,7 @@ seed. Everything is a function of the arguments: the same arguments give the sam
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import sys
@@ -104,6 +105,22 @@ def study_moment(study: Study, seed: int) -> dt.datetime:
     return first + dt.timedelta(days=int(gaps[: study.follow_up].sum()), minutes=minutes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Acquisition:
+    """The machine and export that write the films (the defaults: the archive's usual ones); another
+    makes the drift a monitor must see: another vendor's contrast, another spacing, an export bug."""
+
+    manufacturer: str = "xray-spark synthetic"
+    model_name: str = "DR-1"
+    contrast: float = 1.0  # the picture's contrast around mid-gray
+    spacing_scale: float = 1.0  # the pixel spacing in the header, times this
+    monochrome1_share: float = 0.15  # films written MONOCHROME1
+    monochrome1_inverted: bool = False  # MONOCHROME1 said, MONOCHROME2 pixels written (the film reads inverted)
+
+
+USUAL = Acquisition()
+
+
 def headers(study: Study, index: int, seed: int) -> dict[str, Any]:
     """The header attributes of one film, identifying ones included."""
     person = identity(study.patient_id, seed)
@@ -140,17 +157,24 @@ def _set_uids(ds: FileDataset, seed: int, index: int) -> None:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
-def dicom_film(study: Study, index: int, pixels: np.ndarray, size: int, seed: int) -> tuple[FileDataset, str]:
+def dicom_film(
+    study: Study, index: int, pixels: np.ndarray, size: int, seed: int, acquisition: Acquisition = USUAL
+) -> tuple[FileDataset, str]:
     """One study as a CR/DX dataset and the transfer syntax to write it in."""
     rng = np.random.default_rng([seed, 7, index])
+    if acquisition.contrast != 1.0:
+        pixels = np.clip(127.5 + acquisition.contrast * (pixels.astype(np.float64) - 127.5), 0, 255).astype(np.uint8)
     bits = 12 if rng.random() < 0.5 else 8
     stored = pixels.astype(np.uint16) * 16 + (pixels >> 4) if bits == 12 else pixels
     top = (1 << bits) - 1
-    photometric = "MONOCHROME1" if rng.random() < 0.15 else "MONOCHROME2"
-    if photometric == "MONOCHROME1":
+    photometric = "MONOCHROME1" if rng.random() < acquisition.monochrome1_share else "MONOCHROME2"
+    if photometric == "MONOCHROME1" and not acquisition.monochrome1_inverted:
         stored = (top - stored).astype(stored.dtype)
-    attributes = headers(study, index, seed)
-    spacing = pixel_spacing(size)
+    attributes = headers(study, index, seed) | {
+        "Manufacturer": acquisition.manufacturer,
+        "ManufacturerModelName": acquisition.model_name,
+    }
+    spacing = pixel_spacing(size) * acquisition.spacing_scale
     if bits == 12 and rng.random() < 0.5:  # a window over the full range, as a modality writes one
         attributes |= {"WindowCenter": top / 2 + 0.5, "WindowWidth": top + 1}
     modality = "CR" if rng.random() < 0.3 else "DX"
@@ -201,6 +225,7 @@ def write_dicom_archive(
     labelled: float = 0.5,
     progress: bool = False,
     finding_contrast: float = 1.0,
+    acquisition: Acquisition = USUAL,
 ) -> list[tuple[Study, FileDataset, str]]:
     """Write the export and the labels CSV under ``output``; returns (study, dataset, syntax) per film."""
     out = Path(output)
@@ -212,7 +237,7 @@ def write_dicom_archive(
     fileset.ID = "XRAYDEMO"
     films = []
     for i, (study, pixels, _) in enumerate(rendered(studies, size, seed, finding_contrast)):
-        ds, syntax = dicom_film(study, i, pixels, size, seed)
+        ds, syntax = dicom_film(study, i, pixels, size, seed, acquisition)
         fileset.add(dcmread(io.BytesIO(encode(ds, syntax))))  # staged by pydicom in a temporary folder
         films.append((study, ds, syntax))
         if progress and (i + 1) % 500 == 0:

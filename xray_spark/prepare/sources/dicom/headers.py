@@ -68,6 +68,8 @@ HEADER_SCHEMA = T.StructType(
         T.StructField("photometric", T.StringType(), True),
         T.StructField("bits_stored", T.IntegerType(), True),
         T.StructField("transfer_syntax", T.StringType(), True),
+        T.StructField("manufacturer", T.StringType(), True),
+        T.StructField("model_name", T.StringType(), True),
     ]
 )
 
@@ -139,6 +141,8 @@ def kept_row(ds: KeptHeader) -> dict[str, Any]:
         "photometric": str(ds.get("PhotometricInterpretation", "") or ""),
         "bits_stored": int(ds.BitsStored) if "BitsStored" in ds else None,
         "transfer_syntax": ds.transfer_syntax,
+        "manufacturer": str(ds.get("Manufacturer", "") or "").strip() or None,
+        "model_name": str(ds.get("ManufacturerModelName", "") or "").strip() or None,
     }
 
 

@@ -57,6 +57,8 @@ INSTANCE_COLUMNS = (
     "photometric",
     "bits_stored",
     "transfer_syntax",
+    "manufacturer",
+    "model_name",
 )
 
 
