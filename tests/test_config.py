@@ -62,6 +62,10 @@ def test_int_is_accepted_where_a_float_is_expected():
         ("spark.shuffle_partitions=0", r"'spark.shuffle_partitions' must be at least 1"),
         ("spark.conf.spark.sql.shuffle.partitions=-3", r"'spark.conf.spark.sql.shuffle.partitions' must be a whole"),
         ("spark.conf.spark.executor.memory=2x", r"'spark.conf.spark.executor.memory' must be a positive memory size"),
+        ("monitor.reference=nights:0", r"'monitor.reference' must be nights:N \(N >= 1"),
+        ("monitor.reference=last_week", r"'monitor.reference' must be nights:N .* or validation, got 'last_week'"),
+        ("monitor.alpha=1.5", r"'monitor.alpha' must lie in \(0, 1\), got 1.5"),
+        ("monitor.min_films=0", r"'monitor.min_films' must be at least 1"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -201,6 +201,16 @@ class PromotionSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitorSettings:
+    """Nightly monitoring of the champion's inputs and outputs against a reference (``jobs/monitor.py``)."""
+
+    reference: str = "nights:7"  # nights:N (the champion's first N nights on the dataset) | validation
+    alpha: float = 0.01  # family-wise per night, by Holm's step-down procedure over the night's measures
+    min_films: int = 20  # a night with fewer films is recorded, not tested
+    fail_on_alert: bool = False  # exit 5 (nightly and monitor) when a night raises an alert
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     lake: str = "./lake"
     dataset: str = "nih"
@@ -222,6 +232,7 @@ class Settings:
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     web: WebSettings = dataclasses.field(default_factory=WebSettings)
     promotion: PromotionSettings = dataclasses.field(default_factory=PromotionSettings)
+    monitor: MonitorSettings = dataclasses.field(default_factory=MonitorSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -80,6 +80,7 @@ def check_settings(settings: Settings) -> None:
     _check_dicom_node(settings)
     _check_deliver(settings)
     _check_web(settings)
+    _check_monitor(settings)
     _check_spark(settings)
     if not 1 <= settings.score.batch_size <= 4096:
         raise ConfigError(
@@ -304,3 +305,24 @@ def _check_web(settings: Settings) -> None:
         raise ConfigError("configuration keys 'web.session_hours' and 'web.signin_max_delay_seconds' must be positive")
     if not web.accounts:
         raise ConfigError("configuration key 'web.accounts' must name a file outside the lake")
+
+
+def parse_reference(text: str) -> tuple[str, int]:
+    """``monitor.reference``: ``nights:N`` (N >= 1) -> ("nights", N), ``validation`` -> ("validation", 0)."""
+    kind, _, n = str(text).strip().partition(":")
+    if kind == "validation" and not n:
+        return "validation", 0
+    if kind == "nights" and n.isdigit() and int(n) >= 1:
+        return "nights", int(n)
+    raise ConfigError(
+        f"configuration key 'monitor.reference' must be nights:N (N >= 1, e.g. nights:7) or validation, got {text!r}"
+    )
+
+
+def _check_monitor(settings: Settings) -> None:
+    """``monitor.*`` in range."""
+    parse_reference(settings.monitor.reference)
+    if not 0 < settings.monitor.alpha < 1:
+        raise ConfigError(f"configuration key 'monitor.alpha' must lie in (0, 1), got {settings.monitor.alpha}")
+    if settings.monitor.min_films < 1:
+        raise ConfigError("configuration key 'monitor.min_films' must be at least 1")
