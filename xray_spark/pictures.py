@@ -59,3 +59,36 @@ def probability_chart(points: Sequence[dict[str, Any]], findings: Sequence[str])
     )
     svg = f'<svg width="{width + 90}" height="{height}" role="img" aria-label="probabilities">'
     return f"{svg}{axes}{''.join(lines)}</svg>"
+
+
+def drift_chart(measure: str, nights: Sequence[dict[str, Any]], alpha: float) -> str:
+    """One measure over nights (``nights``: score_date, p_value, alert, in night order): -log10 p as a line,
+    alerts as red dots, the per-measure level ``alpha`` dashed (an alert needs at least that, Holm's steps more)."""
+    width, height, pad, top = 360, 120, 26, 6.0
+    n = max(len(nights) - 1, 1)
+
+    def y(p: float | None) -> float:
+        strength = min(-np.log10(max(float(p if p is not None else 1.0), 1e-300)), top)
+        return height - pad - (height - 2 * pad) * strength / top
+
+    xy = [(pad + (width - 2 * pad) * k / n, y(night["p_value"])) for k, night in enumerate(nights)]
+    path = " ".join(f"{x:.1f},{v:.1f}" for x, v in xy)
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{v:.1f}" r="{4 if night["alert"] else 2}" '
+        f'fill="{"#d62728" if night["alert"] else "#1f77b4"}">'
+        f"<title>{html.escape(str(night['score_date']))}: p = {float(night['p_value'] or 1.0):.2g}</title></circle>"
+        for (x, v), night in zip(xy, nights, strict=True)
+    )
+    level = y(alpha)
+    first, last = (html.escape(str(nights[i]["score_date"])) for i in (0, -1)) if nights else ("", "")
+    return (
+        f'<figure class="drift"><svg width="{width}" height="{height}" role="img" aria-label="{html.escape(measure)}">'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{level:.1f}" x2="{width - pad}" y2="{level:.1f}" '
+        'stroke="#d62728" stroke-dasharray="4 3"/>'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{path}"/>{dots}'
+        f'<text x="{pad}" y="{height - 8}" font-size="10">{first}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{last}</text>'
+        f'<text x="2" y="{pad - 8}" font-size="10">-log10 p (top {top:g})</text></svg>'
+        f"<figcaption>{html.escape(measure)}</figcaption></figure>"
+    )

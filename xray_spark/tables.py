@@ -33,6 +33,7 @@ TABLES: tuple[str, ...] = (
     "deliveries",
     "verdicts",
     "challenges",
+    "monitoring",
 )
 
 #: The model alias that scoring and evaluation use by default, and the views prefer.

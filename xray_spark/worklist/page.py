@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xray_spark.pictures import data_uri, probability_chart
+from xray_spark.pictures import data_uri, drift_chart, probability_chart
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+figure.drift{display:inline-block;margin:4px 8px}figure.drift figcaption{font-size:12px}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.4em .6em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}.film{position:relative;width:160px;height:160px}
 .film img{position:absolute;left:0;top:0;width:160px;height:160px;image-rendering:auto}
@@ -105,10 +106,24 @@ accession number and the image id (a SOP Instance UID for DICOM films).</p>"""
     return _page(f"Worklist {dataset} {date}", body)
 
 
-def index_html(dataset: str, dates: Sequence[tuple[str, int]]) -> str:
-    """The scoring dates (newest first) with their number of films, each linking to its page."""
+def index_html(
+    dataset: str, dates: Sequence[tuple[str, int]], monitoring: Mapping[str, Sequence[dict]] | None = None, alpha=0.01
+) -> str:
+    """The scoring dates (newest first) with their number of films, each linking to its page; then, where the
+    nights are monitored, one chart per measure over the nights (``monitoring``: measure -> nights in order)."""
     items = "\n".join(f'<li><a href="{_e(d)}.html">{_e(d)}</a> ({n:,} films)</li>' for d, n in dates)
-    return _page(f"Worklists {dataset}", f"<h1>Worklists {_e(dataset)}</h1>\n<ul>\n{items}\n</ul>")
+    body = f"<h1>Worklists {_e(dataset)}</h1>\n<ul>\n{items}\n</ul>"
+    if monitoring:
+        moved = sorted(m for m, nights in monitoring.items() if any(n["alert"] for n in nights))
+        said = f"Alerts on {_e(', '.join(moved))}." if moved else "No night raised an alert."
+        charts = "\n".join(drift_chart(m, nights, alpha) for m, nights in monitoring.items())
+        body += (
+            f'\n<h2 id="monitoring">Monitoring</h2>\n<p>{said} Each chart: one measure over the nights, '
+            "-log10 of its p-value against the reference (red dots: alerts, by Holm's procedure over the night's "
+            "measures; dashed: the level alpha). Rows in <code>xray.monitoring</code>.</p>\n"
+            f'<div class="charts">{charts}</div>'
+        )
+    return _page(f"Worklists {dataset}", body)
 
 
 def patient_html(dataset: str, patient_id: int, points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:

@@ -63,7 +63,8 @@ def run_worklist(
             shown_of=shown_of,
         ),
     )
-    lake.write_text(f"{out_dir}/index.html", index_html(dataset, dates))
+    monitoring = _monitoring(spark, lake, dataset)
+    lake.write_text(f"{out_dir}/index.html", index_html(dataset, dates, monitoring, settings.monitor.alpha))
     patients = sorted({f.patient_id for f in films})
     for patient, (points, findings) in _patients(latest, lake, dataset, patients).items():
         lake.write_text(f"{out_dir}/patients/{patient}.html", patient_html(dataset, patient, points, findings))
@@ -78,6 +79,23 @@ def run_worklist(
         "index": f"{out_dir}/index.html",
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _monitoring(spark: SparkSession, lake: Lake, dataset: str) -> dict[str, list[dict[str, Any]]]:
+    """``xray.monitoring`` of the dataset: measure -> its tested nights in order (score_date, p_value, alert)."""
+    table = tables.read_table(spark, lake, "monitoring")
+    if table is None:
+        return {}
+    rows = (
+        table.where((F.col("dataset") == dataset) & (F.col("test") != "none"))
+        .select("measure", "score_date", "run_id", "p_value", "alert")
+        .orderBy("run_id")
+        .collect()
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["measure"], []).append(r.asDict())
+    return out
 
 
 def _latest(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
