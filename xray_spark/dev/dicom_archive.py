@@ -226,12 +226,14 @@ def write_dicom_archive(
     progress: bool = False,
     finding_contrast: float = 1.0,
     acquisition: Acquisition = USUAL,
+    most_per_patient: int = 8,
 ) -> list[tuple[Study, FileDataset, str]]:
-    """Write the export and the labels CSV under ``output``; returns (study, dataset, syntax) per film."""
+    """Write the export and the labels CSV under ``output``; returns (study, dataset, syntax) per film
+    (``most_per_patient``: see :func:`~xray_spark.dev.studies.plan_studies`)."""
     out = Path(output)
     export = out / "export"
     export.mkdir(parents=True, exist_ok=True)
-    studies = plan_studies(n_images, seed, first_patient)
+    studies = plan_studies(n_images, seed, first_patient, most_per_patient)
     fileset = FileSet()
     fileset.UID = uid.generate_uid(entropy_srcs=["fileset", str(seed), str(n_images), str(first_patient)])
     fileset.ID = "XRAYDEMO"

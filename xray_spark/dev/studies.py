@@ -48,14 +48,15 @@ def _draw_findings(rng: np.random.Generator, previous: tuple[str, ...] | None) -
     return tuple(n for n in FINDINGS if n in set(chosen))
 
 
-def plan_studies(n_images: int, seed: int, first_patient: int = 1) -> list[Study]:
-    """Patients with 1-8 follow-ups each, numbered from ``first_patient``, until ``n_images`` studies."""
+def plan_studies(n_images: int, seed: int, first_patient: int = 1, most_per_patient: int = 8) -> list[Study]:
+    """Patients with 1-8 follow-ups each (at most ``most_per_patient``: 1 for one night's films, one study per
+    patient), numbered from ``first_patient``, until ``n_images`` studies."""
     rng = np.random.default_rng([seed, 0])
     studies: list[Study] = []
     patient = first_patient - 1
     while len(studies) < n_images:
         patient += 1
-        n_follow = int(min(8, 1 + rng.poisson(1.6)))
+        n_follow = int(min(8, most_per_patient, 1 + rng.poisson(1.6)))
         age = int(rng.integers(18, 86))
         sex = "M" if rng.random() < 0.55 else "F"
         findings: tuple[str, ...] | None = None
