@@ -23,6 +23,7 @@ ENTRY_POINTS = {
     "worklist": "run_worklist",
     "deliver": "run_delivery",
     "challenge": "run_challenge",
+    "monitor": "run_monitor",
 }
 STAGES = tuple(ENTRY_POINTS)
 MAX_FUNCTION_LINES = 80

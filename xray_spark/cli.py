@@ -32,6 +32,8 @@ EXIT_FAILED = 1
 EXIT_BUSY = 75
 #: deliver ran, and some films' results were not acknowledged: recorded as failed, retried by the next run.
 EXIT_UNDELIVERED = 4
+#: monitor ran with monitor.fail_on_alert, and a night raised an alert (what moved is in the summary).
+EXIT_DRIFT = 5
 
 #: The signal that stopped the job (SIGINT or SIGTERM), once one arrived.
 _stopped_by: list[int] = []

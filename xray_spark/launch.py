@@ -40,6 +40,7 @@ JOBS = {
     "train": "a multi-label CNN from the store",
     "promote": "make a trained model the champion (--if-passed: only on a passed challenge)",
     "challenge": "a challenger against the champion on the same labelled patients, by the promotion rule",
+    "monitor": "each night's inputs and the champion's outputs against a reference, no ground truth needed",
     "register_model": "bring a model trained elsewhere into the lake",
     "score": "probabilities (and heatmaps) for the store's films",
     "evaluate": "AUROC with intervals, calibration, operating points, localization",

@@ -13,6 +13,8 @@ of which the night reads only what no night has ingested, then keeps or moves it
 queries and the Python workers start once instead of three times. Without the delivery
 (a late one) it stops in one line (exit 2) before Spark starts, and nothing is ingested or scored.
 With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS.
+Between score and worklist, ``monitor`` tests tonight against the reference and names what moved
+(exit 5 when it did and ``monitor.fail_on_alert`` is set; an undelivered night's 4 comes first).
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def _deliver(spark, lake, settings) -> dict:
 
     done = run_delivery(spark, lake, settings, display=display_film)
     print(deliver_summary_text(done), flush=True)
+    return done
+
+
+def _monitor(spark, lake, settings) -> dict:
+    """Tonight against the reference (before the worklist, so its index shows tonight's charts)."""
+    from xray_spark.monitor import run_monitor
+    from xray_spark.monitor.summary import monitor_summary_text
+
+    try:
+        done = run_monitor(spark, lake, settings)
+    except UsageError as exc:  # no champion yet: scoring used the newest model
+        done = {"dataset": settings.dataset, "note": str(exc), "alerts": []}
+    print(monitor_summary_text(done), flush=True)
     return done
 
 
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare_summary_text(summary["prepare"]), flush=True)
             summary["score"] = run_scoring(spark, lake, settings, new_only=True)
             print(score_summary_text(summary["score"], new_only=True), flush=True)
+            summary["monitor"] = _monitor(spark, lake, settings)
             summary["worklist"] = run_worklist(spark, lake, settings, limit=args.limit)
             print(worklist_summary_text(summary["worklist"]), flush=True)
             if inputs.files:  # a night that failed leaves the spool as it was
@@ -87,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
             cli.write_summary_json(args.summary_json, summary, settings)
-        return cli.EXIT_UNDELIVERED if summary.get("deliver", {}).get("failed") else 0
+        if summary.get("deliver", {}).get("failed"):
+            return cli.EXIT_UNDELIVERED
+        return cli.EXIT_DRIFT if settings.monitor.fail_on_alert and summary["monitor"].get("alerts") else 0
 
     return cli.run_job("nightly", body, args)
 
