@@ -21,7 +21,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
   sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node bench-deliver demo-pacs demo-pacs-stop \
-  worklist-server worklist-server-stop bench-web
+  worklist-server worklist-server-stop bench-web bench-monitor
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -201,6 +201,9 @@ bench-deliver: setup ## results to Orthanc: objects per second, a night with and
 
 bench-web: setup ## the web app's page loads (median, p95) with 1,500 and 100,000 scored films (~5 min)
 	$(PY) bench/web.py
+
+bench-monitor: setup ## monitoring's false alarms on 30 usual nights (and 9 more deals), each shift's alerts (~7 min)
+	$(PY) bench/monitor.py
 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench
