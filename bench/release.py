@@ -1,0 +1,296 @@
+"""The NIH release's size in one run: each job and the peer a Spark user would pick instead, at 1/16, 1/4
+and the whole release, on the same inputs and cores.
+
+    python bench/release.py [--sizes 16,4,1] [--out bench/results/release_cpu2.json]   (make bench-release)
+
+Inputs: the real metadata file's rows as they are (names, patients, follow-ups, labels), the
+patients of a fraction chosen by patient id (``id % 16 == 0`` for 1/16, ``% 4`` for 1/4), each
+image a hard link to one of the real 1024 px films of the NIH sample (``../shared/data/nih-sample``),
+in turn, so every size decodes the same kind of file. Per size, in one lake:
+
+1. ``prepare`` (224 px store) against two peers: the plain-Python limit (the library's own
+   read-decode-resize-encode on one core, times two) and the Databricks reference pattern
+   (``spark.read.format("binaryFile")``, a pandas UDF that decodes and resizes, the metadata CSV
+   joined, written to Parquet), in a process of its own with the same master;
+2. ``score --heatmaps none`` (and ``top:100``) against ``model.predict`` over decoded arrays (the
+   plain-Python limit) and ``pyspark.ml.functions.predict_batch_udf`` with the same Keras model
+   (``make_predict_fn`` loading it once per worker, as Spark's documentation does it);
+3. ``worklist``, then five queries through the SQL server (each asked twice: cold, then warm).
+
+Per step: wall time, time in the job, images per second, the peak resident memory of the JVM and
+of the Python processes. The champion (``small_cnn``, one epoch) is trained once on the smallest
+size and registered in the others.
+"""
+
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import SIZE, ingest_baseline, log, machine, predict_baseline_in_child, run_job  # noqa: E402
+
+CONF = str(ROOT / "conf" / "local.yaml")
+SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
+#: The five typical questions (``{patient}``: one patient of the archive).
+QUERIES = {
+    "worklist top 100": "SELECT risk_rank, image_id, risk_score FROM xray.worklist ORDER BY risk_rank LIMIT 100",
+    "prevalence per finding": "SELECT finding, avg(CASE WHEN called THEN 1 ELSE 0 END) AS called "
+    "FROM xray.progression GROUP BY finding ORDER BY finding",
+    "one patient's progression": "SELECT follow_up, finding, probability, change FROM xray.progression "
+    "WHERE patient_id = {patient} ORDER BY follow_up, finding",
+    "films per score date": "SELECT score_date, count(*) AS films FROM xray.predictions GROUP BY score_date",
+    "join with studies": "SELECT s.split, count(*) AS n, avg(p.top_probability) AS mean_top FROM xray.studies s "
+    "JOIN xray.latest_predictions p ON s.image_id = p.image_id AND s.dataset = p.dataset GROUP BY s.split",
+}
+
+
+def release_archive(cache: Path, every: int) -> Path:
+    """The patients with ``id % every == 0`` of the real metadata, their images hard links to the sample's films."""
+    folder = cache / f"release-1of{every}"
+    if (folder / "Data_Entry_2017.csv").exists():
+        return folder
+    films = sorted((SAMPLE / "images").glob("*.png"))
+    if not films:
+        raise SystemExit(f"the NIH sample's images are not at {SAMPLE / 'images'}")
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "images").mkdir(parents=True)
+    with gzip.open(SAMPLE / "Data_Entry_2017_v2020.csv.gz", "rt", encoding="utf-8") as fh:
+        header, *rows = fh.read().splitlines()
+    kept = [header]
+    for row in rows:
+        name, _, rest = row.partition(",")
+        patient = int(rest.split(",")[2])
+        if patient % every == 0:
+            os.link(films[(len(kept) - 1) % len(films)], folder / "images" / name)
+            kept.append(row)
+    (folder / "Data_Entry_2017.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    log(f"  archive 1/{every}: {len(kept) - 1} films")
+    return folder
+
+
+def _step(run: dict, images: int) -> dict:
+    run = {k: v for k, v in run.items() if k != "summary"}
+    run["images"] = images
+    run["images_per_s_job"] = round(images / run["job_s"], 1) if run.get("job_s") else None
+    run["images_per_s_wall"] = round(images / run["wall_s"], 1)
+    return run
+
+
+def peer(kind: str, args: list[str], work: Path) -> dict:
+    """A peer in a process of its own (its wall time, and its peak memory as ``run_job`` measures it)."""
+    out = work / f"peer-{kind}.json"
+    cmd = [sys.executable, __file__, f"--peer-{kind}", *args, "--peer-out", str(out)]
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    return result | {"wall_s": round(time.monotonic() - started, 2)}
+
+
+def _peer_session():
+    from xray_spark.config import load_settings
+    from xray_spark.session import build_session
+
+    settings = load_settings(CONF, [])
+    return build_session(settings.spark, app_name="xray-spark release peer")
+
+
+def peer_ingest(archive: str, out: str) -> dict:
+    """Databricks' pattern: binaryFile, a pandas UDF that decodes and resizes, the CSV joined, Parquet."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark = _peer_session()
+    started = time.monotonic()
+
+    @F.pandas_udf(T.BinaryType())
+    def resized(content: pd.Series) -> pd.Series:
+        import cv2
+        import numpy as np
+
+        def one(data: bytes) -> bytes:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            small = cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            return cv2.imencode(".png", small)[1].tobytes()
+
+        return content.map(one)
+
+    files = spark.read.format("binaryFile").option("pathGlobFilter", "*.png").load(f"{archive}/images")
+    files = files.select(F.element_at(F.split("path", "/"), -1).alias("Image Index"), resized("content").alias("image"))
+    meta = spark.read.option("header", "true").csv(f"{archive}/Data_Entry_2017.csv")
+    table = files.join(meta, "Image Index")
+    for name in table.columns:  # Parquet takes no spaces or brackets in column names
+        table = table.withColumnRenamed(name, "".join(c if c.isalnum() else "_" for c in name))
+    table.write.mode("overwrite").parquet(out)
+    images = spark.read.parquet(out).count()
+    seconds = time.monotonic() - started
+    spark.stop()
+    return {"images": images, "job_s": round(seconds, 2), "images_per_s_job": round(images / seconds, 1)}
+
+
+def peer_score(store: str, model_dir: str, out: str, batch_size: int = 64) -> dict:
+    """Spark's documented way: PNGs decoded to arrays, then ``predict_batch_udf`` with the Keras model."""
+    import numpy as np
+    import pandas as pd
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark = _peer_session()
+    started = time.monotonic()
+    path = os.path.join(model_dir, "model.keras")
+
+    def make_predict_fn():
+        from xray_spark.models import load_model_safely
+
+        model = load_model_safely(path)
+
+        def predict(inputs: np.ndarray) -> np.ndarray:
+            return model.predict(inputs, batch_size=batch_size, verbose=0)
+
+        return predict
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def decoded(png: pd.Series) -> pd.Series:
+        import cv2
+
+        return png.map(lambda b: (cv2.imdecode(np.frombuffer(b, np.uint8), 0).astype(np.float32) / 255).ravel())
+
+    labels = json.loads(Path(model_dir, "model.json").read_text())["labels"]
+    predict = predict_batch_udf(
+        make_predict_fn,
+        return_type=T.ArrayType(T.FloatType()),
+        batch_size=batch_size,
+        input_tensor_shapes=[[SIZE, SIZE, 1]],
+    )
+    rows = spark.read.parquet(store).select("image_id", decoded("image").alias("x"))
+    scored = rows.select("image_id", predict("x").alias("p"))
+    scored.select("image_id", *[F.col("p")[i].alias(f) for i, f in enumerate(labels)]).write.mode("overwrite").parquet(
+        out
+    )
+    images = spark.read.parquet(out).count()
+    seconds = time.monotonic() - started
+    spark.stop()
+    return {"images": images, "job_s": round(seconds, 2), "images_per_s_job": round(images / seconds, 1)}
+
+
+def queries(lake: Path, work: Path) -> dict:
+    """The five questions through the SQL server, each cold then warm (seconds)."""
+    from impala.dbapi import connect
+
+    from xray_spark.session import free_port
+
+    port, state = free_port(), work / "sql-state"
+    server = [sys.executable, "-m", "xray_spark.server"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = [*server, "start", "--state-dir", str(state), "--lake", str(lake), "--port", str(port)]
+    subprocess.run(start, check=True, env=env, capture_output=True, text=True, timeout=600)
+    out: dict = {}
+    try:
+        conn = connect(host="127.0.0.1", port=port, auth_mechanism="PLAIN", user="bench")
+        cursor = conn.cursor()
+        cursor.execute("SELECT patient_id FROM xray.latest_predictions LIMIT 1")
+        patient = cursor.fetchall()[0][0]
+        for name, sql in QUERIES.items():
+            times, rows = [], 0
+            for _ in range(2):
+                started = time.perf_counter()
+                cursor.execute(sql.format(patient=patient))
+                rows = len(cursor.fetchall())
+                times.append(round(time.perf_counter() - started, 3))
+            out[name] = {"cold_s": times[0], "warm_s": times[1], "rows": rows}
+            log(f"    sql {name}: {out[name]}")
+        conn.close()
+    finally:
+        subprocess.run([*server, "stop", "--state-dir", str(state)], env=env, capture_output=True, timeout=300)
+    return out
+
+
+def one_size(every: int, cache: Path, work: Path, model_dir: str | None) -> tuple[dict, str]:
+    """Every step at one size; the model directory (trained here when none is given)."""
+    archive = release_archive(cache, every)
+    lake = work / f"lake-1of{every}"
+    shutil.rmtree(lake, ignore_errors=True)
+    conf = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}"]
+    meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
+    result: dict = {"films": sum(1 for _ in (archive / "images").iterdir())}
+    run = run_job("prepare", [*conf, *meta], work / "prepare.json")
+    written = run["summary"]["images"]["written"]
+    result["prepare"] = _step(run, written)
+    log(f"  1/{every} prepare: {result['prepare']}")
+    result["ingest_peer_binaryfile"] = peer("ingest", [str(archive), str(work / f"peer-store-1of{every}")], work)
+    shutil.rmtree(work / f"peer-store-1of{every}", ignore_errors=True)
+    log(f"  1/{every} ingest peer: {result['ingest_peer_binaryfile']}")
+    if model_dir is None:
+        trained = run_job("train", [*conf, "--epochs", "1", "--set", "train.eval_max_rows=500"], work / "train.json")
+        model_dir = trained["summary"]["model_dir"]
+    else:
+        run_job("register_model", ["--lake", str(lake), "--model", model_dir], work / "register.json")
+    version = Path(model_dir).name
+    run_job("promote", [*conf, "--model-version", version, "--reason", "the release benchmark"], work / "p.json")
+    for heatmaps in ("none", "top:100"):
+        shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
+        shutil.rmtree(lake / "tables" / "heatmaps", ignore_errors=True)
+        run = run_job("score", [*conf, "--heatmaps", heatmaps], work / "score.json")
+        result[f"score_heatmaps_{heatmaps}"] = _step(run, run["summary"]["written"])
+        log(f"  1/{every} score --heatmaps {heatmaps}: {result[f'score_heatmaps_{heatmaps}']}")
+    store = f"{lake}/petastorm/nih"
+    result["score_peer_predict_batch_udf"] = peer("score", [store, model_dir, str(work / "peer-scores")], work)
+    shutil.rmtree(work / "peer-scores", ignore_errors=True)
+    log(f"  1/{every} score peer: {result['score_peer_predict_batch_udf']}")
+    run = run_job("worklist", [*conf, "--limit", "100"], work / "worklist.json")
+    result["worklist"] = {k: v for k, v in run.items() if k != "summary"}
+    result["sql"] = queries(lake, work)
+    return result, model_dir
+
+
+def limits(every: int, cache: Path, work: Path, model_dir: str) -> dict:
+    """The plain-Python limits, as rates on the sample's films and on a slice of the smallest store."""
+    ingest = ingest_baseline(SAMPLE, repeats=2)
+    store = f"file://{work / f'lake-1of{every}' / 'petastorm' / 'nih'}"
+    predict = predict_baseline_in_child(store, model_dir, 2)
+    return {"ingest": ingest, "predict": predict}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="16,4,1", help="denominators of the release's patients (default 16,4,1)")
+    parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache"))
+    parser.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "release-work"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "release_cpu2.json"))
+    parser.add_argument("--peer-ingest", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-score", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer_ingest or args.peer_score:
+        done = peer_ingest(*args.peer_ingest) if args.peer_ingest else peer_score(*args.peer_score)
+        Path(args.peer_out).write_text(json.dumps(done))
+        return
+    cache, work = Path(args.cache), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = sorted((int(s) for s in args.sizes.split(",")), reverse=True)  # the smallest first: it trains
+    started = time.monotonic()
+    results: dict = {"benchmark": "release", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "sizes": {}}
+    model_dir = None
+    for every in sizes:
+        results["sizes"][f"1/{every}"], model_dir = one_size(every, cache, work, model_dir)
+        if every == sizes[0]:
+            results["plain_python_limits"] = limits(every, cache, work, model_dir)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")  # each size kept as it finishes
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    json.dump(results, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
