@@ -102,13 +102,12 @@ def _rss_and_kind(pid: int) -> tuple[int, str]:
     return rss, "jvm" if comm == "java" else "python"
 
 
-def run_job(job: str, args: list[str], summary: Path) -> dict:
-    """Run a job to the end; its wall time, its own summary, and the peak RSS of its JVM and Python processes."""
-    cmd = [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *args, "--summary-json", str(summary)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XRAY_SPARK_LOG": "WARNING"}
+def run_watched(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd`` to the end, its stderr kept; its wall time and the peak RSS of its JVM and Python processes
+    (``python`` all of them together, ``python_largest`` the largest one)."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peaks = {"jvm": 0, "python": 0, "total": 0}
+    peaks = {"jvm": 0, "python": 0, "python_largest": 0, "total": 0}
     done = threading.Event()
 
     def watch() -> None:
@@ -118,6 +117,8 @@ def run_job(job: str, args: list[str], summary: Path) -> dict:
                 rss, kind = _rss_and_kind(pid)
                 if kind:
                     sums[kind] += rss
+                if kind == "python":
+                    peaks["python_largest"] = max(peaks["python_largest"], rss)
             for kind, value in sums.items():
                 peaks[kind] = max(peaks[kind], value)
             peaks["total"] = max(peaks["total"], sum(sums.values()))
@@ -130,14 +131,18 @@ def run_job(job: str, args: list[str], summary: Path) -> dict:
     watcher.join()
     wall = time.monotonic() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{job} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        raise RuntimeError(f"{cmd[1]} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": {k: round(v / 2**20) for k, v in peaks.items()}}
+
+
+def run_job(job: str, args: list[str], summary: Path) -> dict:
+    """Run a job to the end; its wall time, its own summary, and the peak RSS of its JVM and Python processes."""
+    cmd = [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *args, "--summary-json", str(summary)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XRAY_SPARK_LOG": "WARNING"}
+    watched = run_watched(cmd, env)
     result = json.loads(summary.read_text())
-    return {
-        "wall_s": round(wall, 2),
-        "job_s": result.get("seconds"),  # register_model reports no time
-        "peak_rss_mib": {k: round(v / 2**20) for k, v in peaks.items()},
-        "summary": result,
-    }
+    # register_model reports no time
+    return {"wall_s": watched["wall_s"], "job_s": result.get("seconds")} | watched | {"summary": result}
 
 
 def median_of(runs: list[dict], key: str) -> float:

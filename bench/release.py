@@ -22,7 +22,6 @@ of the Python processes. The champion (``small_cnn``, one epoch) is trained once
 size and registered in the others.
 """
 
-
 import argparse
 import gzip
 import json
@@ -36,15 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import SIZE, ingest_baseline, log, machine, predict_baseline_in_child, run_job  # noqa: E402
+from pipeline import SIZE, ingest_baseline, log, machine, predict_baseline_in_child, run_job, run_watched  # noqa: E402
 
 CONF = str(ROOT / "conf" / "local.yaml")
 SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
 #: The five typical questions (``{patient}``: one patient of the archive).
 QUERIES = {
     "worklist top 100": "SELECT risk_rank, image_id, risk_score FROM xray.worklist ORDER BY risk_rank LIMIT 100",
-    "prevalence per finding": "SELECT finding, avg(CASE WHEN called THEN 1 ELSE 0 END) AS called "
-    "FROM xray.progression GROUP BY finding ORDER BY finding",
+    "prevalence per finding": "SELECT finding, count(*) AS called FROM xray.latest_predictions "
+    "LATERAL VIEW explode(positive_findings) f AS finding GROUP BY finding ORDER BY finding",
     "one patient's progression": "SELECT follow_up, finding, probability, change FROM xray.progression "
     "WHERE patient_id = {patient} ORDER BY follow_up, finding",
     "films per score date": "SELECT score_date, count(*) AS films FROM xray.predictions GROUP BY score_date",
@@ -77,6 +76,52 @@ def release_archive(cache: Path, every: int) -> Path:
     return folder
 
 
+def event_log_sets(folder: Path) -> list[str]:
+    """Overrides that make a job write Spark's event log (task results, the driver's heap per stage) to ``folder``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    props = {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": f"file://{folder}",
+        "spark.eventLog.logStageExecutorMetrics": "true",
+        "spark.executor.metrics.pollingInterval": "500ms",
+    }
+    return [arg for k, v in props.items() for arg in ("--set", f"spark.conf.{k}={v}")]
+
+
+def driver_side(folder: Path) -> dict:
+    """From the event log: the bytes tasks sent back to the driver, and the driver's peak heap, in all and per stage."""
+    results, largest, tasks, stages, heap = 0, 0, 0, {}, {}
+    for log_file in folder.iterdir():
+        for line in log_file.open(encoding="utf-8"):
+            event = json.loads(line)
+            kind = event.get("Event")
+            if kind == "SparkListenerTaskEnd":
+                size = (event.get("Task Metrics") or {}).get("Result Size", 0)
+                results, largest, tasks = results + size, max(largest, size), tasks + 1
+            elif kind == "SparkListenerStageCompleted":
+                info = event["Stage Info"]
+                stages[info["Stage ID"]] = info["Stage Name"].split(" at ")[0]
+            elif kind == "SparkListenerStageExecutorMetrics" and event.get("Executor ID") == "driver":
+                used = event["Executor Metrics"].get("JVMHeapMemory", 0)
+                heap[event["Stage ID"]] = max(heap.get(event["Stage ID"], 0), used)
+    top = sorted(heap.items(), key=lambda kv: -kv[1])[:3]
+    return {
+        "task_results_bytes": results,
+        "largest_task_result_bytes": largest,
+        "tasks": tasks,
+        "driver_peak_heap_mib": round(max(heap.values(), default=0) / 2**20),
+        "stages_by_driver_heap": [{"stage": stages.get(sid, str(sid)), "heap_mib": round(h / 2**20)} for sid, h in top],
+    }
+
+
+def job(name: str, args: list[str], work: Path) -> dict:
+    """``run_job`` with Spark's event log on, and what it says of the driver."""
+    events = work / "events" / name
+    run = run_job(name, [*args, *event_log_sets(events)], work / f"{name}.json")
+    return run | {"driver": driver_side(events)}
+
+
 def _step(run: dict, images: int) -> dict:
     run = {k: v for k, v in run.items() if k != "summary"}
     run["images"] = images
@@ -87,29 +132,28 @@ def _step(run: dict, images: int) -> dict:
 
 def peer(kind: str, args: list[str], work: Path) -> dict:
     """A peer in a process of its own (its wall time, and its peak memory as ``run_job`` measures it)."""
-    out = work / f"peer-{kind}.json"
-    cmd = [sys.executable, __file__, f"--peer-{kind}", *args, "--peer-out", str(out)]
-    started = time.monotonic()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-    result = json.loads(out.read_text())
-    return result | {"wall_s": round(time.monotonic() - started, 2)}
+    out, events = work / f"peer-{kind}.json", work / "events" / f"peer-{kind}"
+    cmd = [sys.executable, __file__, f"--peer-{kind}", *args, "--peer-out", str(out), "--peer-events", str(events)]
+    watched = run_watched(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.read_text()) | watched | {"driver": driver_side(events)}
 
 
-def _peer_session():
+def _peer_session(events: str):
     from xray_spark.config import load_settings
     from xray_spark.session import build_session
 
-    settings = load_settings(CONF, [])
+    sets = event_log_sets(Path(events))
+    settings = load_settings(CONF, sets[1::2])
     return build_session(settings.spark, app_name="xray-spark release peer")
 
 
-def peer_ingest(archive: str, out: str) -> dict:
+def peer_ingest(archive: str, out: str, events: str) -> dict:
     """Databricks' pattern: binaryFile, a pandas UDF that decodes and resizes, the CSV joined, Parquet."""
     import pandas as pd
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    spark = _peer_session()
+    spark = _peer_session(events)
     started = time.monotonic()
 
     @F.pandas_udf(T.BinaryType())
@@ -137,7 +181,7 @@ def peer_ingest(archive: str, out: str) -> dict:
     return {"images": images, "job_s": round(seconds, 2), "images_per_s_job": round(images / seconds, 1)}
 
 
-def peer_score(store: str, model_dir: str, out: str, batch_size: int = 64) -> dict:
+def peer_score(store: str, model_dir: str, out: str, events: str, batch_size: int = 64) -> dict:
     """Spark's documented way: PNGs decoded to arrays, then ``predict_batch_udf`` with the Keras model."""
     import numpy as np
     import pandas as pd
@@ -145,7 +189,7 @@ def peer_score(store: str, model_dir: str, out: str, batch_size: int = 64) -> di
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    spark = _peer_session()
+    spark = _peer_session(events)
     started = time.monotonic()
     path = os.path.join(model_dir, "model.keras")
 
@@ -223,7 +267,7 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None) -> tupl
     conf = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}"]
     meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
     result: dict = {"films": sum(1 for _ in (archive / "images").iterdir())}
-    run = run_job("prepare", [*conf, *meta], work / "prepare.json")
+    run = job("prepare", [*conf, *meta], work)
     written = run["summary"]["images"]["written"]
     result["prepare"] = _step(run, written)
     log(f"  1/{every} prepare: {result['prepare']}")
@@ -240,14 +284,14 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None) -> tupl
     for heatmaps in ("none", "top:100"):
         shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
         shutil.rmtree(lake / "tables" / "heatmaps", ignore_errors=True)
-        run = run_job("score", [*conf, "--heatmaps", heatmaps], work / "score.json")
+        run = job("score", [*conf, "--heatmaps", heatmaps], work)
         result[f"score_heatmaps_{heatmaps}"] = _step(run, run["summary"]["written"])
         log(f"  1/{every} score --heatmaps {heatmaps}: {result[f'score_heatmaps_{heatmaps}']}")
     store = f"{lake}/petastorm/nih"
     result["score_peer_predict_batch_udf"] = peer("score", [store, model_dir, str(work / "peer-scores")], work)
     shutil.rmtree(work / "peer-scores", ignore_errors=True)
     log(f"  1/{every} score peer: {result['score_peer_predict_batch_udf']}")
-    run = run_job("worklist", [*conf, "--limit", "100"], work / "worklist.json")
+    run = job("worklist", [*conf, "--limit", "100"], work)
     result["worklist"] = {k: v for k, v in run.items() if k != "summary"}
     result["sql"] = queries(lake, work)
     return result, model_dir
@@ -267,12 +311,15 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "release-work"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "release_cpu2.json"))
+    parser.add_argument("--resume", action="store_true", help="keep the sizes --out already holds; run the rest")
     parser.add_argument("--peer-ingest", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--peer-score", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--peer-out", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-events", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_ingest or args.peer_score:
-        done = peer_ingest(*args.peer_ingest) if args.peer_ingest else peer_score(*args.peer_score)
+        events = args.peer_events
+        done = peer_ingest(*args.peer_ingest, events) if args.peer_ingest else peer_score(*args.peer_score, events)
         Path(args.peer_out).write_text(json.dumps(done))
         return
     cache, work = Path(args.cache), Path(args.work)
@@ -280,9 +327,14 @@ def main() -> None:
     sizes = sorted((int(s) for s in args.sizes.split(",")), reverse=True)  # the smallest first: it trains
     started = time.monotonic()
     results: dict = {"benchmark": "release", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "sizes": {}}
-    model_dir = None
+    if args.resume and Path(args.out).exists():  # the sizes already measured are kept, with their champion
+        results = json.loads(Path(args.out).read_text())
+    model_dir = results.get("model_dir")
     for every in sizes:
+        if f"1/{every}" in results["sizes"]:
+            continue
         results["sizes"][f"1/{every}"], model_dir = one_size(every, cache, work, model_dir)
+        results["model_dir"] = model_dir
         if every == sizes[0]:
             results["plain_python_limits"] = limits(every, cache, work, model_dir)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")  # each size kept as it finishes
