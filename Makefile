@@ -21,7 +21,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
   sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node bench-deliver demo-pacs demo-pacs-stop \
-  worklist-server worklist-server-stop bench-web bench-monitor
+  worklist-server worklist-server-stop bench-web bench-monitor bench-release
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -204,6 +204,10 @@ bench-web: setup ## the web app's page loads (median, p95) with 1,500 and 100,00
 
 bench-monitor: setup ## monitoring's false alarms on 30 usual nights (and 9 more deals), each shift's alerts (~7 min)
 	$(PY) bench/monitor.py
+
+bench-release: setup ## the NIH release's 112,120 rows at 1/16, 1/4 and whole, each job against its Spark peer (~2 h; needs the NIH sample)
+	$(PY) bench/release.py --sizes 16,4,1
+	$(PY) bench/release_report.py --plot docs/release_growth.png
 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check xray_spark jobs tests bench

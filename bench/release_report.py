@@ -57,12 +57,20 @@ def growth(results: dict) -> dict:
     return out
 
 
+def limit_rates(results: dict) -> tuple[float | None, float | None]:
+    """Images per second of the two plain-Python limits, each from the fastest of its repeats (a limit is what
+    the work can reach; the slower repeats were disturbed): ingest on one core times two, predict on two threads."""
+    limits = results.get("plain_python_limits", {})
+    ingest, predict = limits.get("ingest"), limits.get("predict")
+    ingest_rate = 2 * ingest["images"] / min(ingest["seconds"]) if ingest else None
+    predict_rate = predict["images"] / min(predict["seconds"]) if predict else None
+    return ingest_rate, predict_rate
+
+
 def ratios(results: dict) -> dict:
     """Per size, each job against its peer (peer seconds / job seconds); the release against the limits."""
-    out: dict = {}
-    limits = results.get("plain_python_limits", {})
-    ingest_rate = limits.get("ingest", {}).get("two_cores_limit_images_per_s")
-    predict_rate = limits.get("predict", {}).get("images_per_s")
+    out: dict = {"limits_images_per_s": [round(r, 1) if r else None for r in limit_rates(results)]}
+    ingest_rate, predict_rate = limit_rates(results)
     for size, steps in results["sizes"].items():
         row = {f"{job}_vs_{peer}": round(steps[peer]["job_s"] / steps[job]["job_s"], 2) for job, peer in PEERS.items()}
         if ingest_rate and predict_rate:
@@ -85,12 +93,9 @@ def plot(results: dict, path: Path) -> None:
         points = _points(results, step)
         if points:
             ax.plot([x for x, _ in points], [1000 * y / x for x, y in points], marker="o", label=label)
-    limits = results.get("plain_python_limits", {})
-    for name, key in (("ingest", "two_cores_limit_images_per_s"), ("predict", "images_per_s")):
-        rate = limits.get(name, {}).get(key)
+    for (name, style), rate in zip((("ingest", "--"), ("predict", ":")), limit_rates(results), strict=True):
         if rate:
-            ax.axhline(1000 / rate, linestyle="--", color="gray", linewidth=1)
-            ax.annotate(f"plain-Python {name} limit", (ax.get_xlim()[0], 1000 / rate), fontsize=8, color="gray")
+            ax.axhline(1000 / rate, linestyle=style, color="gray", linewidth=1.2, label=f"plain-Python {name} limit")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("images in the archive")
@@ -103,16 +108,75 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(results: dict) -> str:
+    """The tables the benchmarks page quotes, straight from the results."""
+    sizes = list(results["sizes"])
+    films = [f"{results['sizes'][s]['films']:,}" for s in sizes]
+    lines = [_row(["seconds in the job (images/s)", *[f"{s} ({f})" for s, f in zip(sizes, films, strict=True)]])]
+    lines.append(_row(["---"] * (len(sizes) + 1)))
+    for step, label in STEPS.items():
+        cells = []
+        for size in sizes:
+            run = results["sizes"][size].get(step)
+            cells.append(f"{run['job_s']:.0f} ({run['images_per_s_job']})" if run else "")
+        lines.append(_row([label, *cells]))
+    for name, label in (
+        ("prepare_vs_ingest_peer_binaryfile", "ingest peer / prepare"),
+        ("score_heatmaps_none_vs_score_peer_predict_batch_udf", "score peer / score"),
+        ("prepare_plus_score_over_limits", "(prepare + score) / plain-Python limits"),
+    ):
+        lines.append(_row([label, *[results["ratios"][s].get(name, "") for s in sizes]]))
+    worklist = [results["sizes"][s].get("worklist", {}).get("job_s", "") for s in sizes]
+    lines.append(_row(["worklist (100 films), seconds in the job", *worklist]))
+    lines += ["", _row(["growth", "fixed, s", "ms per image", "marginal ms per image", "superlinear"])]
+    lines.append(_row(["---"] * 5))
+    for step, fit in results["growth"].items():
+        marginal = " -> ".join(str(m) for m in fit["marginal_ms_per_image"])
+        lines.append(_row([STEPS[step], fit["fixed_s"], fit["ms_per_image"], marginal, fit["superlinear"]]))
+    lines += ["", _row(["peak MiB: JVM / Python (all) / largest Python / driver heap", *sizes])]
+    lines.append(_row(["---"] * (len(sizes) + 1)))
+    for step, label in [*STEPS.items(), ("worklist", "worklist")]:
+        cells = []
+        for size in sizes:
+            run = results["sizes"][size].get(step)
+            if run:
+                rss = run["peak_rss_mib"]
+                heap = run.get("driver", {}).get("driver_peak_heap_mib", "")
+                cells.append(f"{rss['jvm']:,} / {rss['python']:,} / {rss.get('python_largest', '')} / {heap}")
+            else:
+                cells.append("")
+        lines.append(_row([label, *cells]))
+    lines += ["", _row(["bytes of task results sent to the driver", *sizes]), _row(["---"] * (len(sizes) + 1))]
+    for step, label in [*STEPS.items(), ("worklist", "worklist")]:
+        runs = [results["sizes"][s].get(step) or {} for s in sizes]
+        lines.append(_row([label, *[f"{r.get('driver', {}).get('task_results_bytes', 0):,}" for r in runs]]))
+    for key in ("sql_before", "sql"):
+        if all(key in results["sizes"][s] for s in sizes):
+            lines += ["", _row([f"{key}: seconds cold / warm", *sizes]), _row(["---"] * (len(sizes) + 1))]
+            for query in results["sizes"][sizes[0]][key]:
+                times = [results["sizes"][s][key][query] for s in sizes]
+                lines.append(_row([query, *[f"{t['cold_s']} / {t['warm_s']}" for t in times]]))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="?", default=str(ROOT / "bench" / "results" / "release_cpu2.json"))
     parser.add_argument("--plot", help="write the plot here (PNG)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables for the docs instead of JSON")
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
     results["growth"], results["ratios"] = growth(results), ratios(results)
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
     if args.plot:
         plot(results, Path(args.plot))
+    if args.markdown:
+        print(markdown(results))
+        return
     json.dump({"growth": results["growth"], "ratios": results["ratios"]}, sys.stdout, indent=2)
     print()
 
