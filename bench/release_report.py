@@ -72,7 +72,11 @@ def ratios(results: dict) -> dict:
     out: dict = {"limits_images_per_s": [round(r, 1) if r else None for r in limit_rates(results)]}
     ingest_rate, predict_rate = limit_rates(results)
     for size, steps in results["sizes"].items():
-        row = {f"{job}_vs_{peer}": round(steps[peer]["job_s"] / steps[job]["job_s"], 2) for job, peer in PEERS.items()}
+        row = {
+            f"{job}_vs_{peer}": round(steps[peer]["job_s"] / steps[job]["job_s"], 2)
+            for job, peer in PEERS.items()
+            if peer in steps
+        }
         if ingest_rate and predict_rate:
             limit_s = steps["prepare"]["images"] / ingest_rate + steps["score_heatmaps_none"]["images"] / predict_rate
             ours = steps["prepare"]["job_s"] + steps["score_heatmaps_none"]["job_s"]
