@@ -259,6 +259,19 @@ def test_a_new_run_shows_without_a_restart_and_never_by_halves(spark, served, sm
     assert seen[-1] == 320, f"the new run was not visible 30 s after it was published: {seen[-5:]}"
     assert set(seen) <= {160, 320}, f"a query saw part of a run: {sorted(set(seen))}"
     assert visible_after < 15
+    # The server holds xray.latest_predictions computed in memory: the new run's rows must replace the old ones
+    # there too, and in the views built on it.
+    run = summary["run_id"]
+    newest = f"SELECT count(*) FROM xray.latest_predictions WHERE run_id = '{run}'"
+    listed = (
+        f"SELECT count(*) FROM xray.worklist JOIN xray.latest_predictions p USING (image_id) WHERE p.run_id = '{run}'"
+    )
+    with _cursor(port, "reader") as cursor:
+        for sql in (newest, listed):
+            cursor.execute(sql)
+            assert cursor.fetchall() == [(160,)], sql
+        cursor.execute("SELECT count(*) FROM xray.latest_predictions")
+        assert cursor.fetchall() == [(160,)]
 
 
 def test_listening_beyond_loopback_without_authentication_is_refused(tmp_path):

@@ -135,7 +135,7 @@ def serve(settings: Settings, state_dir: str) -> int:
     from xray_spark import tables
     from xray_spark.lake import Lake
     from xray_spark.server.guard import guard_new_sessions
-    from xray_spark.server.watch import LakeWatcher
+    from xray_spark.server.watch import LakeWatcher, cache_views
     from xray_spark.session import build_session
 
     server = settings.sql_server
@@ -153,6 +153,7 @@ def serve(settings: Settings, state_dir: str) -> int:
     )
     lake = Lake.at(settings.lake)
     registered = tables.register_tables(spark, lake)
+    cache_views(spark)
     guard_new_sessions(spark, hive_properties(server, state_dir))
     thrift = start_thrift(spark, server, state_dir)
     try:

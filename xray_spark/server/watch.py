@@ -13,6 +13,14 @@ query keeps the listing it was planned with: a query that runs while a run publi
 the catalog refreshes sees the old rows or the new ones. When a table's columns change (a
 model with another label set adds ``p_`` columns), the table is registered anew: a query
 that starts in that moment can fail with "table not found"; rerun it.
+
+Why ``xray.latest_predictions`` is held in memory: every worklist, progression and
+prevalence question starts from it, and computing it means ranking every prediction row of
+the lake by image (a shuffle and sort of the whole table). The server computes it once when
+it starts and again each time its inputs change (:func:`cache_views`); the clients' queries
+then read the computed rows (Spark substitutes the cached plan wherever it appears, inside the
+other views too). A refresh drops the old rows before the views are re-created, so a query
+never answers from a lake that has changed since.
 """
 
 from __future__ import annotations
@@ -29,6 +37,23 @@ log = logging.getLogger(__name__)
 
 #: Tables whose change re-creates the views.
 VIEW_INPUTS = frozenset({"predictions", "models", "model_aliases", "studies"})
+#: The views the server keeps computed in memory (the others are built on them).
+CACHED_VIEWS = ("latest_predictions",)
+
+
+def cache_views(spark: SparkSession) -> None:
+    """Compute :data:`CACHED_VIEWS` now and keep their rows in memory for every session of the server."""
+    for view in CACHED_VIEWS:
+        name = tables.qualified(view)
+        if spark.catalog.tableExists(name):
+            spark.sql(f"CACHE TABLE {name}")
+
+
+def uncache_views(spark: SparkSession) -> None:
+    for view in CACHED_VIEWS:
+        name = tables.qualified(view)
+        if spark.catalog.tableExists(name):
+            spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
 
 
 def fingerprint(folder: str) -> tuple[tuple[str, int], ...]:
@@ -65,10 +90,14 @@ class LakeWatcher:
         """Apply what changed since the last look; returns the tables that changed."""
         now = {name: self._look(name) for name in tables.TABLES}
         changed = [name for name in tables.TABLES if now[name] != self.seen[name]]
+        views_change = bool(VIEW_INPUTS & set(changed))
+        if views_change:
+            uncache_views(self.spark)
         for name in changed:
             self._refresh_table(name)
-        if VIEW_INPUTS & set(changed) and self.spark.catalog.tableExists(tables.qualified("predictions")):
+        if views_change and self.spark.catalog.tableExists(tables.qualified("predictions")):
             tables.create_views(self.spark)
+            cache_views(self.spark)
         self.seen = now  # only once all of it worked: a failed refresh is tried again at the next look
         if changed:
             log.info("lake changed: %s refreshed", ", ".join(changed))
