@@ -41,19 +41,13 @@ VIEW_INPUTS = frozenset({"predictions", "models", "model_aliases", "studies"})
 CACHED_VIEWS = ("latest_predictions",)
 
 
-def cache_views(spark: SparkSession) -> None:
-    """Compute :data:`CACHED_VIEWS` now and keep their rows in memory for every session of the server."""
+def cache_views(spark: SparkSession, *, cached: bool = True) -> None:
+    """Compute :data:`CACHED_VIEWS` now and keep their rows in memory for every session of the server (``cached``
+    False: drop them)."""
     for view in CACHED_VIEWS:
         name = tables.qualified(view)
         if spark.catalog.tableExists(name):
-            spark.sql(f"CACHE TABLE {name}")
-
-
-def uncache_views(spark: SparkSession) -> None:
-    for view in CACHED_VIEWS:
-        name = tables.qualified(view)
-        if spark.catalog.tableExists(name):
-            spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
+            spark.sql(f"CACHE TABLE {name}" if cached else f"UNCACHE TABLE IF EXISTS {name}")
 
 
 def fingerprint(folder: str) -> tuple[tuple[str, int], ...]:
@@ -92,7 +86,7 @@ class LakeWatcher:
         changed = [name for name in tables.TABLES if now[name] != self.seen[name]]
         views_change = bool(VIEW_INPUTS & set(changed))
         if views_change:
-            uncache_views(self.spark)
+            cache_views(self.spark, cached=False)
         for name in changed:
             self._refresh_table(name)
         if views_change and self.spark.catalog.tableExists(tables.qualified("predictions")):
