@@ -339,3 +339,25 @@ def test_a_killed_scoring_job_leaves_no_rows_and_the_rerun_completes(spark, prep
     assert summary["written"] == 160 and summary["stale_staging_removed"] == []
     counts = _predictions(spark, lake).groupBy("image_id").count()
     assert counts.count() == 160 and counts.where("count > 1").count() == 0
+
+
+def test_scoring_reads_the_stores_own_files_in_splits_and_shuffles_no_film(spark, scored_lake, small_model, tmp_path):
+    # Eight files of 100 rows of 20 kB "films": cut for four tasks, the read gives four partitions.
+    films = pd.DataFrame({"image_id": [f"i{k}" for k in range(800)], "image": [os.urandom(20_000) for _ in range(800)]})
+    folder = tmp_path / "store"
+    folder.mkdir()
+    for k in range(8):
+        films.iloc[k * 100 : (k + 1) * 100].to_parquet(folder / f"part-{k}.parquet")
+    split = scoring.split_bytes(spark, folder.as_uri(), 4)
+    open_cost = 4 << 20  # Spark's default, added per file when it packs files into partitions
+    assert 2 * (100 * 20_000 + open_cost) <= split <= 2 * (100 * 20_000 + open_cost) * 1.05
+    with temporary_conf(spark, "spark.sql.files.maxPartitionBytes", str(split)):
+        assert spark.read.parquet(folder.as_uri()).rdd.getNumPartitions() == 4
+    # new_only leaves out what this version scored by the ids alone: no film crosses a shuffle.
+    settings, lake = scored_lake
+    card = resolve_model(spark, lake, path=small_model["model_dir"])
+    scoring.run_scoring(spark, lake, settings, model_path=small_model["model_dir"], new_only=True)
+    with temporary_conf(spark, "spark.sql.autoBroadcastJoinThreshold", "-1"):  # as if the ids were many
+        rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=True)
+        plan = rows._jdf.queryExecution().executedPlan().toString()
+    assert "BroadcastHashJoin" in plan and "LeftAnti" in plan and "SortMergeJoin" not in plan

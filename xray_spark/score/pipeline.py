@@ -59,7 +59,7 @@ def run_scoring(
         run = ScoreRun.start(settings.dataset, card, new_only=new_only)
         summary = plan_run(spark, lake, run)
         progress.expect(summary["to_score"])
-        summary["written"] = score_and_publish(spark, lake, run, settings, summary["to_score"])
+        summary["written"] = score_and_publish(spark, lake, run, settings, summary)
         summary["heatmaps"] = write_heatmaps(spark, lake, run, settings, written=summary["written"])
         tables.register_predictions(spark, lake)
         summary["seconds"] = round(time.monotonic() - started, 1)
@@ -105,17 +105,48 @@ def plan_run(spark: SparkSession, lake: Lake, run: ScoreRun) -> dict[str, Any]:
     }
 
 
-def score_and_publish(spark: SparkSession, lake: Lake, run: ScoreRun, settings: Settings, to_score: int) -> int:
-    """Score the run's studies in partitions of at most 2,000 and publish them; returns the rows written."""
+#: Rows per scoring task at most (a task's films are retried together; progress moves per task).
+TASK_ROWS = 2000
+
+
+def score_and_publish(spark: SparkSession, lake: Lake, run: ScoreRun, settings: Settings, summary: dict) -> int:
+    """Score the run's studies in tasks of about 2,000 and publish them; returns the rows written.
+
+    The tasks are the store's own files read in splits of about :data:`TASK_ROWS` rows' bytes, not a
+    ``repartition``: that would shuffle every film's PNG bytes through local disk (about 3 GB at the NIH
+    release) before the first film is scored. Only a store of fewer splits than cores is repartitioned.
+    """
+    to_score = summary["to_score"]
     if not to_score:
         return 0
     batch_size = settings.score.batch_size
-    rows = studies_to_score(spark, lake, run.dataset, run.card.version, new_only=run.new_only)
-    n_partitions = max(spark.sparkContext.defaultParallelism, -(-to_score // 2000))
-    scored = score_frame(rows.repartition(n_partitions), run, batch_size=batch_size, urgency=settings.score.urgency)
-    scored = scored.select(*predictions_schema(run.card.labels).fieldNames())  # the table's documented order
-    with temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_IMAGES * batch_size)):
+    cores = spark.sparkContext.defaultParallelism
+    in_store = summary["studies_in_store"]
+    split = split_bytes(spark, lake.store_url(run.dataset), max(cores, -(-in_store // TASK_ROWS)))
+    with (
+        temporary_conf(spark, "spark.sql.files.maxPartitionBytes", str(split)),
+        temporary_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_IMAGES * batch_size)),
+    ):
+        rows = studies_to_score(spark, lake, run.dataset, run.card.version, new_only=run.new_only)
+        if rows.rdd.getNumPartitions() < cores:
+            rows = rows.repartition(cores)  # a small store: its films are few, the shuffle cheap
+        scored = score_frame(rows, run, batch_size=batch_size, urgency=settings.score.urgency)
+        scored = scored.select(*predictions_schema(run.card.labels).fieldNames())  # the table's documented order
         return publish_run(scored, lake, score_date=run.score_date, run_id=run.run_id)
+
+
+def split_bytes(spark: SparkSession, url: str, tasks: int) -> int:
+    """The ``maxPartitionBytes`` that reads the files under ``url`` as about ``tasks`` partitions.
+
+    Spark packs files into a partition counting each as its length plus ``openCostInBytes``
+    (4 MiB unless set), so the split is cut from that total, not from the bytes alone.
+    """
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(url)
+    summary = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(path)
+    open_cost = int(spark._jsparkSession.sessionState().conf().filesOpenCostInBytes())
+    total = int(summary.getLength()) + int(summary.getFileCount()) * open_cost
+    return max(1 << 20, -(-total // max(tasks, 1)))
 
 
 def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str, *, new_only: bool) -> DataFrame:
@@ -130,7 +161,7 @@ def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str
     rows = store.select("image_id", "patient_id", "follow_up", "view", "split", "image")
     done = scored_ids(spark, lake, dataset, version) if new_only else None
     if done is not None:
-        rows = rows.join(done, "image_id", "left_anti")
+        rows = rows.join(F.broadcast(done), "image_id", "left_anti")  # ids travel, never the films
     return rows
 
 
