@@ -263,8 +263,9 @@ def test_a_new_run_shows_without_a_restart_and_never_by_halves(spark, served, sm
     # there too, and in the views built on it.
     run = summary["run_id"]
     newest = f"SELECT count(*) FROM xray.latest_predictions WHERE run_id = '{run}'"
-    listed = (
-        f"SELECT count(*) FROM xray.worklist JOIN xray.latest_predictions p USING (image_id) WHERE p.run_id = '{run}'"
+    listed = (  # the same films as before: the new run's rows are told by their scoring time
+        "SELECT count(*) FROM xray.worklist w JOIN xray.latest_predictions p "
+        f"ON w.image_id = p.image_id AND w.scored_at = p.scored_at WHERE p.run_id = '{run}'"
     )
     with _cursor(port, "reader") as cursor:
         for sql in (newest, listed):

@@ -176,18 +176,17 @@ def create_views(spark: SparkSession) -> list[str]:
     stack = ", ".join(f"'{finding}', p.`{col}`" for finding, col in pairs)
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("progression")} AS
-        WITH long AS (
-          SELECT p.dataset, p.patient_id, p.follow_up, p.image_id, p.model_version,
-                 {studies["study_datetime"]} AS study_datetime,
-                 stack({len(pairs)}, {stack}) AS (finding, probability)
-          FROM {qualified("latest_predictions")} p {studies["join"]}
-        )
         SELECT dataset, patient_id, finding, follow_up, study_datetime, image_id, model_version, probability,
                LAG(follow_up) OVER w AS previous_follow_up,
                LAG(probability) OVER w AS previous_probability,
                probability - LAG(probability) OVER w AS change,
                COALESCE(probability - LAG(probability) OVER w >= {RISING}, false) AS rising
-        FROM long
+        FROM (
+          SELECT p.dataset, p.patient_id, p.follow_up, p.image_id, p.model_version,
+                 {studies["study_datetime"]} AS study_datetime,
+                 stack({len(pairs)}, {stack}) AS (finding, probability)
+          FROM {qualified("latest_predictions")} p {studies["join"]}
+        ) long  -- a subquery, not WITH: a CTE gets a new id each time it is read, and no cached copy would match
         WHERE probability IS NOT NULL
         WINDOW w AS (PARTITION BY dataset, patient_id, finding ORDER BY study_datetime ASC NULLS LAST, follow_up)
     """)

@@ -14,13 +14,14 @@ the catalog refreshes sees the old rows or the new ones. When a table's columns 
 model with another label set adds ``p_`` columns), the table is registered anew: a query
 that starts in that moment can fail with "table not found"; rerun it.
 
-Why ``xray.latest_predictions`` is held in memory: every worklist, progression and
-prevalence question starts from it, and computing it means ranking every prediction row of
-the lake by image (a shuffle and sort of the whole table). The server computes it once when
-it starts and again each time its inputs change (:func:`cache_views`); the clients' queries
-then read the computed rows (Spark substitutes the cached plan wherever it appears, inside the
-other views too). A refresh drops the old rows before the views are re-created, so a query
-never answers from a lake that has changed since.
+Why :data:`CACHED_VIEWS` are held in memory: every worklist, progression and prevalence
+question starts from ``xray.latest_predictions``, and computing it means ranking every
+prediction row of the lake by image (a shuffle and sort of the whole table); the worklist
+and progression rank those rows again. The server computes them once when it starts and
+again each time their inputs change (:func:`cache_views`); the clients' queries then read
+the computed rows (Spark substitutes a cached plan wherever it appears, inside the other
+views too). A refresh drops the old rows before the views are re-created, so a query never
+answers from a lake that has changed since.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Tables whose change re-creates the views.
 VIEW_INPUTS = frozenset({"predictions", "models", "model_aliases", "studies"})
-#: The views the server keeps computed in memory (the others are built on them).
-CACHED_VIEWS = ("latest_predictions",)
+#: The views the server keeps computed in memory, each after the ones it is built on.
+CACHED_VIEWS = ("latest_predictions", "worklist", "progression")
 
 
 def cache_views(spark: SparkSession, *, cached: bool = True) -> None:
