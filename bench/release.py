@@ -290,11 +290,8 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None, result:
         run_job("register_model", ["--lake", str(lake), "--model", model_dir], work / "register.json")
     version = Path(model_dir).name
     run_job("promote", [*conf, "--model-version", version, "--reason", "the release benchmark"], work / "p.json")
-    for heatmaps in ("none", "top:100"):
-        shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
-        shutil.rmtree(lake / "tables" / "heatmaps", ignore_errors=True)
-        run = job("score", [*conf, "--heatmaps", heatmaps], work)
-        result[f"score_heatmaps_{heatmaps}"] = _step(run, run["summary"]["written"])
+    for heatmaps in HEATMAPS:
+        result[f"score_heatmaps_{heatmaps}"] = score_once(lake, work, heatmaps)
         log(f"  1/{every} score --heatmaps {heatmaps}: {result[f'score_heatmaps_{heatmaps}']}")
         save()
     result["score_peer_predict_batch_udf"] = score_peer(lake, model_dir, work)
@@ -308,6 +305,18 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None, result:
     return model_dir
 
 
+HEATMAPS = ("none", "top:100")
+
+
+def score_once(lake: Path, work: Path, heatmaps: str) -> dict:
+    """``score --heatmaps <heatmaps>`` of the whole store into empty prediction and heatmap tables."""
+    shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
+    shutil.rmtree(lake / "tables" / "heatmaps", ignore_errors=True)
+    conf = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}"]
+    run = job("score", [*conf, "--heatmaps", heatmaps], work)
+    return _step(run, run["summary"]["written"])
+
+
 def score_peer(lake: Path, model_dir: str, work: Path) -> dict:
     done = peer("score", [f"{lake}/petastorm/nih", model_dir, str(work / "peer-scores")], work)
     shutil.rmtree(work / "peer-scores", ignore_errors=True)
@@ -316,18 +325,25 @@ def score_peer(lake: Path, model_dir: str, work: Path) -> dict:
 
 #: Steps ``--redo`` measures again on the lakes a run left (after a change), keeping the earlier figures.
 REDO = {
+    **{f"score_heatmaps_{h}": (lambda lake, model_dir, work, h=h: score_once(lake, work, h)) for h in HEATMAPS},
     "sql": lambda lake, model_dir, work: queries(lake, work),
     "score_peer_predict_batch_udf": score_peer,
 }
 
 
-def redo(results: dict, step: str, work: Path) -> None:
-    """``step`` again at every size the results hold; the earlier figures stay under ``<step>_before``."""
-    for size, steps in results["sizes"].items():
+def redo(results: dict, steps: list[str], sizes: list[int], work: Path, save) -> None:
+    """``steps`` again at ``sizes`` (those the results hold); the earlier figures stay under ``<step>_before``."""
+    for size, measured in results["sizes"].items():
+        if int(size.split("/")[1]) not in sizes:
+            continue
         lake = work / f"lake-{size.replace('/', 'of')}"
-        log(f"  {size} {step} again")
-        steps[f"{step}_before"] = steps.get(step)
-        steps[step] = REDO[step](lake, results["model_dir"], work)
+        for step in steps:
+            log(f"  {size} {step} again")
+            if step in measured:
+                measured[f"{step}_before"] = measured[step]
+            measured[step] = REDO[step](lake, results["model_dir"], work)
+            log(f"  {size} {step}: {measured[step]}")
+            save()
 
 
 def limits(every: int, cache: Path, work: Path, model_dir: str) -> dict:
@@ -345,7 +361,9 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "release-work"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "release_cpu2.json"))
     parser.add_argument("--resume", action="store_true", help="keep the sizes --out already holds; run the rest")
-    parser.add_argument("--redo", choices=sorted(REDO), help="measure one step again on the lakes --out describes")
+    parser.add_argument(
+        "--redo", nargs="+", choices=sorted(REDO), help="measure steps again (at --sizes) on the lakes --out describes"
+    )
     parser.add_argument("--peer-ingest", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--peer-score", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--peer-out", help=argparse.SUPPRESS)
@@ -363,15 +381,14 @@ def main() -> None:
     results: dict = {"benchmark": "release", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "sizes": {}}
     if (args.resume or args.redo) and Path(args.out).exists():  # the sizes already measured, with their champion
         results = json.loads(Path(args.out).read_text())
-    if args.redo:
-        redo(results, args.redo, work)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        return
-    model_dir = results.get("model_dir")
 
     def save() -> None:  # each step kept as it finishes
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
+    if args.redo:
+        redo(results, args.redo, sizes, work, save)
+        return
+    model_dir = results.get("model_dir")
     for every in sizes:
         if "sql" in results["sizes"].get(f"1/{every}", {}):  # a size cut short is measured again from the start
             continue
