@@ -158,6 +158,16 @@ def markdown(results: dict) -> str:
     for step, label in [*STEPS.items(), ("worklist", "worklist")]:
         runs = [results["sizes"][s].get(step) or {} for s in sizes]
         lines.append(_row([label, *[f"{r.get('driver', {}).get('task_results_bytes', 0):,}" for r in runs]]))
+    redone = [step for step in STEPS if any(f"{step}_before" in results["sizes"][s] for s in sizes)]
+    if redone:
+        lines += ["", _row(["measured again after a change: seconds in the job, before / after", *sizes])]
+        lines.append(_row(["---"] * (len(sizes) + 1)))
+        for step in redone:
+            cells = []
+            for size in sizes:
+                before, after = (results["sizes"][size].get(k) for k in (f"{step}_before", step))
+                cells.append(f"{before['job_s']:.0f} / {after['job_s']:.0f}" if before and after else "")
+            lines.append(_row([STEPS[step], *cells]))
     for key in ("sql_before", "sql"):
         if all(key in results["sizes"][s] for s in sizes):
             lines += ["", _row([f"{key}: seconds cold / warm", *sizes]), _row(["---"] * (len(sizes) + 1))]
