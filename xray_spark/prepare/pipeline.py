@@ -140,7 +140,8 @@ def decode(run: PrepareRun, matched: MatchedFiles, label_set: list[str]) -> Deco
     ingest_date = run.run_time.date().isoformat()
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(matched.n_candidates / 250))
     progress.expect(matched.n_candidates)
-    decoded = run.keep(decode_images(matched.with_file, run.settings, label_set, ingest_date, n_partitions))
+    decoded = decode_images(matched.with_file, run.settings, label_set, ingest_date, n_partitions)
+    decoded = run.keep(decoded, on_disk=True)  # the films' bytes: in memory they would grow the heap with the archive
     good = decoded.where(F.col("reason").isNull())
     counts = tally.decoded_tally(decoded)  # the job that decodes (the rows stay cached)
     result = Decoded(good, decoded.where(F.col("reason").isNotNull()), counts["good"], counts)

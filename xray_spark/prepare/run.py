@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from xray_spark import store as store_mod
@@ -74,9 +75,10 @@ class PrepareRun:
         """A full run over an existing store must not remove studies unless ``--replace``."""
         return not self.inputs.incremental and self.manifest is not None and not self.inputs.replace
 
-    def keep(self, df: DataFrame) -> DataFrame:
-        """Cache ``df`` for the rest of the run (released by :meth:`release`)."""
-        self._cached.append(df.persist())
+    def keep(self, df: DataFrame, on_disk: bool = False) -> DataFrame:
+        """Cache ``df`` for the rest of the run (released by :meth:`release`); ``on_disk`` for rows as large as the
+        store itself, which in memory would fill the driver's heap (the executor, in local mode) with the archive."""
+        self._cached.append(df.persist(StorageLevel.DISK_ONLY) if on_disk else df.persist())
         return df
 
     def release(self) -> None:
