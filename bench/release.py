@@ -269,14 +269,10 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None, result:
     """Every step at one size into ``result`` (``save()`` after each); the model directory (trained here when none
     is given)."""
     archive = release_archive(cache, every)
-    lake = work / f"lake-1of{every}"
-    shutil.rmtree(lake, ignore_errors=True)
+    lake = lake_of(every, work)
     conf = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}"]
-    meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
     result["films"] = sum(1 for _ in (archive / "images").iterdir())
-    run = job("prepare", [*conf, *meta], work)
-    written = run["summary"]["images"]["written"]
-    result["prepare"] = _step(run, written)
+    result["prepare"] = prepare_once(archive, lake, work)
     log(f"  1/{every} prepare: {result['prepare']}")
     save()
     result["ingest_peer_binaryfile"] = peer("ingest", [str(archive), str(work / f"peer-store-1of{every}")], work)
@@ -308,6 +304,24 @@ def one_size(every: int, cache: Path, work: Path, model_dir: str | None, result:
 HEATMAPS = ("none", "top:100")
 
 
+def prepare_once(archive: Path, lake: Path, work: Path) -> dict:
+    """``prepare`` of ``archive`` into a new ``lake``."""
+    shutil.rmtree(lake, ignore_errors=True)
+    conf = ["--conf", CONF, "--lake", str(lake), "--set", f"image.size={SIZE}"]
+    meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
+    run = job("prepare", [*conf, *meta], work)
+    return _step(run, run["summary"]["images"]["written"])
+
+
+def prepare_again(every: int, cache: Path, work: Path) -> dict:
+    """``prepare`` measured again in a lake of its own (the size's lake, with its scores, stays as it is)."""
+    lake = work / f"lake-1of{every}-prepare"
+    try:
+        return prepare_once(release_archive(cache, every), lake, work)
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
 def score_once(lake: Path, work: Path, heatmaps: str) -> dict:
     """``score --heatmaps <heatmaps>`` of the whole store into empty prediction and heatmap tables."""
     shutil.rmtree(lake / "tables" / "predictions", ignore_errors=True)
@@ -324,24 +338,35 @@ def score_peer(lake: Path, model_dir: str, work: Path) -> dict:
 
 
 #: Steps ``--redo`` measures again on the lakes a run left (after a change), keeping the earlier figures.
+#: Each is called with the size's denominator, the cache and work folders, and the results' model directory.
 REDO = {
-    **{f"score_heatmaps_{h}": (lambda lake, model_dir, work, h=h: score_once(lake, work, h)) for h in HEATMAPS},
-    "sql": lambda lake, model_dir, work: queries(lake, work),
-    "score_peer_predict_batch_udf": score_peer,
+    "prepare": lambda every, cache, work, model_dir: prepare_again(every, cache, work),
+    **{
+        f"score_heatmaps_{h}": (lambda every, cache, work, model_dir, h=h: score_once(lake_of(every, work), work, h))
+        for h in HEATMAPS
+    },
+    "sql": lambda every, cache, work, model_dir: queries(lake_of(every, work), work),
+    "score_peer_predict_batch_udf": lambda every, cache, work, model_dir: score_peer(
+        lake_of(every, work), model_dir, work
+    ),
 }
 
 
-def redo(results: dict, steps: list[str], sizes: list[int], work: Path, save) -> None:
+def lake_of(every: int, work: Path) -> Path:
+    return work / f"lake-1of{every}"
+
+
+def redo(results: dict, steps: list[str], sizes: list[int], cache: Path, work: Path, save) -> None:
     """``steps`` again at ``sizes`` (those the results hold); the earlier figures stay under ``<step>_before``."""
     for size, measured in results["sizes"].items():
-        if int(size.split("/")[1]) not in sizes:
+        every = int(size.split("/")[1])
+        if every not in sizes:
             continue
-        lake = work / f"lake-{size.replace('/', 'of')}"
         for step in steps:
             log(f"  {size} {step} again")
             if step in measured:
                 measured[f"{step}_before"] = measured[step]
-            measured[step] = REDO[step](lake, results["model_dir"], work)
+            measured[step] = REDO[step](every, cache, work, results["model_dir"])
             log(f"  {size} {step}: {measured[step]}")
             save()
 
@@ -386,7 +411,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
     if args.redo:
-        redo(results, args.redo, sizes, work, save)
+        redo(results, args.redo, sizes, cache, work, save)
         return
     model_dir = results.get("model_dir")
     for every in sizes:
