@@ -259,6 +259,7 @@ def queries(lake: Path, work: Path) -> dict:
                 times.append(round(time.perf_counter() - started, 3))
             out[name] = {"cold_s": times[0], "warm_s": times[1], "rows": rows}
             log(f"    sql {name}: {out[name]}")
+        cursor.close()  # before the connection: a cursor collected later would reconnect to a stopped server
         conn.close()
     finally:
         subprocess.run([*server, "stop", "--state-dir", str(state)], env=env, capture_output=True, timeout=300)
