@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -315,8 +316,11 @@ def score_runs(lake: Path, model_dir: str, work: Path, repeats: int) -> list[dic
     return runs
 
 
-def predict_baseline(store_url: str, model_dir: str, repeats: int, threads: int = 2) -> dict:
-    """model.predict over the store's images already decoded into one array; TF limited to ``threads``."""
+def predict_baseline(
+    store_url: str, model_dir: str, repeats: int, threads: int = 2, part: tuple[int, int] = (0, 1), barrier: str = ""
+) -> dict:
+    """model.predict over the store's images already decoded into one array; TF limited to ``threads``. ``part``
+    (k, n) keeps every n-th image from the k-th; with ``barrier`` (a folder), each repeat waits there for all n."""
     import cv2
     import pyarrow.parquet as pq
     import tensorflow as tf
@@ -327,10 +331,15 @@ def predict_baseline(store_url: str, model_dir: str, repeats: int, threads: int 
 
     model = load_model_safely(os.path.join(model_dir, "model.keras"))
     blobs = pq.read_table(store_url.removeprefix("file://"), columns=["image"]).column("image").to_pylist()
-    x = np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in blobs])[..., None]
+    k, n = part
+    x = np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in blobs[k::n]])[..., None]
     model.predict(x[:64], batch_size=64, verbose=0)
     times = []
-    for _ in range(repeats):
+    for repeat in range(repeats):
+        if barrier:  # every part starts each repeat together, so that each has its one core
+            Path(barrier, f"{repeat}-{k}").touch()
+            while len(list(Path(barrier).glob(f"{repeat}-*"))) < n:
+                time.sleep(0.01)
         start = time.perf_counter()
         model.predict(x, batch_size=64, verbose=0)
         times.append(time.perf_counter() - start)
@@ -347,6 +356,36 @@ def predict_baseline_in_child(store_url: str, model_dir: str, repeats: int) -> d
     cmd = [sys.executable, __file__, "--predict-baseline", store_url, model_dir, str(repeats)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def predict_baseline_per_core(store_url: str, model_dir: str, repeats: int, cores: int) -> dict:
+    """model.predict as ``cores`` processes of one thread each, each over its share of the images at the same time
+    (a small CNN's convolutions do not split well over threads); a repeat lasts as long as its slowest share."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--predict-baseline", store_url, model_dir, str(repeats), "--threads", "1"]
+    with tempfile.TemporaryDirectory() as barrier:
+        children = [
+            subprocess.Popen(
+                [*cmd, "--part", f"{k}/{cores}", "--barrier", barrier],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
+            for k in range(cores)
+        ]
+        outs = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    if any(child.returncode for child in children):
+        raise RuntimeError("a share of the per-core predict baseline failed")
+    seconds = [max(times) for times in zip(*(out["seconds"] for out in outs), strict=True)]
+    images = sum(out["images"] for out in outs)
+    return {
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": round(images / statistics.median(seconds), 1),
+        "threads": 1,
+        "processes": cores,
+    }
 
 
 # -- the whole run ---------------------------------------------------------------------------------
@@ -378,10 +417,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline_cpu2.json"))
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to (re)run")
     parser.add_argument("--predict-baseline", nargs=3, metavar=("STORE", "MODEL", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.predict_baseline:
         store, model, repeats = args.predict_baseline
-        print(json.dumps(predict_baseline(store, model, int(repeats))))
+        part = tuple(int(v) for v in args.part.split("/"))
+        print(json.dumps(predict_baseline(store, model, int(repeats), args.threads, part, args.barrier)))
         return
     only = set(args.only.split(","))
     unknown = only - set(PARTS)

@@ -59,7 +59,8 @@ def growth(results: dict) -> dict:
 
 def limit_rates(results: dict) -> tuple[float | None, float | None]:
     """Images per second of the two plain-Python limits, each from the fastest of its repeats (a limit is what
-    the work can reach; the slower repeats were disturbed): ingest on one core times two, predict on two threads."""
+    the work can reach; the slower repeats were disturbed): ingest on one core times two, predict in the faster of
+    its two forms (one process on two threads, or a process per core)."""
     limits = results.get("plain_python_limits", {})
     ingest, predict = limits.get("ingest"), limits.get("predict")
     ingest_rate = 2 * ingest["images"] / min(ingest["seconds"]) if ingest else None
