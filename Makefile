@@ -205,7 +205,7 @@ bench-web: setup ## the web app's page loads (median, p95) with 1,500 and 100,00
 bench-monitor: setup ## monitoring's false alarms on 30 usual nights (and 9 more deals), each shift's alerts (~7 min)
 	$(PY) bench/monitor.py
 
-bench-release: setup ## the NIH release's 112,120 rows at 1/16, 1/4 and whole, each job against its Spark peer (~2.5 h; needs the NIH sample)
+bench-release: setup ## the NIH release's 112,120 rows at 1/16, 1/4 and whole, each job against its Spark peer (1-2.5 h on 2 cores; needs the NIH sample)
 	$(PY) bench/release.py --sizes 16,4,1
 	$(PY) bench/release_report.py --plot docs/release_growth.png
 
