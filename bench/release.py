@@ -419,7 +419,8 @@ def main() -> None:
     sizes = sorted((int(s) for s in args.sizes.split(",")), reverse=True)  # the smallest first: it trains
     started = time.monotonic()
     results: dict = {"benchmark": "release", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "sizes": {}}
-    if (args.resume or args.redo or args.limits_again) and Path(args.out).exists():  # the sizes already measured, with their champion
+    # the sizes already measured, with their champion
+    if (args.resume or args.redo or args.limits_again) and Path(args.out).exists():
         results = json.loads(Path(args.out).read_text())
 
     def save() -> None:  # each step kept as it finishes
