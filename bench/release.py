@@ -275,6 +275,10 @@ def queries(lake: Path, work: Path) -> dict:
     return out
 
 
+def lake_of(every: int, work: Path) -> Path:
+    return work / f"lake-1of{every}"
+
+
 def one_size(every: int, cache: Path, work: Path, model_dir: str | None, result: dict, save) -> str:
     """Every step at one size into ``result`` (``save()`` after each); the model directory (trained here when none
     is given)."""
@@ -362,10 +366,6 @@ REDO = {
 }
 
 
-def lake_of(every: int, work: Path) -> Path:
-    return work / f"lake-1of{every}"
-
-
 def redo(results: dict, steps: list[str], sizes: list[int], cache: Path, work: Path, save) -> None:
     """``steps`` again at ``sizes`` (those the results hold); the earlier figures stay under ``<step>_before``."""
     for size, measured in results["sizes"].items():
@@ -385,11 +385,11 @@ def limits(every: int, cache: Path, work: Path, model_dir: str) -> dict:
     """The plain-Python limits: decoding on the sample's films, and model.predict over the smallest store, the
     faster of one process on every core's thread and one single-thread process per core."""
     ingest = ingest_baseline(SAMPLE, repeats=2)
-    store = f"file://{work / f'lake-1of{every}' / 'petastorm' / 'nih'}"
+    store = f"file://{lake_of(every, work) / 'petastorm' / 'nih'}"
     one_process = predict_baseline_in_child(store, model_dir, 2)
     per_core = predict_baseline_per_core(store, model_dir, 2, os.cpu_count() or 1)
-    rate = {form: out["images"] / min(out["seconds"]) for form, out in (("one", one_process), ("per", per_core))}
-    best = per_core if rate["per"] > rate["one"] else one_process  # the limit is the faster way to run the model
+    # the limit is the faster way to run the model, each form by its fastest repeat
+    best = max(one_process, per_core, key=lambda out: out["images"] / min(out["seconds"]))
     return {"ingest": ingest, "predict": best, "predict_one_process": one_process, "predict_per_core": per_core}
 
 
