@@ -366,6 +366,11 @@ REDO = {
 }
 
 
+def model_of(results: dict) -> str:
+    """The champion's folder (kept in the results relative to the repository)."""
+    return str(ROOT / results["model_dir"])
+
+
 def redo(results: dict, steps: list[str], sizes: list[int], cache: Path, work: Path, save) -> None:
     """``steps`` again at ``sizes`` (those the results hold); the earlier figures stay under ``<step>_before``."""
     for size, measured in results["sizes"].items():
@@ -376,7 +381,7 @@ def redo(results: dict, steps: list[str], sizes: list[int], cache: Path, work: P
             log(f"  {size} {step} again")
             if step in measured:
                 measured[f"{step}_before"] = measured[step]
-            measured[step] = REDO[step](every, cache, work, results["model_dir"])
+            measured[step] = REDO[step](every, cache, work, model_of(results))
             log(f"  {size} {step}: {measured[step]}")
             save()
 
@@ -432,16 +437,16 @@ def main() -> None:
     if args.limits_again:  # on the smallest size's lake, which the run left
         results["plain_python_limits_before"] = results["plain_python_limits"]
         smallest = max(int(size.split("/")[1]) for size in results["sizes"])
-        results["plain_python_limits"] = limits(smallest, cache, work, results["model_dir"])
+        results["plain_python_limits"] = limits(smallest, cache, work, model_of(results))
         save()
         return
-    model_dir = results.get("model_dir")
+    model_dir = model_of(results) if "model_dir" in results else None
     for every in sizes:
         if "sql" in results["sizes"].get(f"1/{every}", {}):  # a size cut short is measured again from the start
             continue
         results["sizes"][f"1/{every}"] = {}
         model_dir = one_size(every, cache, work, model_dir, results["sizes"][f"1/{every}"], save)
-        results["model_dir"] = model_dir
+        results["model_dir"] = os.path.relpath(model_dir, ROOT)  # the results name no folder of this machine
         if every == sizes[0]:
             results["plain_python_limits"] = limits(every, cache, work, model_dir)
         save()
