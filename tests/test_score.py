@@ -361,3 +361,68 @@ def test_scoring_reads_the_stores_own_files_in_splits_and_shuffles_no_film(spark
         rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=True)
         plan = rows._jdf.queryExecution().executedPlan().toString()
     assert "BroadcastHashJoin" in plan and "LeftAnti" in plan and "SortMergeJoin" not in plan
+
+
+def nan_model_folder(source: str, dest: Path, version: str) -> Path:
+    """The small model with its classifier's bias set to NaN: a real Keras model whose every output is NaN."""
+    from xray_spark.models import load_model_safely
+
+    shutil.copytree(source, dest)
+    model = load_model_safely(str(dest / "model.keras"))
+    last = next(layer for layer in reversed(model.layers) if len(layer.get_weights()) == 2)  # the classifier
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, np.full_like(bias, np.nan)])
+    model.save(str(dest / "model.keras"))
+    meta = json.loads((dest / "model.json").read_text())
+    (dest / "model.json").write_text(json.dumps(meta | {"version": version}))
+    return dest
+
+
+def test_a_models_nan_outputs_are_never_a_probability_call_or_delivery(spark, scored_lake, small_model, tmp_path):
+    """A champion whose outputs are all NaN: no film is scored, called or put anywhere; each is recorded with its
+    reason in xray.not_scored once; registration refuses such a model outright."""
+    from xray_spark.errors import ModelRefused
+    from xray_spark.registry import record_model, register_model
+
+    settings, lake = scored_lake
+    folder = nan_model_folder(small_model["model_dir"], Path(lake.root) / "models" / "nan-model", "nan-model")
+    with pytest.raises(ModelRefused, match=r"NaN or infinite outputs on probe films .*\(4 of 4 films\)"):
+        register_model(spark, lake, str(folder), dataset=settings.dataset)
+    record_model(spark, lake, read_card(str(folder)), dataset=settings.dataset)  # as if it slipped in
+    summary = scoring.run_scoring(spark, lake, settings, model_path=str(folder), new_only=True)
+    assert summary["to_score"] == 160 and summary["written"] == 0
+    assert summary["not_scored"]["films"] == 160 and "NaN" in summary["not_scored"]["reason"]
+    assert summary["heatmaps"]["written"] == 0
+    predictions = _predictions(spark, lake).where(F.col("model_version") == "nan-model")
+    assert predictions.count() == 0
+    refused = spark.table("xray.not_scored").where(F.col("model_version") == "nan-model")
+    assert refused.count() == 160 and refused.select("image_id").distinct().count() == 160
+    assert {r["reason"] for r in refused.select("reason").distinct().collect()} == {udf.NON_FINITE}
+    again = scoring.run_scoring(spark, lake, settings, model_path=str(folder), new_only=True)
+    assert again["to_score"] == 0 and again["not_scored"]["films"] == 0  # recorded once, not every night
+
+
+def test_a_film_with_one_infinite_output_is_set_aside_and_the_others_are_scored(spark, scored_lake, small_model):
+    """The clamp in calibration ordered NaN above every number: a non-finite output is caught before it."""
+    settings, lake = scored_lake
+    card = resolve_model(spark, lake, path=small_model["model_dir"])
+    rows = scoring.studies_to_score(spark, lake, settings.dataset, card.version, new_only=False).limit(12).coalesce(1)
+    poisoned = {"nan": np.nan, "inf": np.inf}
+
+    def loader(ref):
+        def predict(pixels):
+            out = np.full((len(pixels), ref.n_labels), 0.2, np.float32)
+            means = pixels.reshape(len(pixels), -1).mean(axis=1)
+            out[means == means.max(), 3] = poisoned["nan"]
+            out[means == means.min(), 0] = poisoned["inf"]
+            return out
+
+        return predict
+
+    run = ScoreRun("t", settings.dataset, card, dt.datetime(2026, 1, 1))
+    out = udf.score_frame(rows, run, batch_size=12, make_predict_fn=loader).collect()
+    assert len(out) == 12
+    refused = [r for r in out if r[udf.NOT_SCORED] is not None]
+    assert len(refused) == 2 and all(r[udf.NOT_SCORED] == udf.NON_FINITE for r in refused)
+    kept = [r for r in out if r[udf.NOT_SCORED] is None]
+    assert all(r["positive_findings"] is not None for r in kept)

@@ -34,6 +34,8 @@ EXIT_BUSY = 75
 EXIT_UNDELIVERED = 4
 #: monitor ran with monitor.fail_on_alert, and a night raised an alert (what moved is in the summary).
 EXIT_DRIFT = 5
+#: score ran, and the model's outputs for some films were not finite: those films are in xray.not_scored.
+EXIT_NOT_SCORED = 6
 
 #: The signal that stopped the job (SIGINT or SIGTERM), once one arrived.
 _stopped_by: list[int] = []

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from xray_spark.errors import ModelRefused, UsageError
 from xray_spark.lake import write_json_atomic
 from xray_spark.models import MODEL_SUFFIX, check_model_format, load_model_safely
@@ -122,14 +124,49 @@ def read_card(path: str) -> ModelCard:
 
 
 def load_checked(card: ModelCard) -> Any:
-    """The card's model, loaded safely, whose input and outputs are what its model.json says."""
+    """The card's model, loaded safely, whose input and outputs are what its model.json says, whose
+    validation record is a number, and whose outputs on probe films (black, grey, white, a gradient) are finite."""
     model = load_model_safely(card.model_file)
     if tuple(model.input_shape[1:]) != (card.size, card.size, 1) or model.output_shape[-1] != len(card.labels):
         raise UsageError(
             f"model file {card.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
             f"outputs; its {META_FILE} says ({card.size}, {card.size}, 1) and {len(card.labels)} labels"
         )
+    check_validation_record(card.meta, card.path)
+    ramp = np.linspace(0, 255, card.size, dtype=np.float32).astype(np.uint8)
+    probes = np.stack([np.full((card.size, card.size), v, np.uint8) for v in (0, 128, 255)] + [np.add.outer(
+        ramp // 2, ramp // 2).astype(np.uint8)])[..., None]
+    out = np.asarray(model.predict(probes, verbose=0), dtype=np.float64)
+    check_finite_outputs(out, f"model file {card.model_file}", "on probe films (black, grey, white, a gradient)")
     return model
+
+
+def check_finite_outputs(outputs: np.ndarray, what: str, where: str) -> None:
+    """Refuse a model some of whose outputs are NaN or infinite: such an output is never a probability."""
+    bad = ~np.isfinite(np.asarray(outputs, dtype=np.float64))
+    if bad.any():
+        rows = int(bad.any(axis=-1).sum()) if bad.ndim > 1 else int(bad.sum())
+        raise ModelRefused(
+            f"{what} gives NaN or infinite outputs {where} ({rows} of {len(bad)} films): a broken model "
+            "(diverged training, poisoned labels or damaged weights) is never registered; retrain it"
+        )
+
+
+def check_validation_record(meta: dict[str, Any], where: str) -> None:
+    """Refuse a card whose validation mean AUROC is recorded as NaN or not a number (a model that learned nothing
+    measurable, or whose validation outputs were broken); a card with no validation record at all passes."""
+    value = meta.get("val_auroc_mean")
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise ModelRefused(
+            f"model {meta.get('version')} ({where}) records a validation mean AUROC of {value!r}: its validation "
+            "outputs were broken or no finding could be measured; it is not registered"
+        )
 
 
 def check_labels(labels: list[str], meta_path: str) -> None:

@@ -90,6 +90,18 @@ QUARANTINE_SCHEMA = StructType(
     ]
 )
 
+#: ``xray.not_scored``: one row per film a model's run could not score (its outputs were not finite), and why.
+NOT_SCORED_SCHEMA = StructType(
+    [
+        StructField("image_id", StringType(), False),
+        StructField("model_version", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("scored_at", TimestampType(), False),
+        StructField("dataset", StringType(), False),
+    ]
+)
+
 #: ``xray.boxes``: the hand-drawn boxes of the bounding-box file, labels in ChestX-ray14 spelling.
 BOXES_SCHEMA = StructType(
     [

@@ -26,6 +26,7 @@ TABLES: tuple[str, ...] = (
     "models",
     "model_aliases",
     "predictions",
+    "not_scored",
     "evaluations",
     "dicom_instances",
     "patient_keys",

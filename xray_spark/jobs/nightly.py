@@ -14,7 +14,9 @@ queries and the Python workers start once instead of three times. Without the de
 (a late one) it stops in one line (exit 2) before Spark starts, and nothing is ingested or scored.
 With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS.
 Between score and worklist, ``monitor`` tests tonight against the reference and names what moved
-(exit 5 when it did and ``monitor.fail_on_alert`` is set; an undelivered night's 4 comes first).
+(exit 5 when it did and ``monitor.fail_on_alert`` is set; an undelivered night's 4 comes first, and
+a night whose model gave some film a NaN or infinite output exits 6 before both: those films are in
+``xray.not_scored``, never called nor delivered).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)
             cli.write_summary_json(args.summary_json, summary, settings)
+        if summary["score"]["not_scored"]["films"]:  # a broken model: before anything else
+            return cli.EXIT_NOT_SCORED
         if summary.get("deliver", {}).get("failed"):
             return cli.EXIT_UNDELIVERED
         return cli.EXIT_DRIFT if settings.monitor.fail_on_alert and summary["monitor"].get("alerts") else 0

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(score_summary_text(summary, new_only=args.new_only))
         cli.write_summary_json(args.summary_json, summary, settings)
-        return 0
+        return cli.EXIT_NOT_SCORED if summary["not_scored"]["films"] else 0
 
     return cli.run_job("score", body, args)
 

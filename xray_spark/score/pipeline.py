@@ -12,6 +12,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import shutil
 import time
 from typing import Any
 
@@ -26,12 +30,17 @@ from xray_spark.lake import Lake
 from xray_spark.model_card import ModelCard
 from xray_spark.models import check_model_format
 from xray_spark.registry import resolve_model
-from xray_spark.schema import predictions_schema
+from xray_spark.schema import NOT_SCORED_SCHEMA, predictions_schema
 from xray_spark.score.heatmap_run import write_heatmaps
-from xray_spark.score.publish import PREDICTIONS, PUBLISH_NEEDS, clean_staging, publish_run
+from xray_spark.score.publish import PREDICTIONS, PUBLISH_NEEDS, clean_staging, publish_run, staging_root
 from xray_spark.score.run import ScoreRun
-from xray_spark.score.udf import ARROW_BATCH_IMAGES, score_frame
+from xray_spark.score.udf import ARROW_BATCH_IMAGES, NON_FINITE, NOT_SCORED, score_frame
 from xray_spark.session import temporary_conf
+
+log = logging.getLogger("xray_spark.score")
+
+#: The table of films a run could not score, with the reason.
+NOT_SCORED_TABLE = "not_scored"
 
 
 def run_scoring(
@@ -102,6 +111,7 @@ def plan_run(spark: SparkSession, lake: Lake, run: ScoreRun) -> dict[str, Any]:
         "score_date": run.score_date,
         "scored_at": run.scored_at.isoformat(),
         "stale_staging_removed": stale,
+        "not_scored": {"films": 0},
     }
 
 
@@ -131,8 +141,38 @@ def score_and_publish(spark: SparkSession, lake: Lake, run: ScoreRun, settings: 
         if rows.rdd.getNumPartitions() < cores:
             rows = rows.repartition(cores)  # a small store: its films are few, the shuffle cheap
         scored = score_frame(rows, run, batch_size=batch_size, urgency=settings.score.urgency)
-        scored = scored.select(*predictions_schema(run.card.labels).fieldNames())  # the table's documented order
-        return publish_run(scored, lake, score_date=run.score_date, run_id=run.run_id)
+        return publish_scored(spark, lake, run, scored, summary)
+
+
+def publish_scored(spark: SparkSession, lake: Lake, run: ScoreRun, scored: DataFrame, summary: dict) -> int:
+    """Publish the films the model scored; record in ``xray.not_scored`` those it could not, with the reason.
+
+    The model runs once: the run's rows (no pixels) are staged, then split. A film whose outputs were
+    not finite never reaches ``xray.predictions``, so no call, heatmap, worklist line or delivery is made
+    of it; ``summary["not_scored"]`` counts them, and ``new_only`` runs of this version skip them.
+    """
+    staged_dir = os.path.join(staging_root(lake, PREDICTIONS), f"{run.run_id}-all")
+    scored.write.mode("overwrite").parquet(lake.url_of(staged_dir))
+    try:
+        staged = spark.read.parquet(lake.url_of(staged_dir))
+        good = staged.where(F.col(NOT_SCORED).isNull()).select(*predictions_schema(run.card.labels).fieldNames())
+        bad = staged.where(F.col(NOT_SCORED).isNotNull()).select(
+            "image_id",
+            "model_version",
+            F.col(NOT_SCORED).alias("reason"),
+            F.lit(run.run_id).alias("run_id"),
+            "scored_at",
+            "dataset",
+        )
+        refused = bad.count()
+        summary["not_scored"] = {"films": refused, "reason": NON_FINITE} if refused else {"films": 0}
+        if refused:
+            log.error("%d of the run's films were not scored: %s", refused, NON_FINITE)
+            bad = bad.select(*[F.col(f.name).cast(f.dataType) for f in NOT_SCORED_SCHEMA.fields])
+            tables.write_table(bad, lake, NOT_SCORED_TABLE, mode="append")
+        return publish_run(good, lake, score_date=run.score_date, run_id=run.run_id)
+    finally:
+        shutil.rmtree(staged_dir, ignore_errors=True)
 
 
 def split_bytes(spark: SparkSession, url: str, tasks: int) -> int:
@@ -166,9 +206,11 @@ def studies_to_score(spark: SparkSession, lake: Lake, dataset: str, version: str
 
 
 def scored_ids(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:
-    """The image ids of ``dataset`` that ``version`` has scored: a prediction is of (dataset, image, model)."""
-    predictions = tables.read_table(spark, lake, PREDICTIONS)
-    if predictions is None:
-        return None
+    """The image ids of ``dataset`` that ``version`` has scored, or could not score (``xray.not_scored``):
+    a prediction is of (dataset, image, model), and a film a model cannot score is tried again by another model."""
     mine = (F.col("model_version") == version) & (F.col("dataset") == dataset)
-    return predictions.where(mine).select("image_id").distinct()
+    done = [t.where(mine).select("image_id") for t in (tables.read_table(spark, lake, n)
+            for n in (PREDICTIONS, NOT_SCORED_TABLE)) if t is not None]
+    if not done:
+        return None
+    return functools.reduce(DataFrame.unionByName, done).distinct()

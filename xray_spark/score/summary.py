@@ -15,6 +15,9 @@ def score_summary_text(summary: Mapping[str, Any], *, new_only: bool) -> str:
         f"  {summary['written']:,} predictions written to xray.predictions "
         f"(score_date={summary['score_date']}) in {summary['seconds']:.1f} s",
     ]
+    refused = summary.get("not_scored", {}).get("films", 0)
+    if refused:
+        lines.append(f"  NOT SCORED: {refused:,} films, {summary['not_scored']['reason']} (xray.not_scored)")
     maps = summary["heatmaps"]
     if maps["written"]:
         lines.append(

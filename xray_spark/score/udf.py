@@ -24,6 +24,17 @@ from xray_spark.score.runtime import ModelRef, PredictFn, predict_png_udf
 #: Rows per Arrow batch sent to the scoring UDF, in model batches.
 ARROW_BATCH_IMAGES = 4
 
+#: The column :func:`score_frame` adds: why a film is not scored (null when it is).
+NOT_SCORED = "not_scored_reason"
+#: A film whose model outputs hold NaN or an infinity: a broken model's output is never a probability
+#: (Spark orders NaN above every number, so clamping it would make it 1 - eps, a certain call).
+NON_FINITE = "the model's output is not a finite number (NaN or infinite): not scored, nothing called"
+
+
+def non_finite(raw: Column) -> Column:
+    """Whether any of a film's raw outputs is NaN, infinite or missing."""
+    return F.exists(raw, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+
 
 def prediction_columns(labels: Sequence[str]) -> list[str]:
     return [probability_column(label) for label in labels]
@@ -49,7 +60,8 @@ def score_frame(
     """Predictions for ``rows``: calibrated and raw scores per label, the top finding, the positives, the risk.
 
     A finding is called positive when its calibrated probability reaches its threshold; one
-    without a threshold (not calibrated) is never called. ``make_predict_fn`` is the model
+    without a threshold (not calibrated) is never called. A film whose raw outputs are not all
+    finite has its reason in :data:`NOT_SCORED` (null otherwise): its other columns mean nothing. ``make_predict_fn`` is the model
     loader (default: the one for the model file's format, :data:`~xray_spark.score.runtime.LOADERS`).
     """
     card = run.card
@@ -85,4 +97,5 @@ def score_frame(
         F.transform(positives, lambda z: z["label"]).alias("positive_findings"),
         *risk.risk_columns(labels),
         *raw_cols,
+        F.when(non_finite(F.col("_raw")), F.lit(NON_FINITE)).alias(NOT_SCORED),
     )

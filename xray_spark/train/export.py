@@ -11,7 +11,7 @@ import numpy as np
 
 from xray_spark import report
 from xray_spark.labels import column_name
-from xray_spark.model_card import MODEL_FILE, threshold_rule_text, write_card
+from xray_spark.model_card import MODEL_FILE, check_finite_outputs, check_validation_record, threshold_rule_text, write_card
 from xray_spark.models import preprocessing_spec
 from xray_spark.operating import operating_points
 from xray_spark.train import checkpoints as ckpt
@@ -31,6 +31,8 @@ def finish_model(
     best = np.load(os.path.join(plan.checkpoint_dir, state["best_predictions"]))
     val_p, val_y = best["p"], best["y"]
     best_row = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
+    check_finite_outputs(val_p, f"the trained model {plan.version}", "on the validation films")
+    check_validation_record({"version": plan.version, "val_auroc_mean": best_row["val_auroc_mean"]}, plan.model_dir)
     # Saved from an uncompiled twin: the file carries the architecture (preprocessing
     # included) and the weights, not the optimizer or the training loss.
     clean = plan.build()
