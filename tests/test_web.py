@@ -338,3 +338,54 @@ def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app
         assert sorted(row["confirmed"] + row["rejected"] + row["missed"]) == sorted(s["findings"])
     for path in (Path(app["lake"]) / "tables" / "verdicts").rglob("*.parquet"):
         assert SCRIPT.encode() not in path.read_bytes(), "a note never reaches the table"
+
+
+def test_forty_simultaneous_guesses_get_three_checked_and_one_per_wait(app, tmp_path):
+    """Counting and checking are one step: simultaneous wrong guesses for one name cannot share the free failures."""
+    from xray_spark.web.accounts import Accounts
+
+    accounts = Accounts(str(tmp_path / "accounts.sqlite"))
+    accounts.add_user("carol", PASSWORD)
+    keys = ("name:carol", "addr:10.0.0.9")
+    admitted: list[float] = []
+    start = threading.Barrier(40)
+
+    def guess() -> None:
+        start.wait()
+        if accounts.admit(*keys) == 0:
+            admitted.append(time.monotonic())
+            assert accounts.sign_in("carol", "a wrong guess", "10.0.0.9") is None
+
+    threads = [threading.Thread(target=guess) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(admitted) == 3
+    time.sleep(1.1)  # the first wait (1 s) is over: of 10 more at once, exactly one is admitted
+    start = threading.Barrier(10)
+    threads = [threading.Thread(target=guess) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(admitted) == 4
+    assert accounts.admit(*keys) > 1  # and the next waits 2 s
+
+
+def test_a_picture_request_never_reads_beyond_the_lakes_own_datasets(app, tmp_path):
+    """``dataset=../..`` or an absolute path: no dataset of the lake, so no folder is read; a real one still works."""
+    url = app["url"]
+    http = _signed_in(url, "alice")
+    good = http.get(f"{url}picture", params={"dataset": "nih", "id": app["top"]})
+    assert good.status_code == 200 and good.content[:8] == b"\x89PNG\r\n\x1a\n"
+    elsewhere = tmp_path / "other-lake"
+    shutil.copytree(Path(app["lake"]) / "petastorm", elsewhere / "petastorm", symlinks=False)
+    for name in ("../..", "../../" * 12, str(elsewhere / "petastorm" / "nih"), "nih/../nih", "nih/."):
+        t0 = time.monotonic()
+        answer = http.get(f"{url}picture", params={"dataset": name, "id": app["top"]})
+        assert answer.status_code == 404 and time.monotonic() - t0 < 5, name
+        overlay = http.get(f"{url}overlay", params={"dataset": name, "id": app["top"], "finding": "Mass", "v": "x"})
+        assert overlay.status_code == 404, name
+    log = (app["state"] / "server.log").read_text(errors="replace")
+    assert "Traceback" not in log

@@ -4,7 +4,9 @@ Passwords are stored as scrypt hashes (the standard library's ``hashlib.scrypt``
 p=1, a 16-byte salt per password): memory-hard, so a stolen file is slow to crack on a GPU.
 A session is a random id in a signed cookie; signing out deletes it here, so a copied cookie
 stops working too. After ``free_failures`` failed sign-ins for a name or from an address, each
-next attempt waits 1 s, then 2 s, 4 s, ... (up to ``max_delay``) before it is even checked.
+next attempt waits 1 s, then 2 s, 4 s, ... (up to ``max_delay``) before it is even checked. An
+attempt is counted in the same transaction that finds it may go ahead, before its password is
+checked: simultaneous guesses are admitted one at a time, and each wait lets one through.
 """
 
 from __future__ import annotations
@@ -106,32 +108,47 @@ class Accounts:
         with closing(self._connect()) as db:
             return [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
 
-    def wait_left(self, *keys: str) -> float:
-        """Seconds before the next sign-in attempt for these keys (a name, an address) may be checked."""
-        now, left = time.time(), 0.0
+    def admit(self, *keys: str) -> float:
+        """Count a sign-in attempt against these keys (a name, an address) and say whether it may be checked.
+
+        In one write transaction: the wait left for the keys is read and, when there is none, the
+        attempt is counted as a failure *before* its password is checked (a success clears it). Two
+        attempts at once can never both pass on the same free slot; returns the seconds to wait (0:
+        admitted).
+        """
+        now = time.time()
         with closing(self._connect()) as db:
-            for key in keys:
-                row = db.execute("SELECT count, last FROM failures WHERE key = ?", (key,)).fetchone()
-                if row and row[0] >= self.free_failures:
-                    delay = min(self.max_delay, 2.0 ** (row[0] - self.free_failures))
-                    left = max(left, row[1] + delay - now)
-        return left
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                left = 0.0
+                for key in keys:
+                    row = db.execute("SELECT count, last FROM failures WHERE key = ?", (key,)).fetchone()
+                    if row and row[0] >= self.free_failures:
+                        delay = min(self.max_delay, 2.0 ** (row[0] - self.free_failures))
+                        left = max(left, row[1] + delay - now)
+                if left <= 0:
+                    for key in keys:
+                        db.execute(
+                            "INSERT INTO failures VALUES (?, 1, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET count = count + 1, last = excluded.last",
+                            (key, now),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return max(left, 0.0)
 
     def sign_in(self, name: str, password: str, address: str) -> Session | None:
-        """A new session when the password is right; a failure is counted against the name and the address."""
+        """A new session when the password is right (the attempt was counted by :meth:`admit`; a success clears
+        the count of the name and the address)."""
         keys = (f"name:{name.lower()}", f"addr:{address}")
         with closing(self._connect()) as db:
             row = db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
         ok = check_password(password, row[0] if row else _DUMMY) and row is not None
+        if not ok:
+            return None
         with closing(self._connect()) as db:
-            if not ok:
-                for key in keys:
-                    db.execute(
-                        "INSERT INTO failures VALUES (?, 1, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET count = count + 1, last = excluded.last",
-                        (key, time.time()),
-                    )
-                return None
             db.executemany("DELETE FROM failures WHERE key = ?", [(k,) for k in keys])
             session = Session(secrets.token_urlsafe(32), name, secrets.token_urlsafe(32))
             db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (session.sid, name, session.csrf, time.time()))

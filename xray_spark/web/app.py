@@ -119,7 +119,7 @@ def _account_routes(app: Flask) -> None:
             session["pre_csrf"] = session.get("pre_csrf") or secrets.token_urlsafe(32)
             return _page("signin.html", csrf=session["pre_csrf"], next=request.args.get("next", ""))
         name, address = request.form.get("name", "")[:64], request.remote_addr or "?"
-        wait = accounts.wait_left(f"name:{name.lower()}", f"addr:{address}")
+        wait = accounts.admit(f"name:{name.lower()}", f"addr:{address}")  # checked and counted in one step
         if wait > 0:
             seconds = math.ceil(wait)
             message = f"Too many failed sign-ins: try again in {seconds} s."

@@ -139,15 +139,24 @@ class LakeView:
         rows = latest[latest["image_id"] == image_id].to_dict("records")
         return _film(rows[0]) if rows else None
 
+    def known(self, dataset: str) -> str | None:
+        """The lake's own name of ``dataset`` when its catalog holds one (predictions scored for it), else None.
+
+        Every path the app reads is built from this name, never from a request's text: ``../..`` or
+        an absolute path is no dataset of the lake, so it reaches no folder.
+        """
+        names = self.datasets()
+        return next((name for name in names if name == dataset), None)
+
     def heatmaps(self, dataset: str, wanted: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], bytes]:
         """The newest stored heatmap PNG of each (image_id, finding, model_version) in ``wanted``: one scan."""
-        path = os.path.join(self.root, "tables", "heatmaps", f"dataset={dataset}")
-        if not os.path.isdir(path) or not wanted:
+        path = os.path.join(self.root, "tables", "heatmaps")
+        if self.known(dataset) is None or not os.path.isdir(path) or not wanted:
             return {}
-        data = pads.dataset(path, format="parquet")
+        data = pads.dataset(path, format="parquet", partitioning="hive")
         rows = data.to_table(
             columns=["image_id", "finding", "model_version", "heatmap_png", "scored_at"],
-            filter=pads.field("image_id").isin(sorted({w[0] for w in wanted})),
+            filter=(pads.field("dataset") == dataset) & pads.field("image_id").isin(sorted({w[0] for w in wanted})),
         ).to_pylist()
         want, out, when = set(wanted), {}, {}
         for r in rows:
@@ -192,8 +201,12 @@ class LakeView:
         return png
 
     def _store_index(self, dataset: str) -> dict[str, tuple[str, int, int]]:
-        """image_id -> (file, row group, row) of the store, read from its id column alone."""
-        path = os.path.join(self.root, "petastorm", dataset)
+        """image_id -> (file, row group, row) of the store, read from its id column alone (none for a name
+        that is not one of the lake's datasets)."""
+        name = self.known(dataset)
+        if name is None:
+            return {}
+        path = os.path.join(self.root, "petastorm", name)
         key = _signature(path) if os.path.isdir(path) else ()
         with self._lock:
             cached = self._index.get(dataset)
