@@ -289,7 +289,7 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
 
 def test_the_spool_stores_an_instance_once_and_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     spool = open_spool(str(tmp_path / "spool"), str(tmp_path / "lake"))
-    assert spool.store("1.2.3.4", b"first") is True and spool.store("1.2.3.4", b"second") is False
+    assert spool.store("1.2.3.4", b"first") == "stored" and spool.store("1.2.3.4", b"first") == "held"
     assert (tmp_path / "spool" / "incoming" / "1.2.3.4.dcm").read_bytes() == b"first"
 
     def full(_fd):
@@ -308,6 +308,26 @@ def test_the_spool_stores_an_instance_once_and_a_failed_write_leaves_nothing(tmp
     assert [os.path.basename(p) for p in spool.pending()] == ["1.2.3.6.dcm"]
     spool.mark_ingested(spool.pending(), "done")
     assert spool.pending() == [] and os.listdir(spool.done) == ["1.2.3.6.dcm"]
+
+
+def test_a_film_re_sent_with_other_bytes_never_replaces_the_one_a_night_ingested(tmp_path):
+    """Once ingested (and moved to done/), a file is the source of a film in the lake: a re-send under its SOP Instance
+    UID with other pixels is kept beside it as a correction, for a person, and no night reads or moves it over."""
+    spool = open_spool(str(tmp_path / "spool"), str(tmp_path / "lake"))
+    assert spool.store("1.2.3.7", b"the film a night scored") == "stored"
+    spool.mark_ingested(spool.pending(), "done")
+    assert spool.store("1.2.3.7", b"other pixels, same UID") == "correction"
+    assert spool.store("1.2.3.7", b"other pixels, same UID") == "held"  # the same correction again
+    assert spool.store("1.2.3.7", b"the film a night scored") == "held"
+    assert spool.pending() == []  # nothing for a night
+    assert (Path(spool.done) / "1.2.3.7.dcm").read_bytes() == b"the film a night scored"
+    (correction,) = spool.correction_files()
+    assert Path(correction).read_bytes() == b"other pixels, same UID" and Path(correction).name.startswith("1.2.3.7.")
+    # A re-send that reached incoming/ before its first copy was moved (after_ingest=keep, then done) is not moved over.
+    (Path(spool.incoming) / "1.2.3.7.dcm").write_bytes(b"a third version")
+    spool.mark_ingested([str(Path(spool.incoming) / "1.2.3.7.dcm")], "done")
+    assert (Path(spool.done) / "1.2.3.7.dcm").read_bytes() == b"the film a night scored"
+    assert len(spool.correction_files()) == 2 and not list(Path(spool.incoming).iterdir())
 
 
 def spool_files(spool: Spool) -> list[Path]:

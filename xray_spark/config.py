@@ -198,6 +198,12 @@ class PromotionSettings:
     max_sensitivity_drop: float = 0.05  # per judged finding, at each model's own operating point
     level: float = 0.95  # of the intervals
     bootstrap: int = 1000  # patient resamples of the difference
+    # Before the test: the chance an equal challenger is shown non-inferior; below it the films are too few and a
+    # challenge that is not passed is INCONCLUSIVE, not FAIL (unless a finding is shown inferior).
+    power: float = 0.8
+    assumed_correlation: float = 0.5  # between the two models' AUROC estimates, for that calculation
+    # Findings the champion calls that the challenger may leave uncalled (or not have); any other drop fails.
+    may_drop: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

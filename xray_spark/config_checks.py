@@ -81,6 +81,7 @@ def check_settings(settings: Settings) -> None:
     _check_deliver(settings)
     _check_web(settings)
     _check_monitor(settings)
+    _check_promotion(settings)
     _check_spark(settings)
     if not 1 <= settings.score.batch_size <= 4096:
         raise ConfigError(
@@ -240,9 +241,13 @@ def _check_dicom_node(settings: Settings) -> None:
         raise ConfigError(f"configuration key 'dicom_node.port' must be a TCP port, got {node.port}")
     if node.max_associations < 1:
         raise ConfigError("configuration key 'dicom_node.max_associations' must be at least 1")
-    if node.max_pdu != 0 and not 4096 <= node.max_pdu <= 2**32 - 1:
-        raise ConfigError("configuration key 'dicom_node.max_pdu' must be 0 (no limit) or lie in [4096, 2^32-1]")
-    for name in ("acse", "dimse", "network", "stop"):
+    if not 1 <= node.max_associations_per_address <= node.max_associations:
+        raise ConfigError(
+            "configuration key 'dicom_node.max_associations_per_address' must lie in [1, dicom_node.max_associations]"
+        )
+    if not 4096 <= node.max_pdu <= 16 << 20:
+        raise ConfigError("configuration key 'dicom_node.max_pdu' must lie in [4096, 16777216] bytes")
+    for name in ("acse", "dimse", "network", "stop", "pdu", "association"):
         if getattr(node, f"{name}_timeout_seconds") <= 0:
             raise ConfigError(f"configuration key 'dicom_node.{name}_timeout_seconds' must be positive")
     if node.after_ingest not in ("keep", "done"):
@@ -317,6 +322,23 @@ def parse_reference(text: str) -> tuple[str, int]:
     raise ConfigError(
         f"configuration key 'monitor.reference' must be nights:N (N >= 1, e.g. nights:7) or validation, got {text!r}"
     )
+
+
+def _check_promotion(settings: Settings) -> None:
+    """``promotion.*`` in range, its droppable findings known."""
+    rule = settings.promotion
+    for name in ("level", "power"):
+        if not 0 < getattr(rule, name) < 1:
+            raise ConfigError(f"configuration key 'promotion.{name}' must lie in (0, 1), got {getattr(rule, name)}")
+    if not 0 <= rule.assumed_correlation < 1:
+        raise ConfigError(
+            f"configuration key 'promotion.assumed_correlation' must lie in [0, 1), got {rule.assumed_correlation}"
+        )
+    if not 0 < rule.non_inferiority_margin < 1:
+        raise ConfigError("configuration key 'promotion.non_inferiority_margin' must lie in (0, 1)")
+    unknown = [f for f in rule.may_drop if f not in FINDINGS]
+    if unknown:
+        raise ConfigError(f"configuration key 'promotion.may_drop' names unknown findings {unknown}")
 
 
 def _check_monitor(settings: Settings) -> None:

@@ -36,11 +36,14 @@ class DicomNodeSettings:
     # Calling AE titles allowed, each with the address it must come from: ["PACS@10.1.2.3"].
     # Empty: any AE title, and only on a loopback host.
     allow: list[str] = dataclasses.field(default_factory=list)
-    max_associations: int = 10
-    max_pdu: int = 262144  # the largest PDU the node receives, bytes (0: no limit)
+    max_associations: int = 20
+    max_associations_per_address: int = 10  # connections one address may hold (checked at accept)
+    max_pdu: int = 262144  # the largest PDU the node announces and receives, bytes
     acse_timeout_seconds: float = 30.0  # association negotiation
     dimse_timeout_seconds: float = 60.0  # a DIMSE message (one C-STORE) once its association is up
     network_timeout_seconds: float = 60.0  # an idle connection is closed
+    pdu_timeout_seconds: float = 30.0  # each PDU must arrive whole within this (a trickle is cut off)
+    association_timeout_seconds: float = 3600.0  # a whole association, from its first byte
     stop_timeout_seconds: float = 30.0  # stop waits this long for the associations in flight
     # After a successful night: keep the files where they are (marked ingested), or move them to done/.
     after_ingest: str = "keep"  # keep | done

@@ -7,11 +7,14 @@
       .receiving/      instances being written; never read by prepare, emptied at each start
       incoming/        one file per SOP Instance UID: <uid>.dcm, complete and synced
       done/            files a successful night moved out of incoming/ (dicom_node.after_ingest=done)
+      corrections/     an instance re-sent with other bytes under a SOP Instance UID the spool holds:
+                       <uid>.<digest>.dcm, kept for a person, never read by a night, never over the first
       ingested.txt     names in incoming/ that a successful night ingested (after_ingest=keep)
 
 A file reaches ``incoming/`` only whole: written under ``.receiving/``, flushed and synced,
 then linked into place (a link, not a rename, so a second copy of the same instance never
-replaces the first) and its folder synced. What a PACS was told was stored survives a crash
+replaces the first) and its folder synced. A file a night ingested is never replaced: the film
+in the lake was scored from it, and delivery re-joins its identity from it. What a PACS was told was stored survives a crash
 of the node or of the machine. The spool holds what the PACS sent, identity included, so it
 lives outside the lake (:func:`open_spool` refuses a spool inside it), as the pseudonym key does.
 """
@@ -19,6 +22,7 @@ lives outside the lake (:func:`open_spool` refuses a spool inside it), as the ps
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -33,12 +37,38 @@ MARKER = ".xray-spool"
 RECEIVING = ".receiving"
 INCOMING = "incoming"
 DONE = "done"
+CORRECTIONS = "corrections"
 LEDGER = "ingested.txt"
 SUFFIX = ".dcm"
 #: What ``dicom_node.after_ingest`` may be.
 AFTER_INGEST = ("keep", "done")
 #: A DICOM UID: digit components separated by dots, at most 64 characters (PS3.5 9.1).
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+#: What :meth:`Spool.store_file` did with an instance.
+STORED, HELD, CORRECTION = "stored", "held", "correction"
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def same_bytes(a: str, b: str) -> bool:
+    """Whether two files hold the same bytes (compared a MiB at a time)."""
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 class BadInstance(ValueError):
@@ -79,14 +109,12 @@ class Spool:
             raise BadInstance("the SOP Instance UID is not a DICOM UID (digits and dots, at most 64 characters)")
         return uid + SUFFIX
 
-    def store(self, sop_uid: str, data: bytes) -> bool:
-        """Make one instance durable under ``incoming/``; False when that SOP instance is there already.
+    @property
+    def corrections(self) -> str:
+        return os.path.join(self.root, CORRECTIONS)
 
-        Raises :class:`OSError` when it cannot be written (a full disk): nothing is left behind then.
-        """
-        final = os.path.join(self.incoming, self.name_of(sop_uid))
-        if os.path.exists(final):
-            return False
+    def store(self, sop_uid: str, data: bytes) -> str:
+        """:meth:`store_file` for bytes in memory (written under ``.receiving/`` first)."""
         temporary = os.path.join(self.receiving, f"{secrets.token_hex(8)}.part")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,15 +125,51 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            try:
-                os.link(temporary, final)
-            except FileExistsError:  # the same instance arrived on another association meanwhile
-                return False
-            _fsync_dir(self.incoming)
-            return True
+            return self.store_file(sop_uid, temporary)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(temporary)
+
+    def store_file(self, sop_uid: str, received: str) -> str:
+        """Make one received, synced file (under ``.receiving/``) durable in the spool; says what became of it.
+
+        ``STORED``: linked into ``incoming/`` (a link, so a second copy never replaces the first).
+        ``HELD``: the same bytes are in the spool already (in ``incoming/``, ``done/`` or among the
+        corrections). ``CORRECTION``: an instance of this SOP Instance UID with other bytes is there
+        already, perhaps ingested and scored: that file is never replaced, this one is kept in
+        ``corrections/<uid>.<digest>.dcm`` for a person to look at, and no night reads it.
+        Raises :class:`OSError` when it cannot be written (a full disk): nothing is left behind then.
+        """
+        name = self.name_of(sop_uid)
+        for existing in (os.path.join(self.incoming, name), os.path.join(self.done, name)):
+            if os.path.exists(existing):
+                return self._beside(existing, received, name)
+        try:
+            os.link(received, os.path.join(self.incoming, name))
+        except FileExistsError:  # the same instance arrived on another association meanwhile
+            return self._beside(os.path.join(self.incoming, name), received, name)
+        _fsync_dir(self.incoming)
+        return STORED
+
+    def _beside(self, existing: str, received: str, name: str) -> str:
+        """``received`` where ``existing`` holds its SOP Instance UID already: held, or kept as a correction."""
+        if same_bytes(existing, received):
+            return HELD
+        os.makedirs(self.corrections, mode=0o700, exist_ok=True)
+        kept = os.path.join(self.corrections, f"{name[: -len(SUFFIX)]}.{file_digest(received)[:16]}{SUFFIX}")
+        try:
+            os.link(received, kept)
+        except FileExistsError:
+            return HELD  # this very correction was sent before
+        _fsync_dir(self.corrections)
+        return CORRECTION
+
+    def correction_files(self) -> list[str]:
+        """The corrections kept (re-sent instances with other bytes than the spool's), in name order."""
+        try:
+            return sorted(os.path.join(self.corrections, n) for n in os.listdir(self.corrections) if n.endswith(SUFFIX))
+        except FileNotFoundError:
+            return []
 
     def _ledger(self) -> set[str]:
         try:
@@ -129,8 +193,7 @@ class Spool:
         if after_ingest == "done":
             os.makedirs(self.done, mode=0o700, exist_ok=True)
             for name in names:
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(os.path.join(self.incoming, name), os.path.join(self.done, name))
+                self._move_done(name)
             _fsync_dir(self.done)
             _fsync_dir(self.incoming)
         present = set(os.listdir(self.incoming))
@@ -143,6 +206,17 @@ class Spool:
             os.fsync(fh.fileno())
         os.replace(path + ".tmp", path)
         return len(names)
+
+    def _move_done(self, name: str) -> None:
+        """``incoming/<name>`` to ``done/``, never over a file there (the source of a film in the lake)."""
+        source = os.path.join(self.incoming, name)
+        try:
+            os.link(source, os.path.join(self.done, name))
+        except FileNotFoundError:
+            return
+        except FileExistsError:
+            self._beside(os.path.join(self.done, name), source, name)
+        os.remove(source)
 
     def clear_receiving(self) -> int:
         """Remove what a killed node left half-written (never answered Success); how many files."""

@@ -91,7 +91,7 @@ def _run(settings, state_dir: str) -> int:
         daemon.write_ready(state_dir, record)
         cli.log.info("listening as %s; received files go to %s", where, spool.root)
 
-    totals = serve(node, spool, stopping, ready)
+    totals = serve(node, spool, stopping, ready, max_instance_bytes=settings.image.max_file_bytes)
     cli.log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in totals.items()))
     return 0
 
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             daemon.run_args(args.conf, args.lake, [*args.overrides, *_node_overrides(args)]),
             WHAT,
             timeout_s=60,
+            address=(settings.dicom_node.host, settings.dicom_node.port),
         )
         print(record["listening"])
         cli.log.info("the DICOM node listens as %s (stop it with: python -m xray_spark.node stop)", record["listening"])

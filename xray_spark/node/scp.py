@@ -4,24 +4,29 @@ Storage is offered for the classes a chest film arrives as (:data:`STORAGE_CLASS
 with every transfer syntax prepare decodes (:data:`xray_spark.transfer_syntaxes.DECODED`),
 accepted as the sender offers it: the bytes that reach the spool are the bytes the PACS sent.
 A C-STORE is answered Success only once the instance is durable in the spool
-(:meth:`xray_spark.spool.Spool.store`); a write that fails is answered Out of Resources
-(0xA700) and leaves nothing behind. Each association is logged in one line when it closes:
-calling AE title, peer address, instances stored, already held and refused, bytes, seconds.
-No line names a patient: the datasets are never decoded here.
+(:meth:`xray_spark.spool.Spool.store_file`), under the data set's own SOP Instance UID, checked
+against the request's; a write that fails is answered Out of Resources (0xA700) and leaves
+nothing behind. What a peer can make the node hold is bounded in :mod:`xray_spark.node.limits`.
+Each association is logged in one line when it closes: calling AE title, peer address,
+instances stored, already held, kept as corrections and refused, bytes, seconds. No line names
+a patient: the data sets are read no further than their SOP Class and Instance UIDs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
+import socket
 import threading
 import time
 from typing import Any
 
 from xray_spark.config import DicomNodeSettings
 from xray_spark.node.access import parse_allow, refusal
-from xray_spark.spool import BadInstance, Spool
+from xray_spark.node.limits import Gate, Limits, dataset_uids, install
+from xray_spark.spool import CORRECTION, HELD, STORED, BadInstance, Spool
 from xray_spark.transfer_syntaxes import DECODED
 
 log = logging.getLogger("xray_spark.node")
@@ -40,6 +45,10 @@ STORAGE_CLASSES = {
 VERIFICATION = "1.2.840.10008.1.1"
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+#: PS3.4 B.2.3: Error, Data Set does not match SOP Class.
+DOES_NOT_MATCH_CLASS = 0xA900
+#: PS3.7 C.4: Failure, Invalid SOP Instance (the data set is not the instance the request names).
+INVALID_INSTANCE = 0x0117
 CANNOT_UNDERSTAND = 0xC000
 
 
@@ -51,6 +60,7 @@ class Tally:
     peer: str = ""
     stored: int = 0
     held: int = 0  # the same SOP instance was in the spool already: Success, not stored twice
+    corrections: int = 0  # a SOP instance re-sent with other bytes: Success, kept in corrections/, not scored
     refused: int = 0
     bytes: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
@@ -65,7 +75,8 @@ class Node:
         self.allowed = parse_allow(settings.allow)
         self._lock = threading.Lock()
         self._open: dict[int, Tally] = {}
-        self.totals = {"associations": 0, "refused_associations": 0, "stored": 0, "held": 0, "refused": 0}
+        self.totals = {"associations": 0, "refused_associations": 0, "stored": 0, "held": 0, "refused": 0,
+                       "corrections": 0}
 
     def _tally(self, assoc: Any) -> Tally:
         with self._lock:
@@ -96,25 +107,49 @@ class Node:
         return SUCCESS
 
     def on_store(self, event: Any) -> int:
+        """Keep one C-STORE's data set, written to ``.receiving/`` as it arrived; Success only once it is durable.
+
+        Refused: a data set over ``image.max_file_bytes`` or that the disk could not take (Out of
+        Resources), and one whose own SOP Class or SOP Instance UID is not the request's (a sender
+        that names one film by another's UID would have the second film answered as held and lost).
+        """
         tally = self._tally(event.assoc)
+        request = event.request
+        received = request._dataset_file  # a ReceivingFile (limits.install)
+        received.sync()
+        if received.refused is not None:
+            return self._refused(tally, OUT_OF_RESOURCES, f"not stored ({received.refused}): answered Out of Resources")
+        said_class, said_uid = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
         try:
-            data = event.encoded_dataset(include_meta=True)
-            stored = self.spool.store(str(event.request.AffectedSOPInstanceUID), data)
+            sop_class, sop_uid = dataset_uids(received.name)
+        except Exception as exc:  # not a data set pydicom can read up to its UIDs
+            return self._refused(tally, CANNOT_UNDERSTAND, f"refused: its data set cannot be read ({type(exc).__name__})")
+        if sop_class != said_class:
+            return self._refused(tally, DOES_NOT_MATCH_CLASS, "refused: its data set's SOP Class UID is not the request's")
+        if sop_uid != said_uid:
+            return self._refused(tally, INVALID_INSTANCE, "refused: its data set's SOP Instance UID is not the request's")
+        try:
+            outcome = self.spool.store_file(sop_uid, received.name)
         except BadInstance as exc:
-            tally.refused += 1
-            log.warning("an instance from %s refused: %s", tally.calling_ae, exc)
-            return CANNOT_UNDERSTAND
+            return self._refused(tally, CANNOT_UNDERSTAND, f"refused: {exc}")
         except OSError as exc:
-            tally.refused += 1
             why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.errorcode.get(exc.errno)
-            log.error("an instance from %s not stored (%s): answered Out of Resources", tally.calling_ae, why)
-            return OUT_OF_RESOURCES
-        tally.bytes += len(data)
-        if stored:
-            tally.stored += 1
-        else:
-            tally.held += 1
+            return self._refused(tally, OUT_OF_RESOURCES, f"not stored ({why}): answered Out of Resources")
+        tally.bytes += received.written
+        if outcome == CORRECTION:
+            log.warning(
+                "an instance from %s re-sent with other bytes under a SOP Instance UID the spool holds: kept in "
+                "corrections/, not scored (changed pixel data need a new SOP Instance UID)",
+                tally.calling_ae,
+            )
+        field = {STORED: "stored", HELD: "held", CORRECTION: "corrections"}[outcome]
+        setattr(tally, field, getattr(tally, field) + 1)
         return SUCCESS
+
+    def _refused(self, tally: Tally, status: int, what: str) -> int:
+        tally.refused += 1
+        log.warning("an instance from %s %s", tally.calling_ae, what)
+        return status
 
     def on_closed(self, event: Any) -> None:
         with self._lock:
@@ -122,16 +157,17 @@ class Node:
             if tally is None or not tally.calling_ae:
                 return
             self.totals["associations"] += 1
-            for name in ("stored", "held", "refused"):
+            for name in ("stored", "held", "refused", "corrections"):
                 self.totals[name] += getattr(tally, name)
         how = "aborted" if event.assoc.is_aborted else "released" if event.assoc.is_released else "closed"
         log.info(
-            "association %s@%s %s: %d stored, %d already held, %d refused, %.1f MB in %.1f s",
+            "association %s@%s %s: %d stored, %d already held, %d corrections, %d refused, %.1f MB in %.1f s",
             tally.calling_ae,
             tally.peer,
             how,
             tally.stored,
             tally.held,
+            tally.corrections,
             tally.refused,
             tally.bytes / 1e6,
             time.monotonic() - tally.started,
@@ -167,10 +203,14 @@ def application_entity(settings: DicomNodeSettings) -> Any:
     return ae
 
 
-def serve(settings: DicomNodeSettings, spool: Spool, stopping: threading.Event, on_ready: Any) -> dict:
-    """Listen until ``stopping`` is set; then finish the associations in flight (up to the stop timeout)."""
+def serve(
+    settings: DicomNodeSettings, spool: Spool, stopping: threading.Event, on_ready: Any, *, max_instance_bytes: int
+) -> dict:
+    """Listen until ``stopping`` is set; then finish the associations in flight, for at most the stop timeout."""
     from pynetdicom import evt
 
+    install(Limits(settings.max_pdu, max_instance_bytes, settings.pdu_timeout_seconds,
+                   settings.association_timeout_seconds, spool.receiving))
     node = Node(settings, spool)
     ae = application_entity(settings)
     handlers = [
@@ -179,7 +219,10 @@ def serve(settings: DicomNodeSettings, spool: Spool, stopping: threading.Event, 
         (evt.EVT_C_STORE, node.on_store),
         (evt.EVT_CONN_CLOSE, node.on_closed),
     ]
+    addresses = {a for where in node.allowed.values() for a in where} if node.allowed else None
+    gate = Gate(addresses, settings.max_associations_per_address)
     server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+    server.verify_request = gate.verify  # at accept, before a byte is read
     on_ready()
     stopping.wait()
     server.shutdown()  # no new associations; those in flight go on
@@ -188,7 +231,17 @@ def serve(settings: DicomNodeSettings, spool: Spool, stopping: threading.Event, 
         time.sleep(0.05)
     left = server.active_associations
     for assoc in left:  # not acknowledged: the sender sends those instances again
-        assoc.abort()
+        _hang_up(assoc)
     if left:
         log.warning("%d associations still open after %.0f s were aborted", len(left), settings.stop_timeout_seconds)
-    return {**node.totals, "aborted_at_stop": len(left)}
+    return {**node.totals, "aborted_at_stop": len(left), "closed_at_accept": gate.refused}
+
+
+def _hang_up(assoc: Any) -> None:
+    """End an association whatever its peer does: its socket shut (a read blocked on it returns), then an A-ABORT
+    from a thread of its own, so that a peer that never answers cannot hold the stop."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    threading.Thread(target=assoc.abort, name="xray-abort", daemon=True).start()
