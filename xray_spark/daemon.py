@@ -9,13 +9,16 @@ ready file live in a state folder outside the lake. The service writes the ready
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from xray_spark.errors import UsageError
 from xray_spark.locks import process_start_time
@@ -83,16 +86,67 @@ def log_tail(state_dir: str, lines: int = 15) -> str:
         return ""
 
 
-def start(state_dir: str, module: str, run_args: Sequence[str], what: str, *, timeout_s: float = 180.0) -> dict:
-    """Start ``python -m module run`` unless one runs from ``state_dir``; its ready record once it listens."""
-    state_dir = os.path.abspath(state_dir)
-    record = running(state_dir)
-    if record is not None:
-        found = ready(state_dir)
-        if found is not None:
-            return found
-        raise UsageError(f"a {what} started from {state_dir} (pid {record['pid']}) is starting or stuck: stop it first")
+CONTROL_LOCK = "control.lock"
+
+
+@contextlib.contextmanager
+def _control(state_dir: str) -> Iterator[None]:
+    """One ``start`` or ``stop`` at a time from a state folder: two at once would each spawn a service (one of them
+    an orphan no ``stop`` could reach) or race a stop."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(state_dir, CONTROL_LOCK), "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """One line, before anything starts, when another process listens on the service's port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"port {port} on {host} is in use by another process: stop it, or give the {what} another port"
+                ) from None
+            raise UsageError(f"the {what} cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def start(
+    state_dir: str,
+    module: str,
+    run_args: Sequence[str],
+    what: str,
+    *,
+    timeout_s: float = 180.0,
+    address: tuple[str, int] | None = None,
+) -> dict:
+    """Start ``python -m module run`` unless one runs from ``state_dir``; its ready record once it listens.
+
+    Two starts at once from one state folder start one service (the second finds it running); a port
+    taken by another process (``address``) is one line, before anything starts.
+    """
+    state_dir = os.path.abspath(state_dir)
+    with _control(state_dir):
+        record = running(state_dir)
+        if record is not None:
+            found = ready(state_dir)
+            if found is not None:
+                return found
+            raise UsageError(
+                f"a {what} started from {state_dir} (pid {record['pid']}) is starting or stuck: stop it first"
+            )
+        if address is not None:
+            check_port_free(address[0], int(address[1]), what)
+        return _spawn(state_dir, module, run_args, what, timeout_s)
+
+
+def _spawn(state_dir: str, module: str, run_args: Sequence[str], what: str, timeout_s: float) -> dict:
     for name in (READY_FILE, PID_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(state_dir, name))
@@ -116,13 +170,20 @@ def start(state_dir: str, module: str, run_args: Sequence[str], what: str, *, ti
                 f"the {what} stopped at start (exit {proc.returncode}); its log ends:\n{log_tail(state_dir)}"
             )
         time.sleep(0.2)
-    stop(state_dir)
+    _stop(state_dir, 30.0)
     raise UsageError(f"the {what} was not ready within {timeout_s:.0f} s; its log ends:\n{log_tail(state_dir)}")
 
 
 def stop(state_dir: str, *, timeout_s: float = 30.0) -> bool:
     """Stop the service started from ``state_dir`` (SIGTERM, then SIGKILL after ``timeout_s``); True if one ran."""
     state_dir = os.path.abspath(state_dir)
+    if not os.path.isdir(state_dir):
+        return False
+    with _control(state_dir):
+        return _stop(state_dir, timeout_s)
+
+
+def _stop(state_dir: str, timeout_s: float) -> bool:
     record = running(state_dir)
     if record is not None:
         pid = int(record["pid"])

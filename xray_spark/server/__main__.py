@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             return serve(settings, args.state_dir)
         from xray_spark.daemon import run_args
 
-        url = daemon.start(args.state_dir, run_args(args.conf, args.lake, [*args.overrides, *_server_overrides(args)]))
+        url = daemon.start(
+            args.state_dir,
+            run_args(args.conf, args.lake, [*args.overrides, *_server_overrides(args)]),
+            address=(settings.sql_server.host, settings.sql_server.port),
+        )
         print(url)
         cli.log.info("the SQL server listens at %s (stop it with: python -m xray_spark.server stop)", url)
         return 0

@@ -69,9 +69,11 @@ def status(state_dir: str, *, timeout_s: float = 60.0) -> dict:
     }
 
 
-def start(state_dir: str, run_args: Sequence[str], *, timeout_s: float = 180.0) -> str:
+def start(
+    state_dir: str, run_args: Sequence[str], *, timeout_s: float = 180.0, address: tuple[str, int] | None = None
+) -> str:
     """Start the server unless one runs from ``state_dir``; returns its JDBC URL once it listens."""
-    record = daemon.start(state_dir, "xray_spark.server", run_args, "SQL server", timeout_s=timeout_s)
+    record = daemon.start(state_dir, "xray_spark.server", run_args, "SQL server", timeout_s=timeout_s, address=address)
     if "url" not in record:
         raise UsageError(f"the SQL server's ready file in {state_dir} names no URL: stop it and start again")
     return str(record["url"])

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             daemon.run_args(args.conf, args.lake, [*args.overrides, *_overrides(args)]),
             WHAT,
             timeout_s=60,
+            address=(settings.web.host, settings.web.port),
         )
         print(record["url"])
         cli.log.info("the worklist web app is at %s (stop it with: python -m xray_spark.web stop)", record["url"])
