@@ -225,6 +225,33 @@ def test_a_moved_or_changed_source_and_a_refusing_node_are_recorded_and_nothing_
     assert (again["to_deliver"], again["sent"]) == (2, 2), "the two films are delivered once their files are back"
 
 
+def test_a_source_gone_for_good_is_given_up_once_and_the_nights_go_green(spark, hospital, tmp_path):
+    import dataclasses
+
+    settings, lake, _ = hospital
+    settings = dataclasses.replace(settings, deliver=dataclasses.replace(settings.deliver, give_up_after_attempts=2))
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    gone_uid, (gone, _) = sorted(films.items())[0]
+    destination = f"folder:{tmp_path / 'gone'}"
+    Path(gone).rename(gone + ".away")
+    try:
+        first = run_delivery(spark, lake, settings, destinations=[destination])
+        assert first["failed"] == 1 and first["given_up"] == 0  # the first night: it may come back
+        second = run_delivery(spark, lake, settings, destinations=[destination])
+        assert (second["to_deliver"], second["failed"], second["given_up"]) == (1, 0, 1)
+        assert next(iter(second["given_up_reasons"])).startswith("source file moved")
+        third = run_delivery(spark, lake, settings, destinations=[destination])
+        assert third["to_deliver"] == 0 and not third.get("failed"), "given up once, not every night"
+        rows = spark.read.parquet(lake.table_url("deliveries")).where(
+            (F.col("destination") == destination) & (F.col("image_id") == gone_uid) & (F.col("status") == "given_up")
+        )
+        assert rows.count() == 1
+    finally:
+        Path(gone + ".away").rename(gone)
+    back = run_delivery(spark, lake, settings, destinations=[destination], retry_given_up=True)
+    assert (back["to_deliver"], back["sent"]) == (1, 1), "the file is back: tried again when asked"
+
+
 def _state(spark, lake, destination: str) -> list[dict]:
     from xray_spark.registry import alias_holder
 

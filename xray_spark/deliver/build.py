@@ -35,6 +35,9 @@ BUILT_SCHEMA = T.StructType(
 
 SOURCE_MOVED = "source file moved"
 SOURCE_CHANGED = "source file changed"
+SOURCE_UNREADABLE = "source file unreadable"
+#: How every failure of a film's source (not of a destination) begins.
+SOURCE_PROBLEMS = (SOURCE_MOVED, SOURCE_CHANGED, SOURCE_UNREADABLE)
 
 
 class SourceProblem(Exception):
@@ -54,7 +57,7 @@ def read_source(path: str, sop_uid: str, pixel_sha256: str, max_file_bytes: int)
     except FileNotFoundError:
         raise SourceProblem(f"{SOURCE_MOVED}: no file where ingest read it") from None
     except OSError as exc:
-        raise SourceProblem(f"source file unreadable ({type(exc).__name__})") from None
+        raise SourceProblem(f"{SOURCE_UNREADABLE} ({type(exc).__name__})") from None
     try:
         ds = dcmread(io.BytesIO(data))
         found_uid, pixels = str(ds.SOPInstanceUID), bytes(ds.PixelData)

@@ -33,7 +33,7 @@ import xray_spark
 from xray_spark import locks, privacy, progress, registry, spool, tables
 from xray_spark.config import Settings
 from xray_spark.deliver import record
-from xray_spark.deliver.build import BUILT_SCHEMA, make_builder
+from xray_spark.deliver.build import BUILT_SCHEMA, SOURCE_PROBLEMS, make_builder
 from xray_spark.deliver.objects import ModelFacts
 from xray_spark.deliver.send import COMPREHENSIVE_SR, SECONDARY_CAPTURE, sender_for
 from xray_spark.destinations import Destination, parse_destination
@@ -58,8 +58,11 @@ def run_delivery(
     destinations: Sequence[str] | None = None,
     secondary_capture: bool | None = None,
     display: Callable[[bytes], np.ndarray] | None = None,
+    retry_given_up: bool = False,
 ) -> dict[str, Any]:
-    """Deliver the champion's results for ``settings.dataset``; ``display`` renders a film for the SC."""
+    """Deliver the champion's results for ``settings.dataset``; ``display`` renders a film for the SC.
+
+    Films given up before (their source could not be used) are left out unless ``retry_given_up``."""
     options = settings.deliver
     targets = _destinations(destinations if destinations is not None else options.destinations, lake)
     with_sc = options.secondary_capture if secondary_capture is None else secondary_capture
@@ -69,7 +72,7 @@ def run_delivery(
     dataset, started, run_id = settings.dataset, time.monotonic(), new_run_id()
     with locks.lake_lock(lake, f"deliver-{dataset}", job="deliver", wait_seconds=settings.locks.wait_seconds):
         films = _results(spark, lake, dataset, card)
-        todo = _to_do(spark, lake, films, targets, dataset, card.version, settings)
+        todo = _to_do(spark, lake, films, targets, dataset, card.version, retry_given_up)
         summary = {"dataset": dataset, "model_version": card.version, "run_id": run_id, "secondary_capture": with_sc}
         summary |= {"films_scored": films.count(), "to_deliver": len(todo), "destinations": [t.name for t in targets]}
         if todo:
@@ -151,15 +154,15 @@ def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> 
     return films.localCheckpoint()
 
 
-def _to_do(spark, lake, films, targets, dataset, version, settings) -> dict[str, dict[str, int]]:
-    """image_id -> {destination: attempts so far} for every film not yet sent to a destination."""
+def _to_do(spark, lake, films, targets, dataset, version, retry_given_up) -> dict[str, dict[str, int]]:
+    """image_id -> {destination: attempts so far} for every film not yet sent to a destination (nor given up)."""
     names = spark.createDataFrame([(t.name,) for t in targets], "destination string")
     pairs = films.select("image_id").crossJoin(names)
     done = record.state(spark, lake, dataset, version)
     if done is not None:
         pairs = pairs.join(
             done.select("image_id", "destination", "status", "attempts"), ["image_id", "destination"], "left"
-        ).where(F.coalesce(F.col("status"), F.lit("")) != record.SENT)
+        ).where(~F.coalesce(F.col("status"), F.lit("")).isin(record.SENT, *([] if retry_given_up else [record.GIVEN_UP])))
     else:
         pairs = pairs.withColumn("attempts", F.lit(0))
     todo: dict[str, dict[str, int]] = collections.defaultdict(dict)
@@ -217,13 +220,17 @@ class _Outcomes:
         self.version, self.run_id = version, run_id
         self.counts = {t.name: collections.Counter() for t in targets}
         self.errors: collections.Counter = collections.Counter()
+        self.given_up: collections.Counter = collections.Counter()
         self.rows: list[dict[str, Any]] = []
         self.films = 0
 
     def add(self, row: dict[str, Any], name: str, attempts: int, error: str | None) -> None:
         status = record.FAILED if error else record.SENT
+        if error and gives_up(error, attempts + 1, self.settings.deliver.give_up_after_attempts):
+            status = record.GIVEN_UP
+            self.given_up[error] += 1
         self.counts[name][status] += 1
-        if error:
+        if status == record.FAILED:
             self.errors[error] += 1
         self.rows.append(
             {
@@ -255,8 +262,18 @@ class _Outcomes:
             "delivered": {name: dict(c) for name, c in self.counts.items()},
             "sent": sum(c[record.SENT] for c in self.counts.values()),
             "failed": sum(c[record.FAILED] for c in self.counts.values()),
+            "given_up": sum(c[record.GIVEN_UP] for c in self.counts.values()),
             "errors": dict(self.errors.most_common(10)),
+            "given_up_reasons": dict(self.given_up.most_common(10)),
         }
+
+
+def gives_up(error: str, attempts: int, after: int) -> bool:
+    """Whether a film's failure is its source's, for good: none recorded, or gone or changed ``after`` runs running.
+    A destination's failure (unreachable, refusing) is never given up: the next run tries again."""
+    if error == NO_SOURCE:
+        return True
+    return error.startswith(SOURCE_PROBLEMS) and attempts >= after
 
 
 def _send_all(spark, lake, films, todo, targets, builder, version, run_id, settings) -> dict[str, Any]:

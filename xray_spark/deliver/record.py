@@ -5,7 +5,9 @@ in groups of ``deliver.record_every`` films, a ``sent`` row for each the receive
 acknowledged and a ``failed`` row, with the reason, for the others. A film's state at a
 destination is its newest row: a run killed mid-way leaves ``pending`` (never ``sent``)
 for what it had not recorded, and the next run tries those again with the same UIDs, which
-a PACS files as the same instances. ``attempt`` counts the tries that ended (sent or failed).
+a PACS files as the same instances. ``attempt`` counts the tries that ended (sent, failed or
+given up). A film whose source file is not recorded, or has been gone or changed for
+``deliver.give_up_after_attempts`` runs, is ``given_up`` with the reason, once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from xray_spark.lake import Lake
 
 DELIVERIES = "deliveries"
 SENT, FAILED, PENDING = "sent", "failed", "pending"
+#: A film whose source can never be used again (no file recorded, or gone or changed for deliver.give_up_after_attempts
+#: runs): recorded once with the reason and not tried again (``deliver --retry-given-up`` tries it again).
+GIVEN_UP = "given_up"
 
 DELIVERIES_SCHEMA = T.StructType(
     [
@@ -39,7 +44,7 @@ DELIVERIES_SCHEMA = T.StructType(
         T.StructField("dataset", T.StringType(), False),
     ]
 )
-_ORDER = {PENDING: 0, FAILED: 1, SENT: 2}  # within one instant, an outcome wins over the pending row before it
+_ORDER = {PENDING: 0, FAILED: 1, SENT: 2, GIVEN_UP: 3}  # within one instant, an outcome wins over the pending row before it
 
 
 def state(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:

@@ -16,7 +16,10 @@ def deliver_summary_text(summary: Mapping[str, Any]) -> str:
         return head + ": nothing new (every film's results were sent before)"
     lines = [head + f", {summary['seconds']:.1f} s"]
     for name, counts in summary.get("delivered", {}).items():
-        lines.append(f"  {name}: {counts.get('sent', 0):,} sent, {counts.get('failed', 0):,} failed")
+        line = f"  {name}: {counts.get('sent', 0):,} sent, {counts.get('failed', 0):,} failed"
+        lines.append(line + (f", {counts['given_up']:,} given up" if counts.get("given_up") else ""))
     for error, n in summary.get("errors", {}).items():
         lines.append(f"  failed x{n}: {error}")
+    for error, n in summary.get("given_up_reasons", {}).items():
+        lines.append(f"  given up x{n} (not tried again; deliver --retry-given-up): {error}")
     return "\n".join(lines)

@@ -26,6 +26,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", action="append", metavar="AE_TITLE@HOST:PORT", help="a DICOM node (repeatable)")
     parser.add_argument("--to-folder", action="append", metavar="DIR", help="a folder outside the lake (repeatable)")
     parser.add_argument("--secondary-capture", action="store_true", help="also the heatmap picture (deliver.*)")
+    parser.add_argument(
+        "--retry-given-up", action="store_true", help="try again the films given up (their source files are back)"
+    )
     return parser
 
 
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             destinations=named or None,
             secondary_capture=True if args.secondary_capture else None,
             display=display_film,
+            retry_given_up=args.retry_given_up,
         )
         print(deliver_summary_text(summary))
         cli.write_summary_json(args.summary_json, summary, settings)
