@@ -389,3 +389,66 @@ def test_a_picture_request_never_reads_beyond_the_lakes_own_datasets(app, tmp_pa
         assert overlay.status_code == 404, name
     log = (app["state"] / "server.log").read_text(errors="replace")
     assert "Traceback" not in log
+
+
+def _verdict_form(http: requests.Session, url: str, date: str) -> tuple[str, list[tuple[str, str]]]:
+    page = http.get(f"{url}worklist/nih/{date}").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    films = re.findall(r'name="image_id" value="([^"]+)"><input type="hidden" name="model_version" value="([^"]+)"',
+                       page)
+    return csrf, films
+
+
+def test_fifty_posts_at_once_are_all_answered_and_a_held_file_says_not_saved_within_seconds(app):
+    import sqlite3
+
+    url = app["url"]
+    http = _signed_in(url, "alice")
+    csrf, films = _verdict_form(http, url, app["date"])
+    answers: list[int | str] = []
+    start = threading.Barrier(50)
+
+    def post(k: int) -> None:
+        image_id, version = films[k % len(films)]
+        form = {"csrf": csrf, "image_id": image_id, "model_version": version, "no_finding": "1", "form_id": f"f50-{k}"}
+        start.wait()
+        try:
+            answers.append(http.post(url + "verdict/nih", data=form, allow_redirects=False, timeout=60).status_code)
+        except requests.RequestException as exc:
+            answers.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert answers.count(303) == 50, answers
+    assert len({s["form_id"] for s in _store(app).submissions() if s["form_id"].startswith("f50-")}) == 50
+    # Another program holds the verdicts file: the reader is told at once that nothing was saved
+    holder = sqlite3.connect(str(Path(app["lake"]) / "verdicts" / "verdicts.sqlite"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    image_id, version = films[0]
+    form = {"csrf": csrf, "image_id": image_id, "model_version": version, "no_finding": "1", "form_id": "held-1"}
+    try:
+        t0 = time.monotonic()
+        refused = http.post(url + "verdict/nih", data=form, allow_redirects=False, timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.status_code == 503 and "NOT saved" in refused.text and refused.headers["Retry-After"] == "5"
+    assert waited < 15, waited
+    assert not [s for s in _store(app).submissions() if s["form_id"] == "held-1"]
+    again = http.post(url + "verdict/nih", data=form, allow_redirects=False, timeout=60)
+    assert again.status_code == 303 and [s for s in _store(app).submissions() if s["form_id"] == "held-1"]
+
+
+def test_a_damaged_verdicts_file_stops_the_start_with_its_repair_in_one_line(app, tmp_path):
+    damaged = tmp_path / "verdicts.sqlite"
+    damaged.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    state = tmp_path / "state"
+    started = _web("start", state=state, lake=app["lake"], port=free_port(), extra=[f"web.verdicts={damaged}"])
+    lines = started.stderr.strip().splitlines()
+    assert started.returncode == 2 and len(lines) == 1, started.stderr
+    assert "is damaged" in lines[0] and ".recover" in lines[0]
+    assert not (state / "server.pid").exists()

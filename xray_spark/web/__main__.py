@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if listens else 1 if record else 3
         if args.command == "add-user":
             return _add_user(settings, args.name)
-        from xray_spark.web.serve import accounts_path, check_bind
+        from xray_spark.web.serve import accounts_path, check_bind, verdicts_path
+        from xray_spark.web.verdicts import VerdictStore
 
         check_bind(settings)  # refused before anything starts
         accounts_path(settings)  # accounts inside the lake are refused in one line
+        VerdictStore(verdicts_path(settings))  # a damaged verdicts file is refused in one line, with its repair
         if args.command == "run":
             return _run(settings, os.path.abspath(args.state_dir))
         record = daemon.start(

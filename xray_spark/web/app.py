@@ -24,7 +24,7 @@ from xray_spark.pictures import overlay_png, probability_chart
 from xray_spark.viewer import viewer_link
 from xray_spark.web.accounts import Accounts
 from xray_spark.web.lake_view import LakeView
-from xray_spark.web.verdicts import CONFIRM, MISSED, REJECT, Verdict, VerdictStore
+from xray_spark.web.verdicts import CONFIRM, MISSED, REJECT, NotSaved, Verdict, VerdictStore
 
 OPEN = {"signin", "static"}
 CSP = (
@@ -212,6 +212,12 @@ def _verdict_routes(app: Flask) -> None:
             )
         except UsageError as exc:
             return _page("error.html", 400, message=f"The verdict was not saved: {exc}.")
+        except NotSaved:
+            body, status = _page(
+                "error.html", 503, message="Your verdict was NOT saved: the verdicts file is busy. Send it again in a "
+                "few seconds (go back: the form is as you left it)."
+            )  # fmt: skip
+            return Response(body, status, headers={"Retry-After": "5"})
         back = _local(request.form.get("back"), url_for("home"))
         return redirect(f"{back}#film-{film['image_id']}", 303)
 

@@ -71,12 +71,18 @@ def build_app(settings: Settings):
     )
 
 
+#: The listen backlog: connections the kernel holds while every thread is busy.
+LISTEN_BACKLOG = 256
+
+
 def serve(settings: Settings, stopping: threading.Event, ready: Callable[[], None]) -> None:
     """Serve until ``stopping`` is set; ``ready`` is called once the socket listens."""
     from cheroot import wsgi
 
     web = settings.web
     server = wsgi.Server((web.host, web.port), build_app(settings), numthreads=web.threads, server_name="xray-spark")
+    # Connections waiting for a thread: cheroot's default listen backlog (5) reset a third of 50 posts at once.
+    server.request_queue_size = LISTEN_BACKLOG
     if web.tls_cert:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -75,26 +75,58 @@ def check(verdict: Verdict) -> None:
         raise UsageError(f"the note is longer than {MAX_NOTE} characters")
 
 
+#: How long a save waits for the verdicts file when another program holds it, before the reader is told it failed.
+WRITE_WAIT_SECONDS = 5.0
+
+
+class NotSaved(Exception):
+    """A verdict that could not be stored now (the file is held by another program); nothing was stored."""
+
+
 class VerdictStore:
-    """The verdicts file; a connection per call, so every thread of the server may write."""
+    """The verdicts file; a connection per call, so every thread of the server may write.
+
+    Opening it checks it (SQLite's ``quick_check``): a damaged file is refused with the way to
+    repair it, before the app serves a page from it. A save that cannot get the file within
+    :data:`WRITE_WAIT_SECONDS` raises :class:`NotSaved`: the reader is told at once, nothing is half-stored.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with closing(self._connect()) as db:
-            db.executescript(SCHEMA)
+        try:
+            with closing(self._connect()) as db:
+                found = db.execute("PRAGMA quick_check").fetchone()[0]
+                if found != "ok":
+                    raise sqlite3.DatabaseError(found)
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(
+                f"the verdicts file {self.path} is damaged ({exc}): stop the app, move it aside and restore the "
+                f"newest backup, or recover what it holds with: sqlite3 {self.path} .recover | sqlite3 {self.path}.new"
+                f" (then move {self.path}.new into its place)"
+            ) from None
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+    def _connect(self, wait: float = 60.0) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a verdict acknowledged to the reader survives a power cut
-        db.execute("PRAGMA busy_timeout=60000")
+        db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         return db
 
     def record(self, verdict: Verdict, form_id: str) -> bool:
-        """Store one submission; False when this form was stored before (posted twice)."""
+        """Store one submission; False when this form was stored before (posted twice); :class:`NotSaved` when the
+        file is held by another program for longer than :data:`WRITE_WAIT_SECONDS`."""
         check(verdict)
-        with closing(self._connect()) as db:
+        try:
+            return self._insert(verdict, form_id)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise NotSaved(f"the verdicts file is held by another program ({exc})") from None
+            raise
+
+    def _insert(self, verdict: Verdict, form_id: str) -> bool:
+        with closing(self._connect(WRITE_WAIT_SECONDS)) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 cur = db.execute(
