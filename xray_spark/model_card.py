@@ -134,8 +134,10 @@ def load_checked(card: ModelCard) -> Any:
         )
     check_validation_record(card.meta, card.path)
     ramp = np.linspace(0, 255, card.size, dtype=np.float32).astype(np.uint8)
-    probes = np.stack([np.full((card.size, card.size), v, np.uint8) for v in (0, 128, 255)] + [np.add.outer(
-        ramp // 2, ramp // 2).astype(np.uint8)])[..., None]
+    probes = np.stack(
+        [np.full((card.size, card.size), v, np.uint8) for v in (0, 128, 255)]
+        + [np.add.outer(ramp // 2, ramp // 2).astype(np.uint8)]
+    )[..., None]
     out = np.asarray(model.predict(probes, verbose=0), dtype=np.float64)
     check_finite_outputs(out, f"model file {card.model_file}", "on probe films (black, grey, white, a gradient)")
     return model
@@ -167,6 +169,23 @@ def check_validation_record(meta: dict[str, Any], where: str) -> None:
             f"model {meta.get('version')} ({where}) records a validation mean AUROC of {value!r}: its validation "
             "outputs were broken or no finding could be measured; it is not registered"
         )
+
+
+#: How a card records the patients its model was trained on: a digest per patient, never the number itself.
+PATIENT_DIGEST = "sha256(dataset|patient_id), first 16 hex digits"
+
+
+def patient_digest(dataset: str, patient_id: object) -> str:
+    """One patient of one dataset as a card records it (:data:`PATIENT_DIGEST`)."""
+    return hashlib.sha256(f"{dataset}|{patient_id}".encode()).hexdigest()[:16]
+
+
+def training_patients(card: ModelCard) -> set[str] | None:
+    """The digests of the patients the card's model was trained on; None when the card records none."""
+    record = card.meta.get("training_patients")
+    if not isinstance(record, dict) or record.get("digest") != PATIENT_DIGEST:
+        return None
+    return {str(x) for x in record.get("patients", [])}
 
 
 def check_labels(labels: list[str], meta_path: str) -> None:

@@ -93,6 +93,7 @@ def challenge_outcome(spark: SparkSession, lake: Lake, challenge_id: str) -> dic
         "champion": row["champion"],
         "challenger": row["challenger"],
         "passed": bool(row["passed"]),
+        "outcome": (row.asDict().get("outcome") or ("PASS" if row["passed"] else "FAIL")),
         "rules": json.loads(row["rules"]),
     }
 

@@ -16,9 +16,9 @@ def _n(value: Any, spec: str = ".3f") -> str:
 
 
 def challenge_html(meta, rows, rules, disagreements, rule_settings) -> str:
-    verdict = "PASS" if meta["passed"] else "FAIL"
+    verdict = meta.get("outcome") or ("PASS" if meta["passed"] else "FAIL")
     rule_rows = "".join(
-        f"<tr><td>{_e(r['rule'])}</td><td class='{'ok' if r['passed'] else 'no'}'>{'PASS' if r['passed'] else 'FAIL'}"
+        f"<tr><td>{_e(r['rule'])}</td><td class='{'ok' if r['passed'] else 'no'}'>{_said(r)}"
         f"</td><td>{_e(r['detail'])}</td></tr>"
         for r in rules
     )
@@ -54,3 +54,9 @@ of dataset {_e(meta["dataset"])}, the same films for both. The rule, set before 
 <table><tr><th>film</th><th>finding</th><th>labelled</th><th>champion</th><th>challenger</th></tr>{films}</table>
 </body></html>
 """
+
+
+def _said(rule: dict) -> str:
+    if rule.get("informational"):
+        return "ok" if rule["passed"] else "SHORT"
+    return "PASS" if rule["passed"] else "FAIL"

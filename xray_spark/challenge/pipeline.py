@@ -23,11 +23,13 @@ from pyspark.sql import SparkSession
 
 from xray_spark import registry, tables
 from xray_spark.challenge.page import challenge_html
-from xray_spark.challenge.rules import apply, judged
+from xray_spark.challenge.power import Power, power_of
+from xray_spark.challenge.rules import PASS, apply, judged, kept_findings, outcome, power_rule
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake, new_run_id
 from xray_spark.metrics import sensitivity_specificity
+from xray_spark.model_card import ModelCard, patient_digest, training_patients
 from xray_spark.paired import bootstrap_difference_ci, delong_test
 from xray_spark.scored import collect_scored_labels
 
@@ -36,7 +38,7 @@ SCHEMA = (
     "finding string, films int, positives int, auroc_champion double, auroc_challenger double, difference double, "
     "delong_low double, delong_high double, p_value double, bootstrap_low double, bootstrap_high double, "
     "sensitivity_champion double, specificity_champion double, sensitivity_challenger double, "
-    "specificity_challenger double, judged boolean, passed boolean, rules string"
+    "specificity_challenger double, judged boolean, passed boolean, outcome string, rules string"
 )
 NAN = float("nan")
 
@@ -65,22 +67,74 @@ def run_challenge(
             f"score it with jobs/score.py --dataset {settings.dataset} --model-version V for each first"
         )
     aligned = {v: _aligned(data[v], common) for v in cards}
+    unchecked = [v for v in cards if not check_unseen(cards[v], aligned[v], settings.dataset, rule.split)]
     rows = [
         _compare(aligned, i, name, champion, challenger, cards, rule) | {"finding": name}
         for i, name in enumerate(labels)
     ]
-    rules = apply(rows, rule)
-    passed = all(r["passed"] for r in rules)
+    powers = [_power(aligned[champion], labels.index(r["finding"]), r, rule) for r in rows if r["judged"]]
+    kept = kept_findings(dropped_findings(cards[champion], cards[challenger]), rule.may_drop)
+    rules = [*apply(rows, rule), kept, power_rule(powers, rule)]
+    if unchecked:
+        rules.append(_unchecked_rule(unchecked))
+    verdict = outcome(rows, rules, rule)
     challenge_id = new_run_id()
     at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     meta = {"challenge_id": challenge_id, "at": at, "dataset": settings.dataset, "split": rule.split}
-    meta |= {"champion": champion, "challenger": challenger, "passed": passed, "rules": json.dumps(rules)}
+    meta |= {"champion": champion, "challenger": challenger, "passed": verdict == PASS, "outcome": verdict}
+    meta |= {"rules": json.dumps(rules)}
     table = spark.createDataFrame([_row(meta, r) for r in rows], SCHEMA)
     tables.write_table(table, lake, "challenges", mode="append")
     disagreements = _disagreements(aligned, labels, champion, challenger)
     page = lake.path("reports", "evaluate", challenger, rule.split, f"challenge-{challenge_id}.html")
     lake.write_text(page, challenge_html(meta, rows, rules, disagreements, dataclasses.asdict(rule)))
-    return meta | {"at": at.isoformat(), "films": len(common), "findings": rows, "rule": rules, "page": page}
+    summary = {"at": at.isoformat(), "films": len(common), "findings": rows, "rule": rules, "page": page}
+    return meta | summary | {"power": [p.as_dict() for p in powers]}
+
+
+def dropped_findings(champion: ModelCard, challenger: ModelCard) -> list[str]:
+    """The findings the champion calls (has an operating point for) that the challenger does not call or have."""
+    return [
+        x for x in champion.labels
+        if champion.thresholds.get(x) is not None and challenger.thresholds.get(x) is None
+    ]  # fmt: skip
+
+
+def check_unseen(card: ModelCard, films: dict[str, np.ndarray], dataset: str, split: str) -> bool:
+    """Refuse a model trained on patients of the challenge's films (by the patient digests its card records);
+    False when its card records none (a model from elsewhere: the overlap cannot be checked)."""
+    trained_on = training_patients(card)
+    if trained_on is None:
+        return False
+    patients = [str(p) for p in films["patients"]]
+    digests = {p: patient_digest(dataset, p) for p in set(patients)}
+    seen = {p for p, d in digests.items() if d in trained_on}
+    if seen:
+        n_films = sum(p in seen for p in patients)
+        raise UsageError(
+            f"model {card.version} was trained on {len(seen)} of the {len(digests)} patients of the {split!r} films "
+            f"({n_films} of {len(patients)} films): a challenge on them measures memory, not skill; challenge on "
+            "patients neither model was trained on"
+        )
+    return True
+
+
+def _unchecked_rule(versions: list[str]) -> dict[str, Any]:
+    return {
+        "rule": "unseen patients",
+        "passed": True,
+        "informational": True,
+        "detail": f"{', '.join(versions)} records no training patients (trained elsewhere): overlap not checked",
+    }
+
+
+def _power(films: dict[str, np.ndarray], i: int, row: dict[str, Any], rule) -> Power:
+    """The power calculation for one judged finding, from its counts and the champion's AUROC (not the challenger's)."""
+    positives = int(films["y"][:, i].sum())
+    return power_of(
+        row["finding"], row["auroc_champion"], positives, len(films["y"]) - positives,
+        margin=rule.non_inferiority_margin, level=rule.level, power=rule.power, correlation=rule.assumed_correlation,
+    )  # fmt: skip
 
 
 def _aligned(data: dict[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""spark-submit jobs/challenge.py: a challenger against the champion on the same labelled patients, PASS or FAIL.
+"""spark-submit jobs/challenge.py: a challenger against the champion on the same labelled patients, PASS, FAIL or
+INCONCLUSIVE.
 
 spark-submit jobs/challenge.py --challenger V [--champion V] [--dataset D] [--lake DIR]
 
@@ -6,7 +7,9 @@ Both models are measured on the ``promotion.split`` films of the dataset (a mode
 scored the dataset scores it first, without heatmaps): per finding both AUROCs, DeLong's paired
 difference with its interval and p-value, a patient bootstrap interval, each model's
 sensitivity and specificity at its own operating point; then the promotion rule of the conf
-(``promotion.*``, written down before the test) says PASS or FAIL with the numbers. The
+(``promotion.*``, written down before the test) says PASS or FAIL with the numbers, or INCONCLUSIVE
+when a power calculation made before the test says the films are too few to show non-inferiority
+at the margin (with the films needed). A model trained on patients of those films is refused. The
 result goes to ``xray.challenges`` and a page beside the evaluation report; the summary
 (JSON) goes to stdout. ``promote --if-passed CHALLENGE_ID`` promotes only a PASS.
 """
@@ -60,13 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             _scored(spark, lake, settings, version)
         summary = run_challenge(spark, lake, settings, challenger=args.challenger, champion=champion)
         for rule in summary["rule"]:
-            cli.log.info("%-16s %s  %s", rule["rule"], "PASS" if rule["passed"] else "FAIL", rule["detail"])
-        cli.log.info(
-            "challenge %s: %s (page %s)",
-            summary["challenge_id"],
-            "PASS" if summary["passed"] else "FAIL",
-            summary["page"],
-        )
+            said = ("ok" if rule["passed"] else "SHORT") if rule.get("informational") else None
+            said = said or ("PASS" if rule["passed"] else "FAIL")
+            cli.log.info("%-16s %-5s  %s", rule["rule"], said, rule["detail"])
+        cli.log.info("challenge %s: %s (page %s)", summary["challenge_id"], summary["outcome"], summary["page"])
         print(json.dumps(summary, sort_keys=True, default=str))
         cli.write_summary_json(args.summary_json, summary, settings)
         return 0

@@ -44,7 +44,8 @@ def _checked(spark, lake, args: argparse.Namespace, before: dict | None) -> tupl
     challenger = outcome["challenger"]
     if not outcome["passed"]:
         failed = "; ".join(f"{r['rule']}: {r['detail']}" for r in outcome["rules"] if not r["passed"])
-        raise UsageError(f"challenge {args.if_passed} failed ({failed}): {challenger} is not promoted")
+        how = "was inconclusive" if outcome["outcome"] == "INCONCLUSIVE" else "failed"
+        raise UsageError(f"challenge {args.if_passed} {how} ({failed}): {challenger} is not promoted")
     if args.model_version and args.model_version != challenger:
         raise UsageError(f"challenge {args.if_passed} tested {challenger}, not {args.model_version}")
     if before is not None and before["version"] != outcome["champion"]:

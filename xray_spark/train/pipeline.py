@@ -20,7 +20,7 @@ from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
-from xray_spark.model_card import MODEL_FILE, read_card
+from xray_spark.model_card import MODEL_FILE, PATIENT_DIGEST, patient_digest, read_card, write_card
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.barrier import train_on_spark
 from xray_spark.train.loop import train_worker
@@ -52,8 +52,20 @@ def run_training(spark: SparkSession, lake: Lake, settings: Settings, *, resume:
     ckpt.write_plan(plan)
     reports = [train_worker(plan, Cluster())] if n == 1 else train_on_spark(spark, plan, n)
     meta = reports[0]["result"]
+    record_training_patients(spark, plan)
     registry.record_model(spark, lake, read_card(plan.model_dir), dataset=plan.dataset)
     return summarise(plan, meta, reports, started) | extra
+
+
+def record_training_patients(spark: SparkSession, plan: TrainPlan) -> None:
+    """Write into model.json the digests of the patients the model was trained on (before its digest is recorded):
+    a challenge refuses a model judged on films of its own training patients."""
+    from pyspark.sql import functions as F
+
+    store = spark.read.parquet(plan.store_url).where(F.col("split") == "train").select("patient_id").distinct()
+    patients = sorted({patient_digest(plan.dataset, r["patient_id"]) for r in store.collect()})
+    meta = read_card(plan.model_dir).meta
+    write_card(plan.model_dir, meta | {"training_patients": {"digest": PATIENT_DIGEST, "patients": patients}})
 
 
 def champion_weights(spark: SparkSession, lake: Lake, plan: TrainPlan) -> dict[str, str]:
