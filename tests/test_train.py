@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -351,6 +352,10 @@ FINE_TUNE = [
     "train.verdicts=true",
     "train.epochs=12",
     "train.early_stopping_patience=12",
+    # The site's rule for this experiment, set before: one reader's verdict replaces the CSV's label, and a reader
+    # far from everyone else is used (the shuffled control is such a reader, on purpose)
+    "train.verdicts_min_readers_over_csv=1",
+    "train.verdicts_flagged=include",
 ]
 
 
@@ -433,9 +438,19 @@ def test_verdicts_fine_tune_the_champion_to_a_hospitals_films_and_shuffled_verdi
     np.random.default_rng(3).shuffle(permuted)
     for name, labels in (("verdicts", truth), ("shuffled", dict(zip(truth, permuted, strict=True)))):
         _publish(spark, lake, _verdicts_from(labels, calls, tmp_path / f"{name}.sqlite", champion["version"]))
+        if name == "shuffled":  # a reader no better than chance: by default, no training on their verdicts
+            from xray_spark.errors import UsageError
+
+            refuse = make_settings(
+                Path(lake.root), *STORE, *BUDGET, *HOSPITAL, *FINE_TUNE, "train.verdicts_flagged=refuse"
+            )
+            with pytest.raises(UsageError, match=r"no better than chance \(reader: kappa"):
+                run_training(spark, lake, refuse)
         tuned = run_training(spark, lake, tuned_settings)
         assert tuned["fine_tuned_from"] == champion["version"]
         assert tuned["verdicts"]["films_with_verdicts"] == len(truth)
+        flagged = [r["reader"] for r in tuned["verdicts"]["readers"] if r["flagged"]]
+        assert flagged == ([] if name == "verdicts" else ["reader"]), tuned["verdicts"]["readers"]
         assert sum(tuned["verdicts"]["films_per_split"].values()) == len(truth), "the CSV's films and the verdicts'"
         run_scoring(spark, lake, dataclasses.replace(settings), model_version=tuned["version"])
         results[name] = tuned
@@ -506,3 +521,28 @@ def test_a_challenger_trained_longer_passes_and_one_trained_on_shuffled_labels_f
     )
     refused = run_job("promote", ["--lake", lake.root, "--if-passed", passed["challenge_id"]])
     assert refused.returncode == 2 and "challenge it again" in refused.stderr.strip().splitlines()[-1]
+    assert passed["outcome"] == "PASS" and failed["outcome"] == "FAIL"
+    assert any(r["rule"] == "power" for r in passed["rule"]) and passed["power"]
+
+    # On the films the models were trained on, a challenge would measure memory: refused, by the patient digests
+    leaked = make_settings(Path(lake.root), *STORE, *rule[1:], "promotion.split=train")
+    with pytest.raises(UsageError, match=r"was trained on (\d+) of the \1 patients of the 'train' films"):
+        run_challenge(spark, lake, leaked, challenger=longer["version"], champion=champion["version"])
+
+    # A challenger that calls 6 of 14 findings is not judged on the 6 alone
+    narrow = Path(lake.root) / "models" / "narrow"
+    shutil.copytree(longer["model_dir"], narrow)
+    meta = json.loads((narrow / "model.json").read_text())
+    kept = meta["labels"][:6]
+    meta |= {"version": "narrow", "thresholds": {k: (v if k in kept else None) for k, v in meta["thresholds"].items()}}
+    (narrow / "model.json").write_text(json.dumps(meta))
+    register_model(spark, lake, str(narrow), dataset="nih")
+    set_alias(spark, lake, champion["version"], reason="back to the short run")
+    run_scoring(spark, lake, settings, model_version="narrow")
+    dropped = run_challenge(spark, lake, settings, challenger="narrow")
+    rule_kept = next(r for r in dropped["rule"] if r["rule"] == "findings kept")
+    assert dropped["outcome"] == "FAIL" and not rule_kept["passed"], dropped["rule"]
+    allowed = make_settings(Path(lake.root), *STORE, *rule, f"promotion.may_drop={json.dumps(meta['labels'][6:])}")
+    assert next(
+        r for r in run_challenge(spark, lake, allowed, challenger="narrow")["rule"] if r["rule"] == "findings kept"
+    )["passed"]

@@ -129,7 +129,10 @@ class TrainSettings:
     focal_gamma: float = 2.0
     use_sample_weights: bool = False
     init_weights: str = "none"  # none | imagenet | champion (fine-tune its weights) | PATH to a weights file
-    verdicts: bool = False  # labels from readers' verdicts (xray.verdicts) too, a verdict winning over a CSV label
+    verdicts: bool = False  # labels from readers' verdicts (xray.verdicts) too, by the two rules below
+    verdicts_min_readers: int = 1  # readers' complete verdicts that label a film no labels CSV labels
+    verdicts_min_readers_over_csv: int = 2  # readers, all agreeing, to replace a labels CSV's label (0: never)
+    verdicts_flagged: str = "refuse"  # readers far from everyone else (kappa < 0.2): refuse | exclude | include
     num_workers: int = 1
     mixed_precision: bool = True  # on GPU only
     shuffle_buffer: int = 512

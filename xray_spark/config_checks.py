@@ -75,6 +75,16 @@ def check_settings(settings: Settings) -> None:
             raise ConfigError(f"configuration key 'train.{name}' must be at least 1")
     if train.learning_rate <= 0:
         raise ConfigError("configuration key 'train.learning_rate' must be positive")
+    if train.verdicts_min_readers < 1 or train.verdicts_min_readers_over_csv < 0:
+        raise ConfigError(
+            "configuration keys 'train.verdicts_min_readers' must be at least 1, 'train.verdicts_min_readers_over_csv' "
+            "at least 0"
+        )
+    if train.verdicts_flagged not in ("refuse", "exclude", "include"):
+        raise ConfigError(
+            "configuration key 'train.verdicts_flagged' must be refuse, exclude or include, "
+            f"got {train.verdicts_flagged!r}"
+        )
     _check_operating(settings)
     _check_sql_server(settings)
     _check_dicom_node(settings)
@@ -277,6 +287,7 @@ def _check_deliver(settings: Settings) -> None:
         ("max_side", options.max_side, 64),
         ("batch_size", options.batch_size, 1),
         ("record_every", options.record_every, 1),
+        ("give_up_after_attempts", options.give_up_after_attempts, 1),
     ):
         if value < low:
             raise ConfigError(f"configuration key 'deliver.{key}' must be at least {low}, got {value}")

@@ -63,6 +63,8 @@ class DeliverSettings:
     max_side: int = 1024  # the Secondary Capture's longest side, px
     batch_size: int = 32  # films per Arrow batch when the objects are built on the executors
     record_every: int = 50  # films between two appends to xray.deliveries
+    # A film whose source file is gone or changed this many runs running is given up (recorded once, not retried).
+    give_up_after_attempts: int = 3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,9 @@ submission_id, submitted_at, model_version, the findings the model called, those
 confirmed, rejected and marked missed, no_finding, ``complete`` (every call confirmed or
 rejected, or no finding) and ``current`` (the reader's newest on that film). Free-text notes
 stay in the SQLite file: they never reach the table or training. The table is rewritten whole
-each run (the file holds the whole history). Prints a summary (JSON).
+each run (the file holds the whole history). Prints a summary (JSON), with each reader's
+agreement with the reference (the labels CSV, the other readers, the model's calls) and a
+warning for a reader flagged as far from everyone else, before any training uses their verdicts.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ def rows(submissions: list[dict]) -> list[tuple]:
     return out
 
 
+def _agreement(spark, lake, table: list[tuple]) -> dict[str, list[dict]]:
+    """Per dataset, each reader's agreement with the reference (:func:`~xray_spark.verdict_labels.reader_agreement`)."""
+    from xray_spark.labels import FINDINGS
+    from xray_spark.train.verdicts import csv_findings
+    from xray_spark.verdict_labels import reader_agreement
+
+    names = [c.split(" ")[0] for c in SCHEMA.split(", ")]
+    out = {}
+    for dataset in sorted({r[0] for r in table}):
+        mine = [dict(zip(names, r, strict=True)) for r in table if r[0] == dataset]
+        out[dataset] = reader_agreement(mine, FINDINGS, csv_findings(spark, lake, dataset))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
@@ -71,8 +87,18 @@ def main(argv: list[str] | None = None) -> int:
             "films": len({(r[0], r[1]) for r in current}),
             "readers": len({r[2] for r in table}),
             "complete_current": sum(r[-2] for r in current),
+            "agreement": _agreement(spark, lake, table),
         }
         cli.log.info("xray.verdicts: %s", summary)
+        for dataset, readers in summary["agreement"].items():
+            for r in readers:
+                if r["flagged"]:
+                    cli.log.warning(
+                        "reader %s is far from everyone else on %s: kappa %.2f with the labels CSV, the other readers "
+                        "and the model over %d films (%g positives per film); train --verdicts refuses their verdicts "
+                        "until train.verdicts_flagged says otherwise",
+                        r["reader"], dataset, r["kappa"], r["films"], r["positives_per_film"],
+                    )  # fmt: skip
         print(json.dumps(summary, sort_keys=True))
         cli.write_summary_json(args.summary_json, summary, settings)
         return 0

@@ -2,11 +2,13 @@
 
 With ``train.verdicts``, the films of the dataset that have a label (from the NIH CSV or a DICOM
 labels CSV) or a complete verdict in ``xray.verdicts`` are written, with Petastorm's metadata,
-to ``petastorm/_labelled/<dataset>-<version>``: a verdict's labels replace the CSV's, and a film
+to ``petastorm/_labelled/<dataset>-<version>``: verdicts' labels replace the CSV's where the rule lets them, and a film
 labelled only by verdicts gets its split from the patient hash, as prepare gives labelled films
 (:mod:`xray_spark.splits`). Training, its validation and its thresholds then read that copy; the
 store itself is never changed. The copy holds only labelled films, so its size is that of what
-readers and labels files cover, not of the archive.
+readers and labels files cover, not of the archive. Which verdicts label which films is the
+site's rule, set before (:mod:`xray_spark.verdict_labels`); a reader flagged as far from everyone
+else refuses the run unless ``train.verdicts_flagged`` says to leave them out or use them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from xray_spark.labels import NO_FINDING
 from xray_spark.lake import Lake
 from xray_spark.schema import XraySchema
 from xray_spark.splits import UNLABELED, hash_split
-from xray_spark.verdict_labels import film_labels
+from xray_spark.verdict_labels import film_labels, reader_agreement
 
 log = logging.getLogger("xray_spark.train")
 
@@ -37,10 +39,25 @@ def labelled_store(spark: SparkSession, lake: Lake, settings: Settings, labels: 
     table = tables.read_table(spark, lake, "verdicts")
     if table is None:
         raise UsageError("train.verdicts is set but the lake has no xray.verdicts: run jobs/verdicts.py first")
-    rows = table.where((F.col("dataset") == dataset) & F.col("current") & F.col("complete")).collect()
-    by_film = film_labels([r.asDict() for r in rows], labels)
+    rows = [
+        r.asDict() for r in table.where((F.col("dataset") == dataset) & F.col("current") & F.col("complete")).collect()
+    ]
+    csv = csv_findings(spark, lake, dataset)
+    readers = reader_agreement(rows, labels, csv)
+    rows = _without_flagged(rows, readers, settings.train.verdicts_flagged)
+    t = settings.train
+    by_film = film_labels(
+        rows,
+        labels,
+        csv_labelled=csv,
+        min_readers=t.verdicts_min_readers,
+        min_readers_over_csv=t.verdicts_min_readers_over_csv,
+    )
     if not by_film:
-        raise UsageError(f"no complete verdict on a film of dataset {dataset!r} in xray.verdicts")
+        raise UsageError(
+            f"no film of dataset {dataset!r} is labelled by xray.verdicts under train.verdicts_min_readers="
+            f"{t.verdicts_min_readers} and train.verdicts_min_readers_over_csv={t.verdicts_min_readers_over_csv}"
+        )
     findings = [F.when(F.substring("v_labels", i + 1, 1) == "1", F.lit(f)) for i, f in enumerate(labels)]
     text = F.concat_ws("|", *findings)
     verdicts = spark.createDataFrame(
@@ -72,6 +89,8 @@ def labelled_store(spark: SparkSession, lake: Lake, settings: Settings, labels: 
     summary: dict[str, Any] = {
         "store_url": url,
         "films_with_verdicts": len(by_film),
+        "csv_labels_replaced": sum(k in csv for k in by_film),
+        "readers": readers,
         "films_with_disagreeing_readers": _disagreements(rows, labels),
         "films_per_split": counts,
     }
@@ -79,11 +98,39 @@ def labelled_store(spark: SparkSession, lake: Lake, settings: Settings, labels: 
     return summary
 
 
+def csv_findings(spark: SparkSession, lake: Lake, dataset: str) -> dict[str, list[str]]:
+    """image_id -> findings of the films of ``dataset`` that a labels CSV labels (``xray.studies``)."""
+    studies = tables.read_table(spark, lake, "studies")
+    if studies is None:
+        return {}
+    labelled = studies.where((F.col("dataset") == dataset) & (F.col("split") != UNLABELED))
+    return {r["image_id"]: list(r["findings"] or ()) for r in labelled.select("image_id", "findings").collect()}
+
+
+def _without_flagged(rows: list[dict], readers: list[dict], how: str) -> list[dict]:
+    """The verdicts training may use, by ``train.verdicts_flagged``: a flagged reader refuses the run, or is left
+    out, or is used."""
+    flagged = {r["reader"]: r for r in readers if r["flagged"]}
+    if not flagged:
+        return rows
+    said = "; ".join(
+        f"{name}: kappa {r['kappa']:.2f} on {r['films']} films, {r['positives_per_film']:g} positives per film"
+        for name, r in flagged.items()
+    )
+    if how == "refuse":
+        raise UsageError(
+            f"readers whose verdicts agree with the labels CSV, the other readers and the model no better than chance "
+            f"({said}): look at their verdicts; then train with train.verdicts_flagged=exclude (or include)"
+        )
+    log.warning("readers flagged (%s): their verdicts are %s", said, "left out" if how == "exclude" else "used")
+    return [r for r in rows if r["reader"] not in flagged] if how == "exclude" else rows
+
+
 def _disagreements(rows: list[Any], labels: list[str]) -> int:
     """Films whose readers' complete verdicts do not all give the same labels."""
     seen: dict[str, set[str]] = {}
     for r in rows:
-        one = film_labels([r.asDict()], labels)
+        one = film_labels([r], labels)
         if one:
             seen.setdefault(r["image_id"], set()).add(next(iter(one.values()))[0])
     return sum(len(v) > 1 for v in seen.values())
