@@ -328,6 +328,14 @@ def test_a_film_re_sent_with_other_bytes_never_replaces_the_one_a_night_ingested
     spool.mark_ingested([str(Path(spool.incoming) / "1.2.3.7.dcm")], "done")
     assert (Path(spool.done) / "1.2.3.7.dcm").read_bytes() == b"the film a night scored"
     assert len(spool.correction_files()) == 2 and not list(Path(spool.incoming).iterdir())
+    status = subprocess.run(
+        node_command("status", tmp_path / "state", "--spool", spool.root, "--lake", tmp_path / "lake"),
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(status.stdout)["corrections"] == 2
 
 
 def spool_files(spool: Spool) -> list[Path]:

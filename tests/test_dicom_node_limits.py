@@ -1,4 +1,4 @@
-"""The DICOM node against senders who lie, trickle, flood or overfill: raw sockets, pynetdicom and dcmtk on 127.0.0.x."""
+"""The DICOM node against senders who lie, trickle, flood or overfill: raw sockets, pynetdicom, dcmtk, 127.0.0.x."""
 
 from __future__ import annotations
 
@@ -31,8 +31,13 @@ def pynetdicom_quiet():
 
 
 def _film_file(folder: Path, i: int, size: int = 64) -> Path:
-    ds = film(corpus.chest_like(size, seed=i), bits_stored=8, PatientID=f"ZZLIAR{i:03d}", ViewPosition="PA",
-              BodyPartExamined="CHEST")
+    ds = film(
+        corpus.chest_like(size, seed=i),
+        bits_stored=8,
+        PatientID=f"ZZLIAR{i:03d}",
+        ViewPosition="PA",
+        BodyPartExamined="CHEST",
+    )
     path = folder / f"film{i}.dcm"
     folder.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode(ds, "explicit-le"))
@@ -145,8 +150,14 @@ def test_strangers_tricklers_and_giant_pdus_hold_no_slot_and_stop_ends_on_time(t
     A-ASSOCIATE-RQ, a request declaring 256 MiB, garbage PDUs: the allowed peers are answered at once, each bad PDU is
     one log line, and stop ends within its timeout however the peers behave."""
     allow = ["--allow", "PACS@127.0.0.1", "ECHO@127.0.0.2"]
-    settings = ["--set", "dicom_node.max_associations_per_address=4", "--set", "dicom_node.pdu_timeout_seconds=4",
-                "--set", "dicom_node.stop_timeout_seconds=2"]
+    settings = [
+        "--set",
+        "dicom_node.max_associations_per_address=4",
+        "--set",
+        "dicom_node.pdu_timeout_seconds=4",
+        "--set",
+        "dicom_node.stop_timeout_seconds=2",
+    ]
     sockets: list[socket.socket] = []
     with running_node(tmp_path / "node", extra=[*allow, *settings]) as node:
         try:
@@ -219,8 +230,9 @@ def test_two_starts_at_once_make_one_node_that_stop_stops_and_a_taken_port_is_on
     try:
         assert [r.returncode for r in results] == [0, 0], [r.stderr[-500:] for r in results]
         assert results[0].stdout == results[1].stdout  # the second found the first one running
-        nodes = subprocess.run(["pgrep", "-f", f"xray_spark.node run --state-dir {node.state}"],
-                               capture_output=True, text=True)
+        nodes = subprocess.run(
+            ["pgrep", "-f", f"xray_spark.node run --state-dir {node.state}"], capture_output=True, text=True
+        )
         assert len(nodes.stdout.split()) == 1, nodes.stdout
         other = Node(tmp_path / "other", port=node.port)
         taken = other.cli("start", "--spool", other.spool, "--port", other.port, check=False)

@@ -340,6 +340,21 @@ def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app
         assert SCRIPT.encode() not in path.read_bytes(), "a note never reaches the table"
 
 
+def _all_at_once(target, n: int) -> None:
+    """``target(k)`` for k in 0..n-1, each in a thread of its own, all released together."""
+    start = threading.Barrier(n)
+
+    def run(k: int) -> None:
+        start.wait()
+        target(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+
 def test_forty_simultaneous_guesses_get_three_checked_and_one_per_wait(app, tmp_path):
     """Counting and checking are one step: simultaneous wrong guesses for one name cannot share the free failures."""
     from xray_spark.web.accounts import Accounts
@@ -348,27 +363,16 @@ def test_forty_simultaneous_guesses_get_three_checked_and_one_per_wait(app, tmp_
     accounts.add_user("carol", PASSWORD)
     keys = ("name:carol", "addr:10.0.0.9")
     admitted: list[float] = []
-    start = threading.Barrier(40)
 
-    def guess() -> None:
-        start.wait()
+    def guess(_k: int) -> None:
         if accounts.admit(*keys) == 0:
             admitted.append(time.monotonic())
             assert accounts.sign_in("carol", "a wrong guess", "10.0.0.9") is None
 
-    threads = [threading.Thread(target=guess) for _ in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _all_at_once(guess, 40)
     assert len(admitted) == 3
     time.sleep(1.1)  # the first wait (1 s) is over: of 10 more at once, exactly one is admitted
-    start = threading.Barrier(10)
-    threads = [threading.Thread(target=guess) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _all_at_once(guess, 10)
     assert len(admitted) == 4
     assert accounts.admit(*keys) > 1  # and the next waits 2 s
 
@@ -394,8 +398,9 @@ def test_a_picture_request_never_reads_beyond_the_lakes_own_datasets(app, tmp_pa
 def _verdict_form(http: requests.Session, url: str, date: str) -> tuple[str, list[tuple[str, str]]]:
     page = http.get(f"{url}worklist/nih/{date}").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    films = re.findall(r'name="image_id" value="([^"]+)"><input type="hidden" name="model_version" value="([^"]+)"',
-                       page)
+    films = re.findall(
+        r'name="image_id" value="([^"]+)"><input type="hidden" name="model_version" value="([^"]+)"', page
+    )
     return csrf, films
 
 
@@ -406,22 +411,16 @@ def test_fifty_posts_at_once_are_all_answered_and_a_held_file_says_not_saved_wit
     http = _signed_in(url, "alice")
     csrf, films = _verdict_form(http, url, app["date"])
     answers: list[int | str] = []
-    start = threading.Barrier(50)
 
     def post(k: int) -> None:
         image_id, version = films[k % len(films)]
         form = {"csrf": csrf, "image_id": image_id, "model_version": version, "no_finding": "1", "form_id": f"f50-{k}"}
-        start.wait()
         try:
             answers.append(http.post(url + "verdict/nih", data=form, allow_redirects=False, timeout=60).status_code)
         except requests.RequestException as exc:
             answers.append(type(exc).__name__)
 
-    threads = [threading.Thread(target=post, args=(k,)) for k in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    _all_at_once(post, 50)
     assert answers.count(303) == 50, answers
     assert len({s["form_id"] for s in _store(app).submissions() if s["form_id"].startswith("f50-")}) == 50
     # Another program holds the verdicts file: the reader is told at once that nothing was saved

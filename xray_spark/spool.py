@@ -14,9 +14,10 @@
 A file reaches ``incoming/`` only whole: written under ``.receiving/``, flushed and synced,
 then linked into place (a link, not a rename, so a second copy of the same instance never
 replaces the first) and its folder synced. A file a night ingested is never replaced: the film
-in the lake was scored from it, and delivery re-joins its identity from it. What a PACS was told was stored survives a crash
-of the node or of the machine. The spool holds what the PACS sent, identity included, so it
-lives outside the lake (:func:`open_spool` refuses a spool inside it), as the pseudonym key does.
+in the lake was scored from it, and delivery re-joins its identity from it. What a PACS was
+told was stored survives a crash of the node or of the machine. The spool holds what the PACS
+sent, identity included, so it lives outside the lake (:func:`open_spool` refuses a spool
+inside it), as the pseudonym key does.
 """
 
 from __future__ import annotations

@@ -162,7 +162,9 @@ def _to_do(spark, lake, films, targets, dataset, version, retry_given_up) -> dic
     if done is not None:
         pairs = pairs.join(
             done.select("image_id", "destination", "status", "attempts"), ["image_id", "destination"], "left"
-        ).where(~F.coalesce(F.col("status"), F.lit("")).isin(record.SENT, *([] if retry_given_up else [record.GIVEN_UP])))
+        ).where(
+            ~F.coalesce(F.col("status"), F.lit("")).isin(record.SENT, *([] if retry_given_up else [record.GIVEN_UP]))
+        )
     else:
         pairs = pairs.withColumn("attempts", F.lit(0))
     todo: dict[str, dict[str, int]] = collections.defaultdict(dict)

@@ -44,7 +44,12 @@ DELIVERIES_SCHEMA = T.StructType(
         T.StructField("dataset", T.StringType(), False),
     ]
 )
-_ORDER = {PENDING: 0, FAILED: 1, SENT: 2, GIVEN_UP: 3}  # within one instant, an outcome wins over the pending row before it
+_ORDER = {
+    PENDING: 0,
+    FAILED: 1,
+    SENT: 2,
+    GIVEN_UP: 3,
+}  # within one instant, an outcome wins over the pending row before it
 
 
 def state(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:

@@ -8,10 +8,10 @@
 Each flag overrides its ``dicom_node`` setting. ``start`` runs the node in the background and
 prints where it listens (``AE@host:port``, stdout) once it does; ``run`` is the node in the
 foreground. ``status`` prints JSON (running, listening, pid, the spool, how many received
-instances no night has ingested yet) and exits 0 when the node listens, 1 when its process
-runs but does not listen, 3 when it does not run. ``stop`` lets the associations in flight
-finish (``dicom_node.stop_timeout_seconds``). ``--state-dir`` (default ``.dicom-node``) holds
-its pid, log and ready files, outside the lake.
+instances no night has ingested yet, how many corrections wait for a person) and exits 0 when
+the node listens, 1 when its process runs but does not listen, 3 when it does not run.
+``stop`` lets the associations in flight finish (``dicom_node.stop_timeout_seconds``).
+``--state-dir`` (default ``.dicom-node``) holds its pid, log and ready files, outside the lake.
 """
 
 from __future__ import annotations
@@ -102,13 +102,16 @@ def _status(settings, state_dir: str) -> tuple[dict, int]:
     port = found["port"] if found else settings.dicom_node.port
     listens = bool(found) and bool(listening_addresses(int(port)))
     spool = found["spool"] if found else os.path.abspath(settings.dicom_node.spool)
-    pending = len(open_spool(spool, None, create=False).pending()) if os.path.isdir(spool) else 0
+    opened = open_spool(spool, None, create=False) if os.path.isdir(spool) else None
+    pending = len(opened.pending()) if opened else 0
+    corrections = len(opened.correction_files()) if opened else 0
     state = {
         "running": record is not None,
         "listening": found["listening"] if listens else None,
         "pid": record and record["pid"],
         "spool": spool,
         "not_ingested": pending,
+        "corrections": corrections,  # re-sent instances with other bytes, kept for a person (spool/corrections/)
     }
     return state, 0 if listens else 1 if record else 3
 

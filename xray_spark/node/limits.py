@@ -239,8 +239,9 @@ def read_pdu(dul: Any) -> None:
             raw.settimeout(before)
 
 
-def _read_bounded(dul: Any, raw: socket.socket, peer: str, deadline: float, end_of_association: float,
-                  limits: Limits) -> None:
+def _read_bounded(
+    dul: Any, raw: socket.socket, peer: str, deadline: float, end_of_association: float, limits: Limits
+) -> None:
     header = _recv_exactly(raw, 6, deadline)
     if header is None:
         _closed(dul, peer, deadline, end_of_association, "before a PDU's header arrived")
@@ -274,8 +275,13 @@ def _closed(dul: Any, peer: str, deadline: float, end: float, when: str) -> None
     if now >= end:
         _refuse(dul, "Evt17", "association from %s: over dicom_node.association_timeout_seconds %s: closed", peer, when)
     elif now >= deadline:
-        _refuse(dul, "Evt17", "association from %s: a PDU not whole within dicom_node.pdu_timeout_seconds (%s): closed",
-                peer, when)
+        _refuse(
+            dul,
+            "Evt17",
+            "association from %s: a PDU not whole within dicom_node.pdu_timeout_seconds (%s): closed",
+            peer,
+            when,
+        )
     else:
         dul.event_queue.put("Evt17")
 

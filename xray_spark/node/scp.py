@@ -75,8 +75,14 @@ class Node:
         self.allowed = parse_allow(settings.allow)
         self._lock = threading.Lock()
         self._open: dict[int, Tally] = {}
-        self.totals = {"associations": 0, "refused_associations": 0, "stored": 0, "held": 0, "refused": 0,
-                       "corrections": 0}
+        self.totals = {
+            "associations": 0,
+            "refused_associations": 0,
+            "stored": 0,
+            "held": 0,
+            "refused": 0,
+            "corrections": 0,
+        }
 
     def _tally(self, assoc: Any) -> Tally:
         with self._lock:
@@ -123,11 +129,17 @@ class Node:
         try:
             sop_class, sop_uid = dataset_uids(received.name)
         except Exception as exc:  # not a data set pydicom can read up to its UIDs
-            return self._refused(tally, CANNOT_UNDERSTAND, f"refused: its data set cannot be read ({type(exc).__name__})")
+            return self._refused(
+                tally, CANNOT_UNDERSTAND, f"refused: its data set cannot be read ({type(exc).__name__})"
+            )
         if sop_class != said_class:
-            return self._refused(tally, DOES_NOT_MATCH_CLASS, "refused: its data set's SOP Class UID is not the request's")
+            return self._refused(
+                tally, DOES_NOT_MATCH_CLASS, "refused: its data set's SOP Class UID is not the request's"
+            )
         if sop_uid != said_uid:
-            return self._refused(tally, INVALID_INSTANCE, "refused: its data set's SOP Instance UID is not the request's")
+            return self._refused(
+                tally, INVALID_INSTANCE, "refused: its data set's SOP Instance UID is not the request's"
+            )
         try:
             outcome = self.spool.store_file(sop_uid, received.name)
         except BadInstance as exc:
@@ -209,8 +221,15 @@ def serve(
     """Listen until ``stopping`` is set; then finish the associations in flight, for at most the stop timeout."""
     from pynetdicom import evt
 
-    install(Limits(settings.max_pdu, max_instance_bytes, settings.pdu_timeout_seconds,
-                   settings.association_timeout_seconds, spool.receiving))
+    install(
+        Limits(
+            settings.max_pdu,
+            max_instance_bytes,
+            settings.pdu_timeout_seconds,
+            settings.association_timeout_seconds,
+            spool.receiving,
+        )
+    )
     node = Node(settings, spool)
     ae = application_entity(settings)
     handlers = [

@@ -209,8 +209,11 @@ def scored_ids(spark: SparkSession, lake: Lake, dataset: str, version: str) -> D
     """The image ids of ``dataset`` that ``version`` has scored, or could not score (``xray.not_scored``):
     a prediction is of (dataset, image, model), and a film a model cannot score is tried again by another model."""
     mine = (F.col("model_version") == version) & (F.col("dataset") == dataset)
-    done = [t.where(mine).select("image_id") for t in (tables.read_table(spark, lake, n)
-            for n in (PREDICTIONS, NOT_SCORED_TABLE)) if t is not None]
+    done = [
+        t.where(mine).select("image_id")
+        for t in (tables.read_table(spark, lake, n) for n in (PREDICTIONS, NOT_SCORED_TABLE))
+        if t is not None
+    ]
     if not done:
         return None
     return functools.reduce(DataFrame.unionByName, done).distinct()

@@ -61,8 +61,9 @@ def score_frame(
 
     A finding is called positive when its calibrated probability reaches its threshold; one
     without a threshold (not calibrated) is never called. A film whose raw outputs are not all
-    finite has its reason in :data:`NOT_SCORED` (null otherwise): its other columns mean nothing. ``make_predict_fn`` is the model
-    loader (default: the one for the model file's format, :data:`~xray_spark.score.runtime.LOADERS`).
+    finite has its reason in :data:`NOT_SCORED` (null otherwise): its other columns mean nothing.
+    ``make_predict_fn`` is the model loader (default: the one for the model file's format,
+    :data:`~xray_spark.score.runtime.LOADERS`).
     """
     card = run.card
     labels = card.labels

@@ -11,7 +11,13 @@ import numpy as np
 
 from xray_spark import report
 from xray_spark.labels import column_name
-from xray_spark.model_card import MODEL_FILE, check_finite_outputs, check_validation_record, threshold_rule_text, write_card
+from xray_spark.model_card import (
+    MODEL_FILE,
+    check_finite_outputs,
+    check_validation_record,
+    threshold_rule_text,
+    write_card,
+)
 from xray_spark.models import preprocessing_spec
 from xray_spark.operating import operating_points
 from xray_spark.train import checkpoints as ckpt
