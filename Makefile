@@ -21,7 +21,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup demo demo-dicom nightly nightly-demo test lint check-java clean cluster-up cluster-down bench \
   sql-server sql-server-stop dicom-node dicom-node-stop bench-dicom-node bench-deliver demo-pacs demo-pacs-stop \
-  worklist-server worklist-server-stop bench-web bench-monitor bench-release
+  worklist-server worklist-server-stop bench-web bench-monitor bench-release bench-node-limits
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -195,6 +195,9 @@ bench: setup ## throughput against plain-Python limits, growth, memory (~20 min 
 
 bench-dicom-node: setup ## the DICOM node vs dcmtk's storescp, a night from its spool vs a folder (~15 min)
 	$(PY) bench/dicom_node.py
+
+bench-node-limits: setup ## what a hostile peer makes the DICOM node hold: a 600 MiB instance, ten senders that trickle (~5 min)
+	$(PY) bench/node_limits.py
 
 bench-deliver: setup ## results to Orthanc: objects per second, a night with and without delivery, a 10,000-film backfill (~30 min)
 	$(PY) bench/deliver.py

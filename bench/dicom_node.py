@@ -83,7 +83,7 @@ def to_node_unsynced(files: list[Path], work: Path) -> float:
     import threading
     from unittest import mock
 
-    from xray_spark.config import DicomNodeSettings
+    from xray_spark.config import DicomNodeSettings, ImageSettings
     from xray_spark.node.scp import serve
     from xray_spark.spool import open_spool
 
@@ -92,7 +92,11 @@ def to_node_unsynced(files: list[Path], work: Path) -> float:
     settings = DicomNodeSettings(port=free_port())
     stopping, ready = threading.Event(), threading.Event()
     with mock.patch("os.fsync", lambda _fd: None):
-        thread = threading.Thread(target=serve, args=(settings, spool, stopping, ready.set))
+        thread = threading.Thread(
+            target=serve,
+            args=(settings, spool, stopping, ready.set),
+            kwargs={"max_instance_bytes": ImageSettings().max_file_bytes},
+        )
         thread.start()
         try:
             assert ready.wait(30)
