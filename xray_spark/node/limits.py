@@ -80,11 +80,15 @@ class ReceivingFile:
 
     def __init__(self, folder: str, limit: int) -> None:
         self.name = os.path.join(folder, f"{secrets.token_hex(8)}.part")
-        self._fh = open(self.name, "xb")  # noqa: SIM115 - closed by pynetdicom through close()
         self.file = self  # pynetdicom calls .file.flush()
         self.limit = limit
         self.written = 0
         self.refused: str | None = None
+        try:
+            self._fh: Any = open(self.name, "xb")  # noqa: SIM115 - closed by pynetdicom through close()
+        except OSError as exc:  # no room even for the file: the data set is counted, and refused at its end
+            self._fh = None
+            self.refused = _disk_error(exc)
 
     def write(self, data: bytes) -> int:
         if self.refused is not None:
@@ -122,7 +126,8 @@ class ReceivingFile:
 
     def close(self) -> None:
         try:
-            self._fh.close()
+            if self._fh is not None:
+                self._fh.close()
         except OSError as exc:
             if self.refused is None:
                 self._refuse(_disk_error(exc))
@@ -130,8 +135,9 @@ class ReceivingFile:
     def _refuse(self, why: str) -> None:
         self.refused = why
         try:  # give the space back at once; the rest of the data set is counted, not kept
-            self._fh.truncate(0)
-            self._fh.close()
+            if self._fh is not None:
+                self._fh.truncate(0)
+                self._fh.close()
         except OSError:
             pass
 
@@ -191,8 +197,10 @@ def _plain(address: str) -> str:
     return str(getattr(ip, "ipv4_mapped", None) or ip)
 
 
-def _largest(pdu_type: int, limits: Limits) -> int:
-    return limits.max_pdu if pdu_type == P_DATA_TF else MAX_CONTROL_PDU
+def _largest(pdu_type: int, limits: Limits, established: bool) -> int:
+    """The longest PDU read: a P-DATA-TF within an accepted association up to the ``max_pdu`` the node announced;
+    anything else, and anything before the association is accepted, up to :data:`MAX_CONTROL_PDU`."""
+    return limits.max_pdu if pdu_type == P_DATA_TF and established else MAX_CONTROL_PDU
 
 
 def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes | None:
@@ -250,11 +258,13 @@ def _read_bounded(
     if pdu_type not in PDU_TYPES:
         _refuse(dul, "Evt19", "association from %s: an unknown PDU type 0x%02X: aborted", peer, pdu_type)
         return
-    if length > _largest(pdu_type, limits):
+    # Sta1-3: no association accepted yet (the DUL leaves them when it sends the A-ASSOCIATE-AC, in this thread)
+    largest = _largest(pdu_type, limits, dul.state_machine.current_state not in ("Sta1", "Sta2", "Sta3"))
+    if length > largest:
         _refuse(
             dul, "Evt19",
             "association from %s: a PDU of type 0x%02X declares %d bytes, over the %d the node takes: aborted",
-            peer, pdu_type, length, _largest(pdu_type, limits),
+            peer, pdu_type, length, largest,
         )  # fmt: skip
         return
     body = _recv_exactly(raw, length, deadline)

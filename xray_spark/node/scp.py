@@ -121,7 +121,9 @@ class Node:
         """
         tally = self._tally(event.assoc)
         request = event.request
-        received = request._dataset_file  # a ReceivingFile (limits.install)
+        received = getattr(request, "_dataset_file", None)  # a ReceivingFile (limits.install)
+        if received is None:  # a C-STORE request without a data set
+            return self._refused(tally, CANNOT_UNDERSTAND, "refused: the request carries no data set")
         received.sync()
         if received.refused is not None:
             return self._refused(tally, OUT_OF_RESOURCES, f"not stored ({received.refused}): answered Out of Resources")

@@ -4,9 +4,10 @@ Passwords are stored as scrypt hashes (the standard library's ``hashlib.scrypt``
 p=1, a 16-byte salt per password): memory-hard, so a stolen file is slow to crack on a GPU.
 A session is a random id in a signed cookie; signing out deletes it here, so a copied cookie
 stops working too. After ``free_failures`` failed sign-ins for a name or from an address, each
-next attempt waits 1 s, then 2 s, 4 s, ... (up to ``max_delay``) before it is even checked. An
-attempt is counted in the same transaction that finds it may go ahead, before its password is
-checked: simultaneous guesses are admitted one at a time, and each wait lets one through.
+next attempt waits 1 s, then 2 s, 4 s, ... (up to ``max_delay``) before it is even checked.
+The wait is read, the password checked and the failure counted as one step per name and per
+address (:meth:`Accounts.attempt`): simultaneous guesses cannot share the free failures. The
+app is one process, whose threads share these locks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ class Accounts:
     def __init__(self, path: str, *, free_failures: int = 3, max_delay: float = 900.0) -> None:
         self.path = os.path.abspath(path)
         self.free_failures, self.max_delay = free_failures, max_delay
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fresh = not os.path.exists(self.path)
         with closing(self._connect()) as db, db:
@@ -108,47 +112,58 @@ class Accounts:
         with closing(self._connect()) as db:
             return [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
 
-    def admit(self, *keys: str) -> float:
-        """Count a sign-in attempt against these keys (a name, an address) and say whether it may be checked.
+    def attempt(self, name: str, password: str, address: str) -> Session | float | None:
+        """One sign-in: a new session when the password is right, None when it is wrong, or the seconds to wait
+        (the password not checked) after too many failures for the name or from the address.
 
-        In one write transaction: the wait left for the keys is read and, when there is none, the
-        attempt is counted as a failure *before* its password is checked (a success clears it). Two
-        attempts at once can never both pass on the same free slot; returns the seconds to wait (0:
-        admitted).
+        The wait is read, the password checked and the outcome counted while this attempt holds
+        the name's and the address's locks: simultaneous guesses for one name are checked one at
+        a time, so three free failures are three, and each wait lets one through. Readers signing
+        in at once from one address (a ward behind one proxy) wait their turn of a password check
+        (about 50 ms each); none is refused.
         """
-        now = time.time()
+        keys = sorted({f"name:{name.lower()}", f"addr:{address}"})
+        locks = [self._lock_of(key) for key in keys]
+        for lock in locks:
+            lock.acquire()
+        try:
+            left = self._wait_left(keys)
+            if left > 0:
+                return left
+            return self._check(name, password, keys)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _lock_of(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._locks) > 10_000:  # forget the idle ones (a lock held now stays referenced by its holder)
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _wait_left(self, keys: list[str]) -> float:
+        now, left = time.time(), 0.0
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                left = 0.0
-                for key in keys:
-                    row = db.execute("SELECT count, last FROM failures WHERE key = ?", (key,)).fetchone()
-                    if row and row[0] >= self.free_failures:
-                        delay = min(self.max_delay, 2.0 ** (row[0] - self.free_failures))
-                        left = max(left, row[1] + delay - now)
-                if left <= 0:
-                    for key in keys:
-                        db.execute(
-                            "INSERT INTO failures VALUES (?, 1, ?) "
-                            "ON CONFLICT(key) DO UPDATE SET count = count + 1, last = excluded.last",
-                            (key, now),
-                        )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            for key in keys:
+                row = db.execute("SELECT count, last FROM failures WHERE key = ?", (key,)).fetchone()
+                if row and row[0] >= self.free_failures:
+                    delay = min(self.max_delay, 2.0 ** (row[0] - self.free_failures))
+                    left = max(left, row[1] + delay - now)
         return max(left, 0.0)
 
-    def sign_in(self, name: str, password: str, address: str) -> Session | None:
-        """A new session when the password is right (the attempt was counted by :meth:`admit`; a success clears
-        the count of the name and the address)."""
-        keys = (f"name:{name.lower()}", f"addr:{address}")
+    def _check(self, name: str, password: str, keys: list[str]) -> Session | None:
         with closing(self._connect()) as db:
             row = db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
         ok = check_password(password, row[0] if row else _DUMMY) and row is not None
-        if not ok:
-            return None
         with closing(self._connect()) as db:
+            if not ok:
+                for key in keys:
+                    db.execute(
+                        "INSERT INTO failures VALUES (?, 1, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET count = count + 1, last = excluded.last",
+                        (key, time.time()),
+                    )
+                return None
             db.executemany("DELETE FROM failures WHERE key = ?", [(k,) for k in keys])
             session = Session(secrets.token_urlsafe(32), name, secrets.token_urlsafe(32))
             db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (session.sid, name, session.csrf, time.time()))

@@ -119,13 +119,12 @@ def _account_routes(app: Flask) -> None:
             session["pre_csrf"] = session.get("pre_csrf") or secrets.token_urlsafe(32)
             return _page("signin.html", csrf=session["pre_csrf"], next=request.args.get("next", ""))
         name, address = request.form.get("name", "")[:64], request.remote_addr or "?"
-        wait = accounts.admit(f"name:{name.lower()}", f"addr:{address}")  # checked and counted in one step
-        if wait > 0:
-            seconds = math.ceil(wait)
+        found = accounts.attempt(name, request.form.get("password", ""), address)  # waited, checked, counted: one step
+        if isinstance(found, float):
+            seconds = math.ceil(found)
             message = f"Too many failed sign-ins: try again in {seconds} s."
             body, status = _page("signin.html", 429, csrf=session.get("pre_csrf"), message=message, next="")
             return Response(body, status, headers={"Retry-After": str(seconds)})
-        found = accounts.sign_in(name, request.form.get("password", ""), address)
         if found is None:
             next_ = request.form.get("next", "")
             return _page(
