@@ -58,9 +58,15 @@ _limits: list[Limits] = []
 
 def install(limits: Limits) -> None:
     """Bound this process's pynetdicom: PDU reads, data sets written to the spool as they arrive."""
+    import pynetdicom
     from pynetdicom import _config, dimse_messages
     from pynetdicom.dul import DULServiceProvider
 
+    for owner, name in ((dimse_messages, "NamedTemporaryFile"), (DULServiceProvider, "_read_pdu_data")):
+        if not hasattr(owner, name):  # another pynetdicom than the 3.0 these replace parts of (pyproject pins it)
+            raise RuntimeError(
+                f"pynetdicom {pynetdicom.__version__} has no {name}: the node's limits need pynetdicom 3.0"
+            )
     _limits[:] = [limits]
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, OneLineFilter) for f in handler.filters):
