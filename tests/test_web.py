@@ -387,6 +387,14 @@ def test_a_picture_request_never_reads_beyond_the_lakes_own_datasets(app, tmp_pa
     http = _signed_in(url, "alice")
     good = http.get(f"{url}picture", params={"dataset": "nih", "id": app["top"]})
     assert good.status_code == 200 and good.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # a stored heatmap, read from the table's own partitions (score_date=/run_id=), is drawn over its film
+    maps = pd.read_parquet(Path(app["lake"]) / "tables" / "heatmaps", columns=["image_id", "finding", "model_version"])
+    first = maps.iloc[0]
+    drawn = http.get(
+        f"{url}overlay",
+        params={"dataset": "nih", "id": first["image_id"], "finding": first["finding"], "v": first["model_version"]},
+    )
+    assert drawn.status_code == 200 and drawn.content[:8] == b"\x89PNG\r\n\x1a\n"
     elsewhere = tmp_path / "other-lake"
     shutil.copytree(Path(app["lake"]) / "petastorm", elsewhere / "petastorm", symlinks=False)
     for name in ("../..", "../../" * 12, str(elsewhere / "petastorm" / "nih"), "nih/../nih", "nih/."):
