@@ -94,7 +94,7 @@ class ReceivingFile:
             self._fh: Any = open(self.name, "xb")  # noqa: SIM115 - closed by pynetdicom through close()
         except OSError as exc:  # no room even for the file: the data set is counted, and refused at its end
             self._fh = None
-            self.refused = _disk_error(exc)
+            self.refused = disk_error(exc)
 
     def write(self, data: bytes) -> int:
         if self.refused is not None:
@@ -107,7 +107,7 @@ class ReceivingFile:
         try:
             self._fh.write(data)
         except OSError as exc:
-            self._refuse(_disk_error(exc))
+            self._refuse(disk_error(exc))
         self.written += len(data)
         return len(data)
 
@@ -116,7 +116,7 @@ class ReceivingFile:
             try:
                 self._fh.flush()
             except OSError as exc:
-                self._refuse(_disk_error(exc))
+                self._refuse(disk_error(exc))
 
     def tell(self) -> int:
         return self.written
@@ -128,7 +128,7 @@ class ReceivingFile:
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
             except OSError as exc:
-                self._refuse(_disk_error(exc))
+                self._refuse(disk_error(exc))
 
     def close(self) -> None:
         try:
@@ -136,7 +136,7 @@ class ReceivingFile:
                 self._fh.close()
         except OSError as exc:
             if self.refused is None:
-                self._refuse(_disk_error(exc))
+                self._refuse(disk_error(exc))
 
     def _refuse(self, why: str) -> None:
         self.refused = why
@@ -148,10 +148,11 @@ class ReceivingFile:
             pass
 
 
-def _disk_error(exc: OSError) -> str:
+def disk_error(exc: OSError) -> str:
+    """Why a write failed, in the words of the node's log (never a path)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full"
-    return errno.errorcode.get(exc.errno or 0, str(exc))
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
 def _receiving_file(*_args: Any, **_kwargs: Any) -> ReceivingFile:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import socket
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 from xray_spark.config import DicomNodeSettings
 from xray_spark.node.access import parse_allow, refusal
-from xray_spark.node.limits import Gate, Limits, dataset_uids, install
+from xray_spark.node.limits import Gate, Limits, dataset_uids, disk_error, install
 from xray_spark.spool import CORRECTION, HELD, STORED, BadInstance, Spool
 from xray_spark.transfer_syntaxes import DECODED
 
@@ -147,7 +146,7 @@ class Node:
         except BadInstance as exc:
             return self._refused(tally, CANNOT_UNDERSTAND, f"refused: {exc}")
         except OSError as exc:
-            why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.errorcode.get(exc.errno)
+            why = disk_error(exc)
             return self._refused(tally, OUT_OF_RESOURCES, f"not stored ({why}): answered Out of Resources")
         tally.bytes += received.written
         if outcome == CORRECTION:
