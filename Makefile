@@ -10,6 +10,8 @@ CONF ?= conf/local.yaml
 DEMO_IMAGES ?= 1500
 DEMO_ARCHIVE := $(LAKE)/archive/synthetic
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each takes whole modules, so a module's fixtures are built once. 0: one process.
+PYTEST_WORKERS ?= 3
 # Every job runs as `xray-spark <job>` (xray_spark/launch.py): spark-submit with the master and
 # driver memory of the job's conf (so CONF=conf/standalone.yaml runs every target on the cluster
 # of `make cluster-up`), Spark's console kept quiet, the driver JVM's options of xray_spark/session.py.
@@ -186,8 +188,8 @@ worklist-server: setup ## start the worklist web app on 127.0.0.1:8470 (add read
 worklist-server-stop: ## stop the web app that make worklist-server started
 	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop; fi
 
-test: setup ## install, then run the test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup ## install, then run the test suite (PYTEST_WORKERS processes)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 BENCH_SCALE ?= 500
 bench: setup ## throughput against plain-Python limits, growth, memory (~20 min on 2 cores; bench/results)

@@ -65,8 +65,8 @@ def build_rates(film: Path, repeats: int = 30) -> dict:
     from pydicom import dcmread
 
     from xray_spark.deliver.objects import FilmResult, ModelFacts, Region, build_sc, build_sr
+    from xray_spark.imaging.decode import display_image
     from xray_spark.labels import FINDINGS
-    from xray_spark.prepare.images import display_image
 
     source = dcmread(film)
     heat = np.zeros((64, 64), np.uint8)

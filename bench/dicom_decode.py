@@ -28,8 +28,8 @@ from pipeline import machine  # noqa: E402  (bench/pipeline.py, beside this file
 
 from xray_spark.dev.anatomy import Anatomy, render  # noqa: E402
 from xray_spark.dev.dicom_films import SYNTAXES, encode, film  # noqa: E402
-from xray_spark.prepare import images as img  # noqa: E402
-from xray_spark.schema import XraySchema  # noqa: E402
+from xray_spark.imaging import decode as img  # noqa: E402
+from xray_spark.lake.schema import XraySchema  # noqa: E402
 
 SIZE = 224
 

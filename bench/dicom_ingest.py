@@ -61,9 +61,9 @@ def _median_rate(n: int, work, repeats: int) -> float:
 
 def per_file_rates(files: list[Path], repeats: int, *, dicom: bool) -> dict:
     """Header scan (DICOM only) and decode to a stored image, images per second on one core."""
-    from xray_spark.prepare import images as img
+    from xray_spark.imaging import decode as img
+    from xray_spark.lake.schema import XraySchema
     from xray_spark.prepare.sources.dicom.headers import read_header
-    from xray_spark.schema import XraySchema
 
     field = XraySchema.image
 

@@ -92,8 +92,8 @@ def ward(spark, lake, work: Path, name: str, films: int, seed: int, first_patien
     """A DICOM ward of ``films`` films prepared and scored once: its per-film frame."""
     from pyspark.sql import functions as F
 
-    from xray_spark import tables
     from xray_spark.dev.dicom_archive import Acquisition, write_dicom_archive
+    from xray_spark.lake import tables
     from xray_spark.monitor.films import film_frame
     from xray_spark.prepare import PrepareInputs, run_prepare
     from xray_spark.score.pipeline import run_scoring

@@ -153,8 +153,8 @@ def median_of(runs: list[dict], key: str) -> float:
 # -- 1 and 4: ingest ---------------------------------------------------------------------------------
 def ingest_baseline(archive: Path, repeats: int) -> dict:
     """The library's own per-image work (read, decode, resize, PNG-encode), one core, no Spark."""
-    from xray_spark.prepare import images as img
-    from xray_spark.schema import XraySchema
+    from xray_spark.imaging import decode as img
+    from xray_spark.lake.schema import XraySchema
 
     field = XraySchema.image
     files = sorted((archive / "images").iterdir())
@@ -199,7 +199,7 @@ def training_input(store_url: str, labels: int, repeats: int, *, consumers_too: 
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    from xray_spark.store import quiet_petastorm_warnings
+    from xray_spark.lake.store import quiet_petastorm_warnings
     from xray_spark.train.data import ShardSpec, training_dataset
 
     quiet_petastorm_warnings()

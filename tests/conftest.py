@@ -15,6 +15,34 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 ROOT = Path(__file__).resolve().parents[1]
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
 
+#: The modules that take minutes, longest first: collected first, so that parallel workers (``make test`` runs
+#: ``pytest -n``, one module per worker at a time) start the longest work first and finish together.
+LONGEST_FIRST = (
+    "test_train",
+    "test_cluster",
+    "test_monitor",
+    "test_jobs",
+    "test_dicom_node",
+    "test_deliver",
+    "test_dicom_demo",
+    "test_locks",
+    "test_store_replace",
+    "test_cli",
+    "test_sql_server",
+    "test_readonly",
+    "test_dicom_source",
+    "test_prepare",
+    "test_score",
+    "test_web",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules of :data:`LONGEST_FIRST` first, in that order; each module's tests keep their own order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
+
+
 #: Small settings for fast tests: 64 px images, a few files per store.
 TEST_OVERRIDES = ["image.size=64", "prepare.images_per_file=40", "spark.shuffle_partitions=4", "score.heatmaps=none"]
 

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.dev import cluster as cluster_mod
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 from xray_spark.registry import register_model
 from xray_spark.score.pipeline import run_scoring
 

@@ -130,3 +130,52 @@ def test_a_nonsense_setting_is_one_line_before_spark_starts(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "score: error: configuration key 'score.batch_size' must lie in [1, 4096], got 0"
     ], result.stderr
+
+
+def test_every_conf_file_holds_to_the_schema_and_the_schema_file_is_current():
+    import json
+    import subprocess
+    import sys
+
+    from xray_spark.config.schema import json_schema
+
+    for path in sorted((ROOT / "conf").glob("*.yaml")):
+        load_settings(path)  # unknown keys, wrong types, values out of bounds: a ConfigError naming the key
+        assert "$schema=settings.schema.json" in path.read_text().splitlines()[0], f"{path.name}: editors' schema"
+    written = json.loads((ROOT / "conf" / "settings.schema.json").read_text())
+    assert written == json.loads(json.dumps(json_schema(Settings))), "python -m xray_spark.config --json-schema"
+    printed = subprocess.run(
+        [sys.executable, "-m", "xray_spark.config", "--json-schema"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(printed.stdout) == written
+
+
+def test_each_key_is_declared_with_its_comment_and_bounds_in_one_place():
+    import dataclasses
+
+    from xray_spark.config.schema import json_schema
+
+    schema = json_schema(Settings)
+    size = schema["properties"]["image"]["properties"]["size"]
+    assert (size["minimum"], size["maximum"], size["default"]) == (8, 4096, 128) and size["description"]
+    assert schema["properties"]["train"]["properties"]["loss"]["enum"] == ["weighted_bce", "bce", "focal"]
+    undocumented = []
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            nested = dataclasses.is_dataclass(f.default_factory)  # a sub-section: its own keys carry the comments
+            if not f.metadata.get("doc") and not nested:
+                undocumented.append(prefix + f.name)
+
+    import typing
+
+    for name, hint in typing.get_type_hints(Settings).items():
+        if dataclasses.is_dataclass(hint):
+            walk(hint, f"{name}.")
+    assert not undocumented, f"keys without a comment: {undocumented}"
+    with pytest.raises(ConfigError, match=r"'image.size' must lie in \[8, 4096\], got 4"):
+        load_settings(None, ["image.size=4"])
+    with pytest.raises(ConfigError, match=r"'train.loss' must be weighted_bce, bce or focal, got 'hinge'"):
+        load_settings(None, ["train.loss=hinge"])
+    with pytest.raises(ConfigError, match=r"'dicom_node.max_associations_per_address' must lie in"):
+        load_settings(None, ["dicom_node.max_associations=4", "dicom_node.max_associations_per_address=5"])

@@ -7,6 +7,7 @@ Orthanc runs in a network namespace of its own (its DICOM port cannot be bound t
 
 from __future__ import annotations
 
+import io
 import subprocess
 import threading
 from pathlib import Path
@@ -22,10 +23,10 @@ from xray_spark.deliver import record
 from xray_spark.deliver.pipeline import run_delivery
 from xray_spark.dev.dicom_archive import write_dicom_archive
 from xray_spark.errors import UsageError
+from xray_spark.imaging.decode import display_image
 from xray_spark.labels import probability_column
 from xray_spark.lake import Lake
 from xray_spark.prepare import PrepareInputs, run_prepare
-from xray_spark.prepare.images import display_image
 from xray_spark.score.pipeline import run_scoring
 from xray_spark.uids import result_uid
 
@@ -250,6 +251,50 @@ def test_a_source_gone_for_good_is_given_up_once_and_the_nights_go_green(spark, 
         Path(gone + ".away").rename(gone)
     back = run_delivery(spark, lake, settings, destinations=[destination], retry_given_up=True)
     assert (back["to_deliver"], back["sent"]) == (1, 1), "the file is back: tried again when asked"
+
+
+class MemorySender:
+    """A destination kind of the test's own: objects kept in a dict, or every connection refused."""
+
+    def __init__(self, destination, calling_ae, timeout_s) -> None:
+        self.inbox = INBOXES.setdefault(destination.address, {})
+        self.down = destination.address.startswith("down")
+        self.closed = False
+
+    def send(self, data: bytes, sop_class: str, uid: str):
+        from xray_spark.deliver.send import FailureKind, SendFailure
+
+        if self.down:
+            return SendFailure(FailureKind.UNREACHABLE, "memory store is down")
+        self.inbox[uid] = (sop_class, data)
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+INBOXES: dict[str, dict] = {}
+
+
+def test_a_new_destination_kind_is_a_parser_and_a_sender_and_delivery_is_unchanged(spark, hospital, monkeypatch):
+    from xray_spark import destinations
+    from xray_spark.deliver import pipeline, send
+
+    def memory(rest):
+        return destinations.Destination(name=f"memory:{rest}", kind="memory", address=rest)
+
+    monkeypatch.setitem(destinations.PREFIXES, "memory:", memory)
+    monkeypatch.setitem(send.SENDERS, "memory", MemorySender)
+    settings, lake, _ = hospital
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    summary = run_delivery(spark, lake, settings, destinations=["memory:inbox"])
+    assert summary["sent"] == len(films) and len(INBOXES["inbox"]) == len(films)
+    assert {sop for sop, _ in INBOXES["inbox"].values()} == {send.COMPREHENSIVE_SR}
+    assert {dcmread(io.BytesIO(d)).SOPInstanceUID for _, d in INBOXES["inbox"].values()} == set(INBOXES["inbox"])
+    down = run_delivery(spark, lake, settings, destinations=["memory:down"])
+    assert down["failed"] == len(films) and down["given_up"] == 0, "a destination's failure is never given up"
+    unreachable = f"memory:down unreachable: {pipeline.MAX_CONNECT_FAILURES} connections in a row failed in this run"
+    assert down["errors"] == {"memory store is down": pipeline.MAX_CONNECT_FAILURES, unreachable: len(films) - 3}
 
 
 def _state(spark, lake, destination: str) -> list[dict]:

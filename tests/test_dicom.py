@@ -14,7 +14,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from xray_spark.dev.dicom_films import SYNTAXES, encode, film
 from xray_spark.errors import ImageError
-from xray_spark.prepare import images as img
+from xray_spark.imaging import decode as img
 
 from . import corpus
 

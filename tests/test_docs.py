@@ -67,3 +67,10 @@ def test_the_finding_codes_page_is_the_codes_table():
     section = text.split("### How the findings are coded", 1)[1].split("\n\n| finding", 1)[1].split("\n\n", 1)[0]
     rows = [line.strip("|").split("|") for line in section.splitlines()[2:]]
     assert {r[0].strip(): tuple(c.strip() for c in r[1:4]) for r in rows} == FINDING_CODES
+
+
+def test_the_docs_table_of_tables_is_the_catalogs():
+    from xray_spark.lake import catalog
+
+    text = (DOCS / "tables.md").read_text(encoding="utf-8")
+    assert catalog.markdown() in text, "docs/tables.md's table of tables differs: python -m xray_spark.lake.catalog"

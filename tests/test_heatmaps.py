@@ -89,8 +89,8 @@ def test_localization_measures_by_hand():
 
 def test_grad_cam_differentiates_the_logit_so_a_certain_film_still_gets_a_heatmap():
     """A film whose probability is 1.0 in float32 (the films the worklist shows first) has a zero gradient there."""
+    from xray_spark.keras_runtime import feature_layer, grad_cam, grad_cam_model
     from xray_spark.models import build_model, keras
-    from xray_spark.score.heatmaps import feature_layer, grad_cam, grad_cam_model
 
     model = build_model("small_cnn", n_labels=2, image_size=32, seed=3)
     logits = model.get_layer("logits")

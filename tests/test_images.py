@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from xray_spark.errors import ImageError
-from xray_spark.prepare import images as img
+from xray_spark.imaging import decode as img
 
 from . import corpus
 

@@ -54,9 +54,15 @@ def _imports(path: Path) -> set[str]:
     return {name for name in found if name in modules}
 
 
+#: The core's rooms: subpackages of modules that belong together (the lake and its tables), core like the rest.
+CORE_ROOMS = ("lake", "config", "imaging")
+
+
 def _layer(module: str) -> str:
-    """``core`` for the shared modules, else the package: a stage or ``dev``."""
+    """``core`` for the shared modules (a core room's too), else the package: a stage, a service or ``dev``."""
     parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in CORE_ROOMS:
+        return "core"
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*STAGES, "dev", "jobs")) else "core"
 
 
@@ -85,6 +91,11 @@ def test_no_stage_imports_another_and_the_core_imports_no_stage():
                 continue
             wrong.append(f"{module} -> {target}")
     assert not wrong, "layering broken: " + ", ".join(wrong)
+
+
+def test_the_demo_and_test_tools_stay_out_of_the_products_import_graph():
+    users = [m for m, p in _modules().items() if _layer(m) != "dev" and any(_layer(t) == "dev" for t in _imports(p))]
+    assert not users, f"the product imports xray_spark.dev: {users}"
 
 
 def test_no_import_cycles():

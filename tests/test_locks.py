@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark import locks, tables
+from xray_spark import locks
 from xray_spark.errors import LockBusy
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
+from xray_spark.lake.store import read_manifest
 from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.score.pipeline import run_scoring
-from xray_spark.store import read_manifest
 
 from .conftest import make_settings
 from .jobs import job_command, job_env

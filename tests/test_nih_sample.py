@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from petastorm import make_reader
 
+from xray_spark.imaging.decode import load_training_image
 from xray_spark.lake import Lake
+from xray_spark.lake.schema import decode_labels
 from xray_spark.prepare import PrepareInputs, run_prepare
-from xray_spark.prepare.images import load_training_image
-from xray_spark.schema import decode_labels
 
 from .conftest import make_settings
 

@@ -15,16 +15,16 @@ from pyspark.sql import functions as F
 
 from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
+from xray_spark.imaging.decode import load_training_image
 from xray_spark.labels import FINDINGS, multi_hot
 from xray_spark.lake import Lake
+from xray_spark.lake.schema import XraySchema, decode_labels
+from xray_spark.lake.store import read_manifest
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
 from xray_spark.prepare.decode import image_limits
 from xray_spark.prepare.files import list_image_files, real_path
-from xray_spark.prepare.images import load_training_image
 from xray_spark.prepare.load import STORE_STAGING
 from xray_spark.prepare.metadata import read_metadata, validate_metadata
-from xray_spark.schema import XraySchema, decode_labels
-from xray_spark.store import read_manifest
 
 from . import corpus
 from .conftest import TEST_OVERRIDES, make_settings
@@ -124,7 +124,7 @@ def test_metadata_columns_survive(prepared, archive):
 
 def test_tables_are_registered_and_agree_with_the_store(spark, prepared):
     settings, lake, _ = prepared
-    from xray_spark.tables import register_tables
+    from xray_spark.lake.tables import register_tables
 
     assert set(register_tables(spark, lake)) >= {"xray.studies", "xray.boxes"}
     studies = spark.table("xray.studies").where(F.col("dataset") == settings.dataset)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xray_spark import tables
 from xray_spark.errors import UsageError
+from xray_spark.lake import tables
 from xray_spark.readonly import check_read_only, client_session, query_text
 from xray_spark.score.pipeline import run_scoring
 

@@ -14,14 +14,13 @@ import pyarrow.dataset as pads
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.labels import raw_score_column
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
+from xray_spark.lake.schema import predictions_schema
 from xray_spark.model_card import digests, read_card
 from xray_spark.operating import calibrate
 from xray_spark.registry import resolve_model, set_alias
-from xray_spark.schema import predictions_schema
 from xray_spark.score import pipeline as scoring
 from xray_spark.score import udf
 from xray_spark.score.run import ScoreRun
@@ -152,9 +151,9 @@ def test_a_second_model_version_adds_its_own_rows(spark, scored_lake, small_mode
         }
         for v, c in ((small_model["version"], "2026-01-01T00:00:00Z"), ("second-version", "2026-02-01T00:00:00Z"))
     ]
-    from xray_spark.schema import MODELS_SCHEMA
+    from xray_spark.lake import catalog
 
-    tables.write_table(spark.createDataFrame(rows, MODELS_SCHEMA), lake, "models", mode="overwrite")
+    tables.write_table(spark.createDataFrame(rows, catalog.schema("models")), lake, "models", mode="overwrite")
     assert resolve_model(spark, lake).version == "second-version"  # no champion: the newest
     # A champion: a newer model changes nothing until it is promoted.
     set_alias(spark, lake, small_model["version"], reason="the first")
@@ -216,7 +215,7 @@ def test_corrupt_or_missing_model_is_one_clear_error(spark, scored_lake, small_m
 
 def test_views_do_what_they_promise(spark, tmp_path):
     lake = Lake.at(str(tmp_path))
-    from xray_spark.schema import MODELS_SCHEMA
+    from xray_spark.lake import catalog
 
     models = [
         {
@@ -235,7 +234,7 @@ def test_views_do_what_they_promise(spark, tmp_path):
         }
         for v, c in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-03-01T00:00:00Z"))
     ]
-    tables.write_table(spark.createDataFrame(models, MODELS_SCHEMA), lake, "models", mode="overwrite")
+    tables.write_table(spark.createDataFrame(models, catalog.schema("models")), lake, "models", mode="overwrite")
     schema = predictions_schema(["Mass", "Nodule"])
 
     def row(image, patient, fu, version, date, mass, nodule):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from impala.dbapi import connect
 
-from xray_spark import tables
+from xray_spark.lake import tables
 from xray_spark.net import listening
 from xray_spark.registry import set_alias
 from xray_spark.score.pipeline import run_scoring

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from petastorm import make_reader
 
-from xray_spark.schema import XraySchema, decode_labels
+from xray_spark.lake.schema import XraySchema, decode_labels
 
 
 def test_labels_decode_without_np_load_or_ast(prepared, monkeypatch):

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.dev.synthetic import METADATA_HEADER
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
+from xray_spark.lake.store import read_manifest
 from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.score.pipeline import run_scoring
-from xray_spark.store import read_manifest
 
 from .conftest import ROOT, make_settings
 from .jobs import job_env

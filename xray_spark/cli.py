@@ -22,8 +22,8 @@ from typing import Any
 from xray_spark.config import Settings, load_settings
 from xray_spark.errors import LockBusy, QuarantineLimitExceeded, UsageError, XraySparkError
 from xray_spark.lake import local_path
+from xray_spark.lake.store import quiet_petastorm_warnings
 from xray_spark.stderr_route import route_stderr
-from xray_spark.store import quiet_petastorm_warnings
 
 EXIT_USAGE = 2
 EXIT_QUARANTINE = 3
@@ -91,12 +91,11 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     """Log the resolved configuration, build the session; with ``catalog``, register the lake's tables.
 
     Only the sql job asks for the catalog here; worklist registers it once when it needs it
-    (:func:`xray_spark.tables.ensure_registered`), the others read and write the lake by path
+    (:func:`xray_spark.lake.tables.ensure_registered`), the others read and write the lake by path
     and register what they write. Registering every table costs a schema job or two each, the
     largest fixed cost of a small nightly run (``bench/results/``).
     """
-    from xray_spark import tables
-    from xray_spark.lake import Lake
+    from xray_spark.lake import Lake, tables
     from xray_spark.session import build_session
 
     changed = changed_settings(settings)

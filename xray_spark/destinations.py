@@ -1,39 +1,57 @@
-"""Where delivered results go, as settings and command lines name them: ``AE_TITLE@HOST:PORT`` or ``folder:DIR``."""
+"""Where delivered results go, as settings and command lines name them: ``AE_TITLE@HOST:PORT`` or ``folder:DIR``.
+
+A destination's ``kind`` picks its sender (:data:`xray_spark.deliver.send.SENDERS`). A new
+kind (DICOMweb STOW-RS, say) is one parser in :data:`PREFIXES` for how it is written and
+one sender there; delivery's pipeline does not change.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 
 from xray_spark.errors import UsageError
 
 NODE = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})$")
 FOLDER_PREFIX = "folder:"
+#: The kind of a DICOM node written ``AE_TITLE@HOST:PORT`` (C-STORE) and of a folder.
+DICOM, FOLDER = "dicom", "folder"
 
 
 @dataclasses.dataclass(frozen=True)
 class Destination:
-    """A parsed destination; ``name`` is how ``xray.deliveries`` records it."""
+    """A parsed destination; ``name`` is how ``xray.deliveries`` records it, ``kind`` which sender serves it.
+
+    ``address`` is what the kind's sender needs beyond the fields of a DICOM node or a folder (a URL, say)."""
 
     name: str
+    kind: str
     ae_title: str = ""
     host: str = ""
     port: int = 0
     folder: str = ""
+    address: str = ""
 
-    @property
-    def is_node(self) -> bool:
-        return not self.folder
+
+def _folder(rest: str) -> Destination:
+    folder = os.path.abspath(rest)
+    return Destination(name=FOLDER_PREFIX + folder, kind=FOLDER, folder=folder)
+
+
+#: Each written form other than ``AE_TITLE@HOST:PORT``: its prefix and the parser of what follows it.
+PREFIXES: dict[str, Callable[[str], Destination]] = {FOLDER_PREFIX: _folder}
 
 
 def parse_destination(text: str) -> Destination:
-    """``AE_TITLE@HOST:PORT`` or ``folder:DIR`` (a clear error for anything else)."""
+    """``AE_TITLE@HOST:PORT``, or a form of :data:`PREFIXES` (``folder:DIR``); a clear error for anything else."""
     text = text.strip()
-    if text.startswith(FOLDER_PREFIX) and len(text) > len(FOLDER_PREFIX):
-        folder = os.path.abspath(text[len(FOLDER_PREFIX) :])
-        return Destination(name=FOLDER_PREFIX + folder, folder=folder)
+    for prefix, parse in PREFIXES.items():
+        if text.startswith(prefix) and len(text) > len(prefix):
+            return parse(text[len(prefix) :])
     match = NODE.match(text)
     if match is None or not 0 < int(match["port"]) < 65536 or match["ae"].strip() != match["ae"]:
-        raise UsageError(f"destination {text!r} is neither AE_TITLE@HOST:PORT (a DICOM node) nor folder:DIR")
-    return Destination(name=text, ae_title=match["ae"], host=match["host"], port=int(match["port"]))
+        forms = " nor ".join(["AE_TITLE@HOST:PORT (a DICOM node)", *(f"{p}..." for p in PREFIXES)])
+        raise UsageError(f"destination {text!r} is neither {forms}")
+    return Destination(name=text, kind=DICOM, ae_title=match["ae"], host=match["host"], port=int(match["port"]))

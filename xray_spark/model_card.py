@@ -22,7 +22,8 @@ import numpy as np
 
 from xray_spark.errors import ModelRefused, UsageError
 from xray_spark.lake import write_json_atomic
-from xray_spark.models import MODEL_SUFFIX, check_model_format, load_model_safely
+from xray_spark.model_runtime import ModelRuntime, check_model_format, open_runtime
+from xray_spark.models import MODEL_SUFFIX
 
 META_FILE = "model.json"
 #: The model file training writes beside the card.
@@ -123,13 +124,15 @@ def read_card(path: str) -> ModelCard:
     return ModelCard(path, version, labels, size, thresholds, model_file, file_sha256(model_file), meta, calibration)
 
 
-def load_checked(card: ModelCard) -> Any:
-    """The card's model, loaded safely, whose input and outputs are what its model.json says, whose
+def load_checked(card: ModelCard) -> ModelRuntime:
+    """The card's model, opened by its format's runtime, whose input and outputs are what its model.json says, whose
     validation record is a number, and whose outputs on probe films (black, grey, white, a gradient) are finite."""
-    model = load_model_safely(card.model_file)
-    if tuple(model.input_shape[1:]) != (card.size, card.size, 1) or model.output_shape[-1] != len(card.labels):
+    model = open_runtime(card.model_file)
+    if not isinstance(model, ModelRuntime):
+        raise ModelRefused(f"the runtime opening {card.model_file} lacks input_shape, n_outputs or predict")
+    if tuple(model.input_shape) != (card.size, card.size, 1) or model.n_outputs != len(card.labels):
         raise UsageError(
-            f"model file {card.model_file} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} "
+            f"model file {card.model_file} takes {tuple(model.input_shape)} and gives {model.n_outputs} "
             f"outputs; its {META_FILE} says ({card.size}, {card.size}, 1) and {len(card.labels)} labels"
         )
     check_validation_record(card.meta, card.path)
@@ -138,7 +141,7 @@ def load_checked(card: ModelCard) -> Any:
         [np.full((card.size, card.size), v, np.uint8) for v in (0, 128, 255)]
         + [np.add.outer(ramp // 2, ramp // 2).astype(np.uint8)]
     )[..., None]
-    out = np.asarray(model.predict(probes, verbose=0), dtype=np.float64)
+    out = np.asarray(model.predict(probes), dtype=np.float64)
     check_finite_outputs(out, f"model file {card.model_file}", "on probe films (black, grey, white, a gradient)")
     return model
 

@@ -11,18 +11,16 @@ TensorFlow is imported inside the functions: prepare and most tests never load i
 
 Loading a model must never run code from a file. Keras models can carry Python: a
 ``Lambda`` layer's function is stored as marshalled bytecode, and loading an HDF5
-(``.h5``) file or a SavedModel runs it; pickles run anything. So only the formats of
-:data:`MODEL_FORMATS` are loaded (today the native ``.keras`` archive, checked by its zip
-directory before Keras opens it, then loaded in Keras's ``safe_mode``, which refuses a
-Lambda layer); ``.h5``, SavedModel folders and pickles are refused with the reason. A new
-runtime's format is one entry there, with its own check, and one loader in
-:mod:`xray_spark.score.runtime`.
+(``.h5``) file or a SavedModel runs it; pickles run anything. Keras opens only the
+native ``.keras`` archive, checked by its zip directory first (:func:`check_keras_file`),
+in Keras's ``safe_mode``, which refuses a Lambda layer; ``.h5``, SavedModel folders and
+pickles are refused with the reason (:mod:`xray_spark.model_runtime`, where every format
+that may be opened is registered).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from xray_spark.errors import ModelRefused, UsageError
@@ -159,15 +157,6 @@ KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5", "
 #: The most a model archive may unpack to (Keras extracts it into a temporary folder on every load).
 MAX_MODEL_BYTES = 2 << 30
 
-_REFUSED_FORMATS = {
-    ".h5": "HDF5",
-    ".hdf5": "HDF5",
-    ".pb": "SavedModel",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".joblib": "pickle",
-}
-
 
 def check_keras_file(model_file: str) -> None:
     """A ``.keras`` file: a zip archive whose directory holds only what Keras writes (:func:`check_model_archive`)."""
@@ -175,30 +164,6 @@ def check_keras_file(model_file: str) -> None:
         if fh.read(4) != ZIP_MAGIC:
             raise ModelRefused(f"model file {model_file} cannot be loaded: it is not a {MODEL_SUFFIX} (zip) archive")
     check_model_archive(model_file)
-
-
-#: The model file formats that may be loaded, by suffix: each with the check that runs before any load.
-MODEL_FORMATS: dict[str, Callable[[str], None]] = {MODEL_SUFFIX: check_keras_file}
-
-
-def model_format(model_file: str) -> str:
-    """The model file's format (its suffix in :data:`MODEL_FORMATS`)."""
-    return os.path.splitext(os.path.basename(model_file.rstrip("/")))[1].lower()
-
-
-def check_model_format(model_file: str) -> None:
-    """Refuse, with the reason, any model file that is not of a format in :data:`MODEL_FORMATS`, or fails its check."""
-    suffix = model_format(model_file)
-    if os.path.isdir(model_file) or suffix in _REFUSED_FORMATS:
-        kind = "SavedModel folder" if os.path.isdir(model_file) else f"{_REFUSED_FORMATS[suffix]} file"
-        raise ModelRefused(
-            f"model file {model_file} is a {kind}: loading one can run Python stored in it (a Lambda layer's "
-            f"bytecode, a pickle), so only native {MODEL_SUFFIX} files are loaded, in Keras safe mode; "
-            f"re-save the model as {MODEL_SUFFIX} where it was trained"
-        )
-    if suffix not in MODEL_FORMATS:
-        raise ModelRefused(f"model file {model_file} is not a {MODEL_SUFFIX} file: only native Keras files are loaded")
-    MODEL_FORMATS[suffix](model_file)
 
 
 def check_model_archive(model_file: str) -> None:
@@ -230,7 +195,11 @@ def check_model_archive(model_file: str) -> None:
 
 def load_model_safely(model_file: str) -> Any:
     """The Keras model, loaded in Keras safe mode after the format check; never runs stored code."""
-    check_model_format(model_file)
+    if os.path.isdir(model_file) or not model_file.lower().endswith(MODEL_SUFFIX):
+        raise ModelRefused(
+            f"model file {model_file} is not a {MODEL_SUFFIX} file: Keras opens only its native archive, in safe mode"
+        )
+    check_keras_file(model_file)
     k = keras()
     try:
         return k.models.load_model(model_file, compile=False, safe_mode=True)

@@ -26,9 +26,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.errors import ModelRefused, UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog, tables
 from xray_spark.model_card import META_FILE, ModelCard, digests, file_sha256, load_checked, read_card
 
 log = logging.getLogger(__name__)
@@ -102,8 +101,6 @@ def set_alias(spark: SparkSession, lake: Lake, version: str, *, alias: str = CHA
     """Give ``alias`` to a registered, intact model version (a row appended to ``xray.model_aliases``)."""
     import getpass
 
-    from xray_spark.schema import MODEL_ALIASES_SCHEMA
-
     if not alias or not alias.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"alias {alias!r}: use letters, digits, '-' and '_'")
     if registered_row(spark, lake, version) is None:
@@ -116,7 +113,9 @@ def set_alias(spark: SparkSession, lake: Lake, version: str, *, alias: str = CHA
         "set_by": getpass.getuser(),
         "reason": reason or None,
     }
-    tables.write_table(spark.createDataFrame([row], MODEL_ALIASES_SCHEMA), lake, "model_aliases", mode="append")
+    tables.write_table(
+        spark.createDataFrame([row], catalog.schema("model_aliases")), lake, "model_aliases", mode="append"
+    )
     tables.register_tables(spark, lake)  # the views follow the champion
     return row
 
@@ -172,10 +171,8 @@ def models_row(card: ModelCard, *, dataset: str) -> dict[str, Any]:
 
 def record_model(spark: SparkSession, lake: Lake, card: ModelCard, *, dataset: str) -> dict[str, Any]:
     """Append the card's row to ``xray.models``; returns it."""
-    from xray_spark.schema import MODELS_SCHEMA
-
     row = models_row(card, dataset=dataset)
-    tables.write_table(spark.createDataFrame([row], MODELS_SCHEMA), lake, "models", mode="append")
+    tables.write_table(spark.createDataFrame([row], catalog.schema("models")), lake, "models", mode="append")
     return row
 
 

@@ -6,10 +6,9 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.errors import UsageError
 from xray_spark.labels import probability_column
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 
 
 def collect_scored_labels(

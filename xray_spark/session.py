@@ -9,7 +9,7 @@
   ``SPARK_LOCAL_IP`` (127.0.0.1 unless the environment says otherwise).
 
 Library functions never build sessions: they take ``spark`` as an argument. The tables
-are registered by :mod:`xray_spark.tables` (``cli.open_lake`` does it for the jobs that query them).
+are registered by :mod:`xray_spark.lake.tables` (``cli.open_lake`` does it for the jobs that query them).
 """
 
 from __future__ import annotations

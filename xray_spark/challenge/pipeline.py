@@ -21,31 +21,26 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
-from xray_spark import registry, tables
+from xray_spark import registry
 from xray_spark.challenge.page import challenge_html
 from xray_spark.challenge.power import Power, power_of
 from xray_spark.challenge.rules import PASS, apply, judged, kept_findings, outcome, power_rule
+from xray_spark.challenge.run import ChallengeRun, ChallengeSummary
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake, new_run_id
+from xray_spark.lake import Lake, catalog, new_run_id, tables
 from xray_spark.metrics import sensitivity_specificity
 from xray_spark.model_card import ModelCard, patient_digest, training_patients
 from xray_spark.paired import bootstrap_difference_ci, delong_test
 from xray_spark.scored import collect_scored_labels
 
-SCHEMA = (
-    "challenge_id string, at timestamp, dataset string, split string, champion string, challenger string, "
-    "finding string, films int, positives int, auroc_champion double, auroc_challenger double, difference double, "
-    "delong_low double, delong_high double, p_value double, bootstrap_low double, bootstrap_high double, "
-    "sensitivity_champion double, specificity_champion double, sensitivity_challenger double, "
-    "specificity_challenger double, judged boolean, passed boolean, outcome string, rules string"
-)
+SCHEMA = catalog.schema("challenges")
 NAN = float("nan")
 
 
 def run_challenge(
     spark: SparkSession, lake: Lake, settings: Settings, *, challenger: str, champion: str | None = None
-) -> dict[str, Any]:
+) -> ChallengeSummary:
     """Challenge the champion (or ``champion``) with ``challenger`` on ``settings.dataset``; returns the summary."""
     rule = settings.promotion
     if champion is None:
@@ -67,12 +62,10 @@ def run_challenge(
             f"score it with jobs/score.py --dataset {settings.dataset} --model-version V for each first"
         )
     aligned = {v: _aligned(data[v], common) for v in cards}
+    run = ChallengeRun(cards[champion], cards[challenger], rule, settings.dataset, aligned)
     unchecked = [v for v in cards if not check_unseen(cards[v], aligned[v], settings.dataset, rule.split)]
-    rows = [
-        _compare(aligned, i, name, champion, challenger, cards, rule) | {"finding": name}
-        for i, name in enumerate(labels)
-    ]
-    powers = [_power(aligned[champion], labels.index(r["finding"]), r, rule) for r in rows if r["judged"]]
+    rows = [_compare(run, i, name) | {"finding": name} for i, name in enumerate(labels)]
+    powers = [_power(run.of("champion"), labels.index(r["finding"]), r, rule) for r in rows if r["judged"]]
     kept = kept_findings(dropped_findings(cards[champion], cards[challenger]), rule.may_drop)
     rules = [*apply(rows, rule), kept, power_rule(powers, rule)]
     if unchecked:
@@ -85,11 +78,12 @@ def run_challenge(
     meta |= {"rules": json.dumps(rules)}
     table = spark.createDataFrame([_row(meta, r) for r in rows], SCHEMA)
     tables.write_table(table, lake, "challenges", mode="append")
-    disagreements = _disagreements(aligned, labels, champion, challenger)
+    disagreements = _disagreements(run)
     page = lake.path("reports", "evaluate", challenger, rule.split, f"challenge-{challenge_id}.html")
     lake.write_text(page, challenge_html(meta, rows, rules, disagreements, dataclasses.asdict(rule)))
-    summary = {"at": at.isoformat(), "films": len(common), "findings": rows, "rule": rules, "page": page}
-    return meta | summary | {"power": [p.as_dict() for p in powers]}
+    summary: ChallengeSummary = {**meta, "at": at.isoformat(), "films": len(common), "findings": rows}  # type: ignore[typeddict-item]
+    summary |= {"rule": rules, "page": page, "power": [p.as_dict() for p in powers]}
+    return summary
 
 
 def dropped_findings(champion: ModelCard, challenger: ModelCard) -> list[str]:
@@ -143,14 +137,16 @@ def _aligned(data: dict[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarra
     return {"y": data["y"][rows], "p": data["p"][rows], "patients": data["patients"][rows], "ids": data["ids"][rows]}
 
 
-def _compare(aligned, i, name, champion, challenger, cards, rule) -> dict[str, Any]:
-    y = aligned[champion]["y"][:, i]
-    p_cp, p_ch = aligned[champion]["p"][:, i], aligned[challenger]["p"][:, i]
+def _compare(run: ChallengeRun, i: int, name: str) -> dict[str, Any]:
+    """One finding's row: both AUROCs, DeLong's test, the patient bootstrap of the difference, each operating point."""
+    rule, champion, challenger = run.rule, run.of("champion"), run.of("challenger")
+    y = champion["y"][:, i]
+    p_cp, p_ch = champion["p"][:, i], challenger["p"][:, i]
     out: dict[str, Any] = {"films": len(y), "positives": int(y.sum())}
     if y.sum() >= 2 and (1 - y).sum() >= 2:
         test = delong_test(y, p_ch, p_cp, level=rule.level)
         low, high = bootstrap_difference_ci(
-            y, p_ch, p_cp, aligned[champion]["patients"], resamples=rule.bootstrap, seed=i, level=rule.level
+            y, p_ch, p_cp, champion["patients"], resamples=rule.bootstrap, seed=i, level=rule.level
         )
         out |= {"auroc_champion": test.auroc_b, "auroc_challenger": test.auroc_a, "difference": test.difference}
         out |= {"delong_low": test.low, "delong_high": test.high, "p_value": test.p_value}
@@ -160,8 +156,8 @@ def _compare(aligned, i, name, champion, challenger, cards, rule) -> dict[str, A
             ("auroc_champion", "auroc_challenger", "difference", "delong_low", "delong_high", "p_value"), NAN
         )
         out |= {"bootstrap_low": NAN, "bootstrap_high": NAN}
-    for who, version, p in (("champion", champion, p_cp), ("challenger", challenger, p_ch)):
-        threshold = cards[version].thresholds.get(name)
+    for who, card, p in (("champion", run.champion, p_cp), ("challenger", run.challenger, p_ch)):
+        threshold = card.thresholds.get(name)
         sens, spec = sensitivity_specificity(y, p, threshold) if threshold is not None else (NAN, NAN)
         out |= {f"sensitivity_{who}": float(sens), f"specificity_{who}": float(spec)}
     out["judged"] = judged(out, rule) and not math.isnan(out["delong_low"])
@@ -169,14 +165,15 @@ def _compare(aligned, i, name, champion, challenger, cards, rule) -> dict[str, A
 
 
 def _row(meta: dict[str, Any], r: dict[str, Any]) -> tuple:
-    names = [c.split(" ")[0] for c in SCHEMA.split(", ")]
+    names = SCHEMA.fieldNames()
     values = meta | r
     return tuple(None if isinstance(values[n], float) and math.isnan(values[n]) else values[n] for n in names)
 
 
-def _disagreements(aligned, labels, champion, challenger, n: int = 10) -> list[dict[str, Any]]:
+def _disagreements(run: ChallengeRun, n: int = 10) -> list[dict[str, Any]]:
     """The films where the two models' probabilities differ most (any finding)."""
-    gap = np.abs(aligned[challenger]["p"] - aligned[champion]["p"])
+    champion, challenger, labels = run.of("champion"), run.of("challenger"), run.labels
+    gap = np.abs(challenger["p"] - champion["p"])
     films, findings = np.unravel_index(np.argsort(-gap, axis=None)[: n * 3], gap.shape)
     out, seen = [], set()
     for f, k in zip(films.tolist(), findings.tolist(), strict=True):
@@ -185,11 +182,11 @@ def _disagreements(aligned, labels, champion, challenger, n: int = 10) -> list[d
         seen.add(f)
         out.append(
             {
-                "image_id": str(aligned[champion]["ids"][f]),
+                "image_id": str(champion["ids"][f]),
                 "finding": labels[k],
-                "truth": bool(aligned[champion]["y"][f, k]),
-                "champion": float(aligned[champion]["p"][f, k]),
-                "challenger": float(aligned[challenger]["p"][f, k]),
+                "truth": bool(champion["y"][f, k]),
+                "champion": float(champion["p"][f, k]),
+                "challenger": float(challenger["p"][f, k]),
             }
         )
         if len(out) == n:

@@ -30,14 +30,13 @@ BUILT_SCHEMA = T.StructType(
         T.StructField("sr", T.BinaryType(), True),
         T.StructField("sc", T.BinaryType(), True),
         T.StructField("error", T.StringType(), True),
+        T.StructField("source_problem", T.BooleanType(), True),  # the error is the source file's (not the objects')
     ]
 )
 
 SOURCE_MOVED = "source file moved"
 SOURCE_CHANGED = "source file changed"
 SOURCE_UNREADABLE = "source file unreadable"
-#: How every failure of a film's source (not of a destination) begins.
-SOURCE_PROBLEMS = (SOURCE_MOVED, SOURCE_CHANGED, SOURCE_UNREADABLE)
 
 
 class SourceProblem(Exception):
@@ -102,7 +101,7 @@ def make_builder(
         try:
             source, data = read_source(row.path, row.image_id, row.pixel_sha256, max_file_bytes)
         except SourceProblem as exc:
-            return {"image_id": row.image_id, "error": str(exc)}
+            return {"image_id": row.image_id, "error": str(exc), "source_problem": True}
         film = film_result(row, model.labels)
         sr = build_sr(source, film, model, root)
         out = {"image_id": row.image_id, "sr_uid": str(sr.SOPInstanceUID), "sr": _part10(sr)}

@@ -30,16 +30,25 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 import xray_spark
-from xray_spark import locks, privacy, progress, registry, spool, tables
+from xray_spark import locks, privacy, progress, registry, spool
 from xray_spark.config import Settings
 from xray_spark.deliver import record
-from xray_spark.deliver.build import BUILT_SCHEMA, SOURCE_PROBLEMS, make_builder
+from xray_spark.deliver.build import BUILT_SCHEMA, make_builder
 from xray_spark.deliver.objects import ModelFacts
-from xray_spark.deliver.send import COMPREHENSIVE_SR, SECONDARY_CAPTURE, sender_for
+from xray_spark.deliver.run import DeliverRun, DeliverySummary
+from xray_spark.deliver.send import (
+    COMPREHENSIVE_SR,
+    SECONDARY_CAPTURE,
+    FailureKind,
+    Sender,
+    SendFailure,
+    sender_for,
+)
 from xray_spark.destinations import Destination, parse_destination
 from xray_spark.errors import UsageError
+from xray_spark.imaging.decode import display_image
 from xray_spark.labels import probability_column
-from xray_spark.lake import Lake, is_inside, new_run_id
+from xray_spark.lake import Lake, is_inside, tables
 from xray_spark.model_card import ModelCard
 
 #: A destination that refused this many connections in a row is not tried again in the run.
@@ -47,7 +56,10 @@ MAX_CONNECT_FAILURES = 3
 #: The most result bytes one wave of built objects brings to the driver (two waves are held at once).
 MAX_WAVE_BYTES = 256 << 20
 SR_BYTES = 64 << 10  # an SR of 14 findings is 20-40 KB
-NO_SOURCE = "no source file recorded for this film (the film map outside the lake has no entry for it)"
+NO_SOURCE = SendFailure(
+    FailureKind.NO_SOURCE,
+    "no source file recorded for this film (the film map outside the lake has no entry for it)",
+)
 
 
 def run_delivery(
@@ -59,31 +71,43 @@ def run_delivery(
     secondary_capture: bool | None = None,
     display: Callable[[bytes], np.ndarray] | None = None,
     retry_given_up: bool = False,
-) -> dict[str, Any]:
-    """Deliver the champion's results for ``settings.dataset``; ``display`` renders a film for the SC.
+) -> DeliverySummary:
+    """Deliver the champion's results for ``settings.dataset``; ``display`` renders a film for the SC (by default
+    as prepare displays it: :func:`xray_spark.imaging.decode.display_image`, 8-bit gray at full size).
 
     Films given up before (their source could not be used) are left out unless ``retry_given_up``."""
     options = settings.deliver
     targets = _destinations(destinations if destinations is not None else options.destinations, lake)
     with_sc = options.secondary_capture if secondary_capture is None else secondary_capture
     if with_sc and display is None:
-        raise UsageError("a Secondary Capture needs the film's display function (jobs/deliver.py passes it)")
-    card = _champion(spark, lake)
-    dataset, started, run_id = settings.dataset, time.monotonic(), new_run_id()
+        display = display_image
+    run = DeliverRun(spark, lake, settings, _champion(spark, lake), tuple(targets), with_sc)
+    started, dataset = time.monotonic(), run.dataset
     with locks.lake_lock(lake, f"deliver-{dataset}", job="deliver", wait_seconds=settings.locks.wait_seconds):
-        films = _results(spark, lake, dataset, card)
-        todo = _to_do(spark, lake, films, targets, dataset, card.version, retry_given_up)
-        summary = {"dataset": dataset, "model_version": card.version, "run_id": run_id, "secondary_capture": with_sc}
-        summary |= {"films_scored": films.count(), "to_deliver": len(todo), "destinations": [t.name for t in targets]}
+        films = _results(spark, lake, dataset, run.card)
+        todo = _to_do(run, films, retry_given_up)
+        summary = DeliverySummary(
+            dataset=dataset,
+            model_version=run.version,
+            run_id=run.run_id,
+            secondary_capture=with_sc,
+            films_scored=films.count(),
+            to_deliver=len(todo),
+            destinations=[t.name for t in targets],
+        )
         if todo:
-            _pending(spark, lake, todo, card.version, dataset, run_id)
-            facts = model_facts(card)
+            _pending(run, todo)
             builder = make_builder(
-                facts, options.uid_root, with_sc, display, options.max_side, settings.image.max_file_bytes
+                model_facts(run.card),
+                options.uid_root,
+                with_sc,
+                display,
+                options.max_side,
+                settings.image.max_file_bytes,
             )
             progress.expect(len(todo))
             with progress.step():
-                summary |= _send_all(spark, lake, films, todo, targets, builder, card.version, run_id, settings)
+                summary.update(_send_all(run, films, todo, builder))
     summary["seconds"] = round(time.monotonic() - started, 2)
     return summary
 
@@ -154,11 +178,11 @@ def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> 
     return films.localCheckpoint()
 
 
-def _to_do(spark, lake, films, targets, dataset, version, retry_given_up) -> dict[str, dict[str, int]]:
+def _to_do(run: DeliverRun, films: DataFrame, retry_given_up: bool) -> dict[str, dict[str, int]]:
     """image_id -> {destination: attempts so far} for every film not yet sent to a destination (nor given up)."""
-    names = spark.createDataFrame([(t.name,) for t in targets], "destination string")
+    names = run.spark.createDataFrame([(t.name,) for t in run.targets], "destination string")
     pairs = films.select("image_id").crossJoin(names)
-    done = record.state(spark, lake, dataset, version)
+    done = record.state(run.spark, run.lake, run.dataset, run.version)
     if done is not None:
         pairs = pairs.join(
             done.select("image_id", "destination", "status", "attempts"), ["image_id", "destination"], "left"
@@ -173,23 +197,23 @@ def _to_do(spark, lake, films, targets, dataset, version, retry_given_up) -> dic
     return dict(todo)
 
 
-def _pending(spark, lake, todo, version, dataset, run_id) -> None:
+def _pending(run: DeliverRun, todo: dict[str, dict[str, int]]) -> None:
     at = record.now()
     rows = [
         {
             "image_id": image,
-            "model_version": version,
+            "model_version": run.version,
             "destination": name,
             "status": record.PENDING,
             "attempt": attempts,
             "at": at,
-            "run_id": run_id,
-            "dataset": dataset,
+            "run_id": run.run_id,
+            "dataset": run.dataset,
         }
         for image, by_destination in todo.items()
         for name, attempts in by_destination.items()
     ]
-    record.append(spark, lake, rows)
+    record.append(run.spark, run.lake, rows)
 
 
 def _sources(spark: SparkSession, settings: Settings, films: DataFrame, todo) -> DataFrame:
@@ -217,18 +241,18 @@ def _sources(spark: SparkSession, settings: Settings, films: DataFrame, todo) ->
 class _Outcomes:
     """Each film's outcome per destination, counted and appended to ``xray.deliveries`` in groups."""
 
-    def __init__(self, spark, lake, settings: Settings, targets, version: str, run_id: str) -> None:
-        self.spark, self.lake, self.settings = spark, lake, settings
-        self.version, self.run_id = version, run_id
-        self.counts = {t.name: collections.Counter() for t in targets}
+    def __init__(self, run: DeliverRun) -> None:
+        self.run, self.settings = run, run.settings
+        self.counts = {t.name: collections.Counter() for t in run.targets}
         self.errors: collections.Counter = collections.Counter()
         self.given_up: collections.Counter = collections.Counter()
         self.rows: list[dict[str, Any]] = []
         self.films = 0
 
-    def add(self, row: dict[str, Any], name: str, attempts: int, error: str | None) -> None:
-        status = record.FAILED if error else record.SENT
-        if error and gives_up(error, attempts + 1, self.settings.deliver.give_up_after_attempts):
+    def add(self, row: dict[str, Any], name: str, attempts: int, failure: SendFailure | None) -> None:
+        status = record.FAILED if failure else record.SENT
+        error = failure.reason if failure else None
+        if failure and gives_up(failure, attempts + 1, self.settings.deliver.give_up_after_attempts):
             status = record.GIVEN_UP
             self.given_up[error] += 1
         self.counts[name][status] += 1
@@ -237,7 +261,7 @@ class _Outcomes:
         self.rows.append(
             {
                 "image_id": row["image_id"],
-                "model_version": self.version,
+                "model_version": self.run.version,
                 "destination": name,
                 "status": status,
                 "attempt": attempts + 1,
@@ -245,7 +269,7 @@ class _Outcomes:
                 "sc_uid": row.get("sc_uid"),
                 "error": error,
                 "at": record.now(),
-                "run_id": self.run_id,
+                "run_id": self.run.run_id,
                 "dataset": self.settings.dataset,
             }
         )
@@ -256,10 +280,10 @@ class _Outcomes:
             self.flush()
 
     def flush(self, *, last: bool = False) -> None:
-        record.append(self.spark, self.lake, self.rows, register=last)
+        record.append(self.run.spark, self.run.lake, self.rows, register=last)
         self.rows = []
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> DeliverySummary:
         return {
             "delivered": {name: dict(c) for name, c in self.counts.items()},
             "sent": sum(c[record.SENT] for c in self.counts.values()),
@@ -270,38 +294,39 @@ class _Outcomes:
         }
 
 
-def gives_up(error: str, attempts: int, after: int) -> bool:
+def gives_up(failure: SendFailure, attempts: int, after: int) -> bool:
     """Whether a film's failure is its source's, for good: none recorded, or gone or changed ``after`` runs running.
     A destination's failure (unreachable, refusing) is never given up: the next run tries again."""
-    if error == NO_SOURCE:
+    if failure.kind is FailureKind.NO_SOURCE:
         return True
-    return error.startswith(SOURCE_PROBLEMS) and attempts >= after
+    return failure.kind is FailureKind.SOURCE and attempts >= after
 
 
-def _send_all(spark, lake, films, todo, targets, builder, version, run_id, settings) -> dict[str, Any]:
+def _send_all(run: DeliverRun, films: DataFrame, todo: dict[str, dict[str, int]], builder) -> DeliverySummary:
     """Build on the executors, send from here, record every ``deliver.record_every`` films."""
-    options = settings.deliver
-    senders = {t.name: sender_for(t, options.ae_title, options.timeout_seconds) for t in targets}
-    outcomes = _Outcomes(spark, lake, settings, targets, version, run_id)
+    spark, options = run.spark, run.settings.deliver
+    senders = {t.name: sender_for(t, options.ae_title, options.timeout_seconds) for t in run.targets}
+    outcomes = _Outcomes(run)
     refusing: collections.Counter = collections.Counter()
-    todo_films = _sources(spark, settings, films, todo)
+    todo_films = _sources(spark, run.settings, films, todo)
     missing = todo_films.where(F.col("path").isNull()).select("image_id").toLocalIterator()
     per_film = SR_BYTES + (3 * options.max_side**2 if builder.secondary_capture else 0)
     built = _built(spark, todo_films.where(F.col("path").isNotNull()), builder, options.batch_size, per_film)
     send_seconds = 0.0
     try:
-        for row in itertools.chain(({"image_id": r["image_id"], "error": NO_SOURCE} for r in missing), built):
+        unrecorded = ({"image_id": r["image_id"], "failure": NO_SOURCE} for r in missing)
+        for row in itertools.chain(unrecorded, built):
             for name, attempts in todo[row["image_id"]].items():
                 started = time.monotonic()
-                error = row.get("error") or _deliver(senders[name], row, refusing, name)
+                failure = row.get("failure") or _built_failure(row) or _deliver(senders[name], row, refusing, name)
                 send_seconds += time.monotonic() - started
-                outcomes.add(row, name, attempts, error)
+                outcomes.add(row, name, attempts, failure)
             outcomes.film_done()
     finally:  # what was acknowledged is on record however the run ends (a kill leaves it pending)
         outcomes.flush(last=True)
         for sender in senders.values():
             sender.close()
-    return outcomes.summary() | {"send_seconds": round(send_seconds, 2)}
+    return {**outcomes.summary(), "send_seconds": round(send_seconds, 2)}
 
 
 def _built(spark: SparkSession, films: DataFrame, builder, batch_size: int, per_film: int) -> Iterator[dict[str, Any]]:
@@ -328,17 +353,24 @@ def _built(spark: SparkSession, films: DataFrame, builder, batch_size: int, per_
                 yield row.asDict()
 
 
-def _deliver(sender, row: dict[str, Any], refusing: collections.Counter, name: str) -> str | None:
-    """Send a film's SR, then its SC; the first failure is the film's reason (None: all acknowledged)."""
+def _built_failure(row: dict[str, Any]) -> SendFailure | None:
+    """The film's failure on the executors, if it had one: its source's, or its objects' building."""
+    if not row.get("error"):
+        return None
+    return SendFailure(FailureKind.SOURCE if row.get("source_problem") else FailureKind.NOT_BUILT, row["error"])
+
+
+def _deliver(sender: Sender, row: dict[str, Any], refusing: collections.Counter, name: str) -> SendFailure | None:
+    """Send a film's SR, then its SC; the first failure is the film's (None: all acknowledged)."""
     if refusing[name] >= MAX_CONNECT_FAILURES:
-        return f"{name} unreachable: {MAX_CONNECT_FAILURES} connections in a row failed in this run"
+        why = f"{name} unreachable: {MAX_CONNECT_FAILURES} connections in a row failed in this run"
+        return SendFailure(FailureKind.UNREACHABLE, why)
     for kind, sop_class in (("sr", COMPREHENSIVE_SR), ("sc", SECONDARY_CAPTURE)):
         if row.get(kind) is None:
             continue
-        error = sender.send(row[kind], sop_class, row[f"{kind}_uid"])
-        if error is not None:
-            connecting = error.startswith(("cannot connect", "association with"))
-            refusing[name] = refusing[name] + 1 if connecting else 0
-            return error
+        failure = sender.send(row[kind], sop_class, row[f"{kind}_uid"])
+        if failure is not None:
+            refusing[name] = refusing[name] + 1 if failure.kind is FailureKind.UNREACHABLE else 0
+            return failure
         refusing[name] = 0
     return None

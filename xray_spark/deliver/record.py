@@ -18,10 +18,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from xray_spark import tables
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog, tables
 
 DELIVERIES = "deliveries"
 SENT, FAILED, PENDING = "sent", "failed", "pending"
@@ -29,21 +27,7 @@ SENT, FAILED, PENDING = "sent", "failed", "pending"
 #: runs): recorded once with the reason and not tried again (``deliver --retry-given-up`` tries it again).
 GIVEN_UP = "given_up"
 
-DELIVERIES_SCHEMA = T.StructType(
-    [
-        T.StructField("image_id", T.StringType(), False),
-        T.StructField("model_version", T.StringType(), False),
-        T.StructField("destination", T.StringType(), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("attempt", T.IntegerType(), False),
-        T.StructField("sr_uid", T.StringType(), True),
-        T.StructField("sc_uid", T.StringType(), True),
-        T.StructField("error", T.StringType(), True),
-        T.StructField("at", T.TimestampType(), False),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("dataset", T.StringType(), False),
-    ]
-)
+DELIVERIES_SCHEMA = catalog.schema(DELIVERIES)
 _ORDER = {
     PENDING: 0,
     FAILED: 1,

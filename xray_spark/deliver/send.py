@@ -1,19 +1,26 @@
 """Where results go: a DICOM node (C-STORE with pynetdicom) or a folder outside the lake.
 
-A destination is written ``AE_TITLE@HOST:PORT`` or ``folder:DIR``. Each sends one object
-at a time and says whether the receiver acknowledged it; nothing counts as sent without
-an acknowledgement: a C-STORE Success or Warning status, or, for a folder, the file
-written, synced and renamed into place. One association per destination and run (opened
-again after a failure), as a PACS takes one association or a few.
+A destination is written ``AE_TITLE@HOST:PORT`` or ``folder:DIR``; its kind picks its
+:class:`Sender` in :data:`SENDERS`. A sender sends one object at a time and answers None
+when the receiver acknowledged it, else a :class:`SendFailure` whose :class:`FailureKind`
+says what failed (delivery counts a destination unreachable by the kind, never by the
+text). Nothing counts as sent without an acknowledgement: a C-STORE Success or Warning
+status, or, for a folder, the file written, synced and renamed into place. One
+association per destination and run (opened again after a failure), as a PACS takes one
+association or a few.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import logging
 import os
+from collections.abc import Callable
+from typing import Protocol
 
-from xray_spark.destinations import Destination
+from xray_spark.destinations import DICOM, FOLDER, Destination
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,34 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit and implicit VR little endian
 #: C-STORE statuses that acknowledge the object (PS3.4 B.2.3: Success, and the three Warnings).
 ACKNOWLEDGED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class FailureKind(enum.Enum):
+    """Why an object was not delivered, by whose side failed."""
+
+    UNREACHABLE = "unreachable"  # no connection or no association: the destination's, counted toward giving up the run
+    REFUSED = "refused"  # the receiver answered, and not with an acknowledgement
+    INTERRUPTED = "interrupted"  # the connection ended during the transfer
+    NOT_WRITTEN = "not written"  # a folder (or store) that could not take the file
+    NO_SOURCE = "no source"  # the film's source file is not on record: never deliverable
+    SOURCE = "source"  # the film's source file moved, changed or cannot be read since ingest
+    NOT_BUILT = "not built"  # the result object could not be built
+
+
+@dataclasses.dataclass(frozen=True)
+class SendFailure:
+    """A failed delivery: its kind, and the reason as ``xray.deliveries`` records it (no patient data)."""
+
+    kind: FailureKind
+    reason: str
+
+
+class Sender(Protocol):
+    """What delivery asks of a destination: send one object (None: acknowledged), and close at the end."""
+
+    def send(self, data: bytes, sop_class: str, uid: str) -> SendFailure | None: ...
+
+    def close(self) -> None: ...
 
 
 class NodeSender:
@@ -52,30 +87,33 @@ class NodeSender:
         self._assoc = assoc
         return assoc
 
-    def send(self, data: bytes, sop_class: str, uid: str = "") -> str | None:
+    def send(self, data: bytes, sop_class: str, uid: str = "") -> SendFailure | None:
         """None when the node acknowledged the object, else why not (nothing patient-identifying)."""
         from pydicom import dcmread
 
         try:
             assoc = self._association()
         except (ConnectionError, OSError) as exc:
-            return str(exc) if isinstance(exc, ConnectionError) else f"cannot connect to {self.destination.name}"
+            why = str(exc) if isinstance(exc, ConnectionError) else f"cannot connect to {self.destination.name}"
+            return SendFailure(FailureKind.UNREACHABLE, why)
         accepted = [c for c in assoc.accepted_contexts if c.abstract_syntax == sop_class]
         if not accepted:
             name = "Comprehensive SR" if sop_class == COMPREHENSIVE_SR else "Secondary Capture"
-            return f"{self.destination.name} refused {name} Storage ({sop_class}) at association"
+            why = f"{self.destination.name} refused {name} Storage ({sop_class}) at association"
+            return SendFailure(FailureKind.REFUSED, why)
         try:
             status = assoc.send_c_store(dcmread(io.BytesIO(data)))
         except (RuntimeError, ValueError, OSError) as exc:
             self.close()
-            return f"C-STORE failed ({type(exc).__name__})"
+            return SendFailure(FailureKind.INTERRUPTED, f"C-STORE failed ({type(exc).__name__})")
         code = getattr(status, "Status", None)
         if code is None:  # no answer: the association was aborted or timed out
             self.close()
-            return f"no C-STORE response from {self.destination.name} (the association ended)"
+            why = f"no C-STORE response from {self.destination.name} (the association ended)"
+            return SendFailure(FailureKind.INTERRUPTED, why)
         if int(code) in ACKNOWLEDGED:
             return None
-        return f"C-STORE status 0x{int(code):04X}"
+        return SendFailure(FailureKind.REFUSED, f"C-STORE status 0x{int(code):04X}")
 
     def close(self) -> None:
         if self._assoc is not None:
@@ -90,7 +128,7 @@ class FolderSender:
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
 
-    def send(self, data: bytes, sop_class: str, uid: str = "") -> str | None:
+    def send(self, data: bytes, sop_class: str, uid: str = "") -> SendFailure | None:
         folder = self.destination.folder
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -102,12 +140,21 @@ class FolderSender:
                 os.fsync(fh.fileno())
             os.replace(temporary, final)
         except OSError as exc:
-            return f"cannot write to {folder} ({type(exc).__name__}: {exc.strerror})"
+            return SendFailure(
+                FailureKind.NOT_WRITTEN, f"cannot write to {folder} ({type(exc).__name__}: {exc.strerror})"
+            )
         return None
 
     def close(self) -> None:
         pass
 
 
-def sender_for(destination: Destination, calling_ae: str, timeout_s: float):
-    return NodeSender(destination, calling_ae, timeout_s) if destination.is_node else FolderSender(destination)
+#: The sender of each destination kind, made from the destination, the calling AE title and the timeout.
+SENDERS: dict[str, Callable[[Destination, str, float], Sender]] = {
+    DICOM: NodeSender,
+    FOLDER: lambda destination, calling_ae, timeout_s: FolderSender(destination),
+}
+
+
+def sender_for(destination: Destination, calling_ae: str, timeout_s: float) -> Sender:
+    return SENDERS[destination.kind](destination, calling_ae, timeout_s)

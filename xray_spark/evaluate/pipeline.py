@@ -18,12 +18,12 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import report, tables
+from xray_spark import report
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.evaluate.html import html_report
 from xray_spark.evaluate.localization import localization_metrics
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog, tables
 from xray_spark.metrics import (
     auroc,
     bootstrap_auroc_ci,
@@ -35,7 +35,6 @@ from xray_spark.metrics import (
 from xray_spark.model_card import ModelCard
 from xray_spark.operating import CALIBRATED, NOT_CALIBRATED
 from xray_spark.registry import resolve_model
-from xray_spark.schema import EVALUATIONS_SCHEMA
 from xray_spark.scored import collect_scored_labels
 
 
@@ -184,4 +183,4 @@ def write_rows(spark: SparkSession, lake: Lake, card: ModelCard, split: str, met
     }
     rows = [m | context for m in metrics]
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
-    tables.write_table(spark.createDataFrame(rows, EVALUATIONS_SCHEMA), lake, "evaluations", mode="append")
+    tables.write_table(spark.createDataFrame(rows, catalog.schema("evaluations")), lake, "evaluations", mode="append")

@@ -36,7 +36,7 @@ def _scored(spark, lake, settings, version: str) -> None:
     """Score the dataset with ``version`` unless it has already."""
     from pyspark.sql import functions as F
 
-    from xray_spark import tables
+    from xray_spark.lake import tables
     from xray_spark.score.pipeline import run_scoring
 
     predictions = tables.read_table(spark, lake, "predictions")

@@ -32,13 +32,6 @@ def _arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def display_film(data: bytes):
-    """The film as prepare displays it (8-bit gray, full size): the SC's picture."""
-    from xray_spark.prepare.images import display_image
-
-    return display_image(data)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
@@ -56,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
             settings,
             destinations=named or None,
             secondary_capture=True if args.secondary_capture else None,
-            display=display_film,
             retry_given_up=args.retry_given_up,
         )
         print(deliver_summary_text(summary))

@@ -28,13 +28,14 @@ import time
 
 from xray_spark import cli, spool
 from xray_spark.errors import UsageError
+from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("nightly", "prepare --incremental, score --new-only and worklist in one Spark session.")
     parser.add_argument("--incoming", help="tonight's delivery: Data_Entry_2017.csv and images/, or DICOM files")
     parser.add_argument("--images", help="with --source dicom: the folder of DICOM files, or the DICOM node's spool")
-    parser.add_argument("--source", choices=("nih", "dicom"), default="nih", help="what the delivery is (default nih)")
+    parser.add_argument("--source", choices=tuple(SOURCES), default=DEFAULT_SOURCE, help=source_help())
     parser.add_argument("--limit", type=int, default=100, help="films on the worklist page (default 100)")
     return parser
 
@@ -42,9 +43,8 @@ def _arg_parser() -> argparse.ArgumentParser:
 def _deliver(spark, lake, settings) -> dict:
     from xray_spark.deliver.pipeline import run_delivery
     from xray_spark.deliver.summary import deliver_summary_text
-    from xray_spark.jobs.deliver import display_film
 
-    done = run_delivery(spark, lake, settings, display=display_film)
+    done = run_delivery(spark, lake, settings)
     print(deliver_summary_text(done), flush=True)
     return done
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args)
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
-        if bool(args.incoming) == bool(args.images) or (args.images and args.source != "dicom"):
+        if bool(args.incoming) == bool(args.images) or (args.images and not SOURCES[args.source].self_describing):
             raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
         from xray_spark.prepare.night import tonights_inputs
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 after = settings.dicom_node.after_ingest
                 done = spool.Spool(os.path.abspath(inputs.images)).mark_ingested(inputs.files, after)
                 summary["spool"] = {"ingested": done, "after_ingest": after}
-            if args.source == "dicom" and settings.deliver.destinations:  # the results back to the PACS
+            if SOURCES[args.source].identified and settings.deliver.destinations:  # the results back to the PACS
                 summary["deliver"] = _deliver(spark, lake, settings)
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)

@@ -13,16 +13,16 @@ import sys
 
 from xray_spark import cli
 from xray_spark.prepare import PrepareInputs, check_inputs, run_prepare
+from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 
 
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("prepare", "Ingest chest X-rays and their NIH-format metadata into a Petastorm store.")
     parser.add_argument(
         "--source",
-        choices=["nih", "dicom"],
-        default="nih",
-        help="nih (default): a Data_Entry CSV and its images; dicom: the DICOM files under --images, "
-        "metadata from their headers (needs the pseudonym key: privacy.key_env / privacy.key_file)",
+        choices=tuple(SOURCES),
+        default=DEFAULT_SOURCE,
+        help=source_help(),
     )
     parser.add_argument("--metadata", help="Data_Entry CSV (2017 or v2020; .csv or .csv.gz); for --source nih")
     parser.add_argument(

@@ -20,12 +20,9 @@ import json
 import sys
 
 from xray_spark import cli
+from xray_spark.lake import catalog
 
-SCHEMA = (
-    "dataset string, image_id string, reader string, submission_id long, submitted_at timestamp, "
-    "model_version string, called array<string>, confirmed array<string>, rejected array<string>, "
-    "missed array<string>, no_finding boolean, complete boolean, current boolean"
-)
+SCHEMA = catalog.schema("verdicts")
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -56,7 +53,7 @@ def _agreement(spark, lake, table: list[tuple]) -> dict[str, list[dict]]:
     from xray_spark.train.verdicts import csv_findings
     from xray_spark.verdict_labels import reader_agreement
 
-    names = [c.split(" ")[0] for c in SCHEMA.split(", ")]
+    names = SCHEMA.fieldNames()
     out = {}
     for dataset in sorted({r[0] for r in table}):
         mine = [dict(zip(names, r, strict=True)) for r in table if r[0] == dataset]
@@ -76,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         path = verdicts_path(settings)
         submissions = VerdictStore(path).submissions()
         spark, lake = cli.open_lake(settings, "verdicts")
-        from xray_spark import tables
+        from xray_spark.lake import tables
 
         table = rows(submissions)
         tables.write_table(spark.createDataFrame(table, SCHEMA), lake, "verdicts", mode="overwrite")

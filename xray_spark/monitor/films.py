@@ -17,9 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark import tables
 from xray_spark.labels import probability_column
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 
 #: Categories a DICOM film carries (columns of ``xray.dicom_instances`` and ``xray.studies``).
 CATEGORIES = ("manufacturer", "model_name", "photometric", "bits_stored", "transfer_syntax", "view")

@@ -38,13 +38,14 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import drift, registry, tables
+from xray_spark import drift, registry
 from xray_spark.config import Settings
-from xray_spark.config_checks import parse_reference
+from xray_spark.config.sections import parse_reference
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 from xray_spark.monitor.films import CATEGORIES, NUMBERS, film_frame
 from xray_spark.monitor.record import write_rows
+from xray_spark.monitor.run import MonitorRun, MonitorSummary
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _nights(spark, lake, mine: DataFrame, dataset: str, start, end) -> list[str]
 
 def run_monitor(
     spark: SparkSession, lake: Lake, settings: Settings, *, start: str | None = None, end: str | None = None
-) -> dict[str, Any]:
+) -> MonitorSummary:
     """Test the dataset's nights (see the module docstring); the summary names what moved, and by how much."""
     dataset, how = settings.dataset, settings.monitor
     card = _champion(spark, lake)
@@ -145,7 +146,7 @@ def run_monitor(
     mine = (
         None if every is None else every.where((F.col("dataset") == dataset) & (F.col("model_version") == card.version))
     )
-    summary: dict[str, Any] = {"dataset": dataset, "model_version": card.version, "nights": [], "alerts": []}
+    summary = MonitorSummary(dataset=dataset, model_version=card.version, nights=[], alerts=[])
     if mine is None or mine.isEmpty():
         summary["note"] = f"the champion {card.version} has not scored {dataset!r} yet: nothing to monitor"
         return summary
@@ -153,6 +154,7 @@ def run_monitor(
     kind, n = parse_reference(how.reference)
     complete = kind == "validation" or len(ref_runs) == n
     summary["reference"] = described if complete else f"{described}: building, call rates tested only"
+    run = MonitorRun(settings, card, summary["reference"])
     nights = _nights(spark, lake, mine, dataset, start, end)
     if not nights:
         summary["note"] = "no night to monitor"
@@ -164,23 +166,25 @@ def run_monitor(
     for run_id in nights:
         night = frame[frame["run_id"] == run_id].drop_duplicates("image_id")
         whole = complete and run_id not in ref_runs  # a reference night is not tested against itself
-        rows += _tested(run_id, night, reference if whole else None, card, settings, summary["reference"], summary)
+        rows += _tested(run, run_id, night, reference if whole else None, summary)
     write_rows(spark, lake, rows)
     return summary
 
 
-def _tested(run_id, night, reference, card, settings, described, summary) -> list[dict[str, Any]]:
+def _tested(
+    run: MonitorRun, run_id: str, night: pd.DataFrame, reference: pd.DataFrame | None, summary: MonitorSummary
+) -> list[dict[str, Any]]:
     """The rows of one night, its alerts added to ``summary``."""
-    how = settings.monitor
+    how, card = run.settings.monitor, run.card
     score_date = str(night["score_date"].iloc[0])
     base = {
-        "dataset": settings.dataset,
+        "dataset": run.dataset,
         "run_id": run_id,
         "score_date": score_date,
         "model_version": card.version,
         "films": len(night),
         "reference_films": 0 if reference is None else len(reference),
-        "reference": described,
+        "reference": run.reference,
         "monitored_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if len(night) < how.min_films:

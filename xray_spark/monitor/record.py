@@ -6,31 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from xray_spark import tables
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog, tables
 
-SCHEMA = T.StructType(
-    [
-        T.StructField("score_date", T.StringType(), False),
-        T.StructField("model_version", T.StringType(), False),
-        T.StructField("measure", T.StringType(), False),
-        T.StructField("kind", T.StringType(), False),  # input | output | night
-        T.StructField("test", T.StringType(), False),  # ks | chi-square or fisher | fisher or binomial | none
-        T.StructField("statistic", T.DoubleType(), True),
-        T.StructField("p_value", T.DoubleType(), True),
-        T.StructField("alert", T.BooleanType(), False),
-        T.StructField("films", T.IntegerType(), False),
-        T.StructField("reference_films", T.IntegerType(), False),
-        T.StructField("reference_value", T.StringType(), False),
-        T.StructField("night_value", T.StringType(), False),
-        T.StructField("reference", T.StringType(), False),
-        T.StructField("monitored_at", T.StringType(), False),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("dataset", T.StringType(), False),
-    ]
-)
+SCHEMA = catalog.schema("monitoring")
 
 
 def write_rows(spark: SparkSession, lake: Lake, rows: Sequence[dict[str, Any]]) -> None:

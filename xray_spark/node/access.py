@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from xray_spark.config import DicomNodeSettings
-from xray_spark.config_checks import parse_allow
+from xray_spark.config.services import parse_allow
 from xray_spark.errors import UsageError
 from xray_spark.net import is_loopback
 

@@ -1,7 +1,7 @@
 """The node: a pynetdicom Application Entity answering C-ECHO and C-STORE into the spool.
 
 Storage is offered for the classes a chest film arrives as (:data:`STORAGE_CLASSES`), each
-with every transfer syntax prepare decodes (:data:`xray_spark.transfer_syntaxes.DECODED`),
+with every transfer syntax prepare decodes (:data:`xray_spark.imaging.transfer_syntaxes.DECODED`),
 accepted as the sender offers it: the bytes that reach the spool are the bytes the PACS sent.
 A C-STORE is answered Success only once the instance is durable in the spool
 (:meth:`xray_spark.spool.Spool.store_file`), under the data set's own SOP Instance UID, checked
@@ -23,10 +23,10 @@ import time
 from typing import Any
 
 from xray_spark.config import DicomNodeSettings
+from xray_spark.imaging.transfer_syntaxes import DECODED
 from xray_spark.node.access import parse_allow, refusal
 from xray_spark.node.limits import Gate, Limits, dataset_uids, disk_error, install
 from xray_spark.spool import CORRECTION, HELD, STORED, BadInstance, Spool
-from xray_spark.transfer_syntaxes import DECODED
 
 log = logging.getLogger("xray_spark.node")
 

@@ -15,11 +15,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from xray_spark.config import Settings
+from xray_spark.imaging import decode as img
+from xray_spark.imaging.reasons import UNREADABLE_FILE
 from xray_spark.labels import multi_hot, sample_weight
-from xray_spark.prepare import images as img
+from xray_spark.lake.schema import XraySchema, encode_labels
 from xray_spark.prepare.files import read_bytes
-from xray_spark.prepare.reasons import UNREADABLE_FILE
-from xray_spark.schema import XraySchema, encode_labels
 
 _DECODED_EXTRA = [
     T.StructField("reason", T.StringType(), True),

@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from xray_spark.errors import ImageError, UsageError, first_line
+from xray_spark.imaging.reasons import FILE_TOO_LARGE, NOT_A_FILE
 from xray_spark.lake import local_path
-from xray_spark.prepare.reasons import FILE_TOO_LARGE, NOT_A_FILE
 
 #: The file names taken as images (case-insensitive); anything else is not listed.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from xray_spark import store as store_mod
 from xray_spark.errors import UsageError
 from xray_spark.labels import choose_label_set
+from xray_spark.lake import store as store_mod
 from xray_spark.prepare.run import PrepareRun
 
 

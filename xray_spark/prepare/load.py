@@ -19,12 +19,12 @@ import os
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, tables
-from xray_spark import store as store_mod
+from xray_spark import locks
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake, same_volume
+from xray_spark.lake import Lake, catalog, same_volume, tables
+from xray_spark.lake import store as store_mod
+from xray_spark.lake.schema import STUDY_FIELDS, XraySchema
 from xray_spark.prepare.metadata import findings_from_labels
-from xray_spark.schema import BOXES_SCHEMA, STUDY_FIELDS, XraySchema
 from xray_spark.session import temporary_conf
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,8 @@ DICOM_STUDY_COLUMNS = {
 def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str, source: str = "nih") -> int:
     """Rewrite this dataset's part of ``xray.studies`` from the store itself (so they always agree).
 
-    ``source`` (``nih`` or ``dicom``) is recorded per row; a DICOM film also gets its study's
-    date and time, its UIDs and its accession number from ``xray.dicom_instances``.
+    ``source`` (a name of :data:`~xray_spark.prepare.sources.SOURCES`) is recorded per row; a DICOM
+    film also gets its study's date and time, its UIDs and its accession number from ``xray.dicom_instances``.
     """
     store = spark.read.parquet(store_url)
     studies = store.select(
@@ -201,7 +201,7 @@ def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str,
         F.lit(store_url).alias("store_path"),
         F.lit(source).alias("source"),
     )
-    instances = tables.read_table(spark, lake, "dicom_instances") if source == "dicom" else None
+    instances = tables.read_table(spark, lake, "dicom_instances")  # none of its rows are an NIH dataset's
     if instances is not None:
         mine = instances.where(F.col("dataset") == dataset).select("image_id", *DICOM_STUDY_COLUMNS)
         studies = studies.join(mine.dropDuplicates(["image_id"]), "image_id", "left")
@@ -232,7 +232,7 @@ def write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name
 
 
 def write_boxes(spark: SparkSession, boxes: DataFrame, lake: Lake, dataset: str) -> None:
-    write_dataset_partition(spark, boxes.select(*BOXES_SCHEMA.fieldNames()), lake, "boxes", dataset)
+    write_dataset_partition(spark, boxes.select(*catalog.table("boxes").column_names()), lake, "boxes", dataset)
 
 
 def write_list(df: DataFrame, folder: str) -> None:

@@ -18,9 +18,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from xray_spark.errors import UsageError, first_line
+from xray_spark.imaging import reasons as q
 from xray_spark.labels import ALIASES, FINDINGS, NO_FINDING
 from xray_spark.lake import local_path
-from xray_spark.prepare import reasons as q
 
 #: The metadata columns by position, as named inside the pipeline.
 METADATA_COLUMNS: tuple[str, ...] = (
@@ -123,7 +123,7 @@ def rfc4180(spark: SparkSession) -> Any:
 
 
 def read_bbox(spark: SparkSession, path: str, dataset: str) -> DataFrame:
-    """The bounding-box CSV as :data:`~xray_spark.schema.BOXES_SCHEMA` (``Infiltrate`` -> ``Infiltration``)."""
+    """The bounding-box CSV as ``xray.boxes`` (:mod:`xray_spark.lake.catalog`) (``Infiltrate`` -> ``Infiltration``)."""
     local = local_path(path)
     if local is not None and not os.path.isfile(local):
         raise UsageError(f"bounding-box file {local} does not exist: pass --bbox PATH/TO/BBox_List_2017.csv")

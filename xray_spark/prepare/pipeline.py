@@ -29,16 +29,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from xray_spark import locks, privacy, progress
-from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import QuarantineLimitExceeded, UsageError
 from xray_spark.lake import Lake, local_path
+from xray_spark.lake import store as store_mod
 from xray_spark.prepare import load, tally
 from xray_spark.prepare import metadata as meta
 from xray_spark.prepare.decode import decode_images
 from xray_spark.prepare.quarantine import append_quarantine, quarantine_rows, quarantined_before
 from xray_spark.prepare.run import CheckedMetadata, Decoded, MatchedFiles, PrepareInputs, PrepareRun
-from xray_spark.prepare.sources import SOURCES, read_source
+from xray_spark.prepare.sources import read_source, source_named
 from xray_spark.prepare.summary import finding_frequency_chart
 from xray_spark.splits import UNLABELED
 
@@ -49,12 +49,11 @@ def check_inputs(inputs: PrepareInputs, settings: Settings | None = None) -> Non
     With ``settings``, a DICOM source's pseudonym key is checked too, by the check the run
     makes again (:func:`xray_spark.privacy.key_for_lake`): a key file inside the lake fails here.
     """
-    if inputs.source not in SOURCES:
-        raise UsageError(f"--source must be {' or '.join(SOURCES)}, got {inputs.source!r}")
-    if inputs.source == "nih" and not inputs.metadata:
-        raise UsageError("--metadata CSV is required for --source nih (the NIH Data_Entry file)")
-    if inputs.source == "dicom" and (inputs.images is None or inputs.metadata_only):
-        raise UsageError("--source dicom reads the headers of the files under --images DIR: pass it")
+    source = source_named(inputs.source)
+    if not source.self_describing and not inputs.metadata:
+        raise UsageError(f"--metadata CSV is required for --source {source.name} (the NIH Data_Entry file)")
+    if source.self_describing and (inputs.images is None or inputs.metadata_only):
+        raise UsageError(f"--source {source.name} reads the headers of the files under --images DIR: pass it")
     local = local_path(inputs.metadata) if inputs.metadata else None
     if local is not None:
         if not os.path.exists(local):
@@ -64,13 +63,15 @@ def check_inputs(inputs: PrepareInputs, settings: Settings | None = None) -> Non
         folder = local_path(inputs.images)
         if folder is not None and not os.path.isdir(folder):
             raise UsageError(f"images folder {folder} does not exist or is not a folder: pass --images DIR")
-    if inputs.labels and inputs.source != "dicom":
-        raise UsageError("--labels labels a DICOM source's films: for --source nih the labels are in --metadata")
+    if inputs.labels and not source.self_describing:
+        raise UsageError(
+            f"--labels labels a DICOM source's films: for --source {source.name} the labels are in --metadata"
+        )
     for path in [inputs.bbox, inputs.labels, *(inputs.split_lists or ())]:
         local = local_path(path) if path else None
         if local is not None and not os.path.isfile(local):
             raise UsageError(f"file {local} does not exist (given to --bbox, --labels or --split-lists)")
-    if inputs.source == "dicom" and settings is not None:
+    if source.identified and settings is not None:
         privacy.key_for_lake(settings.privacy, Lake.at(settings.lake))
 
 

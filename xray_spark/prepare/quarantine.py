@@ -1,7 +1,7 @@
 """The rows of ``xray.quarantine``: why an input was not stored.
 
 Nothing is dropped silently: every metadata row ends up in the store, in
-``xray.quarantine`` with one of the :data:`~xray_spark.prepare.reasons.REASONS`, or in the run's list of rows without an
+``xray.quarantine`` with one of the :data:`~xray_spark.imaging.reasons.REASONS`, or in the run's list of rows without an
 image file.
 """
 
@@ -12,9 +12,7 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from xray_spark import tables
-from xray_spark.lake import Lake
-from xray_spark.schema import QUARANTINE_SCHEMA
+from xray_spark.lake import Lake, catalog, tables
 
 
 def quarantine_rows(df: DataFrame, dataset: str, run_id: str, run_time: dt.datetime) -> DataFrame:
@@ -32,7 +30,7 @@ def quarantine_rows(df: DataFrame, dataset: str, run_id: str, run_time: dt.datet
 
 
 def append_quarantine(rows: DataFrame, lake: Lake) -> None:
-    tables.write_table(rows.select(*QUARANTINE_SCHEMA.fieldNames()), lake, "quarantine", mode="append")
+    tables.write_table(rows.select(*catalog.table("quarantine").column_names()), lake, "quarantine", mode="append")
 
 
 def quarantined_before(rows: DataFrame, lake: Lake, dataset: str, run_ids: list[str]) -> int:

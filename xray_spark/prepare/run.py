@@ -11,9 +11,9 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.lake import Lake, new_run_id
+from xray_spark.lake import store as store_mod
 
 
 @dataclasses.dataclass(frozen=True)

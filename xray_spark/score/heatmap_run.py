@@ -5,6 +5,7 @@ See :mod:`xray_spark.score.heatmaps` for the method and ``xray.heatmaps`` for th
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from xray_spark.score.publish import HEATMAPS, PREDICTIONS, publish_run
 from xray_spark.score.run import ScoreRun
 from xray_spark.score.runtime import ModelRef
 from xray_spark.session import temporary_conf
+
+log = logging.getLogger(__name__)
 
 
 def _probability_of(labels: list[str], finding: Column) -> Column:
@@ -49,12 +52,20 @@ def write_heatmaps(
         return {"choice": str(choice), "written": 0}
     started = time.monotonic()
     card = run.card
+    ref = ModelRef.of(card)
+    if not ref.fmt.explains:
+        log.warning("model %s is a %s: its runtime cannot explain, so no heatmaps", card.version, ref.fmt.description)
+        return {
+            "choice": str(choice),
+            "written": 0,
+            "not_drawn": f"the runtime of {ref.fmt.suffix} files cannot explain",
+        }
     run_path = lake.path("tables", PREDICTIONS, f"score_date={run.score_date}", f"run_id={run.run_id}")
     wanted = chosen_findings(spark.read.parquet(lake.url_of(run_path)), card.labels, choice)
     store = spark.read.parquet(lake.store_url(run.dataset))
     rows = wanted.join(store.select("image_id", "image", "original_width", "original_height"), "image_id")
     batch = settings.score.batch_size
-    maps = rows.mapInPandas(make_heatmapper(ModelRef.of(card), card.labels, batch), HEATMAP_SCHEMA)
+    maps = rows.mapInPandas(make_heatmapper(ref, card.labels, batch), HEATMAP_SCHEMA)
     maps = maps.select(
         "*",
         F.lit(run.dataset).alias("dataset"),

@@ -7,15 +7,9 @@ run's predictions are published (``top:N`` needs the whole run's ranking), on th
 executors, in Arrow batches of at most ``score.batch_size`` films, so memory per Python
 worker is bounded whatever the run's size.
 
-Grad-CAM (Selvaraju et al., ICCV 2017): the gradient of the finding's score with respect
-to the last convolutional feature map, averaged over the map, weights the map's channels;
-the weighted sum, clipped at 0 and scaled to its maximum, is the heatmap. The score is the
-finding's logit (the ``logits`` layer, before the sigmoid), as the paper takes the class
-score before the softmax: on the films the worklist puts first the probability is often
-1.0 in float32, where its gradient is exactly 0 and the heatmap would be blank. It needs
-no change to the model and one forward and backward pass per finding. The last
-convolutional map is 16 x 16 for ``small_cnn`` at 128 px (8 px a cell) and 7 x 7 for
-DenseNet-121 at 224 px (32 px a cell): the box around the hot region is as coarse as that.
+The heatmap is the model runtime's ``explain`` (:mod:`xray_spark.model_runtime`): Grad-CAM
+for the Keras models this product trains (:mod:`xray_spark.keras_runtime`). A run whose
+model's runtime cannot explain draws none and says so.
 
 Each row of ``xray.heatmaps``: the image, the model version, the finding and its
 probability, the heatmap as a small 8-bit PNG (:data:`HEATMAP_SIDE` px, the stored image's
@@ -30,77 +24,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import types as T
 
+from xray_spark.lake import catalog
+from xray_spark.model_runtime import can_explain
 from xray_spark.score import runtime
 from xray_spark.score.runtime import ModelRef
 
 HEATMAP_SIDE = 64
 HOT_FRACTION = 0.5
 
-HEATMAP_SCHEMA = T.StructType(
-    [
-        T.StructField("image_id", T.StringType(), False),
-        T.StructField("finding", T.StringType(), False),
-        T.StructField("probability", T.FloatType(), False),
-        T.StructField("heatmap_png", T.BinaryType(), False),
-        T.StructField("peak_x", T.FloatType(), False),
-        T.StructField("peak_y", T.FloatType(), False),
-        T.StructField("box_x", T.FloatType(), False),
-        T.StructField("box_y", T.FloatType(), False),
-        T.StructField("box_w", T.FloatType(), False),
-        T.StructField("box_h", T.FloatType(), False),
-    ]
-)
-
-
-def feature_layer(model: Any) -> Any:
-    """The last layer whose output is a spatial feature map (4-D, not a pooling layer)."""
-    for layer in reversed(model.layers):
-        shape = getattr(layer, "output_shape", None)
-        spatial = isinstance(shape, tuple) and len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1
-        if spatial and "pool" not in type(layer).__name__.lower():
-            return layer
-    raise ValueError(f"model {model.name} has no convolutional feature map for Grad-CAM")
-
-
-def score_layer(model: Any) -> Any:
-    """The layer whose output Grad-CAM differentiates: the logits before the sigmoid where the model names them."""
-    try:
-        return model.get_layer("logits")
-    except ValueError:
-        return model.layers[-1]  # a model without one: its probabilities (saturate at the extremes)
-
-
-def grad_cam_model(model: Any) -> Any:
-    """A model with two outputs: the last feature map and the findings' scores (logits)."""
-    from xray_spark.models import keras
-
-    k = keras()
-    return k.Model(model.inputs, [feature_layer(model).output, score_layer(model).output])
-
-
-def grad_cam(cam_model: Any, images: np.ndarray, findings: np.ndarray) -> np.ndarray:
-    """Heatmaps in [0, 1] (N x h x w) for ``images`` (N x S x S x 1, uint8), finding index per image."""
-    from xray_spark.tf_quiet import import_tensorflow
-
-    tf = import_tensorflow()
-
-    out = None
-    for f in np.unique(findings):
-        rows = np.flatnonzero(findings == f)
-        batch = tf.convert_to_tensor(images[rows])
-        with tf.GradientTape() as tape:
-            maps, scores = cam_model(batch, training=False)
-            score = tf.cast(scores[:, int(f)], tf.float32)
-        grads = tape.gradient(score, maps)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cams = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
-        if out is None:
-            out = np.zeros((len(images), *cams.shape[1:]), dtype=np.float32)
-        peak = cams.reshape(len(rows), -1).max(axis=1)
-        out[rows] = cams / np.where(peak > 0, peak, 1.0)[:, None, None]
-    return out if out is not None else np.zeros((0, 1, 1), dtype=np.float32)
+#: What the heatmapper gives per row: the columns of ``xray.heatmaps`` before the run's own.
+HEATMAP_SCHEMA = catalog.table("heatmaps").schema(columns=catalog.HEATMAP_FIELDS)
 
 
 def hot_region(cam: np.ndarray, side: int) -> tuple[tuple[float, float], tuple[float, float, float, float]]:
@@ -170,11 +104,13 @@ def make_heatmapper(ref: ModelRef, labels: Sequence[str], batch_size: int):
 def heatmap_batches(
     ref: ModelRef, index: dict[str, int], batch_size: int, batches: Iterator[pd.DataFrame]
 ) -> Iterator[pd.DataFrame]:
-    """The heatmapper's body on a worker: its Grad-CAM model built once from the worker's Keras model."""
-    cam_model = runtime.worker_cached("grad-cam", ref, lambda: grad_cam_model(runtime.worker_keras_model(ref)))
+    """The heatmapper's body on a worker: the worker's runtime of the model explains each film's finding."""
+    model = runtime.worker_runtime(ref)
+    if not can_explain(model):
+        raise ValueError(f"the runtime of {ref.model_file} cannot explain its outputs: it draws no heatmaps")
     for frame in batches:
         for start in range(0, len(frame), batch_size):
             part = frame.iloc[start : start + batch_size]
             images = runtime.decode_pngs(part["image"], ref.size)
-            cams = grad_cam(cam_model, images, np.array([index[f] for f in part["finding"]]))
+            cams = model.explain(images, np.array([index[f] for f in part["finding"]]))
             yield pd.DataFrame(heatmap_rows(cams, part, ref.size), columns=HEATMAP_SCHEMA.fieldNames())

@@ -22,15 +22,15 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import locks, progress, tables
-from xray_spark import store as store_mod
+from xray_spark import locks, progress
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog, tables
+from xray_spark.lake import store as store_mod
+from xray_spark.lake.schema import predictions_schema
 from xray_spark.model_card import ModelCard
-from xray_spark.models import check_model_format
+from xray_spark.model_runtime import check_model_format
 from xray_spark.registry import resolve_model
-from xray_spark.schema import NOT_SCORED_SCHEMA, predictions_schema
 from xray_spark.score.heatmap_run import write_heatmaps
 from xray_spark.score.publish import PREDICTIONS, PUBLISH_NEEDS, clean_staging, publish_run, staging_root
 from xray_spark.score.run import ScoreRun
@@ -78,7 +78,7 @@ def run_scoring(
 
 
 def check_model_loads(card: ModelCard, store_size: int) -> None:
-    """Before any task: the model's size matches the store's, and the file is a native Keras archive.
+    """Before any task: the model's size matches the store's, and the file is of a format this product opens.
 
     The driver does not load the model itself (TensorFlow's import and the load are a
     fixed cost of every run, ``bench/results/``): :func:`resolve_model` has verified the file's SHA-256 against
@@ -168,7 +168,7 @@ def publish_scored(spark: SparkSession, lake: Lake, run: ScoreRun, scored: DataF
         summary["not_scored"] = {"films": refused, "reason": NON_FINITE} if refused else {"films": 0}
         if refused:
             log.error("%d of the run's films were not scored: %s", refused, NON_FINITE)
-            bad = bad.select(*[F.col(f.name).cast(f.dataType) for f in NOT_SCORED_SCHEMA.fields])
+            bad = bad.select(*[F.col(f.name).cast(f.dataType) for f in catalog.schema("not_scored").fields])
             tables.write_table(bad, lake, NOT_SCORED_TABLE, mode="append")
         return publish_run(good, lake, score_date=run.score_date, run_id=run.run_id)
     finally:

@@ -1,20 +1,16 @@
-"""The model on the executors: loaded once per Python worker, fed the store's PNG bytes, answering probabilities.
+"""The model on the executors: opened once per Python worker, fed the store's PNG bytes, answering probabilities.
 
 A scoring UDF is built from a :class:`ModelRef` (the file, its SHA-256 as the driver
-verified it, the input size, the number of outputs) and a *model loader*, as Spark's own
-``predict_batch_udf`` takes ``make_predict_fn``: a function of the reference that loads
-the model and returns ``predict(pixels) -> probabilities``, where ``pixels`` is a
-``(n, size, size, 1)`` uint8 batch and the answer an ``(n, labels)`` float array. The
-loader runs once per Python worker (Spark reuses its Python workers across tasks), on the
-task's GPU if it was given one, after the file's digest is checked again there.
+verified it, the input size, the number of outputs, its format) and, optionally, a *model
+loader*, as Spark's own ``predict_batch_udf`` takes ``make_predict_fn``: a function of the
+reference that returns ``predict(pixels) -> probabilities``, where ``pixels`` is a
+``(n, size, size, 1)`` uint8 batch and the answer an ``(n, labels)`` float array. By
+default it is the runtime of the file's format (:mod:`xray_spark.model_runtime`), opened
+once per Python worker (Spark reuses its Python workers across tasks), on the task's GPU
+if it was given one, after the file's digest is checked again there. Heatmaps ask the
+same runtime to explain (:func:`worker_runtime`).
 
-:data:`LOADERS` picks the loader by the model file's format (:data:`xray_spark.models.MODEL_FORMATS`):
-another runtime (ONNX Runtime, say) is one loader here and one format entry there.
-Grad-CAM needs the Keras model itself (gradients): :func:`worker_keras_model`.
-
-Everything a worker keeps lives in :data:`_WORKER` of this module. The UDF's closure
-calls this module's functions by name, so they are pickled by reference and their state
-is the worker's module state, which outlives a task.
+What a worker keeps is :data:`xray_spark.model_runtime.WORKER_MODELS`, a bounded cache.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from xray_spark.model_card import ModelCard, file_sha256
-from xray_spark.models import MODEL_SUFFIX, load_model_safely, model_format
+from xray_spark.model_runtime import WORKER_MODELS, ModelFormat, ModelRuntime, format_of
 
 #: A model's batch prediction: ``(n, size, size, 1)`` uint8 in, ``(n, labels)`` probabilities out.
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -39,28 +35,22 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
-    """What an executor needs to load the model the driver verified (small: it travels with every task)."""
+    """What an executor needs to open the model the driver verified (small: it travels with every task)."""
 
     model_file: str
     sha256: str
     size: int
     n_labels: int
+    fmt: ModelFormat
 
     @classmethod
     def of(cls, card: ModelCard) -> ModelRef:
-        return cls(card.model_file, card.model_sha256, card.size, len(card.labels))
-
-
-#: What this Python worker has loaded or built, by (kind, model file).
-_WORKER: dict[tuple[str, str], Any] = {}
+        return cls(card.model_file, card.model_sha256, card.size, len(card.labels), format_of(card.model_file))
 
 
 def worker_cached(kind: str, ref: ModelRef, build: Callable[[], Any]) -> Any:
-    """``build()``'s result, made once per Python worker for each kind and model file."""
-    key = (kind, ref.model_file)
-    if key not in _WORKER:
-        _WORKER[key] = build()
-    return _WORKER[key]
+    """``build()``'s result, made once per Python worker for each kind and model file (while the cache keeps it)."""
+    return WORKER_MODELS.get((kind, ref.model_file, ref.sha256), build)
 
 
 def _checked_on_worker(ref: ModelRef) -> None:
@@ -75,43 +65,14 @@ def _checked_on_worker(ref: ModelRef) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
 
 
-def worker_keras_model(ref: ModelRef) -> Any:
-    """The Keras model for this Python worker, loaded in safe mode (scoring's and Grad-CAM's)."""
+def worker_runtime(ref: ModelRef) -> ModelRuntime:
+    """The model opened by its format's runtime, once per Python worker (scoring's and the heatmaps')."""
 
-    def load() -> Any:
+    def open_checked() -> ModelRuntime:
         _checked_on_worker(ref)
-        return load_model_safely(ref.model_file)
+        return ref.fmt.open(ref.model_file)
 
-    return worker_cached("keras", ref, load)
-
-
-def keras_predictor(ref: ModelRef) -> PredictFn:
-    """The Keras model's inference pass as one TensorFlow graph (``tf.function``).
-
-    Calling the Keras model eagerly runs its layers op by op from Python, which is much
-    slower than one graph for the same batches (``bench/results/``, the score runs). The
-    signature takes any batch length, so the last, shorter batch is not traced again.
-    """
-    # The model first: it picks the task's GPU before TensorFlow starts and imports
-    # TensorFlow without its start-up notices (xray_spark.tf_quiet).
-    model = worker_keras_model(ref)
-    from xray_spark.tf_quiet import import_tensorflow
-
-    tf = import_tensorflow()
-    signature = [tf.TensorSpec([None, ref.size, ref.size, 1], tf.uint8)]
-    forward = tf.function(lambda pixels: model(pixels, training=False), input_signature=signature)
-    return lambda pixels: np.asarray(forward(pixels), dtype=np.float32)
-
-
-#: The model loader for each model file format.
-LOADERS: dict[str, Callable[[ModelRef], PredictFn]] = {MODEL_SUFFIX: keras_predictor}
-
-
-def loader_for(ref: ModelRef) -> Callable[[ModelRef], PredictFn]:
-    found = LOADERS.get(model_format(ref.model_file))
-    if found is None:
-        raise ValueError(f"no model runtime loads {ref.model_file}: known formats are {', '.join(LOADERS)}")
-    return found
+    return worker_cached("runtime", ref, open_checked)
 
 
 def decode_pngs(images: pd.Series, size: int) -> np.ndarray:
@@ -129,7 +90,10 @@ def decode_pngs(images: pd.Series, size: int) -> np.ndarray:
 
 
 def predict_batches(
-    ref: ModelRef, batch_size: int, make_predict_fn: Callable[[ModelRef], PredictFn], batches: Iterator[pd.Series]
+    ref: ModelRef,
+    batch_size: int,
+    make_predict_fn: Callable[[ModelRef], PredictFn] | None,
+    batches: Iterator[pd.Series],
 ) -> Iterator[pd.Series]:
     """The UDF's body: each Arrow batch of PNG bytes decoded and predicted in model batches of ``batch_size``.
 
@@ -138,8 +102,11 @@ def predict_batches(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    kind = f"predict:{make_predict_fn.__module__}.{make_predict_fn.__qualname__}"
-    predict = worker_cached(kind, ref, lambda: make_predict_fn(ref))
+    if make_predict_fn is None:
+        predict = worker_runtime(ref).predict
+    else:
+        kind = f"predict:{make_predict_fn.__module__}.{make_predict_fn.__qualname__}"
+        predict = worker_cached(kind, ref, lambda: make_predict_fn(ref))
 
     def probabilities(pixels: np.ndarray) -> pd.Series:
         out = np.zeros((0, ref.n_labels), dtype=np.float32)
@@ -166,10 +133,10 @@ def predict_png_udf(
 ) -> Any:
     """A pandas UDF (iterator of Arrow batches): the store's PNG bytes in, ``ref.n_labels`` probabilities out.
 
-    ``make_predict_fn`` is the model loader (default: the one of the file's format, :data:`LOADERS`).
+    ``make_predict_fn`` is the model loader (default: the runtime of the file's format).
     Only compressed images cross from the JVM to Python and only probabilities come back.
     """
-    loader = make_predict_fn or loader_for(ref)
+    loader = make_predict_fn
 
     @F.pandas_udf(T.ArrayType(T.FloatType()))
     def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:

@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 
 from xray_spark import risk
 from xray_spark.labels import probability_column, raw_score_column
+from xray_spark.lake.schema import XraySchema
 from xray_spark.operating import EPS
-from xray_spark.schema import XraySchema
 from xray_spark.score.run import ScoreRun
 from xray_spark.score.runtime import ModelRef, PredictFn, predict_png_udf
 
@@ -62,8 +62,8 @@ def score_frame(
     A finding is called positive when its calibrated probability reaches its threshold; one
     without a threshold (not calibrated) is never called. A film whose raw outputs are not all
     finite has its reason in :data:`NOT_SCORED` (null otherwise): its other columns mean nothing.
-    ``make_predict_fn`` is the model loader (default: the one for the model file's format,
-    :data:`~xray_spark.score.runtime.LOADERS`).
+    ``make_predict_fn`` is the model loader (default: the runtime of the model file's format,
+    :mod:`xray_spark.model_runtime`).
     """
     card = run.card
     labels = card.labels

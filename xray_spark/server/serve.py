@@ -132,8 +132,7 @@ def jvm_alive(spark: Any) -> bool:
 
 def serve(settings: Settings, state_dir: str) -> int:
     """Run the server until SIGTERM or SIGINT; writes ``ready.json`` once clients can connect."""
-    from xray_spark import tables
-    from xray_spark.lake import Lake
+    from xray_spark.lake import Lake, tables
     from xray_spark.server.guard import guard_new_sessions
     from xray_spark.server.watch import LakeWatcher, cache_views
     from xray_spark.session import build_session

@@ -31,8 +31,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from xray_spark import tables
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 def _child_main(fd: int) -> int:
     """The training process of one barrier task: read the plan, train, report."""
-    from xray_spark.store import quiet_petastorm_warnings
+    from xray_spark.lake.store import quiet_petastorm_warnings
 
     quiet_petastorm_warnings()  # the reader's, on every row group, into the executor's log
     sock = socket.socket(fileno=fd)

@@ -24,7 +24,7 @@ import numpy as np
 from petastorm import make_batch_reader, make_reader
 from petastorm.predicates import PredicateBase, in_set
 
-from xray_spark.schema import XraySchema, decode_labels
+from xray_spark.lake.schema import XraySchema, decode_labels
 
 #: Fields the training pipeline reads (the split too: petastorm's predicate needs it read).
 TRAIN_FIELDS = [XraySchema.image, XraySchema.labels, XraySchema.sample_weight, XraySchema.split]

@@ -16,10 +16,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from xray_spark import registry
-from xray_spark import store as store_mod
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake
+from xray_spark.lake import store as store_mod
 from xray_spark.model_card import MODEL_FILE, PATIENT_DIGEST, patient_digest, read_card, write_card
 from xray_spark.train import checkpoints as ckpt
 from xray_spark.train.barrier import train_on_spark

@@ -19,12 +19,11 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import tables
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.labels import NO_FINDING
-from xray_spark.lake import Lake
-from xray_spark.schema import XraySchema
+from xray_spark.lake import Lake, tables
+from xray_spark.lake.schema import XraySchema
 from xray_spark.splits import UNLABELED, hash_split
 from xray_spark.verdict_labels import film_labels, reader_agreement
 

@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from xray_spark import risk, tables
+from xray_spark import risk
 from xray_spark.labels import FINDINGS, probability_column
+from xray_spark.lake import catalog, tables
 
 PROBABILITIES = {probability_column(f): f for f in FINDINGS}
 
@@ -50,6 +51,7 @@ class LakeView:
 
     def table(self, name: str) -> pd.DataFrame | None:
         """The whole table (its small columns; heatmap pictures are read per film), or None when absent."""
+        partitioning = catalog.arrow_partitioning(name)  # a name the catalog does not declare fails here
         path = os.path.join(self.root, "tables", name)
         key = _signature(path) if os.path.isdir(path) else ()
         with self._lock:
@@ -58,7 +60,7 @@ class LakeView:
             return cached[1]
         frame = None
         if key:
-            data = pads.dataset(path, format="parquet", partitioning="hive")
+            data = pads.dataset(path, format="parquet", partitioning=partitioning)
             columns = [c for c in data.schema.names if c != "heatmap_png"]
             frame = data.to_table(columns=columns).to_pandas()
         with self._lock:
@@ -153,7 +155,7 @@ class LakeView:
         path = os.path.join(self.root, "tables", "heatmaps")
         if self.known(dataset) is None or not os.path.isdir(path) or not wanted:
             return {}
-        data = pads.dataset(path, format="parquet", partitioning="hive")
+        data = pads.dataset(path, format="parquet", partitioning=catalog.arrow_partitioning("heatmaps"))
         rows = data.to_table(
             columns=["image_id", "finding", "model_version", "heatmap_png", "scored_at"],
             filter=(pads.field("dataset") == dataset) & pads.field("image_id").isin(sorted({w[0] for w in wanted})),

@@ -15,11 +15,11 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import risk, tables
+from xray_spark import risk
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.labels import FINDINGS, probability_column
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, tables
 from xray_spark.pictures import overlay_png
 from xray_spark.viewer import viewer_link
 from xray_spark.worklist.page import Film, index_html, patient_html, worklist_html

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.prepare import load, tally
 from xray_spark.prepare import metadata as meta
@@ -24,11 +27,29 @@ from xray_spark.prepare.run import (
     ImageCounts,
     MatchedFiles,
     MetadataCounts,
+    PrepareInputs,
     PrepareRun,
     ReadInputs,
     SourceRecord,
     write_sections,
 )
+
+#: The metadata file a night's NIH delivery holds beside its images/ folder.
+METADATA_NAME = "Data_Entry_2017.csv"
+
+
+def tonight(folder: Path, settings: Settings) -> PrepareInputs:
+    """A night's delivery: ``Data_Entry_2017.csv`` and ``images/`` in ``folder``, or one clear error (a late one)."""
+    if not (folder / METADATA_NAME).is_file():
+        raise UsageError(
+            f"{folder / METADATA_NAME} has not arrived: nothing was ingested or scored "
+            "(run again when it has, or pass --incoming DIR)"
+        )
+    if not (folder / "images").is_dir():
+        raise UsageError(f"{folder / 'images'} is not a folder: nothing was ingested or scored")
+    return PrepareInputs(
+        metadata=str(folder / METADATA_NAME), images=str(folder / "images"), incremental=True, source="nih"
+    )
 
 
 def read(run: PrepareRun) -> SourceRecord:

@@ -22,9 +22,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from xray_spark.errors import ImageError
-from xray_spark.prepare import reasons
+from xray_spark.imaging import reasons
+from xray_spark.imaging.dicom_pixels import HEADER_ALLOWANCE, check_inflated_size
 from xray_spark.prepare.files import real_path
-from xray_spark.prepare.sources.dicom.pixels import HEADER_ALLOWANCE, check_inflated_size
 from xray_spark.privacy import KeptHeader, derived_values
 
 DICOM_MARKER_OFFSET = 128

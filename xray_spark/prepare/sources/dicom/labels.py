@@ -16,9 +16,9 @@ from pyspark.sql import functions as F
 
 from xray_spark.config import SplitSettings
 from xray_spark.errors import UsageError
+from xray_spark.imaging.reasons import CONTRADICTORY_LABELS, UNKNOWN_FINDING
 from xray_spark.labels import NO_FINDING
 from xray_spark.prepare.metadata import findings_array, rfc4180
-from xray_spark.prepare.reasons import CONTRADICTORY_LABELS, UNKNOWN_FINDING
 from xray_spark.splits import UNLABELED, hash_split
 
 KEYS = {"accessionnumber": "accession_number", "sopinstanceuid": "image_id"}

@@ -14,24 +14,27 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from xray_spark import privacy, spool, tables
+from xray_spark import privacy, spool
+from xray_spark.config import Settings
 from xray_spark.errors import UsageError
-from xray_spark.lake import local_path
+from xray_spark.imaging.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
+from xray_spark.lake import local_path, tables
 from xray_spark.prepare import load, tally
 from xray_spark.prepare.files import printable, real_path, walk_local
 from xray_spark.prepare.label_set import choose_labels, configured_labels
-from xray_spark.prepare.reasons import BAD_PATIENT_ID, MISSING_IMAGE_ID
 from xray_spark.prepare.run import (
     CheckedMetadata,
     ImageCounts,
     MatchedFiles,
     MetadataCounts,
+    PrepareInputs,
     PrepareRun,
     SourceRecord,
     write_sections,
@@ -93,6 +96,16 @@ def _files_to_read(inputs) -> tuple[str, list[str]]:
     if inputs.files is not None:
         return folder, list(inputs.files)
     return folder, [path for _, path in walk_local(folder, suffixes=None)]
+
+
+def tonight(folder: Path, settings: Settings) -> PrepareInputs:
+    """A night's DICOM files: every file under ``folder``; of the DICOM node's spool, what no night has ingested."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder: nothing was ingested or scored")
+    files = None
+    if spool.is_spool(str(folder)):  # the node's spool: what no night has ingested yet
+        files = tuple(spool.open_spool(str(folder), local_path(settings.lake), create=False).pending())
+    return PrepareInputs(metadata=None, images=str(folder), incremental=True, source="dicom", files=files)
 
 
 def read(run: PrepareRun) -> SourceRecord:

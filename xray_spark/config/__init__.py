@@ -27,8 +27,28 @@ from typing import Any
 
 import yaml
 
-from xray_spark.config_checks import check_settings
-from xray_spark.config_services import (
+from xray_spark.config.rules import check_across
+from xray_spark.config.schema import check_field, setting
+from xray_spark.config.sections import (
+    DEFAULT_URGENCY,
+    AugmentSettings,
+    EvaluateSettings,
+    ImageSettings,
+    LabelSettings,
+    LockSettings,
+    MonitorSettings,
+    PrepareSettings,
+    PrivacySettings,
+    PromotionSettings,
+    QuarantineSettings,
+    SampleWeightSettings,
+    ScoreSettings,
+    SparkSettings,
+    SplitSettings,
+    ThresholdSettings,
+    TrainSettings,
+)
+from xray_spark.config.services import (
     DeliverSettings,
     DicomNodeSettings,
     SqlServerSettings,
@@ -36,193 +56,43 @@ from xray_spark.config_services import (
     WorklistSettings,
 )
 from xray_spark.errors import ConfigError
-from xray_spark.labels import FINDINGS
 
-
-@dataclasses.dataclass(frozen=True)
-class SparkSettings:
-    master: str = "local[2]"
-    app_name: str = "xray-spark"
-    driver_memory: str = "4g"
-    shuffle_partitions: int = 8
-    log_level: str = "WARN"
-    conf: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageSettings:
-    size: int = 128
-    # Images whose header claims more pixels than this are quarantined before decoding.
-    max_pixels: int = 100_000_000
-    # frames x rows x columns x samples x bytes per sample a decoder may allocate (128 MiB).
-    max_decoded_bytes: int = 134_217_728
-    # Files larger than this are not read (64 MiB; an NIH PNG is under 1 MiB).
-    max_file_bytes: int = 67_108_864
-    # Images whose shorter side is below this are quarantined (a 1 x 1 "film" holds nothing).
-    min_side: int = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class LockSettings:
-    # How long a run waits for another run holding its lock (0: refuse at once).
-    wait_seconds: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleWeightSettings:
-    base: float = 0.1
-    per_finding: float = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelSettings:
-    findings: list[str] = dataclasses.field(default_factory=lambda: list(FINDINGS))
-    min_cases: int = 0
-    sample_weight: SampleWeightSettings = dataclasses.field(default_factory=SampleWeightSettings)
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitSettings:
-    train: float = 0.7
-    val: float = 0.1
-    test: float = 0.2
-    salt: str = "xray-spark"
-
-
-@dataclasses.dataclass(frozen=True)
-class QuarantineSettings:
-    max_fraction: float = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareSettings:
-    images_per_file: int = 1000
-    rowgroup_size_mb: int = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class PrivacySettings:
-    # Where the secret key of the patient pseudonyms (HMAC-SHA256) comes from: this
-    # environment variable, else this file (kept outside the lake). Never the key itself.
-    key_env: str = "XRAY_SPARK_PSEUDONYM_KEY"
-    key_file: str = ""
-    # Where each DICOM run writes the map from the lake's file references (source_path) to the
-    # delivered files' paths: outside the lake, like the key (export folders name patients).
-    identity_dir: str = ".xray-identity"
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentSettings:
-    enabled: bool = True
-    rotation: float = 0.02  # fraction of a full turn (0.02 = 7 degrees)
-    shift: float = 0.04  # fraction of the image side
-    zoom: float = 0.08
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    model: str = "small_cnn"
-    epochs: int = 20
-    batch_size: int = 32  # per worker
-    learning_rate: float = 0.002
-    loss: str = "weighted_bce"  # weighted_bce | bce | focal
-    focal_gamma: float = 2.0
-    use_sample_weights: bool = False
-    init_weights: str = "none"  # none | imagenet | champion (fine-tune its weights) | PATH to a weights file
-    verdicts: bool = False  # labels from readers' verdicts (xray.verdicts) too, by the two rules below
-    verdicts_min_readers: int = 1  # readers' complete verdicts that label a film no labels CSV labels
-    verdicts_min_readers_over_csv: int = 2  # readers, all agreeing, to replace a labels CSV's label (0: never)
-    verdicts_flagged: str = "refuse"  # readers far from everyone else (kappa < 0.2): refuse | exclude | include
-    num_workers: int = 1
-    mixed_precision: bool = True  # on GPU only
-    shuffle_buffer: int = 512
-    dropout: float = 0.2
-    early_stopping_patience: int = 6
-    reduce_lr_patience: int = 3
-    reduce_lr_factor: float = 0.5
-    min_learning_rate: float = 0.00001
-    eval_max_rows: int = 1000  # rows of train used for the per-epoch train AUROC (0 = all)
-    seed: int = 0
-    worker_timeout_s: int = 1800  # a collective that waits longer fails the stage
-    augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
-
-
-#: How urgent each finding is for the risk order (``score.urgency``, 0..1; see :mod:`xray_spark.risk`).
-DEFAULT_URGENCY = {
-    "Pneumothorax": 1.0,
-    "Effusion": 0.8,
-    "Mass": 0.8,
-    "Pneumonia": 0.7,
-    "Edema": 0.7,
-    "Consolidation": 0.6,
-    "Nodule": 0.6,
-    "Cardiomegaly": 0.5,
-    "Atelectasis": 0.5,
-    "Infiltration": 0.5,
-    "Emphysema": 0.4,
-    "Fibrosis": 0.4,
-    "Pleural_Thickening": 0.3,
-    "Hernia": 0.3,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreSettings:
-    batch_size: int = 64
-    heatmaps: str = "top:100"  # none | called | top:N (see xray_spark.score.heatmaps)
-    # Each finding's weight in a film's risk score, applied when the film is scored (xray_spark.risk).
-    urgency: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_URGENCY))
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateSettings:
-    split: str = "test"
-    bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
-    seed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class ThresholdSettings:
-    """How each finding's operating point is chosen on the validation split (see ``xray_spark.operating``)."""
-
-    rule: str = "prevalence"  # prevalence | youden | sensitivity:X | specificity:X | precision:X
-    min_positives: int = 5  # fewer validation positives: the finding is "not calibrated", never called
-    per_finding: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {Pneumothorax: sensitivity:0.9}
-
-
-@dataclasses.dataclass(frozen=True)
-class PromotionSettings:
-    """The rule a challenger must pass before it may replace the champion, written down before the test."""
-
-    split: str = "test"  # the labelled films both models are measured on
-    min_positives: int = 20  # a finding with fewer positives there is reported, not judged
-    non_inferiority_margin: float = 0.02  # per judged finding: DeLong's lower bound of the difference above -margin
-    mean_auroc_not_lower: bool = True  # the challenger's mean AUROC over the judged findings at least the champion's
-    max_sensitivity_drop: float = 0.05  # per judged finding, at each model's own operating point
-    level: float = 0.95  # of the intervals
-    bootstrap: int = 1000  # patient resamples of the difference
-    # Before the test: the chance an equal challenger is shown non-inferior; below it the films are too few and a
-    # challenge that is not passed is INCONCLUSIVE, not FAIL (unless a finding is shown inferior).
-    power: float = 0.8
-    assumed_correlation: float = 0.5  # between the two models' AUROC estimates, for that calculation
-    # Findings the champion calls that the challenger may leave uncalled (or not have); any other drop fails.
-    may_drop: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass(frozen=True)
-class MonitorSettings:
-    """Nightly monitoring of the champion's inputs and outputs against a reference (``jobs/monitor.py``)."""
-
-    reference: str = "nights:7"  # nights:N (the champion's first N nights on the dataset) | validation
-    alpha: float = 0.01  # family-wise per night, by Holm's step-down procedure over the night's measures
-    min_films: int = 20  # a night with fewer films is recorded, not tested
-    fail_on_alert: bool = False  # exit 5 (nightly and monitor) when a night raises an alert
+__all__ = [
+    "DEFAULT_URGENCY",
+    "AugmentSettings",
+    "DeliverSettings",
+    "DicomNodeSettings",
+    "EvaluateSettings",
+    "ImageSettings",
+    "LabelSettings",
+    "LockSettings",
+    "MonitorSettings",
+    "PrepareSettings",
+    "PrivacySettings",
+    "PromotionSettings",
+    "QuarantineSettings",
+    "SampleWeightSettings",
+    "ScoreSettings",
+    "Settings",
+    "SparkSettings",
+    "SplitSettings",
+    "SqlServerSettings",
+    "ThresholdSettings",
+    "TrainSettings",
+    "WebSettings",
+    "WorklistSettings",
+    "load_settings",
+    "parse_override",
+    "train_settings_from_dict",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    lake: str = "./lake"
-    dataset: str = "nih"
+    """Every setting of xray-spark: the sections below, each key declared with its type, default, bounds and comment."""
+
+    lake: str = setting("./lake", "the lake: a local folder, or a Hadoop file system URL")
+    dataset: str = setting("nih", "the store the jobs work on (lake/petastorm/<dataset>)")
     spark: SparkSettings = dataclasses.field(default_factory=SparkSettings)
     image: ImageSettings = dataclasses.field(default_factory=ImageSettings)
     labels: LabelSettings = dataclasses.field(default_factory=LabelSettings)
@@ -242,6 +112,15 @@ class Settings:
     web: WebSettings = dataclasses.field(default_factory=WebSettings)
     promotion: PromotionSettings = dataclasses.field(default_factory=PromotionSettings)
     monitor: MonitorSettings = dataclasses.field(default_factory=MonitorSettings)
+
+    def check(self) -> None:
+        name = self.dataset
+        if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalnum():
+            raise ConfigError(
+                "configuration key 'dataset' must be a simple name (letters, digits, - and _, "
+                f"starting with a letter or digit), got {self.dataset!r}"
+            )
+        check_across(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -269,9 +148,7 @@ def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ())
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value)
-    settings = _build(Settings, raw, prefix="")
-    check_settings(settings)
-    return settings
+    return _build(Settings, raw, prefix="")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -338,11 +215,16 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
             known = ", ".join(prefix + name for name in fields)
             raise ConfigError(f"unknown configuration key {prefix + str(key)!r} (known here: {known})")
     values: dict[str, Any] = {}
-    for name in fields:
+    for name, field in fields.items():
         if name not in raw:
             continue
         values[name] = _coerce(hints[name], raw[name], prefix + name)
-    return cls(**values)
+        check_field(prefix + name, values[name], field.metadata)
+    built = cls(**values)
+    check = getattr(built, "check", None)
+    if check is not None:  # the rules joining this section's keys, beside its fields
+        check()
+    return built
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -395,21 +277,3 @@ def _get(settings: Settings, key: str) -> Any:
             raise ConfigError(f"unknown configuration key {key!r}")
         node = node[part]
     return node
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m xray_spark.config", description="print resolved configuration")
-    parser.add_argument("--conf", help="configuration file (YAML)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--get", metavar="KEY", help="print one value (e.g. spark.master); default: all as JSON")
-    args = parser.parse_args()
-    try:
-        resolved = load_settings(args.conf, args.overrides)
-        value = _get(resolved, args.get) if args.get else resolved.to_dict()
-    except ConfigError as exc:
-        print(f"config: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(value if isinstance(value, str | int | float) else json.dumps(value, indent=2, sort_keys=True))

@@ -4,7 +4,7 @@
 the DICOM grayscale pipeline (PS3.4 N.2):
 
 1. the stored values, decoded by pydicom (every JPEG family through imagecodecs: see
-   :mod:`~xray_spark.prepare.sources.dicom.codecs`), with Bits Stored honoured (pydicom corrects
+   :mod:`~xray_spark.imaging.codecs`), with Bits Stored honoured (pydicom corrects
    the unused high bits) and the Pixel Padding Value (or range) set aside;
 2. the Modality LUT: Rescale Slope/Intercept or a Modality LUT Sequence;
 3. the VOI LUT: the first window (centre/width, with its VOI LUT Function) or the first
@@ -28,9 +28,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from xray_spark.errors import ImageError
-from xray_spark.prepare.reasons import TOO_LARGE, UNDECODABLE, UNSUPPORTED_SYNTAX
-from xray_spark.prepare.sources.dicom import codecs as dicom_codecs
-from xray_spark.transfer_syntaxes import DECODED
+from xray_spark.imaging import codecs as dicom_codecs
+from xray_spark.imaging.reasons import TOO_LARGE, UNDECODABLE, UNSUPPORTED_SYNTAX
+from xray_spark.imaging.transfer_syntaxes import DECODED
 
 dicom_codecs.register()
 

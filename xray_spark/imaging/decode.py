@@ -6,7 +6,7 @@ an 8-bit grayscale square image of the configured side out, or an
 
 The format is recognised by content, not by file name (a JPEG saved as ``.png`` decodes
 as the JPEG it is). Supported: PNG (8/16-bit, gray, RGB, RGBA), JPEG and DICOM in every
-transfer syntax a PACS exports (:mod:`xray_spark.prepare.sources.dicom.pixels`).
+transfer syntax a PACS exports (:mod:`xray_spark.imaging.dicom_pixels`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 from xray_spark.errors import ImageError
+from xray_spark.imaging import dicom_pixels as dicom
 
-# Quarantine reasons raised here (all of them, with their meaning: xray_spark.prepare.reasons).
-from xray_spark.prepare.reasons import BLANK, EMPTY, TOO_LARGE, TOO_SMALL, TRUNCATED, UNDECODABLE
-from xray_spark.prepare.sources.dicom import pixels as dicom
+# Quarantine reasons raised here (all of them, with their meaning: xray_spark.imaging.reasons).
+from xray_spark.imaging.reasons import BLANK, EMPTY, TOO_LARGE, TOO_SMALL, TRUNCATED, UNDECODABLE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -165,7 +165,7 @@ def _conversion(array: np.ndarray) -> str:
 
 
 def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
-    """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.prepare.sources.dicom.pixels`."""
+    """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.imaging.dicom_pixels`."""
     dicom.check_inflated_size(io.BytesIO(data), limits.max_decoded_bytes + dicom.HEADER_ALLOWANCE)
     try:
         header = dicom.read_dataset(data, pixels=False)

@@ -1,7 +1,7 @@
 """The DICOM transfer syntaxes prepare decodes: the one list the DICOM node accepts and prepare reads.
 
 pydicom decodes the native ones and RLE itself; the JPEG families go through imagecodecs
-(:mod:`xray_spark.prepare.sources.dicom.codecs`).
+(:mod:`xray_spark.imaging.codecs`).
 """
 
 from __future__ import annotations

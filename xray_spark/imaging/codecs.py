@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from xray_spark.transfer_syntaxes import JPEG as _JPEG
-from xray_spark.transfer_syntaxes import JPEG_2000 as _J2K
-from xray_spark.transfer_syntaxes import JPEG_LS as _JPEGLS
+from xray_spark.imaging.transfer_syntaxes import JPEG as _JPEG
+from xray_spark.imaging.transfer_syntaxes import JPEG_2000 as _J2K
+from xray_spark.imaging.transfer_syntaxes import JPEG_LS as _JPEGLS
 
 PLUGIN = "imagecodecs"
 

@@ -14,28 +14,12 @@ import contextlib
 from pyspark.sql import DataFrame, SparkSession
 
 from xray_spark import locks
-from xray_spark.lake import Lake
+from xray_spark.lake import Lake, catalog
 
 DATABASE = "xray"
 
-#: Tables that the jobs write, by name; each lives at ``lake/tables/<name>``.
-TABLES: tuple[str, ...] = (
-    "studies",
-    "quarantine",
-    "boxes",
-    "models",
-    "model_aliases",
-    "predictions",
-    "not_scored",
-    "evaluations",
-    "dicom_instances",
-    "patient_keys",
-    "heatmaps",
-    "deliveries",
-    "verdicts",
-    "challenges",
-    "monitoring",
-)
+#: Tables that the jobs write, by name; each at ``lake/tables/<name>`` (declared in :mod:`xray_spark.lake.catalog`).
+TABLES: tuple[str, ...] = catalog.TABLE_NAMES
 
 #: The model alias that scoring and evaluation use by default, and the views prefer.
 CHAMPION = "champion"
@@ -65,11 +49,15 @@ def exists_in_lake(spark: SparkSession, lake: Lake, name: str) -> bool:
 
 
 def register_table(spark: SparkSession, lake: Lake, name: str) -> None:
-    """Point ``xray.<name>`` at ``lake/tables/<name>`` (replacing an older registration)."""
+    """Point ``xray.<name>`` at ``lake/tables/<name>`` (replacing an older registration), with the catalog's
+    columns and their comments; a table whose columns depend on the data, with the columns of its files."""
+    ddl = catalog.table(name).ddl(lake.table_url(name), qualified(name))
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     spark.sql(f"DROP TABLE IF EXISTS {qualified(name)}")
-    # mergeSchema: prediction tables of models with other label sets have other p_ columns.
-    spark.catalog.createTable(qualified(name), path=lake.table_url(name), source="parquet", mergeSchema="true")
+    if ddl is not None:
+        spark.sql(ddl)
+    else:  # mergeSchema: prediction tables of models with other label sets have other p_ columns.
+        spark.catalog.createTable(qualified(name), path=lake.table_url(name), source="parquet", mergeSchema="true")
     # Partitioned: its top folders are ``column=value``. Asked of the file system, not the
     # catalog (listColumns), which costs a cold job's first catalog query noticeably more.
     if any(is_dir and "=" in entry for entry, is_dir in _data_entries(spark, lake, name)):
@@ -261,6 +249,7 @@ def write_table_partitioned(df: DataFrame, lake: Lake, name: str, *, register: b
 
 def read_table(spark: SparkSession, lake: Lake, name: str) -> DataFrame | None:
     """The table as a DataFrame, or None when the lake does not have it yet."""
+    catalog.table(name)  # a name the catalog does not declare is an error here, not an empty table
     if not exists_in_lake(spark, lake, name):
         return None
     return spark.read.parquet(lake.table_url(name))

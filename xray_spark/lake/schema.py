@@ -1,8 +1,10 @@
-"""The one Petastorm Unischema of the training store, and the schemas of the lake's tables.
+"""The one Petastorm Unischema of the training store, and the schema of ``xray.predictions`` for a model's labels.
+
+Every other table is declared in :mod:`xray_spark.lake.catalog`.
 
 Refer to fields as ``XraySchema.image.name``, never as string literals. The image side and
 the number of labels are configurable, so those two shapes are left open here; the store's
-manifest (``xray_spark.store``) records the values a store was built with.
+manifest (``xray_spark.lake.store``) records the values a store was built with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from petastorm.codecs import CompressedImageCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import (
     ArrayType,
-    DoubleType,
     FloatType,
     IntegerType,
     StringType,
@@ -75,99 +76,6 @@ XraySchema = Unischema(
 #: the table adds ``findings`` (an array), ``store_path`` and ``dataset`` (its partition).
 STUDY_FIELDS: tuple[str, ...] = tuple(
     f.name for f in XraySchema.fields.values() if f.name not in (XraySchema.image.name, XraySchema.labels.name)
-)
-
-#: ``xray.quarantine``: one row per input that was set aside, and why.
-QUARANTINE_SCHEMA = StructType(
-    [
-        StructField("image_id", StringType(), True),
-        StructField("source_path", StringType(), True),
-        StructField("reason", StringType(), False),
-        StructField("detail", StringType(), True),
-        StructField("dataset", StringType(), False),
-        StructField("run_id", StringType(), False),
-        StructField("run_time", TimestampType(), False),
-    ]
-)
-
-#: ``xray.not_scored``: one row per film a model's run could not score (its outputs were not finite), and why.
-NOT_SCORED_SCHEMA = StructType(
-    [
-        StructField("image_id", StringType(), False),
-        StructField("model_version", StringType(), False),
-        StructField("reason", StringType(), False),
-        StructField("run_id", StringType(), False),
-        StructField("scored_at", TimestampType(), False),
-        StructField("dataset", StringType(), False),
-    ]
-)
-
-#: ``xray.boxes``: the hand-drawn boxes of the bounding-box file, labels in ChestX-ray14 spelling.
-BOXES_SCHEMA = StructType(
-    [
-        StructField("image_id", StringType(), False),
-        StructField("finding", StringType(), False),
-        StructField("x", FloatType(), False),
-        StructField("y", FloatType(), False),
-        StructField("w", FloatType(), False),
-        StructField("h", FloatType(), False),
-        StructField("dataset", StringType(), False),
-    ]
-)
-
-#: ``xray.models``: one row per trained model.
-MODELS_SCHEMA = StructType(
-    [
-        StructField("version", StringType(), False),
-        StructField("created", StringType(), False),
-        StructField("path", StringType(), False),
-        StructField("model", StringType(), False),
-        StructField("dataset", StringType(), False),
-        StructField("labels", ArrayType(StringType()), False),
-        StructField("image_size", IntegerType(), False),
-        StructField("val_auroc_mean", DoubleType(), True),
-        StructField("best_epoch", IntegerType(), False),
-        StructField("num_workers", IntegerType(), False),
-        # SHA-256 of the model file and of model.json, checked before every load.
-        StructField("model_sha256", StringType(), True),
-        StructField("meta_sha256", StringType(), True),
-    ]
-)
-
-#: ``xray.evaluations``: one row per model version, split and finding.
-#: ``xray.model_aliases``: one row each time an alias (``champion``) is given to a model
-#: version; the newest row of an alias says who holds it. Never rewritten: the history stays.
-MODEL_ALIASES_SCHEMA = StructType(
-    [
-        StructField("alias", StringType(), False),
-        StructField("version", StringType(), False),
-        StructField("set_at", StringType(), False),  # UTC, ISO 8601
-        StructField("set_by", StringType(), False),  # the OS user who ran jobs/promote.py
-        StructField("reason", StringType(), True),
-    ]
-)
-
-EVALUATIONS_SCHEMA = StructType(
-    [
-        StructField("model_version", StringType(), False),
-        StructField("dataset", StringType(), False),
-        StructField("split", StringType(), False),
-        StructField("finding", StringType(), False),
-        StructField("images", IntegerType(), False),
-        StructField("positives", IntegerType(), False),
-        StructField("auroc", DoubleType(), True),
-        StructField("auroc_low", DoubleType(), True),
-        StructField("auroc_high", DoubleType(), True),
-        StructField("threshold", DoubleType(), True),
-        StructField("sensitivity", DoubleType(), True),
-        StructField("specificity", DoubleType(), True),
-        StructField("true_prevalence", DoubleType(), True),
-        StructField("predicted_prevalence", DoubleType(), True),
-        StructField("evaluated_at", TimestampType(), False),
-        StructField("status", StringType(), True),
-        StructField("brier", DoubleType(), True),
-        StructField("ece", DoubleType(), True),
-    ]
 )
 
 

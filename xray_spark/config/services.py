@@ -1,0 +1,195 @@
+"""The services' settings sections (the SQL server, the DICOM node, delivery, the worklist and its web app).
+
+Declared as the pipeline's are (:mod:`xray_spark.config.sections`): each key's type, default,
+bounds and comment together; a rule joining a section's keys is its ``check()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+from xray_spark.config.schema import setting
+from xray_spark.errors import ConfigError
+
+#: Values of ``sql_server.authentication`` (Hive's ``hive.server2.authentication``).
+AUTHENTICATIONS = ("NONE", "LDAP", "KERBEROS")
+#: HiveServer2 settings that a ``sql_server`` key owns: through ``hive_conf`` they would skip its checks.
+OWNED_HIVE_KEYS = {
+    "hive.server2.thrift.bind.host": "sql_server.host",
+    "hive.server2.thrift.http.bind.host": "sql_server.host",
+    "hive.server2.bind.host": "sql_server.host",
+    "hive.server2.thrift.port": "sql_server.port",
+    "hive.server2.thrift.http.port": "sql_server.port",
+    "hive.server2.transport.mode": "sql_server.port (binary transport only)",
+    "hive.server2.authentication": "sql_server.authentication",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlServerSettings:
+    """The Thrift JDBC/ODBC server (``python -m xray_spark.server``); see docs/query.md."""
+
+    host: str = setting("127.0.0.1", "another address needs authentication other than NONE")
+    port: int = setting(10000, "a TCP port", ge=1, le=65535)
+    refresh_seconds: float = setting(10.0, "how often the lake is looked at for new runs", gt=0, le=3600)
+    authentication: str = setting(
+        "NONE", "NONE (loopback only) | LDAP | KERBEROS: Hive's hive.server2.authentication", choices=AUTHENTICATIONS
+    )
+    hive_conf: dict[str, str] = setting(factory=dict, doc="more HiveServer2 settings, e.g. its LDAP URL")
+    statement_timeout_seconds: int = setting(300, "a statement still running is cancelled after this", ge=1, le=86400)
+    max_result_mb: int = setting(
+        256, "results a statement may bring back (spark.driver.maxResultSize), MiB", ge=1, le=65536
+    )
+
+    def check(self) -> None:
+        for key in self.hive_conf:
+            owner = OWNED_HIVE_KEYS.get(key)
+            if owner is not None:
+                raise ConfigError(
+                    f"configuration key 'sql_server.hive_conf.{key}' is set by '{owner}': set that instead "
+                    "(it goes through the loopback and authentication check)"
+                )
+
+
+def _ae_title(title: str, where: str) -> str:
+    title = title.strip()
+    if not 0 < len(title) <= 16 or "\\" in title or not title.isascii() or not title.isprintable():
+        raise ConfigError(f"{where}: an AE title is 1 to 16 printable ASCII characters without a backslash")
+    return title
+
+
+def parse_allow(entries: list[str]) -> dict[str, set[str]]:
+    """``["PACS@10.1.2.3", ...]`` -> {AE title: {addresses}}; a clear error for anything else."""
+    allowed: dict[str, set[str]] = {}
+    for entry in entries:
+        where = f"dicom_node.allow entry {entry!r}"
+        title, at, host = entry.rpartition("@")
+        if not at:
+            raise ConfigError(f"{where} must look like AE_TITLE@ADDRESS, e.g. PACS@10.1.2.3")
+        try:
+            address = str(ipaddress.ip_address(host.strip()))
+        except ValueError:
+            raise ConfigError(f"{where}: {host!r} is not an IP address (names are not looked up)") from None
+        allowed.setdefault(_ae_title(title, where), set()).add(address)
+    return allowed
+
+
+@dataclasses.dataclass(frozen=True)
+class DicomNodeSettings:
+    """The DICOM storage node (``python -m xray_spark.node``) a PACS sends studies to; see docs/dicom-node.md."""
+
+    ae_title: str = setting("XRAY_SPARK", "the node's AE title")
+    host: str = setting("127.0.0.1", "another address needs an allow-list")
+    port: int = setting(11112, "a TCP port", ge=1, le=65535)
+    spool: str = setting(
+        ".dicom-spool", "received files, named by SOP Instance UID: they hold identity, so outside the lake"
+    )
+    allow: list[str] = setting(
+        factory=list, doc='calling AE titles allowed, each with its address: ["PACS@10.1.2.3"]; empty: loopback only'
+    )
+    max_associations: int = setting(20, "associations at once", ge=1)
+    max_associations_per_address: int = setting(10, "connections one address may hold (checked at accept)", ge=1)
+    max_pdu: int = setting(262144, "the largest PDU the node announces and receives, bytes", ge=4096, le=16 << 20)
+    acse_timeout_seconds: float = setting(30.0, "association negotiation", gt=0)
+    dimse_timeout_seconds: float = setting(60.0, "a DIMSE message (one C-STORE) once its association is up", gt=0)
+    network_timeout_seconds: float = setting(60.0, "an idle connection is closed", gt=0)
+    pdu_timeout_seconds: float = setting(30.0, "each PDU must arrive whole within this (a trickle is cut off)", gt=0)
+    association_timeout_seconds: float = setting(3600.0, "a whole association, from its first byte", gt=0)
+    stop_timeout_seconds: float = setting(30.0, "stop waits this long for the associations in flight", gt=0)
+    after_ingest: str = setting(
+        "keep",
+        "after a successful night: keep the files (marked ingested) or move them to done/",
+        choices=("keep", "done"),
+    )
+
+    def check(self) -> None:
+        _ae_title(self.ae_title, "dicom_node.ae_title")
+        parse_allow(self.allow)
+        if self.max_associations_per_address > self.max_associations:
+            raise ConfigError(
+                "configuration key 'dicom_node.max_associations_per_address' must lie in "
+                "[1, dicom_node.max_associations]"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliverSettings:
+    """Results sent back to the PACS (``jobs/deliver.py``, and the nightly flow's last step); see docs/deliver.md."""
+
+    destinations: list[str] = setting(
+        factory=list,
+        doc="each AE_TITLE@HOST:PORT (C-STORE) or folder:DIR (outside the lake); empty: deliver needs --to or "
+        "--to-folder, and the nightly flow does not deliver",
+    )
+    secondary_capture: bool = setting(False, "also a picture with the heatmap burnt in, for viewers without SR")
+    uid_root: str = setting("", "the organisation's UID root for result objects; empty: UUID-derived 2.25 UIDs")
+    ae_title: str = setting("XRAY_SPARK", "the calling AE title")
+    timeout_seconds: float = setting(60.0, "connection, association and each C-STORE", gt=0)
+    max_side: int = setting(1024, "the Secondary Capture's longest side, px", ge=64)
+    batch_size: int = setting(32, "films per Arrow batch when the objects are built on the executors", ge=1)
+    record_every: int = setting(50, "films between two appends to xray.deliveries", ge=1)
+    give_up_after_attempts: int = setting(
+        3, "a film whose source file is gone or changed this many runs running is given up", ge=1
+    )
+
+    def check(self) -> None:
+        from xray_spark.destinations import parse_destination
+        from xray_spark.errors import UsageError
+        from xray_spark.uids import check_root
+
+        for i, text in enumerate(self.destinations):
+            try:
+                parse_destination(text)
+            except UsageError as exc:
+                raise ConfigError(f"configuration key 'deliver.destinations[{i}]': {exc}") from None
+        try:
+            check_root(self.uid_root)
+        except ValueError as exc:
+            raise ConfigError(f"configuration key 'deliver.uid_root': {exc}") from None
+        _ae_title(self.ae_title, "deliver.ae_title")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorklistSettings:
+    viewer_url: str = setting(
+        "",
+        "a link from each worklist film to its study in the PACS viewer, with {study_uid} or {accession}, e.g. "
+        "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}; empty: no link",
+    )
+
+    def check(self) -> None:
+        url = self.viewer_url
+        if not url:
+            return
+        try:
+            url.format(study_uid="", accession="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"configuration key 'worklist.viewer_url' may name only {{study_uid}} and {{accession}} ({exc!r})"
+            ) from None
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError("configuration key 'worklist.viewer_url' must be an http:// or https:// URL")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    """The readers' web app (``python -m xray_spark.web``); see docs/web.md."""
+
+    host: str = setting("127.0.0.1", "another address needs tls_cert and tls_key")
+    port: int = setting(8470, "a TCP port", ge=1, le=65535)
+    accounts: str = setting(".xray-web/accounts.sqlite", "scrypt hashes, sessions, the cookie key: outside the lake")
+    verdicts: str = setting("", "SQLite (WAL) on the app's local disk; empty: <lake>/verdicts/verdicts.sqlite")
+    tls_cert: str = setting("", "a PEM file: the app serves HTTPS and its cookies are Secure")
+    tls_key: str = setting("", "its PEM key")
+    session_hours: float = setting(12.0, "a session's life", gt=0)
+    signin_free_failures: int = setting(
+        3, "failed sign-ins (per name and address) before each next one waits", ge=1, le=100
+    )
+    signin_max_delay_seconds: float = setting(900.0, "the wait doubles per failure up to this", ge=1)
+    threads: int = setting(16, "request threads", ge=1, le=256)
+    films_per_page: int = setting(100, "films per page", ge=1, le=1000)
+
+    def check(self) -> None:
+        if not self.accounts:
+            raise ConfigError("configuration key 'web.accounts' must name a file outside the lake")

@@ -1,0 +1,93 @@
+"""How a table of the lake is declared: its columns (name, SQL type, comment) and the table around them.
+
+:mod:`xray_spark.lake.catalog` declares every table with these; nothing else builds a table's schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from pyspark.sql import types as T
+
+_ATOMS: dict[str, T.DataType] = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "long": T.LongType(),
+    "float": T.FloatType(),
+    "double": T.DoubleType(),
+    "boolean": T.BooleanType(),
+    "binary": T.BinaryType(),
+    "timestamp": T.TimestampType(),
+    "date": T.DateType(),
+}
+
+
+def spark_type(text: str) -> T.DataType:
+    """A Spark type from its SQL name (``string``, ``array<string>`` ...), without a JVM."""
+    array = re.fullmatch(r"array<(.+)>", text)
+    if array:
+        return T.ArrayType(spark_type(array[1]))
+    if text not in _ATOMS:
+        raise ValueError(f"unknown column type {text!r}: one of {', '.join(_ATOMS)} or array<...>")
+    return _ATOMS[text]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    comment: str = ""
+    nullable: bool = True
+
+    def field(self) -> T.StructField:
+        return T.StructField(self.name, spark_type(self.type), self.nullable, {"comment": self.comment})
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A table of the lake: ``lake/tables/<name>``, registered as ``xray.<name>``."""
+
+    name: str
+    row: str  # what one row is
+    written_by: str  # the job that writes it
+    columns: tuple[Column, ...]
+    partitioned_by: tuple[str, ...] = ()
+    #: Columns not listed because they depend on the data (a model's labels), in words.
+    more_columns: str = ""
+    #: What the docs add after the columns (where to read more).
+    note: str = ""
+
+    def schema(self, *, partitions: bool = True, columns: tuple[str, ...] | None = None) -> T.StructType:
+        """The Spark schema of the listed columns, or of ``columns`` only, in the table's order (without the
+        partition columns when ``partitions`` is False)."""
+        keep = [c for c in self.columns if (partitions or c.name not in self.partitioned_by)]
+        keep = [c for c in keep if columns is None or c.name in columns]
+        return T.StructType([c.field() for c in keep])
+
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self, location: str, qualified: str) -> str | None:
+        """``CREATE TABLE`` with every column's comment, over the Parquet at ``location``; None for a table whose
+        columns depend on the data (registered from its files instead)."""
+        if self.more_columns:
+            return None
+        columns = ", ".join(f"`{c.name}` {c.type.upper()} COMMENT {_quoted(c.comment)}" for c in self.columns)
+        parts = f" PARTITIONED BY ({', '.join(self.partitioned_by)})" if self.partitioned_by else ""
+        return (
+            f"CREATE TABLE {qualified} ({columns}) USING parquet{parts} "
+            f"COMMENT {_quoted('one row per ' + self.row)} LOCATION {_quoted(location)}"
+        )
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def col(name: str, type_: str, comment: str = "", nullable: bool = True) -> Column:
+    return Column(name, type_, comment, nullable)
+
+
+def required(name: str, type_: str, comment: str = "") -> Column:
+    return Column(name, type_, comment, False)
