@@ -149,7 +149,7 @@ def miscalibrated(night, card, shift: float = 3.0):
 
 def alerts_of(reference, night, card, alpha: float) -> tuple[set[str], int]:
     """The measures alerted on one night (Holm at ``alpha``) and how many measures were tested."""
-    from xray_spark import drift
+    from xray_spark.monitor import drift
     from xray_spark.monitor.pipeline import _expected_rates, measure_night
 
     measured = measure_night(reference, night, card.labels, _expected_rates(card))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xray_spark.drift import categories, holm, numbers, rate
+from xray_spark.monitor.drift import categories, holm, numbers, rate
 
 
 def _night(rng, shift: float = 0.0, manufacturer: str = "ACME", monochrome1: float = 0.0, n: int = 200):

@@ -98,6 +98,28 @@ def test_the_demo_and_test_tools_stay_out_of_the_products_import_graph():
     assert not users, f"the product imports xray_spark.dev: {users}"
 
 
+def test_a_core_module_that_one_package_alone_uses_lives_in_that_package():
+    """The flat core holds what several packages share; a module only one stage or service imports is moved there
+    (a room's modules and modules used by other core modules stay)."""
+    modules = _modules()
+    users: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        parts = module.split(".")
+        package = parts[1] if len(parts) > 2 or (len(parts) == 2 and path.name == "__init__.py") else module
+        for target in _imports(path):
+            users.setdefault(target, set()).add(package)
+    alone = []
+    for module, path in modules.items():
+        parts = module.split(".")
+        if len(parts) != 2 or path.name == "__init__.py" or _layer(module) != "core":
+            continue
+        mine = users.get(module, set()) - {module}
+        user = next(iter(mine), "")
+        if len(mine) == 1 and not user.startswith("xray_spark") and _layer(f"xray_spark.{user}.x") != "core":
+            alone.append(f"{module} (only {user})")
+    assert not alone, alone
+
+
 def test_no_import_cycles():
     modules = _modules()
     # A module importing its own package (its __init__) is not a cycle through it.

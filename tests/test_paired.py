@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xray_spark.paired import bootstrap_difference_ci, delong, delong_test, midranks
+from xray_spark.challenge.paired import bootstrap_difference_ci, delong, delong_test, midranks
 
 DATA = Path(__file__).parent / "data" / "asah.csv"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xray_spark.errors import UsageError
-from xray_spark.verdict_labels import film_labels, reader_agreement
+from xray_spark.train.verdict_labels import film_labels, reader_agreement
 from xray_spark.web.verdicts import CONFIRM, MISSED, REJECT, Verdict, check
 
 LABELS = ["Effusion", "Mass", "Nodule"]

@@ -2,7 +2,7 @@
 
 :func:`run_challenge` reads both models' predictions of the ``promotion.split`` films of the
 dataset (``xray.predictions``; the films both scored), and per finding measures both AUROCs,
-their paired difference with DeLong's interval and p-value (:mod:`xray_spark.paired`), a
+their paired difference with DeLong's interval and p-value (:mod:`xray_spark.challenge.paired`), a
 patient-level bootstrap interval of the difference, and each model's sensitivity and
 specificity at its own operating point; then it applies the rule written down beforehand
 (:mod:`xray_spark.challenge.rules`). The result is one row per finding in ``xray.challenges``
@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 
 from xray_spark import registry
 from xray_spark.challenge.page import challenge_html
+from xray_spark.challenge.paired import bootstrap_difference_ci, delong_test
 from xray_spark.challenge.power import Power, power_of
 from xray_spark.challenge.rules import PASS, apply, judged, kept_findings, outcome, power_rule
 from xray_spark.challenge.run import ChallengeRun, ChallengeSummary
@@ -31,7 +32,6 @@ from xray_spark.errors import UsageError
 from xray_spark.lake import Lake, catalog, new_run_id, tables
 from xray_spark.metrics import sensitivity_specificity
 from xray_spark.model_card import ModelCard, patient_digest, training_patients
-from xray_spark.paired import bootstrap_difference_ci, delong_test
 from xray_spark.scored import collect_scored_labels
 
 SCHEMA = catalog.schema("challenges")

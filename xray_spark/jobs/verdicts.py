@@ -48,10 +48,10 @@ def rows(submissions: list[dict]) -> list[tuple]:
 
 
 def _agreement(spark, lake, table: list[tuple]) -> dict[str, list[dict]]:
-    """Per dataset, each reader's agreement with the reference (:func:`~xray_spark.verdict_labels.reader_agreement`)."""
+    """Per dataset, each reader's agreement with the others (:func:`~.verdict_labels.reader_agreement` of train)."""
     from xray_spark.labels import FINDINGS
+    from xray_spark.train.verdict_labels import reader_agreement
     from xray_spark.train.verdicts import csv_findings
-    from xray_spark.verdict_labels import reader_agreement
 
     names = SCHEMA.fieldNames()
     out = {}

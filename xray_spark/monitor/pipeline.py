@@ -5,7 +5,7 @@ For the champion's scoring runs on a dataset (a *night* is one run, see
 (``monitor.reference``): ``nights:N``, the champion's first N runs on the dataset (until
 there are N, the nights build the reference and nothing is tested), or ``validation``, the
 champion's validation films (of the dataset it was trained on) as it scored them. Measures
-(:mod:`xray_spark.drift` for the tests):
+(:mod:`xray_spark.monitor.drift` for the tests):
 
 * inputs: each DICOM category a film carries (manufacturer, model, photometric
   interpretation, bits stored, transfer syntax, view; chi-square, or Fisher's exact test on
@@ -38,11 +38,12 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from xray_spark import drift, registry
+from xray_spark import registry
 from xray_spark.config import Settings
 from xray_spark.config.sections import parse_reference
 from xray_spark.errors import UsageError
 from xray_spark.lake import Lake, tables
+from xray_spark.monitor import drift
 from xray_spark.monitor.films import CATEGORIES, NUMBERS, film_frame
 from xray_spark.monitor.record import write_rows
 from xray_spark.monitor.run import MonitorRun, MonitorSummary

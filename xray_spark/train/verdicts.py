@@ -7,7 +7,7 @@ labelled only by verdicts gets its split from the patient hash, as prepare gives
 (:mod:`xray_spark.splits`). Training, its validation and its thresholds then read that copy; the
 store itself is never changed. The copy holds only labelled films, so its size is that of what
 readers and labels files cover, not of the archive. Which verdicts label which films is the
-site's rule, set before (:mod:`xray_spark.verdict_labels`); a reader flagged as far from everyone
+site's rule, set before (:mod:`xray_spark.train.verdict_labels`); a reader flagged as far from everyone
 else refuses the run unless ``train.verdicts_flagged`` says to leave them out or use them.
 """
 
@@ -25,7 +25,7 @@ from xray_spark.labels import NO_FINDING
 from xray_spark.lake import Lake, tables
 from xray_spark.lake.schema import XraySchema
 from xray_spark.splits import UNLABELED, hash_split
-from xray_spark.verdict_labels import film_labels, reader_agreement
+from xray_spark.train.verdict_labels import film_labels, reader_agreement
 
 log = logging.getLogger("xray_spark.train")
 
