@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,11 +69,33 @@ def spark():
     session.stop()
 
 
+@contextlib.contextmanager
+def _once_per_run(tmp_path_factory, name: str):
+    """``(folder, build)``: ``folder`` is where the run's one copy of ``name`` lives; ``build`` is True for the one
+    process that must build it there. Parallel workers (pytest-xdist) share the run's temp root and take turns on a
+    lock, so what every worker would build the same (an archive, a prepared store, a trained model) is built once."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "built-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = folder / ".built"
+            yield folder, not done.exists()
+            if not done.exists():
+                done.write_text("built\n")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory) -> Path:
-    """A synthetic NIH-layout archive: 160 images at 96 px."""
-    out = tmp_path_factory.mktemp("archive")
-    write_archive(out, n_images=160, size=96, seed=11)
+    """A synthetic NIH-layout archive: 160 images at 96 px (one for the whole run: tests do not change it)."""
+    with _once_per_run(tmp_path_factory, "archive") as (out, build):
+        if build:
+            shutil.rmtree(out, ignore_errors=True)
+            write_archive(out, n_images=160, size=96, seed=11)
     return out
 
 
@@ -81,19 +107,31 @@ def make_settings(lake_dir: Path, *extra: str):
     )
 
 
+def _plain(value):
+    """A summary's numpy numbers and dates as JSON takes them."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 @pytest.fixture(scope="session")
 def prepared(spark, archive, tmp_path_factory):
-    """The archive prepared into a lake: (settings, lake, summary)."""
+    """The archive prepared into a lake of this process's own: (settings, lake, summary).
+
+    Prepared once per run (:func:`_once_per_run`); each process gets a copy, which its tests may write to."""
+    with _once_per_run(tmp_path_factory, "prepared") as (golden, build):
+        if build:
+            shutil.rmtree(golden, ignore_errors=True)
+            settings = make_settings(golden / "lake")
+            inputs = PrepareInputs(
+                metadata=str(archive / "Data_Entry_2017.csv"),
+                images=str(archive / "images"),
+                bbox=str(archive / "BBox_List_2017.csv"),
+            )
+            summary = run_prepare(spark, Lake.at(settings.lake), settings, inputs)
+            (golden / "summary.json").write_text(json.dumps(summary, default=_plain))
     lake_dir = tmp_path_factory.mktemp("lake")
-    settings = make_settings(lake_dir)
-    lake = Lake.at(settings.lake)
-    inputs = PrepareInputs(
-        metadata=str(archive / "Data_Entry_2017.csv"),
-        images=str(archive / "images"),
-        bbox=str(archive / "BBox_List_2017.csv"),
-    )
-    summary = run_prepare(spark, lake, settings, inputs)
-    return settings, lake, summary
+    shutil.copytree(golden / "lake", lake_dir, dirs_exist_ok=True)
+    text = (golden / "summary.json").read_text().replace(str(golden / "lake"), str(lake_dir))
+    return make_settings(lake_dir), Lake.at(str(lake_dir)), json.loads(text)
 
 
 @pytest.fixture(scope="session")
@@ -107,16 +145,29 @@ def nih_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_model(spark, prepared):
-    """A quickly trained small_cnn on the prepared store (quality is not the point here).
+def small_model(spark, prepared, tmp_path_factory):
+    """A quickly trained small_cnn on the prepared store (quality is not the point here), registered in this
+    process's prepared lake: {model_dir, version, labels}.
 
+    Trained once per run, in a copy of the prepared lake (:func:`_once_per_run`), and registered from there.
     Six epochs (a few seconds more than two): a two-epoch model of one CI run gave its riskiest films
     near-constant scores with no spatial evidence, every heatmap blank. Two epochs of this store are
     8 steps, after which the BatchNormalization statistics used for scoring (momentum 0.9) are only
     57% of the way from their start; 24 steps take them 92% of the way.
     """
-    from xray_spark.train.pipeline import run_training
+    from xray_spark.registry import register_model
 
-    _, lake, _ = prepared
-    quick = make_settings(Path(lake.root), "train.epochs=6", "train.eval_max_rows=50")
-    return run_training(spark, lake, quick)
+    settings, lake, _ = prepared
+    with _once_per_run(tmp_path_factory, "small_model") as (golden, build):
+        if build:
+            from xray_spark.train.pipeline import run_training
+
+            shutil.rmtree(golden, ignore_errors=True)
+            shutil.copytree(lake.root, golden / "lake")
+            quick = make_settings(golden / "lake", "train.epochs=6", "train.eval_max_rows=50")
+            trained = run_training(spark, Lake.at(str(golden / "lake")), quick)
+            (golden / "model.json").write_text(json.dumps({"model_dir": trained["model_dir"]}))
+    row = register_model(
+        spark, lake, json.loads((golden / "model.json").read_text())["model_dir"], dataset=settings.dataset
+    )
+    return {"model_dir": lake.path("models", row["version"]), "version": row["version"], "labels": list(row["labels"])}
