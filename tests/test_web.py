@@ -97,9 +97,7 @@ def test_a_reader_signs_in_gives_verdicts_that_stay_and_nothing_loads_after_sign
     try:
         driver.get(worklist)
         assert "/signin" in driver.current_url and driver.find_elements(By.ID, "password"), "sign-in comes first"
-        driver.find_element(By.ID, "name").send_keys("alice")
-        driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        driver.find_element(By.ID, "signin").click()
+        _sign_in(driver, "alice", worklist)
         assert driver.current_url == worklist and driver.find_element(By.ID, "reader").text == "alice"
         rows = driver.find_elements(By.CSS_SELECTOR, "tr.film-row")
         assert len(rows) >= 20
@@ -148,9 +146,7 @@ def test_a_reader_signs_in_gives_verdicts_that_stay_and_nothing_loads_after_sign
             assert "/signin" in driver.current_url, f"{page} is served after sign-out"
         driver.delete_all_cookies()
         driver.get(worklist)
-        driver.find_element(By.ID, "name").send_keys("bob")
-        driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        driver.find_element(By.ID, "signin").click()
+        _sign_in(driver, "bob", worklist)
         row = driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{film_id}']")
         assert not row.find_elements(By.CSS_SELECTOR, ".mine"), "bob sees his own verdicts, not alice's"
         row.find_elements(By.CSS_SELECTOR, "input[type=radio]")[1].click()  # bob rejects the first call
@@ -162,6 +158,19 @@ def test_a_reader_signs_in_gives_verdicts_that_stay_and_nothing_loads_after_sign
     assert current[("alice", other_id)]["findings"] == {second: "reject"}
     assert current[("alice", film_id)]["note"] == SCRIPT + IMG
     assert current[("bob", film_id)]["findings"] == {first: "reject"}, "two readers disagreeing are both kept"
+
+
+def _sign_in(driver, name: str, then: str) -> None:
+    """Sign in on the page the browser shows, and wait for the page it leads to (scrypt takes its time on a
+    busy machine: the click returns before the redirect arrives)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "signin").click()
+    WebDriverWait(driver, 30).until(expected_conditions.url_to_be(then))
 
 
 def _save(driver, row) -> None:
