@@ -101,7 +101,6 @@ def model_format(model_file: str) -> str:
 
 def format_of(model_file: str) -> ModelFormat:
     """The file's :class:`ModelFormat`, after its check; a refusal, with the reason, for any other file."""
-    _ensure_builtin_formats()
     suffix = model_format(model_file)
     known = ", ".join(f"{f.suffix} ({f.description})" for f in FORMATS.values())
     if os.path.isdir(model_file) or suffix in REFUSED_FORMATS:
@@ -144,10 +143,7 @@ KERAS_FORMAT = ModelFormat(
 )
 
 
-def _ensure_builtin_formats() -> None:
-    """The product's own formats (Keras today), registered on first use in each process."""
-    if KERAS_FORMAT.suffix not in FORMATS:
-        register_format(KERAS_FORMAT)
+register_format(KERAS_FORMAT)  # the product's own format; another toolkit's module registers its own
 
 
 #: Models one Python worker keeps open at most: a champion and a challenger.
