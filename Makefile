@@ -189,7 +189,7 @@ worklist-server-stop: ## stop the web app that make worklist-server started
 	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop; fi
 
 test: setup ## install, then run the test suite (PYTEST_WORKERS processes)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 BENCH_SCALE ?= 500
 bench: setup ## throughput against plain-Python limits, growth, memory (~20 min on 2 cores; bench/results)

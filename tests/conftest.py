@@ -18,26 +18,34 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
+#: Every JVM the tests start reads its Spark defaults from tests/spark-conf (why: the file says), not the user's.
+os.environ["SPARK_CONF_DIR"] = str(ROOT / "tests" / "spark-conf")
 
 #: The modules that take minutes, longest first: collected first, so that parallel workers (``make test`` runs
-#: ``pytest -n``, one module per worker at a time) start the longest work first and finish together.
+#: ``pytest -n --dist loadfile --no-loadscope-reorder``, which keeps this order) start the longest work first and
+#: finish together.
 LONGEST_FIRST = (
-    "test_train",
+    "test_train",  # builds the learning set (tests/learning.py) the next two wait for
     "test_cluster",
-    "test_monitor",
+    "test_train_challenge",  # trains its shuffled control meanwhile
     "test_jobs",
-    "test_dicom_node",
+    "test_train_verdicts",
     "test_deliver",
+    "test_dicom_node",
+    "test_prepare",
+    "test_store_replace",
+    "test_sql_server",
+    "test_monitor",
     "test_dicom_demo",
     "test_locks",
-    "test_store_replace",
-    "test_cli",
-    "test_sql_server",
-    "test_readonly",
     "test_dicom_source",
-    "test_prepare",
     "test_score",
+    "test_readonly",
+    "test_cli",
+    "test_nih_sample",
     "test_web",
+    "test_bad_input",
+    "test_train_workers",
 )
 
 
@@ -171,3 +179,50 @@ def small_model(spark, prepared, tmp_path_factory):
         spark, lake, json.loads((golden / "model.json").read_text())["model_dir"], dataset=settings.dataset
     )
     return {"model_dir": lake.path("models", row["version"]), "version": row["version"], "labels": list(row["labels"])}
+
+
+@pytest.fixture(scope="session")
+def learning_archive(tmp_path_factory) -> Path:
+    """The learning set's archive (tests/learning.py): 800 films with planted findings, one for the run (read only)."""
+    with _once_per_run(tmp_path_factory, "learning-archive") as (out, build):
+        if build:
+            from .learning import write_learning_archive
+
+            shutil.rmtree(out, ignore_errors=True)
+            write_learning_archive(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def _learned(spark, learning_archive, tmp_path_factory) -> Path:
+    """The run's one learning lake: the learning archive prepared and small_cnn trained on it for 30 epochs, built
+    by the first process that asks, in the run's shared folder."""
+    with _once_per_run(tmp_path_factory, "learned") as (golden, build):
+        if build:
+            from .learning import train_learned
+
+            shutil.rmtree(golden, ignore_errors=True)
+            summary = train_learned(spark, learning_archive, golden / "lake")
+            (golden / "summary.json").write_text(json.dumps(summary, default=_plain))
+    return golden
+
+
+@pytest.fixture(scope="module")
+def trained(spark, _learned, tmp_path_factory):
+    """The learning set's lake and trained model, a copy of the test module's own: (settings, lake, summary).
+
+    Each module writes to its copy as it likes (scores, fine-tunes, aliases). The copy's model is recorded in its
+    own ``xray.models``, so a fine-tune from it starts from the copy's files."""
+    from xray_spark.model_card import read_card
+    from xray_spark.registry import record_model
+
+    from .learning import BUDGET, STORE
+
+    lake_dir = tmp_path_factory.mktemp("learnlake")
+    shutil.copytree(_learned / "lake", lake_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks"))
+    shutil.rmtree(lake_dir / "tables" / "models")
+    settings = make_settings(lake_dir, *STORE, *BUDGET)
+    lake = Lake.at(str(lake_dir))
+    summary = json.loads((_learned / "summary.json").read_text().replace(str(_learned / "lake"), str(lake_dir)))
+    record_model(spark, lake, read_card(summary["model_dir"]), dataset=settings.dataset)
+    return settings, lake, summary
