@@ -18,34 +18,32 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
-#: Every JVM the tests start reads its Spark defaults from tests/spark-conf (why: the file says), not the user's.
-os.environ["SPARK_CONF_DIR"] = str(ROOT / "tests" / "spark-conf")
 
 #: The modules that take minutes, longest first: collected first, so that parallel workers (``make test`` runs
 #: ``pytest -n --dist loadfile --no-loadscope-reorder``, which keeps this order) start the longest work first and
 #: finish together.
 LONGEST_FIRST = (
-    "test_train",  # builds the learning set (tests/learning.py) the next two wait for
+    "test_train",  # builds the learning set (tests/learning.py) that the two other test_train_* modules copy
     "test_cluster",
-    "test_train_challenge",  # trains its shuffled control meanwhile
     "test_jobs",
+    "test_train_challenge",
     "test_train_verdicts",
     "test_deliver",
     "test_dicom_node",
-    "test_prepare",
-    "test_store_replace",
-    "test_sql_server",
     "test_monitor",
+    "test_prepare",
+    "test_sql_server",
+    "test_store_replace",
     "test_dicom_demo",
-    "test_locks",
     "test_dicom_source",
     "test_score",
-    "test_readonly",
+    "test_locks",
     "test_cli",
-    "test_nih_sample",
-    "test_web",
     "test_bad_input",
     "test_train_workers",
+    "test_web",
+    "test_nih_sample",
+    "test_readonly",
 )
 
 
