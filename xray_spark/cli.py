@@ -87,6 +87,11 @@ def resolve_settings(args: argparse.Namespace, extra_overrides: Sequence[str] = 
     return load_settings(args.conf, overrides)
 
 
+#: What a job's Python workers import before they are forked (:mod:`xray_spark.worker_daemon`): the jobs that
+#: open models in their workers preload TensorFlow, the Keras runtime's toolkit.
+WORKER_MODULES = {job: ("tensorflow",) for job in ("score", "nightly", "challenge")}
+
+
 def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[Any, Any]:
     """Log the resolved configuration, build the session; with ``catalog``, register the lake's tables.
 
@@ -101,7 +106,7 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     changed = changed_settings(settings)
     log.info("settings that differ from the defaults: %s (all of them go to --summary-json)", changed)
     lake = Lake.at(settings.lake)  # a lake that cannot be one is refused before Spark starts
-    spark = build_session(settings.spark, app_name=f"xray-spark {job}")
+    spark = build_session(settings.spark, app_name=f"xray-spark {job}", worker_modules=WORKER_MODULES.get(job, ()))
     install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
     from xray_spark.progress import start_if_logging
 

@@ -35,6 +35,7 @@ _BENIGN = (
 _NO_GPU_ONLY = re.compile(r"^E\d{4} [\d:. ]+\d+ \S+\] failed call to cuInit: ")
 
 _imported: list[Any] = []
+_listed: list[bool] = []
 
 
 def has_nvidia_device() -> bool:
@@ -67,19 +68,28 @@ def _fd2_captured() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode("utf-8", errors="replace").splitlines(keepends=True))
 
 
-def import_tensorflow() -> Any:
-    """The ``tensorflow`` module, imported (with tf_keras) and its GPUs listed, notices filtered."""
-    if _imported:
+def import_tensorflow(*, list_gpus: bool = True) -> Any:
+    """The ``tensorflow`` module, imported (with tf_keras) and its GPUs listed, notices filtered.
+
+    ``list_gpus=False`` only imports: a process that forks workers afterwards must not have
+    started CUDA (:mod:`xray_spark.worker_daemon`); each worker lists the GPUs itself.
+    """
+    if _imported and not list_gpus:
+        return _imported[0]
+    if _listed:
         return _imported[0]
     with _fd2_captured() as lines:
         import tensorflow as tf
         import tf_keras  # noqa: F401  (Keras 2; its import prints the same notices)
 
-        tf.config.list_physical_devices("GPU")
+        if list_gpus:
+            tf.config.list_physical_devices("GPU")
+            _listed.append(True)
     nvidia = has_nvidia_device()
     kept = "".join(line for line in lines if not benign(line, nvidia=nvidia))
     if kept:
         sys.stderr.write(kept)
         sys.stderr.flush()
-    _imported.append(tf)
+    if not _imported:
+        _imported.append(tf)
     return tf
