@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from xray_spark.jvm_archive import QUIET, class_archive
 from xray_spark.session import java_executable
@@ -44,20 +45,35 @@ def test_a_killed_writer_leaves_no_archive_and_its_claim_passes_on(tmp_path):
     assert not list((tmp_path / "jvm").iterdir())
 
 
-def test_off_or_an_unwritable_folder_means_no_archive_and_no_failure(tmp_path):
+def test_off_an_unwritable_folder_or_a_java_agent_means_no_archive_and_no_failure(tmp_path, monkeypatch):
     assert class_archive("off", JAVA).options == ""
+    # Java 17 crashes where a class-file hook (an agent, a flight recording) meets a mapped dynamic archive
+    recording = "-XX:StartFlightRecording=filename=run.jfr"
+    assert class_archive(str(tmp_path / "jvm"), JAVA, jvm_options=recording).options == ""
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-javaagent:/opt/apm/agent.jar")
+    assert class_archive(str(tmp_path / "jvm"), JAVA).options == ""
+    monkeypatch.delenv("JAVA_TOOL_OPTIONS")
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     assert class_archive(str(blocked / "jvm"), JAVA).writing is None
 
 
-def test_the_next_job_maps_the_archive_the_first_one_wrote(tmp_path):
-    """A job run as cron runs it writes the archive as its JVM exits; the next job's JVM is started with
-    ``-Xshare:on`` (which refuses to start when an archive it is given cannot be mapped) and answers."""
+def test_the_launcher_prints_only_data_and_writes_the_archive_the_next_job_maps(tmp_path):
+    """``xray-spark sql`` under spark-submit with the package's log4j file: the query's result on stdout, no Spark
+    INFO line on stderr (a plain spark-submit prints about 40); its JVM writes the class archive as it exits. The
+    next job, as cron runs it, starts its JVM with ``-Xshare:on`` (which refuses to start when an archive it is
+    given cannot be mapped) and answers."""
+    launcher = Path(sys.executable).parent / "xray-spark"
+    command = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "xray_spark.launch"]
     sets = ["--set", f"spark.class_archive={tmp_path / 'jvm'}", "--set", "spark.driver_memory=1g"]
     args = ["--lake", str(tmp_path / "lake"), *sets, "--format", "csv", "SELECT 40 + 2 AS answer"]
-    first = subprocess.run(job_command("sql", args), env=job_env(), capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        [*command, "--master", "local[1]", "sql", *args], env=job_env(), capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.splitlines() == ["answer", "42"]
+    spark_info = [line for line in first.stderr.splitlines() if " INFO " in line and " xray_spark" not in line]
+    assert not spark_info, first.stderr[:2000]
     (archive,) = (tmp_path / "jvm").glob("*.jsa")
     assert archive.stat().st_size > 1_000_000 and not list((tmp_path / "jvm").glob("*.writing"))
     strict = job_env({"JAVA_TOOL_OPTIONS": "-Xshare:on"})

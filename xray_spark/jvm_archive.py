@@ -15,6 +15,10 @@ next run (``-XX:SharedArchiveFile``).
 * Its messages go to stderr with the JVM's other warnings (stdout carries data only), the
   class-data sharing ones off.
 
+* Not with a Java agent or a flight recording (``-javaagent``, ``-agentlib``, ``-agentpath``,
+  ``StartFlightRecording`` in ``JAVA_TOOL_OPTIONS``, ``JDK_JAVA_OPTIONS`` or the driver's options):
+  Java 17 crashes when a class-file hook meets a mapped dynamic archive.
+
 ``spark.class_archive`` names the folder (``off``: none).
 """
 
@@ -110,10 +114,21 @@ def _claim(path: Path) -> bool:
     return True
 
 
-def class_archive(folder: str, java: str, *, write: bool = True) -> ClassArchive:
+#: JVM options that install a class-file hook (see the module's description).
+AGENT_OPTIONS = ("-javaagent", "-agentlib", "-agentpath", "StartFlightRecording")
+
+
+def agent_in(*options: str) -> bool:
+    """Whether the JVM's options (with those of the environment) load an agent or start a flight recording."""
+    given = " ".join([*options, os.environ.get("JAVA_TOOL_OPTIONS", ""), os.environ.get("JDK_JAVA_OPTIONS", "")])
+    return any(flag in given for flag in AGENT_OPTIONS)
+
+
+def class_archive(folder: str, java: str, *, write: bool = True, jvm_options: str = "") -> ClassArchive:
     """The archive to map, or (``write``) to write at exit when there is none yet; no archive when ``folder``
-    is ``off`` or cannot be written (the job then starts as it would without one)."""
-    if folder.strip().lower() == "off":
+    is ``off`` or cannot be written, or the JVM (``jvm_options``) runs an agent: the job then starts as it
+    would without one."""
+    if folder.strip().lower() == "off" or agent_in(jvm_options):
         return ClassArchive()
     try:
         where = Path(os.path.expanduser(folder))

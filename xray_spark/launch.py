@@ -143,7 +143,7 @@ def job_class_archive(job_args: Sequence[str], submit: Sequence[str]) -> ClassAr
     java = java_executable()
     if spark is None or java is None or _given(submit, "--driver-java-options"):
         return ClassArchive()
-    return class_archive(spark.class_archive, java)
+    return class_archive(spark.class_archive, java, jvm_options=spark.conf.get("spark.driver.extraJavaOptions", ""))
 
 
 def submit_env(environ: dict[str, str] | None = None) -> dict[str, str]:

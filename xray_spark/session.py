@@ -134,7 +134,10 @@ def build_session(
     check_java()
     archive = ClassArchive()
     if not under_spark_submit() and not SparkContext._active_spark_context:
-        archive = class_archive(settings.class_archive, java_executable() or "java", write=write_class_archive)
+        given = f"{jvm_options} {settings.conf.get('spark.driver.extraJavaOptions', '')}"
+        archive = class_archive(
+            settings.class_archive, java_executable() or "java", write=write_class_archive, jvm_options=given
+        )
         jvm_options = f"{archive.options} {jvm_options}".strip()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
