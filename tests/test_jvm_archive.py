@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xray_spark.jvm_archive import QUIET, class_archive
+from xray_spark.jvm_archive import QUIET, archive_key, class_archive, spark_jars
 from xray_spark.session import java_executable
 
 from .jobs import job_command, job_env
@@ -28,6 +28,17 @@ def test_one_writer_at_a_time_and_the_archive_named_only_after_a_clean_exit(tmp_
     (archive,) = (tmp_path / "jvm").glob("*.jsa")
     assert mapped.options == f"-XX:SharedArchiveFile={archive} {QUIET}" and mapped.writing is None
     assert not list((tmp_path / "jvm").glob("*.claim")) and not list((tmp_path / "jvm").glob("*.writing"))
+
+
+def test_another_spark_or_virtual_environment_has_an_archive_of_its_own(tmp_path, monkeypatch):
+    """The JVM refuses an archive recorded with another class path: each Spark's jars folder gets its own."""
+    here = archive_key(JAVA)
+    jars = tmp_path / "spark" / "jars"
+    jars.mkdir(parents=True)
+    for jar in (spark_jars() or tmp_path).glob("*.jar"):
+        (jars / jar.name).symlink_to(jar)  # the same jars, in another place
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path / "spark"))
+    assert archive_key(JAVA) != here
 
 
 def test_a_killed_writer_leaves_no_archive_and_its_claim_passes_on(tmp_path):

@@ -9,9 +9,10 @@ next run (``-XX:SharedArchiveFile``).
 * The first job on a machine writes it, to a temporary name; it takes the archive's name only
   when that JVM exited cleanly, so a killed job leaves no half-written archive behind.
 * One job at a time writes (a claim file made with ``O_EXCL``); the others run without one.
-* The archive's name is a digest of the ``java`` binary and Spark's jars: another JDK or
-  another Spark makes another archive. The JVM checks the archive itself as well and, on any
-  mismatch, runs without it: the archive can make a job start faster, never fail.
+* The archive's name is a digest of the ``java`` binary and Spark's jars (their folder, names
+  and sizes): another JDK, another Spark or another virtual environment makes another archive.
+  The JVM checks the archive itself as well and, on any mismatch, runs without it: the archive
+  can make a job start faster, never fail.
 * Its messages go to stderr with the JVM's other warnings (stdout carries data only), the
   class-data sharing ones off.
 
@@ -84,6 +85,7 @@ def archive_key(java: str) -> str:
     digest.update(os.environ.get("SPARK_CONF_DIR", "").encode())
     jars = spark_jars()
     if jars is not None and jars.is_dir():
+        digest.update(f"{jars.resolve()}\n".encode())  # the JVM refuses an archive made with another class path
         for jar in sorted(jars.glob("*.jar")):
             digest.update(f"{jar.name}:{jar.stat().st_size}\n".encode())
     return digest.hexdigest()[:16]
