@@ -70,11 +70,8 @@ def spark():
             "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}",
         ],
     )
-    # The run's job processes write the JVM class archive; this session lives too long to hold the claim.
     # Its Python workers score models all run long: they fork with TensorFlow already imported.
-    session = build_session(
-        settings.spark, app_name="xray-spark tests", write_class_archive=False, worker_modules=("tensorflow",)
-    )
+    session = build_session(settings.spark, app_name="xray-spark tests", worker_modules=("tensorflow",))
     yield session
     session.stop()
 

@@ -37,6 +37,25 @@ def test_the_master_and_memory_come_from_the_jobs_conf_unless_spark_submit_is_to
     assert Path(command[0]).name == "spark-submit" and Path(command[0]).is_file()
 
 
+def test_a_job_run_by_the_launcher_prints_only_its_data_on_stdout(tmp_path):
+    """The console entry point runs the job under spark-submit with the package's log4j file: the query's result
+    on stdout, no Spark INFO lines on stderr (a plain spark-submit prints about 40)."""
+    launcher = Path(sys.executable).parent / "xray-spark"
+    command = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "xray_spark.launch"]
+    query = "SELECT 40 + 2 AS answer"
+    result = subprocess.run(
+        [*command, "--master", "local[1]", "sql", "--lake", str(tmp_path / "lake"), "--format", "csv", query],
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["answer", "42"]
+    spark_info = [line for line in result.stderr.splitlines() if " INFO " in line and " xray_spark" not in line]
+    assert not spark_info, result.stderr[:2000]
+
+
 def test_an_unknown_job_is_refused_in_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "xray_spark.launch", "scoer"], env=job_env(), capture_output=True, text=True

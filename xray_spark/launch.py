@@ -16,9 +16,7 @@ user's options do not say otherwise:
 * ``--master`` and ``--driver-memory`` from the job's configuration (``spark.master``,
   ``spark.driver_memory``), so a conf file for a cluster runs the job there;
 * the driver JVM's options: the package's log4j configuration (Spark's INFO lines off the
-  console, warnings and the progress bar kept), :data:`~xray_spark.session.DRIVER_JVM_OPTIONS`
-  and the class archive's (:mod:`xray_spark.jvm_archive`: written by the first run, named when
-  its JVM exits, mapped by the next);
+  console, warnings and the progress bar kept) and :data:`~xray_spark.session.DRIVER_JVM_OPTIONS`;
 * ``PYSPARK_PYTHON`` and ``PYSPARK_DRIVER_PYTHON``: this interpreter, so the executors find
   the installed packages; ``SPARK_LOCAL_IP=127.0.0.1`` unless set.
 
@@ -35,9 +33,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from xray_spark.config import SparkSettings
-from xray_spark.jvm_archive import ClassArchive, class_archive
 
 #: The jobs, each ``xray_spark/jobs/<name>.py``, with what it does.
 JOBS = {
@@ -84,9 +79,9 @@ def _given(submit: Sequence[str], option: str) -> bool:
     return any(t == option or t.startswith(option + "=") for t in submit)
 
 
-def _job_spark_settings(job_args: Sequence[str]) -> SparkSettings | None:
-    """The ``spark`` settings of the job's configuration; None when it does not load (the job itself then says
-    why, in one line)."""
+def _job_spark_settings(job_args: Sequence[str]) -> tuple[str | None, str | None]:
+    """(spark.master, spark.driver_memory) of the job's configuration; (None, None) when it does not load (the job
+    itself then says why, in one line)."""
     from xray_spark.config import load_settings
     from xray_spark.errors import XraySparkError
 
@@ -97,8 +92,8 @@ def _job_spark_settings(job_args: Sequence[str]) -> SparkSettings | None:
     try:
         settings = load_settings(known.conf, known.overrides)
     except XraySparkError:
-        return None
-    return settings.spark
+        return None, None
+    return settings.spark.master, settings.spark.driver_memory
 
 
 def job_file(job: str) -> Path:
@@ -115,35 +110,19 @@ def spark_submit() -> str:
     return str(Path(spec.origin).parent / "bin" / "spark-submit")
 
 
-def submit_command(
-    job: str, job_args: Sequence[str], submit: Sequence[str] = (), archive: ClassArchive | None = None
-) -> list[str]:
-    """The spark-submit command line for ``job`` (see the module's description of what it adds), with the JVM
-    class ``archive``'s options where one is given (:func:`job_class_archive`)."""
+def submit_command(job: str, job_args: Sequence[str], submit: Sequence[str] = ()) -> list[str]:
+    """The spark-submit command line for ``job`` (see the module's description of what it adds)."""
     from xray_spark.session import DRIVER_JVM_OPTIONS, log4j_file
 
     command = [spark_submit()]
-    spark = _job_spark_settings(job_args)
-    if spark and not _given(submit, "--master"):
-        command += ["--master", spark.master]
-    if spark and not _given(submit, "--driver-memory"):
-        command += ["--driver-memory", spark.driver_memory]
+    master, memory = _job_spark_settings(job_args)
+    if master and not _given(submit, "--master"):
+        command += ["--master", master]
+    if memory and not _given(submit, "--driver-memory"):
+        command += ["--driver-memory", memory]
     if not _given(submit, "--driver-java-options"):
-        options = f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS}"
-        command += ["--driver-java-options", f"{options} {archive.options}".rstrip() if archive else options]
+        command += ["--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS}"]
     return [*command, *submit, str(job_file(job)), *job_args]
-
-
-def job_class_archive(job_args: Sequence[str], submit: Sequence[str]) -> ClassArchive:
-    """The driver JVM's class archive for this run (:mod:`xray_spark.jvm_archive`); none where the user gives
-    the driver's Java options, or the job's configuration does not load."""
-    from xray_spark.session import java_executable
-
-    spark = _job_spark_settings(job_args)
-    java = java_executable()
-    if spark is None or java is None or _given(submit, "--driver-java-options"):
-        return ClassArchive()
-    return class_archive(spark.class_archive, java, jvm_options=spark.conf.get("spark.driver.extraJavaOptions", ""))
 
 
 def submit_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -175,18 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job not in JOBS:
         print(f"xray-spark: error: no job {job!r}: choose one of {', '.join(JOBS)}", file=sys.stderr)
         return 2
+    command = submit_command(job, job_args, submit)
     if print_only:
-        print(shlex.join(submit_command(job, job_args, submit)))
+        print(shlex.join(command))
         return 0
-    archive = job_class_archive(job_args, submit)
-    code = -1
     try:
-        code = subprocess.call(submit_command(job, job_args, submit, archive), env=submit_env())
-        return code
+        return subprocess.call(command, env=submit_env())
     except KeyboardInterrupt:  # the job has had the signal too and says how it stopped
         return 130
-    finally:
-        archive.finish(clean_exit=code >= 0)  # a JVM stopped by a signal wrote no whole archive
 
 
 if __name__ == "__main__":

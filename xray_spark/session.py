@@ -14,7 +14,6 @@ are registered by :mod:`xray_spark.lake.tables` (``cli.open_lake`` does it for t
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
@@ -25,12 +24,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from importlib import resources
 
-from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from xray_spark.config import SparkSettings
 from xray_spark.errors import EnvironmentProblem
-from xray_spark.jvm_archive import ClassArchive, class_archive
 from xray_spark.stderr_route import terminal, under_spark_submit
 
 MIN_JAVA = 17
@@ -118,27 +115,17 @@ def build_session(
     *,
     app_name: str | None = None,
     jvm_options: str = "",
-    write_class_archive: bool = True,
     worker_modules: Sequence[str] = (),
 ) -> SparkSession:
     """Create (or return) the SparkSession for a job or a test.
 
     ``settings.master`` is used when the job runs under plain ``python``; under
     ``spark-submit`` the ``--master`` given there wins, as Spark users expect.
-    ``jvm_options`` are added to the driver JVM's options (plain ``python`` only), with the
-    class archive's (:mod:`xray_spark.jvm_archive`): mapped when there is one, else written at
-    exit unless ``write_class_archive`` is False (a process that lives for hours, such as a
-    server, would hold the claim to write it all that time). ``worker_modules`` are imported by
-    the Python worker daemon before it forks each worker (:mod:`xray_spark.worker_daemon`).
+    ``jvm_options`` are added to the driver JVM's options (plain ``python`` only).
+    ``worker_modules`` are imported by the Python worker daemon before it forks each worker
+    (:mod:`xray_spark.worker_daemon`).
     """
     check_java()
-    archive = ClassArchive()
-    if not under_spark_submit() and not SparkContext._active_spark_context:
-        given = f"{jvm_options} {settings.conf.get('spark.driver.extraJavaOptions', '')}"
-        archive = class_archive(
-            settings.class_archive, java_executable() or "java", write=write_class_archive, jvm_options=given
-        )
-        jvm_options = f"{archive.options} {jvm_options}".strip()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     master = effective_master(settings)
@@ -186,25 +173,7 @@ def build_session(
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
-    if archive.writing is not None:
-        atexit.register(_archive_at_exit, spark, archive)
     return spark
-
-
-def _archive_at_exit(spark: SparkSession, archive: ClassArchive) -> None:
-    """Stop the session and let its JVM exit (it writes the class archive as it does), then name the archive."""
-    proc = getattr(SparkContext._gateway, "proc", None)
-    try:
-        spark.stop()
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()  # the JVM exits when its stdin closes
-        proc.wait(timeout=120)
-    except Exception:  # at exit: a finished job never fails for its archive
-        archive.finish(clean_exit=False)
-        return
-    archive.finish(clean_exit=proc.returncode == 0)
 
 
 def free_port(host: str = LOOPBACK) -> int:

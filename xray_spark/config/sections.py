@@ -52,10 +52,6 @@ class SparkSettings:
     shuffle_partitions: int = setting(8, "spark.sql.shuffle.partitions", ge=1)
     log_level: str = setting("WARN", "Spark's own log level")
     conf: dict[str, str] = setting(factory=dict, doc="any other Spark properties, by their own names")
-    class_archive: str = setting(
-        "~/.cache/xray-spark/jvm",
-        "folder of the driver JVM's class-data archive, written by the first job, mapped by the next (off: none)",
-    )
 
     def check(self) -> None:
         """The values a typo would make Spark fail on (with a JVM traceback), refused before it starts."""

@@ -149,7 +149,6 @@ def serve(settings: Settings, state_dir: str) -> int:
         dataclasses.replace(settings.spark, conf=conf),
         app_name="xray-spark sql-server",
         jvm_options="-XX:+ExitOnOutOfMemoryError",
-        write_class_archive=False,  # it runs for days: the next job writes the archive it then maps
     )
     lake = Lake.at(settings.lake)
     registered = tables.register_tables(spark, lake)
