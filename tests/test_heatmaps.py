@@ -92,6 +92,7 @@ def test_grad_cam_differentiates_the_logit_so_a_certain_film_still_gets_a_heatma
     from xray_spark.keras_runtime import feature_layer, grad_cam, grad_cam_model
     from xray_spark.models import build_model, keras
 
+    keras().utils.set_random_seed(3)  # the layers' initial weights: not those of whatever ran before in this process
     model = build_model("small_cnn", n_labels=2, image_size=32, seed=3)
     logits = model.get_layer("logits")
     kernel, bias = logits.get_weights()
