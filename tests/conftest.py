@@ -70,7 +70,7 @@ def spark():
             "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}",
         ],
     )
-    # Its Python workers score models all run long: they fork with TensorFlow already imported.
+    # Its Python workers score models all run long: they fork with TensorFlow already imported (test_worker_daemon).
     session = build_session(settings.spark, app_name="xray-spark tests", worker_modules=("tensorflow",))
     yield session
     session.stop()

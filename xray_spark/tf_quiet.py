@@ -74,9 +74,7 @@ def import_tensorflow(*, list_gpus: bool = True) -> Any:
     ``list_gpus=False`` only imports: a process that forks workers afterwards must not have
     started CUDA (:mod:`xray_spark.worker_daemon`); each worker lists the GPUs itself.
     """
-    if _imported and not list_gpus:
-        return _imported[0]
-    if _listed:
+    if _imported and (_listed or not list_gpus):
         return _imported[0]
     with _fd2_captured() as lines:
         import tensorflow as tf

@@ -3,8 +3,8 @@
 Spark starts one daemon per executor (in local mode, per driver) and forks a Python worker
 from it for each task slot; a worker idle for a minute is stopped, and the next task forks a
 fresh one. A fresh fork of pyspark's own daemon imports TensorFlow again the first time it
-opens a model, 5 to 6 CPU seconds each time on this product's benchmark machine
-(``bench/results/job_start_cpu2.json``). This daemon imports the modules named in
+opens a model, about 2.5 CPU seconds each time on a 2-core VM (0.002 from this daemon:
+``bench/results/job_start_cpu2.json``). This daemon imports the modules named in
 :data:`PRELOAD_ENV` first and then runs pyspark's: each fork inherits them.
 
 * TensorFlow is imported only: no device is listed before the fork, since CUDA does not
