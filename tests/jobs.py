@@ -1,7 +1,12 @@
-"""Run the jobs as a user does (a child process per job), and kill them part-way."""
+"""Run the jobs as a user does (a child process per job), and kill them part-way; or, where the process is not
+what a test checks, run a job's ``main`` in the test's own process, on its SparkSession."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -43,6 +48,62 @@ def run_job(
     return subprocess.run(
         job_command(job, args), cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_in_process(job: str, args: Sequence[str]) -> subprocess.CompletedProcess:
+    """``xray_spark.jobs.<job>.main(args)`` in this process: its exit status, stdout and stderr (its log lines too).
+
+    The job's session is the test's (``getOrCreate``): no JVM, Python workers or TensorFlow start again, which is
+    most of a small job's cost. What the job changes in the process is put back afterwards: signal handlers,
+    environment, root logger, and the session's runtime SQL settings. The progress thread is not started (it would
+    outlive the job). Use :func:`run_job` where the process itself is checked (its exit, what a second JVM logs,
+    whether Spark started at all).
+    """
+    from unittest import mock
+
+    from pyspark.sql import SparkSession
+
+    main = importlib.import_module(f"xray_spark.jobs.{job}").main
+    spark = SparkSession.getActiveSession()
+    assert spark is not None, "run_in_process runs a job on the test's session: ask for the spark fixture"
+    sql_conf = _runtime_conf(spark)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    environ, root = dict(os.environ), logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
+    out, err = io.StringIO(), io.StringIO()
+    logged = logging.StreamHandler(err)
+    logged.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(logged)
+    root.setLevel(logging.INFO)
+    try:
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            mock.patch("xray_spark.progress.start_if_logging", return_value=None),
+        ):
+            code = main([str(a) for a in args])
+    finally:
+        root.handlers[:], root.level = root_handlers, root_level
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        os.environ.clear()
+        os.environ.update(environ)
+        _restore_conf(spark, sql_conf)
+    return subprocess.CompletedProcess([job, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def _runtime_conf(spark) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in spark.sql("SET").collect()}
+
+
+def _restore_conf(spark, before: dict[str, str]) -> None:
+    for key, value in _runtime_conf(spark).items():
+        if not spark.conf.isModifiable(key):
+            continue
+        if key not in before:
+            spark.conf.unset(key)
+        elif before[key] != value:
+            spark.conf.set(key, before[key])
 
 
 def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import pytest
 from xray_spark.lake import Lake
 
 from .conftest import ROOT
-from .jobs import job_command, job_env, run_job
+from .jobs import job_command, job_env, run_in_process, run_job
 from .lakes import copy_lake
 
 
@@ -94,8 +94,12 @@ def _small_disk(folder: Path, size: str):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_a_full_disk_is_one_line_the_lock_is_released_and_the_rerun_works(archive, tmp_path):
-    with _small_disk(tmp_path / "disk", "400k") as disk:
+def test_a_full_disk_is_one_line_the_lock_is_released_and_the_rerun_works(spark, tmp_path):
+    from xray_spark.dev.synthetic import write_archive
+
+    archive = tmp_path / "archive"
+    write_archive(archive, n_images=40, size=96, seed=11)  # a 100 KiB disk fills in its first write
+    with _small_disk(tmp_path / "disk", "100k") as disk:
         args = ["--lake", str(disk / "lake"), "--metadata", str(archive / "Data_Entry_2017.csv")]
         args += ["--images", str(archive / "images"), "--set", "image.size=64", "--set", "spark.driver_memory=1g"]
         full = run_job("prepare", args, cwd=tmp_path)
@@ -104,5 +108,5 @@ def test_a_full_disk_is_one_line_the_lock_is_released_and_the_rerun_works(archiv
         assert "Traceback" not in full.stderr and len(full.stderr.splitlines()) < 40, full.stderr[-3000:]
         assert not list((disk / "lake" / "locks").glob("*.lock")), "the lock was released"
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        again = run_job("prepare", args, cwd=tmp_path)
+        again = run_in_process("prepare", args)  # the failed job's process is gone: nothing of it stays in this one
         assert again.returncode == 0, again.stderr[-3000:]

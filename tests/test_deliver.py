@@ -185,7 +185,9 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
         banner = picture[:30].mean(axis=2)
         assert (banner > 200).mean() > 0.02 and (banner < 20).mean() > 0.5, "white text on a black band"
         checked += 1
-    assert checked >= 3 and cold_checked >= 1, (checked, cold_checked)
+    # Whether a map has a cold part depends on the run's small model (some runs' maps are warm everywhere): the cold
+    # film stays gray wherever one has, and always in test_the_burnt_in_heatmap_colours_only_where_the_map_is_hot
+    assert checked >= 3, (checked, cold_checked)
     needles = [v.encode() for v in planted_identity(export)]
     assert len(needles) > 20
     for path in Path(lake.root).rglob("*"):
@@ -194,6 +196,28 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
             assert not [n for n in needles if n in data], f"{path} holds identity"
     exported = {p.name for p in export.rglob("*")}
     assert not exported & {p.name for p in Path(lake.root).rglob("*")}, "no file or folder name of the export"
+
+
+def test_the_burnt_in_heatmap_colours_only_where_the_map_is_hot():
+    """A map hot in one square and cold elsewhere, on a 300 x 200 film: coloured in the square, gray elsewhere, its
+    box outlined in yellow (the map covers the film padded to a square, as the heatmaps table stores it)."""
+    from xray_spark.deliver.objects import FilmResult, ModelFacts, Region, burn_in
+
+    film = np.full((300, 200), 128, np.uint8)
+    heat = np.zeros((100, 100), np.uint8)
+    heat[20:40, 40:60] = 255  # rows 60-120, columns 70-130 of the film (padded by 50 columns each side)
+    region = Region("Nodule", 0.9, (70.0, 60.0, 60.0, 60.0), cv2.imencode(".png", heat)[1].tobytes())
+    result = FilmResult("1.2.3", {"Nodule": 0.9}, frozenset({"Nodule"}), (region,), "Nodule")
+    model = ModelFacts("v1", "small_cnn", ("Nodule",), {"Nodule": 0.5}, "youden", "0")
+    picture = burn_in(film, result, model, max_side=300).astype(int)
+    colour = picture.max(axis=2) - picture.min(axis=2)
+    assert picture.shape == (300, 200, 3)
+    assert colour[70:110, 80:120].mean() > 60, "the hot square is coloured"
+    cold = np.ones(colour.shape, bool)
+    cold[:60], cold[50:130, 60:140] = False, False  # the banner, and the square with its box and blur
+    assert colour[cold].max() == 0 and (picture[cold][:, 0] == 128).all(), "the cold film stays as it was"
+    edge = picture[60, 75:125]
+    assert ((edge[:, 0] > 200) & (edge[:, 1] > 200) & (edge[:, 2] < 80)).all(), "the hot box is outlined in yellow"
 
 
 def test_a_moved_or_changed_source_and_a_refusing_node_are_recorded_and_nothing_else_is_lost(spark, hospital, tmp_path):

@@ -18,7 +18,7 @@ from xray_spark.privacy import read_key
 
 from .conftest import TEST_OVERRIDES
 from .corpus import IDENTIFYING, headers_of, planted_identity
-from .jobs import checked, run_job
+from .jobs import checked, run_in_process, run_job
 
 KEY = "a-demo-key-that-is-long-enough-1234"
 
@@ -102,11 +102,13 @@ def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model,
     common += [item for override in TEST_OVERRIDES for item in ("--set", override)]
     prepare = ["--source", "dicom", "--images", root / "export", "--labels", root / "labels.csv"]
     prepare += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}"]  # outside the lake, in this test's folder
+    # prepare, which reads the headers, runs as a process of its own (its JVM's log is searched too); score and
+    # evaluate on this process's session
     outputs = [checked(run_job("prepare", [*common, *prepare, "--summary-json", tmp_path / "prepare.json"]))]
     register_model(spark, Lake.at(str(lake_dir)), small_model["model_dir"], dataset="nih")
-    outputs.append(checked(run_job("score", [*common, "--new-only", "--summary-json", tmp_path / "score.json"])))
+    outputs.append(checked(run_in_process("score", [*common, "--new-only", "--summary-json", tmp_path / "score.json"])))
     evaluate = [*common, "--set", "evaluate.bootstrap=20", "--summary-json", tmp_path / "evaluate.json"]
-    outputs.append(checked(run_job("evaluate", evaluate)))
+    outputs.append(checked(run_in_process("evaluate", evaluate)))
     summary = json.loads((tmp_path / "prepare.json").read_text())
     assert summary["dicom"]["skipped"] == {"not_a_radiograph": 1, "lateral_view": 1, "not_chest": 1, "no_pixel_data": 1}
     assert (summary["dicom"]["dicomdir_files"], summary["dicom"]["not_dicom_files"]) == (1, 1)

@@ -41,7 +41,7 @@ from .dicom_peers import (
     orthanc_rest,
     running_node,
 )
-from .jobs import checked, job_env, run_job
+from .jobs import checked, job_env, run_in_process, run_job
 
 KEY = "a-node-test-key-that-is-long-enough-42"
 
@@ -259,14 +259,16 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
     args += ["--set", "score.heatmaps=none", "--set", "dicom_node.after_ingest=done"]
     args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}", "--summary-json", tmp_path / "night.json"]
     args += ["--set", f"deliver.destinations=[folder:{tmp_path / 'results'}]"]  # the night's last step
-    failed = run_job("nightly", args)  # no model to score with: the night fails after its prepare
+    # The two nights that start Spark run in this process, on its session (run_in_process); the third, which must
+    # not start Spark at all, runs as cron runs it.
+    failed = run_in_process("nightly", args)  # no model to score with: the night fails after its prepare
     assert failed.returncode != 0 and len(node.received()) == len(radiographs)  # and moves nothing
     assert json.loads(node.cli("status", "--spool", node.spool, check=False).stdout)["not_ingested"] == len(radiographs)
     stored = len(films) + len(SYNTAXES)  # the radiographs that are frontal chest films
     assert json.loads((tmp_path / "night.json").read_text())["prepare"]["images"]["written"] == stored
     register_model(spark, Lake.at(str(lake)), small_model["model_dir"], dataset="nih")
     set_alias(spark, Lake.at(str(lake)), small_model["version"], reason="the night's champion")
-    night = checked(run_job("nightly", args))
+    night = checked(run_in_process("nightly", args))
     summary = json.loads((tmp_path / "night.json").read_text())
     # What the failed night stored is not decoded again; all of it is scored now, then moved to done/.
     assert summary["prepare"]["images"]["written"] == 0

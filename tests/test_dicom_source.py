@@ -22,7 +22,7 @@ from . import corpus
 from .conftest import make_settings
 from .corpus import DICOM_KEY as KEY
 from .corpus import PHI
-from .jobs import checked, run_job
+from .jobs import checked, run_in_process, run_job
 
 SYNTAX_CYCLE = ["jpeg-lossless", "explicit-le", "jpeg-ls", "j2k-lossless", "rle", "implicit-le"]
 
@@ -167,7 +167,7 @@ def test_without_a_key_prepare_stops_in_one_line(spark, export, tmp_path, monkey
     assert not (tmp_path / "petastorm").exists()
 
 
-def test_a_second_export_adds_only_the_new_instances_and_prints_no_identifier(hospital, tmp_path, monkeypatch):
+def test_a_second_export_adds_only_the_new_instances_and_prints_no_identifier(spark, hospital, tmp_path, monkeypatch):
     _, lake, _, films = hospital
     night = tmp_path / "night"
     write_export(night, [("old/A", films[0][1], "explicit-le"), ("old/B", films[1][1], "jpeg-ls")])
@@ -176,7 +176,7 @@ def test_a_second_export_adds_only_the_new_instances_and_prints_no_identifier(ho
     args += ["--set", "image.size=64", "--set", "prepare.images_per_file=40", "--summary-json", tmp_path / "s.json"]
     args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}"]  # outside the lake, in this test's folder
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
-    result = checked(run_job("prepare", args))
+    result = checked(run_in_process("prepare", args))
     output = result.stdout + result.stderr
     assert not [v for v in (*PHI.values(), "ZZPID") if v in output]
     summary = json.loads((tmp_path / "s.json").read_text())

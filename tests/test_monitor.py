@@ -21,7 +21,7 @@ from xray_spark.worklist.pipeline import run_worklist
 
 from .browser import browser
 from .conftest import ROOT, make_settings
-from .jobs import run_job
+from .jobs import run_in_process
 
 KEY = "a-monitoring-test-key-long-enough-31"
 FILMS = 60
@@ -136,10 +136,11 @@ def test_a_night_like_the_reference_is_quiet_and_each_shift_raises_its_own_measu
     assert "call rate" in monitor_summary_text(after) and "moved from" in monitor_summary_text(after)
     _charts_show_the_alerts(spark, lake, settings, tmp_path)
 
-    # the job, as cron runs it: asked to fail on an alert, it exits 5, the summary on stdout, what moved on stderr
+    # the job (on this process's session): asked to fail on an alert, it exits 5, the summary on stdout, what moved
+    # on stderr
     args = ["--conf", ROOT / "conf" / "local.yaml", "--lake", lake.root, "--dataset", "ward", "--from", "2000-01-01"]
     args += ["--set", "monitor.reference=nights:2", "--set", "monitor.fail_on_alert=true"]
-    done = run_job("monitor", [*args, "--set", f"privacy.identity_dir={settings.privacy.identity_dir}"])
+    done = run_in_process("monitor", [*args, "--set", f"privacy.identity_dir={settings.privacy.identity_dir}"])
     assert done.returncode == 5, (done.returncode, done.stderr[-2000:])
     assert json.loads(done.stdout)["alerts"] and "moved from" in done.stderr
 

@@ -13,7 +13,7 @@ from xray_spark.lake import tables
 from xray_spark.readonly import check_read_only, client_session, query_text
 from xray_spark.score.pipeline import run_scoring
 
-from .jobs import run_job
+from .jobs import run_in_process
 from .lakes import copy_lake, tree_digest
 
 # -- a reader cannot write ------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_a_refused_statement_leaves_the_lake_byte_identical(spark, prepared, sma
         "INSERT INTO xray.predictions SELECT * FROM xray.predictions",
         f"INSERT OVERWRITE DIRECTORY '{lake.root}/tables/predictions' USING parquet SELECT 1 AS x",
     ):
-        result = run_job("sql", ["--lake", lake.root, "--set", "spark.driver_memory=1g", query], cwd=tmp_path)
+        result = run_in_process("sql", ["--lake", lake.root, query])
         assert result.returncode == 2 and "sql: error: refused:" in result.stderr
     assert tree_digest(Path(lake.root)) == before
 

@@ -37,7 +37,7 @@ def test_a_challenger_trained_longer_passes_and_one_trained_on_shuffled_labels_f
     from xray_spark.score.pipeline import run_scoring
     from xray_spark.train.pipeline import run_training
 
-    from .jobs import checked, run_job
+    from .jobs import checked, run_in_process
 
     _, lake, longer = trained
     # The rule, written down before, for a set this small (320 val films; this store has no test split): judged
@@ -71,7 +71,7 @@ def test_a_challenger_trained_longer_passes_and_one_trained_on_shuffled_labels_f
         with pytest.raises(UsageError, match=message) as refused:
             _checked(spark, lake, args(challenge), before)
         assert "\n" not in str(refused.value)
-    promoted = checked(run_job("promote", ["--lake", lake.root, "--if-passed", passed["challenge_id"]]))
+    promoted = checked(run_in_process("promote", ["--lake", lake.root, "--if-passed", passed["challenge_id"]]))
     row = json.loads(promoted.stdout)
     assert row["version"] == longer["version"] and row["reason"].startswith(
         f"challenge {passed['challenge_id']} passed"

@@ -330,11 +330,11 @@ def test_a_wider_bind_needs_tls_and_accounts_stay_outside_the_lake(app, tmp_path
 
 
 def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app):
-    from .jobs import checked, run_job
+    from .jobs import checked, run_in_process
 
     store = _store(app).submissions()
     assert len(store) >= 203, "the browser's, the twenty writers' and bob's"
-    result = checked(run_job("verdicts", ["--lake", str(app["lake"]), "--set", "spark.driver_memory=1g"]))
+    result = checked(run_in_process("verdicts", ["--lake", str(app["lake"]), "--set", "spark.driver_memory=1g"]))
     summary = __import__("json").loads(result.stdout)
     assert summary["submissions"] == len(store) and summary["readers"] == 22
     table = spark.read.parquet(str(Path(app["lake"]) / "tables" / "verdicts"))
