@@ -15,7 +15,7 @@ from xray_spark.errors import EnvironmentProblem
 from xray_spark.session import check_java
 
 from .conftest import ROOT
-from .jobs import run_job, run_submitted
+from .jobs import run_in_process, run_job, run_submitted
 
 
 def test_prepare_job_end_to_end(archive, tmp_path):
@@ -79,8 +79,9 @@ def test_missing_java(tmp_path, monkeypatch):
         check_java()
 
 
-def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
-    """The three jobs a nightly run and an analyst use, as subprocesses on a lake of their own."""
+def test_score_evaluate_and_sql_jobs(spark, prepared, small_model, tmp_path):
+    """The three jobs a nightly run and an analyst use, as subprocesses on a lake of their own (the registration
+    before them and the refused query after them in this process: what their process does is checked elsewhere)."""
     import shutil
 
     _, lake, _ = prepared
@@ -89,7 +90,7 @@ def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
     os.symlink(Path(lake.root) / "petastorm", root / "petastorm")
     shutil.copytree(Path(lake.root) / "tables" / "studies", root / "tables" / "studies")
     common = ["--lake", str(root), "--set", "spark.driver_memory=1g"]
-    registered = run_job("register_model", [*common, "--model", small_model["model_dir"]], cwd=tmp_path)
+    registered = run_in_process("register_model", [*common, "--model", small_model["model_dir"]])
     assert registered.returncode == 0, registered.stderr[-3000:]
     assert json.loads(registered.stdout)["version"] == small_model["version"]
     assert (root / "models" / small_model["version"] / "model.keras").is_file()
@@ -109,7 +110,7 @@ def test_score_evaluate_and_sql_jobs(prepared, small_model, tmp_path):
     assert list(frame.columns) == ["image_id", "patient_id", "top_probability"] and len(frame) == 160
     assert frame.image_id.is_monotonic_increasing and frame.top_probability.between(0, 1).all()
     assert "settings that differ from the defaults" in piped.stderr
-    bad = run_job("sql", [*common, "SELECT * FROM xray.no_such_table"], cwd=tmp_path)
+    bad = run_in_process("sql", [*common, "SELECT * FROM xray.no_such_table"])
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("sql: error:")]
     assert len(errors) == 1 and "query failed" in errors[0] and "Traceback" not in bad.stderr
