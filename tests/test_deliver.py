@@ -8,6 +8,8 @@ Orthanc runs in a network namespace of its own (its DICOM port cannot be bound t
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -20,6 +22,7 @@ from pyspark.sql import functions as F
 
 from xray_spark import privacy, registry
 from xray_spark.deliver import record
+from xray_spark.deliver.objects import banner_height
 from xray_spark.deliver.pipeline import run_delivery
 from xray_spark.dev.dicom_archive import write_dicom_archive
 from xray_spark.errors import UsageError
@@ -60,9 +63,11 @@ def hospital(spark, small_model, tmp_path_factory):
     return settings, lake, root / "archive" / "export"
 
 
-def _predictions(spark, lake: Lake) -> dict[str, dict]:
-    rows = spark.read.parquet(lake.table_url("predictions")).where(F.col("dataset") == DATASET).collect()
-    return {r["image_id"]: r.asDict() for r in rows}
+def _predictions(spark, lake: Lake, version: str | None = None) -> dict[str, dict]:
+    rows = spark.read.parquet(lake.table_url("predictions")).where(F.col("dataset") == DATASET)
+    if version is not None:
+        rows = rows.where(F.col("model_version") == version)
+    return {r["image_id"]: r.asDict() for r in rows.collect()}
 
 
 def _instances(port: int) -> dict[str, dict]:
@@ -141,53 +146,87 @@ def test_results_reach_each_study_once_even_when_orthanc_stops_mid_way(spark, ho
             assert third["to_deliver"] == 0 and len(_instances(http)) == len(instances)
 
 
-def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_lake_holds_no_identity(
-    spark, hospital, tmp_path
-):
-    settings, lake, export = hospital
-    out = tmp_path / "results"
+def _deliver_and_read_scs(spark, lake: Lake, settings, out: Path) -> dict[str, int]:
+    """Deliver the champion's results with SCs into ``out`` and read each SC's pixels against the tables: a film
+    with a call shows its riskiest called finding's map (hot where the map is hot, gray where cold, the box
+    in yellow, the colour scale in the band); a film with none called shows no colour at all. Counts of each."""
     summary = run_delivery(
         spark, lake, settings, destinations=[f"folder:{out}"], secondary_capture=True, display=display_image
     )
     assert summary["sent"] == summary["to_deliver"] > 0 and summary["failed"] == 0
     maps = spark.read.parquet(lake.table_url("heatmaps")).where(F.col("dataset") == DATASET).collect()
     films = privacy.read_film_map(settings.privacy, DATASET)
-    risky = {r["image_id"]: r["risk_finding"] for r in _predictions(spark, lake).values()}
-    checked = cold_checked = 0
+    version = summary["model_version"]
+    predictions = _predictions(spark, lake, version)
+    seen = {"drawn": 0, "cold_gray": 0, "none_called": 0}
     for path in sorted(out.glob("*.dcm")):
         ds = dcmread(path)
         if ds.Modality != "OT" and ds.SOPClassUID != "1.2.840.10008.5.1.4.1.1.7":
             continue
         film = str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
-        region = next((m for m in maps if m["image_id"] == film and m["finding"] == risky[film]), None)
+        picture = ds.pixel_array.astype(int)
+        cv2.imwrite(str(out / f"{film}.png"), picture[:, :, ::-1].astype(np.uint8))
+        colour = picture.max(axis=2) - picture.min(axis=2)  # 0 on a gray film, large where the map is blended
+        p, called = predictions[film], set(predictions[film]["positive_findings"] or ())
+        if not called:  # a finding that is not called is never drawn, however hot its map
+            top = banner_height(picture.shape[1], 2)
+            assert colour[top:].max() <= 2 and ds.ImageComments.endswith("no finding called"), ds.ImageComments
+            seen["none_called"] += 1
+            continue
+        # the riskiest called finding with a map: the risk finding where it is called, else the likeliest
+        mapped = [m for m in maps if m["image_id"] == film and m["finding"] in called and m["model_version"] == version]
+        region = max(mapped, key=lambda m: (m["finding"] == p["risk_finding"], m["probability"]), default=None)
         if region is None:
             continue
-        picture = ds.pixel_array.astype(int)
-        cv2.imwrite(str(tmp_path / f"{film}.png"), picture[:, :, ::-1].astype(np.uint8))
-        colour = picture.max(axis=2) - picture.min(axis=2)  # 0 on a gray film, large where the map is blended
+        assert f"{region['finding']} p=" in ds.ImageComments, (region["finding"], ds.ImageComments)
+        top = banner_height(picture.shape[1], 3)
         scale = picture.shape[1] / dcmread(films[film][0], stop_before_pixels=True).Columns  # the films are square
         stored = cv2.imdecode(np.frombuffer(region["heatmap_png"], np.uint8), cv2.IMREAD_GRAYSCALE)
         if stored.max() == 0:
             continue  # a flat map (Grad-CAM's gradient was 0): nothing to blend in
-        heat = cv2.resize(stored, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR)[40:] / 255.0  # below the banner
+        heat = cv2.resize(stored, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR)[top:] / 255.0  # below the band
         x, y, w, h = (round(region[k] * scale) for k in ("box_x", "box_y", "box_w", "box_h"))
         outline = np.zeros(picture.shape[:2], np.uint8)  # the yellow box may cross cold parts of the map
         cv2.rectangle(outline, (x, y), (x + w, y + h), 1, max(1, picture.shape[1] // 256) + 4)
-        hot, cold = heat >= 0.4, (heat < 0.1) & (outline[40:] == 0)
-        assert colour[40:][hot].mean() > 20, "where the map is hot the film is coloured"
+        hot, cold = heat >= 0.4, (heat < 0.1) & (outline[top:] == 0)
+        assert colour[top:][hot].mean() > 20, "where the map is hot the film is coloured"
         if cold.any():  # a diffuse map may be warm everywhere outside its box
-            assert colour[40:][cold].mean() < 3, "where the map is cold the film stays gray"
-            cold_checked += 1
-        if y > 42:  # the box's top edge, unless the banner covers it
+            assert colour[top:][cold].mean() < 3, "where the map is cold the film stays gray"
+            seen["cold_gray"] += 1
+        if y > top + 2:  # the box's top edge, unless the banner covers it
             edges = picture[y - 1 : y + 2, x : x + w]
             yellow = (edges[..., 0] > 200) & (edges[..., 1] > 200) & (edges[..., 2] < 80)
             assert yellow.mean(axis=1).max() > 0.8, "the hot box is outlined in yellow"
-        banner = picture[:30].mean(axis=2)
-        assert (banner > 200).mean() > 0.02 and (banner < 20).mean() > 0.5, "white text on a black band"
-        checked += 1
-    # Whether a map has a cold part depends on the run's small model (some runs' maps are warm everywhere): the cold
-    # film stays gray wherever one has, and always in test_the_burnt_in_heatmap_colours_only_where_the_map_is_hot
-    assert checked >= 3, (checked, cold_checked)
+        band = picture[:top]
+        assert (band.mean(axis=2) > 200).mean() > 0.02 and (band.mean(axis=2) < 20).mean() > 0.5, "white on black"
+        assert (band.max(axis=2) - band.min(axis=2) > 100).sum() > 50, "the colour scale is in the band"
+        seen["drawn"] += 1
+    return seen
+
+
+def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_lake_holds_no_identity(
+    spark, hospital, small_model, tmp_path
+):
+    settings, lake, export = hospital
+    shown = _deliver_and_read_scs(spark, lake, settings, tmp_path / "results")
+    assert sum(shown.values()) >= 15, shown  # each film's SC: with its called finding's map, or none called
+    # The same films scored by a copy of the champion whose calibration calls more (3 logits higher): SCs whose
+    # called finding's map is drawn, whatever the run's small model calls on these films
+    root = tmp_path / "calls"
+    shutil.copytree(lake.root, root / "lake", ignore=shutil.ignore_patterns("locks"))
+    shutil.copytree(settings.privacy.identity_dir, root / "lake-identity")
+    keen = make_settings(root / "lake", "dataset=hospital", "quarantine.max_fraction=0.5", "score.heatmaps=top:100")
+    copy, mine = tmp_path / "keen-model", Lake.at(str(root / "lake"))
+    shutil.copytree(small_model["model_dir"], copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["version"] += "-keen"
+    meta["calibration"] = {k: v and v | {"b": v["b"] + 3.0} for k, v in meta["calibration"].items()}
+    (copy / "model.json").write_text(json.dumps(meta))
+    registry.register_model(spark, mine, str(copy), dataset="nih")
+    registry.set_alias(spark, mine, meta["version"], reason="a champion that calls more")
+    run_scoring(spark, mine, keen, new_only=True)
+    called = _deliver_and_read_scs(spark, mine, keen, tmp_path / "keen-results")
+    assert called["drawn"] >= 3, called
     needles = [v.encode() for v in planted_identity(export)]
     assert len(needles) > 20
     for path in Path(lake.root).rglob("*"):
@@ -201,7 +240,7 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
 def test_the_burnt_in_heatmap_colours_only_where_the_map_is_hot():
     """A map hot in one square and cold elsewhere, on a 300 x 200 film: coloured in the square, gray elsewhere, its
     box outlined in yellow (the map covers the film padded to a square, as the heatmaps table stores it)."""
-    from xray_spark.deliver.objects import FilmResult, ModelFacts, Region, burn_in
+    from xray_spark.deliver.objects import FilmResult, ModelFacts, Region, banner_height, burn_in, caption
 
     film = np.full((300, 200), 128, np.uint8)
     heat = np.zeros((100, 100), np.uint8)
@@ -214,10 +253,15 @@ def test_the_burnt_in_heatmap_colours_only_where_the_map_is_hot():
     assert picture.shape == (300, 200, 3)
     assert colour[70:110, 80:120].mean() > 60, "the hot square is coloured"
     cold = np.ones(colour.shape, bool)
-    cold[:60], cold[50:130, 60:140] = False, False  # the banner, and the square with its box and blur
+    cold[: banner_height(200, 3)], cold[50:130, 60:140] = False, False  # the band, the square with its box and blur
     assert colour[cold].max() == 0 and (picture[cold][:, 0] == 128).all(), "the cold film stays as it was"
     edge = picture[60, 75:125]
     assert ((edge[:, 0] > 200) & (edge[:, 1] > 200) & (edge[:, 2] < 80)).all(), "the hot box is outlined in yellow"
+    # the same map of a finding that is not called: not drawn at all, and the band says so
+    quiet = FilmResult("1.2.3", {"Nodule": 0.09}, frozenset(), (region,), "Nodule")
+    picture = burn_in(film, quiet, model, max_side=300).astype(int)
+    top = banner_height(200, 2)
+    assert (picture[top:] == 128).all() and caption(quiet) == "no finding called"
 
 
 def test_a_moved_or_changed_source_and_a_refusing_node_are_recorded_and_nothing_else_is_lost(spark, hospital, tmp_path):

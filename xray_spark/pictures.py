@@ -1,16 +1,28 @@
-"""The worklist's pictures: a heatmap as a coloured, see-through overlay; a patient's probabilities as a chart."""
+"""The worklist's pictures: which heatmap a film shows, a heatmap as a coloured, see-through overlay; a patient's
+probabilities as a chart."""
 
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 #: The most a heatmap covers the film: the coldest parts stay clear, the hottest 55% opaque.
 OVERLAY_ALPHA = 0.55
+
+
+def heatmap_to_show(called: Mapping[str, float], risk_finding: str | None, mapped: Collection[str]) -> str | None:
+    """The finding whose heatmap a picture shows: the riskiest *called* finding that has a map (the risk finding
+    when it is called, else the called finding of highest probability). ``called``: each called finding's
+    probability; ``mapped``: the findings with a heatmap. None when no called finding has one: a finding that is
+    not called is never drawn, on the worklist, in the app or in the Secondary Capture."""
+    shown = [f for f in called if f in mapped]
+    if not shown:
+        return None
+    return max(shown, key=lambda f: (f == risk_finding, called[f], f))
 
 
 def data_uri(png: bytes) -> str:

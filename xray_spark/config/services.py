@@ -123,6 +123,12 @@ class DeliverSettings:
         "--to-folder, and the nightly flow does not deliver",
     )
     secondary_capture: bool = setting(False, "also a picture with the heatmap burnt in, for viewers without SR")
+    sc_without_call: str = setting(
+        "notice",
+        "with secondary_capture, a film with no finding called: an SC that says so, with no heatmap (notice), or "
+        "no SC (none)",
+        choices=("notice", "none"),
+    )
     uid_root: str = setting("", "the organisation's UID root for result objects; empty: UUID-derived 2.25 UIDs")
     ae_title: str = setting("XRAY_SPARK", "the calling AE title")
     timeout_seconds: float = setting(60.0, "connection, association and each C-STORE", gt=0)

@@ -10,6 +10,7 @@ or changed gets no object and the reason, which delivery records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -86,14 +87,17 @@ def film_result(row: Any, labels: tuple[str, ...]) -> FilmResult:
     return FilmResult(str(row.image_id), probabilities, called, regions, risk)
 
 
-def make_builder(
-    model: ModelFacts,
-    root: str,
-    secondary_capture: bool,
-    display: Callable[[bytes], np.ndarray] | None,
-    max_side: int,
-    max_file_bytes: int,
-):
+@dataclasses.dataclass(frozen=True)
+class Pictures:
+    """The Secondary Captures to build: how a film is displayed, their longest side, and for a film with no finding
+    called, an SC that says so (``notice``) or none (``none``; ``deliver.sc_without_call``)."""
+
+    display: Callable[[bytes], np.ndarray]
+    max_side: int
+    without_call: str = "notice"
+
+
+def make_builder(model: ModelFacts, root: str, pictures: Pictures | None, max_file_bytes: int):
     """The function ``mapInPandas`` runs on the executors: films in, their result objects' bytes out."""
     names = BUILT_SCHEMA.fieldNames()
 
@@ -105,8 +109,8 @@ def make_builder(
         film = film_result(row, model.labels)
         sr = build_sr(source, film, model, root)
         out = {"image_id": row.image_id, "sr_uid": str(sr.SOPInstanceUID), "sr": _part10(sr)}
-        if secondary_capture and display is not None:
-            sc = build_sc(source, display(data), film, model, root, max_side)
+        if pictures is not None and (film.called or pictures.without_call == "notice"):
+            sc = build_sc(source, pictures.display(data), film, model, root, pictures.max_side)
             out |= {"sc_uid": str(sc.SOPInstanceUID), "sc": _part10(sc)}
         return out
 
@@ -115,7 +119,7 @@ def make_builder(
             rows = [_safely(build_one, row) for row in batch.itertuples(index=False)]
             yield pd.DataFrame({name: [r.get(name) for r in rows] for name in names}, columns=names)
 
-    build_partition.secondary_capture = secondary_capture and display is not None  # type: ignore[attr-defined]
+    build_partition.secondary_capture = pictures is not None  # type: ignore[attr-defined]
     return build_partition
 
 

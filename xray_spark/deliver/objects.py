@@ -8,8 +8,10 @@ Absent), coded as :mod:`.codes` says, with the algorithm identified (TID 4019: n
 version = model version and package version, the threshold rule and the finding's
 threshold as its parameters); and, per finding with a heatmap, a planar ROI group (TID
 1410) whose region is the heatmap's hot box as a polyline on the source image. The SC is
-the film as prepare displays it, the riskiest finding's heatmap and box blended in, and a
-banner that says it is an AI result, burnt into the pixels.
+the film as prepare displays it, the heatmap and box of its riskiest *called* finding blended
+in with the colour scale's meaning beside them, and a banner that says it is an AI result,
+burnt into the pixels. A finding that is not called is never drawn: a film with no call gets
+an SC that says "no finding called" with no heatmap (or none, ``deliver.sc_without_call``).
 """
 
 from __future__ import annotations
@@ -192,12 +194,13 @@ def build_sr(source, film: FilmResult, model: ModelFacts, root: str):
 
 
 def build_sc(source, display: np.ndarray, film: FilmResult, model: ModelFacts, root: str, max_side: int):
-    """The film with its riskiest finding's heatmap and the AI-result banner burnt in, as a Secondary Capture."""
+    """The film with its riskiest called finding's heatmap (if any) and the AI-result banner burnt in, as an SC."""
     import highdicom as hd
 
     with_empty_type2(source)
     picture = burn_in(display, film, model, max_side)
     series_uid, uid = object_uids(root, film.image_id, str(source.StudyInstanceUID), model.version, SC)
+    shown = shown_region(film)
     orientation = tuple(source.get("PatientOrientation") or ()) or ("L", "F")
     sc = hd.sc.SCImage.from_ref_dataset(
         source,
@@ -221,19 +224,37 @@ def build_sc(source, display: np.ndarray, film: FilmResult, model: ModelFacts, r
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = DicomSequence([reference])  # the film it was made from
-    sc.DerivationDescription = f"film with the heatmap of {film.risk_finding or 'no finding'} blended in"
+    sc.DerivationDescription = (
+        f"film with the heatmap of the called finding {shown.finding} blended in"
+        if shown
+        else "film without heatmap: " + caption(film)
+    )[:1024]
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"{BANNER}: {caption(film)}"[:10240]
     return sc
 
 
+def shown_region(film: FilmResult) -> Region | None:
+    """The heatmap the SC shows (:func:`xray_spark.pictures.heatmap_to_show`): None when nothing called has one."""
+    from xray_spark.pictures import heatmap_to_show
+
+    called = {f: film.probabilities.get(f, 0.0) for f in film.called}
+    regions = {r.finding: r for r in film.regions}
+    shown = heatmap_to_show(called, film.risk_finding, regions)
+    return regions[shown] if shown else None
+
+
 def caption(film: FilmResult) -> str:
-    """The banner's second line: the riskiest finding, its probability and whether it is called."""
-    if film.risk_finding is None:
+    """The banner's second line: the finding whose heatmap is shown (or why none is), and what else is called."""
+    if not film.probabilities:
         return "no finding scored"
-    p = film.probabilities.get(film.risk_finding, 0.0)
-    state = "called" if film.risk_finding in film.called else "not called"
-    return f"{film.risk_finding} p={p:.2f} ({state})"
+    if not film.called:
+        return "no finding called"
+    shown = shown_region(film)
+    first = shown.finding if shown else max(film.called, key=lambda f: film.probabilities.get(f, 0.0))
+    others = sorted(film.called - {first}, key=lambda f: -film.probabilities.get(f, 0.0))
+    text = f"{first} p={film.probabilities.get(first, 0.0):.2f} called" + ("" if shown else " (no heatmap)")
+    return text + (f"; also called: {', '.join(others)}" if others else "")
 
 
 def _heat_over_film(region: Region, height: int, width: int) -> np.ndarray:
@@ -257,27 +278,66 @@ def burn_in(display: np.ndarray, film: FilmResult, model: ModelFacts, max_side: 
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     gray = cv2.resize(display, size, interpolation=shrink) if scale != 1 else display
     rgb = np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
-    region = next((r for r in film.regions if r.finding == film.risk_finding), None)
+    region = shown_region(film)
     if region is not None:
         heat = _heat_over_film(region, gray.shape[0], gray.shape[1])
         colour = cv2.applyColorMap(np.uint8(np.clip(heat * 255, 0, 255)), cv2.COLORMAP_JET)[:, :, ::-1]
-        alpha = (0.5 * (heat >= 0.2))[:, :, None]
+        alpha = (0.5 * (heat >= SHOWN_FROM))[:, :, None]
         rgb = rgb * (1 - alpha) + colour.astype(np.float32) * alpha
         x, y, w, h = (v * scale for v in region.box)
         cv2.rectangle(rgb, (int(x), int(y)), (int(x + w), int(y + h)), (255, 255, 0), max(1, gray.shape[1] // 256))
     picture = np.clip(rgb, 0, 255).astype(np.uint8)
-    _banner(picture, [BANNER, caption(film) + f", model {model.version}"])
+    lines = [BANNER, caption(film) + f", model {model.version}"]
+    if region is not None:
+        lines.append(f"colour: where the model looked for {region.finding}")
+    _banner(picture, lines)
+    if region is not None:
+        _colour_scale(picture, lines[-1], len(lines))
     return np.ascontiguousarray(picture)
+
+
+#: The heatmap's colour scale as the SC's banner explains it: blended only where the map is at least this hot.
+SHOWN_FROM = 0.2
+
+
+def _colour_scale(picture: np.ndarray, line: str, n_lines: int) -> None:
+    """The colour bar after the banner's last line (``line``), from the least to the most attention shown."""
+    import cv2
+
+    font, white = cv2.FONT_HERSHEY_SIMPLEX, (255, 255, 255)
+    width = picture.shape[1]
+    font_scale, line_height = _banner_metrics(width)
+    baseline = line_height * n_lines
+    low, high = (cv2.getTextSize(w, font, font_scale, 1)[0][0] for w in ("low", "high"))
+    start = 6 + cv2.getTextSize(line, font, font_scale, 1)[0][0] + 8
+    bar_w = min(max(24, width // 5), width - start - low - high - 24)
+    if bar_w < 16:
+        return  # too narrow a picture for a legible scale: the line's words stand alone
+    cv2.putText(picture, "low", (start, baseline), font, font_scale, white, 1, cv2.LINE_AA)
+    bx = start + low + 6
+    ramp = np.uint8(np.linspace(SHOWN_FROM, 1.0, bar_w) * 255)[None, :]
+    colours = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[0, :, ::-1]
+    picture[baseline - line_height + 8 : baseline, bx : bx + bar_w] = colours[None, :, :]
+    cv2.putText(picture, "high", (bx + bar_w + 6, baseline), font, font_scale, white, 1, cv2.LINE_AA)
 
 
 def _banner(picture: np.ndarray, lines: Sequence[str]) -> None:
     """White text on a black band across the top of ``picture`` (in place)."""
     import cv2
 
-    width = picture.shape[1]
-    font_scale = max(0.3, width / 1400)
-    line_height = int(30 * font_scale) + 6
-    picture[: line_height * len(lines) + 6] = 0
+    font_scale, line_height = _banner_metrics(picture.shape[1])
+    picture[: banner_height(picture.shape[1], len(lines))] = 0
     for i, text in enumerate(lines):
         origin = (6, line_height * (i + 1))
         cv2.putText(picture, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _banner_metrics(width: int) -> tuple[float, int]:
+    """The banner's font scale and line height for a picture ``width`` px wide."""
+    font_scale = max(0.3, width / 1400)
+    return font_scale, int(30 * font_scale) + 6
+
+
+def banner_height(width: int, n_lines: int) -> int:
+    """The rows the banner covers on a picture ``width`` px wide with ``n_lines`` lines (3 with a heatmap, else 2)."""
+    return _banner_metrics(width)[1] * n_lines + 6

@@ -33,7 +33,7 @@ import xray_spark
 from xray_spark import locks, privacy, progress, registry, spool
 from xray_spark.config import Settings
 from xray_spark.deliver import record
-from xray_spark.deliver.build import BUILT_SCHEMA, make_builder
+from xray_spark.deliver.build import BUILT_SCHEMA, Pictures, make_builder
 from xray_spark.deliver.objects import ModelFacts
 from xray_spark.deliver.run import DeliverRun, DeliverySummary
 from xray_spark.deliver.send import (
@@ -97,14 +97,8 @@ def run_delivery(
         )
         if todo:
             _pending(run, todo)
-            builder = make_builder(
-                model_facts(run.card),
-                options.uid_root,
-                with_sc,
-                display,
-                options.max_side,
-                settings.image.max_file_bytes,
-            )
+            pictures = Pictures(display, options.max_side, options.sc_without_call) if with_sc and display else None
+            builder = make_builder(model_facts(run.card), options.uid_root, pictures, settings.image.max_file_bytes)
             progress.expect(len(todo))
             with progress.step():
                 summary.update(_send_all(run, films, todo, builder))

@@ -20,7 +20,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from xray_spark.config import WebSettings
 from xray_spark.errors import UsageError
 from xray_spark.labels import FINDINGS
-from xray_spark.pictures import overlay_png, probability_chart
+from xray_spark.pictures import heatmap_to_show, overlay_png, probability_chart
 from xray_spark.viewer import viewer_link
 from xray_spark.web.accounts import Accounts
 from xray_spark.web.lake_view import LakeView
@@ -264,6 +264,7 @@ def _decorate(view: LakeView, dataset: str, films: list[dict[str, Any]]) -> None
     for rank, film in enumerate(films, start=1):
         have = maps.get((film["image_id"], film["model_version"]), set())
         film["rank"] = rank
-        film["overlay"] = film["risk_finding"] if film["risk_finding"] in have else next(iter(sorted(have)), None)
+        called = {f: film["probs"].get(f, 0.0) for f in film["called"]}
+        film["overlay"] = heatmap_to_show(called, film["risk_finding"], have)
         film["viewer_href"] = viewer_link(template, uids.get(film["image_id"]), film["accession_number"])
     _overlays(view, dataset, [(f["image_id"], f["overlay"], f["model_version"]) for f in films if f["overlay"]])

@@ -1,7 +1,7 @@
 """The worklist pages as self-contained HTML: no server, no script, every picture embedded.
 
 * ``<date>.html``: the films of one scoring date in risk order, each with its thumbnail and
-  the heatmap of its riskiest finding laid over it (a checkbox hides the overlays), the
+  the heatmap of its riskiest called finding laid over it (a checkbox hides the overlays), the
   findings called with their probabilities, the patient and follow-up, the accession
   number and study time, and a link to the patient's page.
 * ``index.html``: the scoring dates, newest first.
@@ -24,7 +24,9 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.4em .
 th{background:#f4f4f4}.film{position:relative;width:160px;height:160px}
 .film img{position:absolute;left:0;top:0;width:160px;height:160px;image-rendering:auto}
 #heat:not(:checked)~table .overlay{display:none}.risk{font-weight:bold}.called{color:#a00}
-.muted{color:#777;font-size:.9em}a{color:#0645ad}td:last-child{max-width:24em;overflow-wrap:anywhere}"""
+.muted{color:#777;font-size:.9em}a{color:#0645ad}td:last-child{max-width:24em;overflow-wrap:anywhere}
+.scale{display:inline-block;width:6em;height:.8em;vertical-align:middle;
+background:linear-gradient(to right,#00f,#0ff,#0f0,#ff0,#f00)}"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +96,8 @@ def worklist_html(
     )
     body = f"""<h1>Worklist {_e(dataset)}, {_e(date)}</h1>
 <p>{len(films):,} of {shown_of:,} films scored on {_e(date)} by {_e(model_version)}, riskiest first (risk: the
-highest calibrated probability weighted by the finding's urgency). Heatmaps show where the model looked for the
-riskiest finding.
+highest calibrated probability weighted by the finding's urgency). A heatmap shows where the model looked for the
+riskiest <b>called</b> finding (low <span class="scale"></span> high); a film with no finding called shows none.
 <a href="index.html">All dates</a> &middot; {evaluation}.</p>
 <input type="checkbox" id="heat" checked> <label for="heat">show heatmaps</label>
 <table><tr><th>#</th><th>film</th><th>risk</th><th>findings called</th><th>patient</th><th>study</th></tr>

@@ -20,7 +20,7 @@ from xray_spark.config import Settings
 from xray_spark.errors import UsageError
 from xray_spark.labels import FINDINGS, probability_column
 from xray_spark.lake import Lake, tables
-from xray_spark.pictures import overlay_png
+from xray_spark.pictures import heatmap_to_show, overlay_png
 from xray_spark.viewer import viewer_link
 from xray_spark.worklist.page import Film, index_html, patient_html, worklist_html
 
@@ -129,7 +129,7 @@ def _films(spark: SparkSession, lake: Lake, dataset: str, top: list[Any], viewer
     for rank, r in enumerate(top, start=1):
         called = [(f, float(r[probability_column(f)])) for f in r["positive_findings"]]
         mine = maps.get(r["image_id"], {})
-        finding = r["risk_finding"] if r["risk_finding"] in mine else next(iter(mine), None)
+        finding = heatmap_to_show(dict(called), r["risk_finding"], mine)
         overlay = (finding, overlay_png(mine[finding], 160)) if finding else None
         accession, when = details.get(r["image_id"], (None, None))
         films.append(
