@@ -54,7 +54,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: Small settings for fast tests: 64 px images, a few files per store.
-TEST_OVERRIDES = ["image.size=64", "prepare.images_per_file=40", "spark.shuffle_partitions=4", "score.heatmaps=none"]
+#: The tests' settings: small images, and no display pictures (a Spark write per prepare, 7% of a small one) except
+#: where they are tested (the prepared lake, its web app and worklists: :data:`DISPLAY`).
+TEST_OVERRIDES = [
+    "image.size=64",
+    "prepare.images_per_file=40",
+    "spark.shuffle_partitions=4",
+    "score.heatmaps=none",
+    "web.display_max_side=0",
+]
+DISPLAY = "web.display_max_side=1024"
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +136,7 @@ def prepared(spark, archive, tmp_path_factory):
     with _once_per_run(tmp_path_factory, "prepared") as (golden, build):
         if build:
             shutil.rmtree(golden, ignore_errors=True)
-            settings = make_settings(golden / "lake")
+            settings = make_settings(golden / "lake", DISPLAY)
             inputs = PrepareInputs(
                 metadata=str(archive / "Data_Entry_2017.csv"),
                 images=str(archive / "images"),
@@ -138,7 +147,7 @@ def prepared(spark, archive, tmp_path_factory):
     lake_dir = tmp_path_factory.mktemp("lake")
     shutil.copytree(golden / "lake", lake_dir, dirs_exist_ok=True)
     text = (golden / "summary.json").read_text().replace(str(golden / "lake"), str(lake_dir))
-    return make_settings(lake_dir), Lake.at(str(lake_dir)), json.loads(text)
+    return make_settings(lake_dir, DISPLAY), Lake.at(str(lake_dir)), json.loads(text)
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,53 @@ def test_results_reach_each_study_once_even_when_orthanc_stops_mid_way(spark, ho
             assert {result_uid(settings.deliver.uid_root, uid, version, "sr") for uid in sent_first} <= held_before
             third = deliver()
             assert third["to_deliver"] == 0 and len(_instances(http)) == len(instances)
+            _the_viewer_link_opens_the_study_in_orthanc(lake, settings, http, tmp_path)
+
+
+def _the_viewer_link_opens_the_study_in_orthanc(lake: Lake, settings, http: int, tmp_path: Path) -> None:
+    """In Chromium, signed in to the web app: a film's viewer link (Orthanc's classic explorer, which wants Orthanc's
+    own study id: the app asks Orthanc's /tools/lookup) opens the film's study in Orthanc, with its radiograph and
+    the delivered SR among its series."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from xray_spark.session import free_port
+
+    from .browser import browser
+    from .test_web import PASSWORD, _sign_in, _web
+
+    state, port = tmp_path / "web-state", free_port()
+    orthanc_url = f"http://127.0.0.1:{http}"
+    viewer = [
+        f"worklist.viewer_url={orthanc_url}/app/explorer.html#study?uuid={{orthanc_study}}",
+        f"worklist.viewer_lookup={orthanc_url}",
+        f"privacy.identity_dir={settings.privacy.identity_dir}",
+    ]
+    app = {"state": state, "lake": Path(lake.root), "port": port, "extra": viewer}
+    assert _web("add-user", "erin", **app, stdin=PASSWORD + "\n").returncode == 0
+    started = _web("start", **app)
+    assert started.returncode == 0, started.stderr
+    driver = browser()
+    try:
+        home = started.stdout.strip()
+        driver.get(home)
+        _sign_in(driver, "erin", home)
+        driver.find_element(By.CSS_SELECTOR, "ul.days a").click()
+        row = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.film-row"))[0]
+        image_id = row.get_attribute("data-id")
+        row.find_element(By.CSS_SELECTOR, "a.viewer").click()
+        WebDriverWait(driver, 30).until(lambda d: "/app/explorer.html#study?uuid=" in d.current_url)
+        study = rest(http, "GET", f"/studies/{driver.current_url.rsplit('uuid=', 1)[1]}")
+        WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#list-series li")) >= 2)
+        shown = driver.find_element(By.ID, "list-series").text
+        driver.save_screenshot(str(tmp_path / "orthanc-study.png"))
+    finally:
+        driver.quit()
+        assert _web("stop", **app).returncode == 0
+    instances = {i: rest(http, "GET", f"/instances/{i}/simplified-tags") for i in rest(http, "GET", "/instances")}
+    film = next(t for t in instances.values() if t["SOPInstanceUID"] == image_id)
+    assert study["MainDicomTags"]["StudyInstanceUID"] == film["StudyInstanceUID"], "the film's own study"
+    assert "SR" in shown and film["Modality"] in shown, f"the radiograph and the delivered SR: {shown!r}"
 
 
 def _deliver_and_read_scs(spark, lake: Lake, settings, out: Path) -> dict[str, int]:

@@ -100,7 +100,7 @@ def test_padding_is_black_and_left_out_of_the_scaling():
     padded = pixels.copy()
     padded[:, :20] = 4095  # a collimator border marked as padding
     data = encode(film(padded, bits_stored=12, PixelPaddingValue=4095), "explicit-le")
-    raw, _, _ = img.decode(data, LIMITS)
+    raw = img.decode(data, LIMITS).image
     assert (raw[:, :20] == 0).all()
     inner = pixels[:, 20:]
     np.testing.assert_array_equal(raw[:, 20:], img.to_gray8(inner))

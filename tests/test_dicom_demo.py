@@ -16,7 +16,7 @@ from xray_spark.dev.dicom_films import SYNTAXES
 from xray_spark.lake import Lake
 from xray_spark.privacy import read_key
 
-from .conftest import TEST_OVERRIDES
+from .conftest import DISPLAY, TEST_OVERRIDES
 from .corpus import IDENTIFYING, headers_of, planted_identity
 from .jobs import checked, run_in_process, run_job
 
@@ -99,7 +99,7 @@ def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model,
     lake_dir = tmp_path / "lake"
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
     common = ["--lake", lake_dir, "--set", "spark.driver_memory=1g", "--set", "dataset=demo"]
-    common += [item for override in TEST_OVERRIDES for item in ("--set", override)]
+    common += [item for override in [*TEST_OVERRIDES, DISPLAY] for item in ("--set", override)]  # pictures too
     prepare = ["--source", "dicom", "--images", root / "export", "--labels", root / "labels.csv"]
     prepare += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}"]  # outside the lake, in this test's folder
     # prepare, which reads the headers, runs as a process of its own (its JVM's log is searched too); score and

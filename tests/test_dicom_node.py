@@ -25,7 +25,7 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.spool import Spool, open_spool
 
 from . import corpus
-from .conftest import TEST_OVERRIDES, make_settings
+from .conftest import DISPLAY, TEST_OVERRIDES, make_settings
 from .corpus import PHI
 from .dicom_peers import (
     AE,
@@ -255,7 +255,7 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
         assert status["not_ingested"] == len(radiographs) and status["listening"] == f"{AE}@127.0.0.1:{node.port}"
     monkeypatch.setenv("XRAY_SPARK_PSEUDONYM_KEY", KEY)
     args = ["--source", "dicom", "--images", node.spool, "--lake", lake, "--set", "dataset=hospital"]
-    args += [item for override in TEST_OVERRIDES for item in ("--set", override)]
+    args += [item for override in [*TEST_OVERRIDES, DISPLAY] for item in ("--set", override)]  # pictures too
     args += ["--set", "score.heatmaps=none", "--set", "dicom_node.after_ingest=done"]
     args += ["--set", f"privacy.identity_dir={tmp_path / 'identity'}", "--summary-json", tmp_path / "night.json"]
     args += ["--set", f"deliver.destinations=[folder:{tmp_path / 'results'}]"]  # the night's last step

@@ -27,7 +27,7 @@ from xray_spark.prepare.load import STORE_STAGING
 from xray_spark.prepare.metadata import read_metadata, validate_metadata
 
 from . import corpus
-from .conftest import TEST_OVERRIDES, make_settings
+from .conftest import DISPLAY, TEST_OVERRIDES, make_settings
 from .jobs import kill_when
 from .oracle import parse_finding_labels
 
@@ -93,6 +93,48 @@ def test_pixels_labels_and_weights_match_the_library(prepared, archive):
         findings = parse_finding_labels(row.finding_labels)
         np.testing.assert_array_equal(decode_labels(row.labels), multi_hot(findings, manifest.labels))
         assert row.sample_weight == pytest.approx(0.1 + len(findings))
+
+
+def test_each_film_has_a_display_picture_of_its_own_proportions(spark, prepared, archive):
+    """xray.display_pictures: one JPEG per stored film, the source's proportions kept, at most web.display_max_side
+    long, close to the source's pixels (the JPEG's loss is small)."""
+    import cv2
+
+    settings, lake, summary = prepared
+    rows = spark.read.parquet(lake.table_url("display_pictures")).where(F.col("dataset") == settings.dataset).collect()
+    assert len(rows) == summary["images"]["display_pictures"] == 160
+    assert {r["image_id"] for r in rows} == {r["image_id"] for r in spark.read.parquet(lake.store_url("nih")).collect()}
+    for row in rows[:20]:
+        source = cv2.imread(str(archive / "images" / row["image_id"]), cv2.IMREAD_GRAYSCALE)
+        shown = cv2.imdecode(np.frombuffer(row["picture"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert row["picture"][:3] == b"\xff\xd8\xff" and shown.ndim == 2, "a gray JPEG"
+        assert max(shown.shape) == min(max(source.shape), settings.web.display_max_side)
+        assert abs(shown.shape[0] / shown.shape[1] - source.shape[0] / source.shape[1]) < 0.02
+        expected = cv2.resize(source, shown.shape[::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(shown.astype(int) - expected).mean() < 3, "the film's own pixels"
+        assert row["note"] is None
+
+
+def test_a_film_whose_header_admits_burnt_in_text_gets_no_display_picture(tmp_path):
+    """Burned In Annotation YES: the thumbnail is kept (too small to read), the display picture is not (a name would
+    be legible at 1024 px), and the reason is recorded; the same film without the flag gets one."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from xray_spark.dev.dicom_films import film
+    from xray_spark.prepare.decode import BURNED_IN, _decode_one
+
+    pixels = (np.indices((300, 240)).sum(axis=0) % 251).astype(np.uint8)
+    answers = {}
+    for flag in ("YES", "NO"):
+        ds = film(pixels, bits_stored=8, BurnedInAnnotation=flag)
+        path = tmp_path / f"{flag}.dcm"
+        ds.save_as(str(path), enforce_file_format=True)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        answers[flag] = _decode_one(str(path), 64, image_limits(make_settings(tmp_path / "lake")), 1 << 24, (1024, 90))
+    burnt, clean = answers["YES"], answers["NO"]
+    assert burnt["image"] and burnt["reason"] is None, "the film is stored and scored like any other"
+    assert burnt["display"] is None and burnt["display_note"] == BURNED_IN
+    assert clean["display"][:3] == b"\xff\xd8\xff" and clean["display_note"] is None
 
 
 def test_metadata_columns_survive(prepared, archive):
@@ -249,7 +291,7 @@ def _subset_archive(src: Path, dst: Path, n: int) -> Path:
 
 def test_incremental_adds_only_new_ids(spark, archive, tmp_path):
     small = _subset_archive(archive, tmp_path / "small", 100)
-    settings = make_settings(tmp_path / "lake")
+    settings = make_settings(tmp_path / "lake", DISPLAY)
     lake = Lake.at(settings.lake)
     first = run_prepare(
         spark,
@@ -268,6 +310,8 @@ def test_incremental_adds_only_new_ids(spark, archive, tmp_path):
     ids = [r.image_id for r in _read_all(lake.store_url(settings.dataset), schema_fields=["image_id"])]
     assert len(ids) == len(set(ids)) == 160
     assert third["studies_rows"] == 160
+    shown = spark.read.parquet(lake.table_url("display_pictures")).select("image_id").collect()
+    assert sorted(r["image_id"] for r in shown) == sorted(ids), "each run's display pictures appended, once"
     manifest = read_manifest(lake, settings.dataset)
     assert [r["images_added"] for r in manifest.runs] == [100, 60, 0]
     dates = spark.read.parquet(lake.store_url(settings.dataset)).select("ingest_date").distinct().collect()

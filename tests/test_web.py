@@ -20,7 +20,7 @@ import requests
 from xray_spark.lake import Lake
 from xray_spark.session import free_port
 
-from .browser import browser
+from .browser import browser, pictures_decoded
 from .jobs import ROOT, job_env
 
 SCRIPT = "<script>window.pwned = 1</script>"
@@ -29,8 +29,9 @@ PASSWORD = "correct horse battery"
 
 
 def _web(*args: str, state: Path, lake: Path, port: int, stdin: str = "", extra=()) -> subprocess.CompletedProcess:
+    """``python -m xray_spark.web`` as an operator runs it, on ``lake`` and 127.0.0.1:``port``."""
     accounts = state.parent / "accounts.sqlite"
-    sets = [f"web.accounts={accounts}", f"web.port={port}", *extra]
+    sets = [f"web.accounts={accounts}", f"web.port={port}", "web.timezone=UTC", *extra]
     command = [sys.executable, "-m", "xray_spark.web", *args, "--lake", str(lake), "--state-dir", str(state)]
     for item in sets:
         command += ["--set", item]
@@ -46,7 +47,8 @@ def app(spark, prepared, small_model, tmp_path_factory):
     settings, base, _ = prepared
     root = tmp_path_factory.mktemp("web-lake")
     os.symlink(Path(base.root) / "petastorm", root / "petastorm")
-    shutil.copytree(Path(base.root) / "tables" / "studies", root / "tables" / "studies")
+    for table in ("studies", "display_pictures"):
+        shutil.copytree(Path(base.root) / "tables" / table, root / "tables" / table)
     lake = Lake.at(str(root))
     register_model(spark, lake, small_model["model_dir"], dataset=settings.dataset)
     set_alias(spark, lake, small_model["version"], reason="web tests")
@@ -62,7 +64,7 @@ def app(spark, prepared, small_model, tmp_path_factory):
     studies.mkdir()
     frame.to_parquet(studies / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)  # as Spark
     state, port = tmp_path_factory.mktemp("web-state") / "state", free_port()
-    for reader in ("alice", "bob"):
+    for reader in ("alice", "bob", "dora"):
         added = _web("add-user", reader, state=state, lake=root, port=port, stdin=PASSWORD + "\n")
         assert added.returncode == 0, added.stderr
     started = _web("start", state=state, lake=root, port=port)
@@ -101,10 +103,8 @@ def test_a_reader_signs_in_gives_verdicts_that_stay_and_nothing_loads_after_sign
         assert driver.current_url == worklist and driver.find_element(By.ID, "reader").text == "alice"
         rows = driver.find_elements(By.CSS_SELECTOR, "tr.film-row")
         assert len(rows) >= 20
-        loaded = driver.execute_script(
-            "return [...document.images].filter(i => i.classList.contains('thumb')).map(i => i.naturalWidth)"
-        )
-        assert loaded and min(loaded) > 0, "every thumbnail loads once signed in"
+        apart = pictures_decoded(driver)  # every thumbnail and overlay loads once signed in
+        assert len(apart) == len(driver.find_elements(By.CSS_SELECTOR, "img.overlay")) >= 1, "a heatmap shows"
         # the hostile accession number is shown as text; nothing it holds became an element or ran
         assert SCRIPT in driver.find_element(By.CSS_SELECTOR, f"tr[id='film-{app['top']}'] .study").text
         assert not driver.find_elements(By.CSS_SELECTOR, "img[src='x']")
@@ -174,13 +174,13 @@ def _sign_in(driver, name: str, then: str) -> None:
 
 
 def _save(driver, row) -> None:
-    """Press the row's Save and wait for the page it leads back to."""
+    """Press the row's Save and wait for the page's script to say it was saved (no reload)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
+    before = driver.execute_script("return window.xrayTimings.length")
     row.find_element(By.CSS_SELECTOR, "button.save").click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(row))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return window.xrayTimings.length") > before)
 
 
 def _looks_like_a_worklist(shot: Path, film, driver) -> None:
@@ -329,14 +329,101 @@ def test_a_wider_bind_needs_tls_and_accounts_stay_outside_the_lake(app, tmp_path
         _web("stop", state=state, lake=lake, port=port)
 
 
+def test_a_reader_sees_a_film_large_and_answers_twenty_by_keyboard_alone(app, tmp_path):
+    """In Chromium, as dora: o opens the first film large (its display picture, the heatmap over it), a drag changes
+    the window and so the pixels shown, h hides the heatmap; then a, x and n answer twenty films in turn, each saved
+    without a reload; the unanswered filter then leaves them out."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    worklist = f"{app['url']}worklist/nih/{app['date']}"
+    driver = browser()
+    try:
+        driver.get(worklist)
+        _sign_in(driver, "dora", worklist)
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.film-row")
+        films = [r.get_attribute("data-id") for r in rows]
+        calls = {
+            r.get_attribute("data-id"): sorted(
+                {i.get_attribute("data-finding") for i in r.find_elements(By.CSS_SELECTOR, "input[type=radio]")}
+            )
+            for r in rows[:20]
+        }
+        first = next(k for k, r in enumerate(rows) if r.get_attribute("data-overlay"))  # a film with a heatmap
+        ActionChains(driver).send_keys("j" * first + "o").perform()
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "viewer").get_attribute("data-loaded") == films[first]
+        )
+        canvas = driver.find_element(By.ID, "viewer-canvas")
+        driver.save_screenshot(str(tmp_path / "large-view-page.png"))  # the page as a reader sees it (the docs')
+        shots = {}
+        for name, act in (
+            ("large", None),
+            ("windowed", lambda: ActionChains(driver).click_and_hold(canvas).move_by_offset(-120, 60).release()),
+            ("no-heatmap", lambda: ActionChains(driver).send_keys("h")),
+        ):
+            if act is not None:
+                act().perform()
+            shots[name] = tmp_path / f"film-{name}.png"
+            canvas.screenshot(str(shots[name]))
+        window = driver.find_element(By.ID, "viewer-wl").text
+        ActionChains(driver).send_keys(Keys.ESCAPE + "k" * first).perform()  # back to the list's first film
+        assert not driver.find_element(By.ID, "viewer").is_displayed()
+        for k in range(20):
+            ActionChains(driver).send_keys("axn"[k % 3]).perform()
+            WebDriverWait(driver, 20).until(lambda d, k=k: d.execute_script("return window.xrayTimings.length") > k)
+        pace = driver.find_element(By.ID, "pace").text
+        driver.get(worklist + "?unanswered=1")
+        left = [r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, "tr.film-row")]
+        pictures_decoded(driver)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+    finally:
+        driver.quit()
+    _large_view_shows_the_film(shots)
+    assert window != "W 256 L 128", "the drag moved the window"
+    assert pace.startswith("20 saved here")
+    current = {s["image_id"]: s for s in _store(app).submissions(current_only=True) if s["reader"] == "dora"}
+    assert set(current) == set(films[:20])
+    for k, image_id in enumerate(films[:20]):
+        s, called = current[image_id], calls[image_id]
+        expected = (
+            ({f: "confirm" for f in called}, not called),  # a: one confirm per call; no call: no finding
+            ({f: "reject" for f in called}, False),
+            ({f: "reject" for f in called}, True),
+        )[k % 3]
+        assert (s["findings"], s["no_finding"]) == expected, (k, image_id, s)
+    assert left and not set(left) & set(films[:20]), "the unanswered filter hides the answered films"
+    assert len(left) == min(len(films), 160 - 20)
+
+
+def _large_view_shows_the_film(shots: dict[str, Path]) -> None:
+    """The large view is a film (gray, textured), with the heatmap's colour over it until h hides it; the drag's new
+    window changes the gray pixels themselves."""
+    import cv2
+
+    large, windowed, plain = (cv2.imread(str(shots[n])).astype(int) for n in ("large", "windowed", "no-heatmap"))
+    assert large.shape[0] >= 400 and large.std() > 15, "a large picture is drawn"
+
+    def coloured(picture) -> int:
+        return int((picture.max(axis=2) - picture.min(axis=2) > 40).sum())
+
+    assert coloured(large) > 500, "the heatmap lies over the film"
+    assert coloured(plain) < 50, "h hides it: the film alone is gray"
+    gray = (large.max(axis=2) - large.min(axis=2)) < 10
+    assert np.abs(large - windowed)[gray].mean() > 8, "the drag changed the window: the film's pixels changed"
+
+
 def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app):
     from .jobs import checked, run_in_process
 
     store = _store(app).submissions()
-    assert len(store) >= 203, "the browser's, the twenty writers' and bob's"
+    assert len(store) >= 223, "the browser's, the twenty writers', bob's and dora's keyboard"
     result = checked(run_in_process("verdicts", ["--lake", str(app["lake"]), "--set", "spark.driver_memory=1g"]))
     summary = __import__("json").loads(result.stdout)
-    assert summary["submissions"] == len(store) and summary["readers"] == 22
+    assert summary["submissions"] == len(store) and summary["readers"] == 23
     table = spark.read.parquet(str(Path(app["lake"]) / "tables" / "verdicts"))
     assert "note" not in table.columns
     rows = {r["submission_id"]: r for r in table.collect()}
@@ -345,6 +432,8 @@ def test_the_verdicts_job_publishes_every_submission_without_its_note(spark, app
         row = rows[s["id"]]
         assert (row["reader"], row["image_id"], row["current"]) == (s["reader"], s["image_id"], s["current"])
         assert sorted(row["confirmed"] + row["rejected"] + row["missed"]) == sorted(s["findings"])
+    by_keyboard = [r for r in rows.values() if r["reader"] == "dora" and r["current"]]
+    assert len(by_keyboard) == 20, "the twenty verdicts given by keyboard reach xray.verdicts with the reader's name"
     for path in (Path(app["lake"]) / "tables" / "verdicts").rglob("*.parquet"):
         assert SCRIPT.encode() not in path.read_bytes(), "a note never reaches the table"
 

@@ -45,6 +45,32 @@ def overlay_png(heatmap_png: bytes, side: int) -> bytes:
     return png.tobytes()
 
 
+#: A heatmap's hot region: the connected part at or above this fraction of its peak that holds the peak.
+HOT_FRACTION = 0.5
+
+
+def hot_region(cam: np.ndarray, side: int) -> tuple[tuple[float, float], tuple[float, float, float, float]]:
+    """The peak (x, y) and the box (x, y, w, h) of the hot region, in pixels of a ``side`` x ``side`` image."""
+    import cv2
+
+    full = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    y, x = np.unravel_index(int(np.argmax(full)), full.shape)
+    hot = (full >= HOT_FRACTION * full[y, x]).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+    left, top, width, height, _ = stats[labels[y, x]]
+    return (x + 0.5, y + 0.5), (float(left), float(top), float(width), float(height))
+
+
+def hot_box(heatmap_png: bytes) -> tuple[float, float, float, float]:
+    """A stored heatmap's hot box as fractions (x, y, w, h) of the square it covers."""
+    import cv2
+
+    heat = cv2.imdecode(np.frombuffer(heatmap_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    side = heat.shape[0]
+    _, (x, y, w, h) = hot_region(heat.astype(np.float32), side)
+    return (x / side, y / side, w / side, h / side)
+
+
 def probability_chart(points: Sequence[dict[str, Any]], findings: Sequence[str]) -> str:
     """Probability per film (x: the films in order, y: 0..1), one polyline per finding."""
     width, height, pad = 480, 200, 30

@@ -160,22 +160,32 @@ class DeliverSettings:
 class WorklistSettings:
     viewer_url: str = setting(
         "",
-        "a link from each worklist film to its study in the PACS viewer, with {study_uid} or {accession}, e.g. "
-        "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}; empty: no link",
+        "a link from each worklist film to its study in the PACS viewer, with {study_uid}, {accession} or "
+        "{orthanc_study}, e.g. https://pacs.example/viewer?StudyInstanceUIDs={study_uid}; empty: no link",
     )
+    viewer_lookup: str = setting(
+        "", "with {orthanc_study}: the Orthanc the web app asks for the study's id (its REST address)"
+    )
+    viewer_lookup_auth: str = setting("", "a file holding user:password for viewer_lookup, outside the lake")
 
     def check(self) -> None:
         url = self.viewer_url
         if not url:
             return
         try:
-            url.format(study_uid="", accession="")
+            url.format(study_uid="", accession="", orthanc_study="")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(
-                f"configuration key 'worklist.viewer_url' may name only {{study_uid}} and {{accession}} ({exc!r})"
+                "configuration key 'worklist.viewer_url' may name only {study_uid}, {accession} and {orthanc_study} "
+                f"({exc!r})"
             ) from None
         if not url.startswith(("https://", "http://")):
             raise ConfigError("configuration key 'worklist.viewer_url' must be an http:// or https:// URL")
+        if "{orthanc_study}" in url and not self.viewer_lookup.startswith(("https://", "http://")):
+            raise ConfigError(
+                "configuration key 'worklist.viewer_url' names {orthanc_study}: set 'worklist.viewer_lookup' to the "
+                "Orthanc the app asks for it (e.g. https://pacs.example:8042)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +205,26 @@ class WebSettings:
     signin_max_delay_seconds: float = setting(900.0, "the wait doubles per failure up to this", ge=1)
     threads: int = setting(16, "request threads", ge=1, le=256)
     films_per_page: int = setting(100, "films per page", ge=1, le=1000)
+    display_max_side: int = setting(
+        1024,
+        "prepare keeps each film as a display picture (JPEG) of at most this long side, for the app's large view; "
+        "0: none",
+        ge=0,
+        le=4096,
+    )
+    display_quality: int = setting(90, "the display pictures' JPEG quality", ge=50, le=100)
+    timezone: str = setting("", "the zone of the worklists' days (IANA name, e.g. Europe/Berlin); empty: the machine's")
 
     def check(self) -> None:
         if not self.accounts:
             raise ConfigError("configuration key 'web.accounts' must name a file outside the lake")
+        if self.timezone:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(
+                    f"configuration key 'web.timezone' is {self.timezone!r}, not a time zone: use an IANA name such "
+                    "as Europe/Berlin, or leave it empty for the machine's"
+                ) from None

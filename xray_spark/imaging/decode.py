@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import struct
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -135,9 +136,17 @@ def check_image_bytes(data: bytes, limits: ImageLimits) -> str:
     return kind
 
 
-def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
-    """The image, what converting it to 8-bit gray involves (``rgba``, ``rgb``, ``16bit`` or ``""``), and for
-    DICOM the SHA-256 of its Pixel Data as stored (``""`` for PNG and JPEG).
+class Decoded(NamedTuple):
+    image: np.ndarray
+    converted: str  # what converting it to 8-bit gray involves: ``rgba``, ``rgb``, ``16bit`` or ``""``
+    pixel_sha256: str  # DICOM: the SHA-256 of its Pixel Data as stored; ``""`` for PNG and JPEG
+    burned_in: bool = False  # DICOM: the header says text is burnt into the pixels (Burned In Annotation YES)
+
+
+def decode(data: bytes, limits: ImageLimits) -> Decoded:
+    """The image, what converting it to 8-bit gray involves (``rgba``, ``rgb``, ``16bit`` or ``""``), for
+    DICOM the SHA-256 of its Pixel Data as stored (``""`` for PNG and JPEG), and whether its header admits to
+    burnt-in text.
 
     PNG and JPEG come back as stored (uint8 or uint16, gray, BGR or BGRA); DICOM comes back
     already as its viewer shows it, 8-bit gray, with the note saying what its pixels were.
@@ -148,7 +157,7 @@ def decode(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise ImageError(UNDECODABLE, f"the {kind.upper()} decoder rejected the file's data")
-    return array, _conversion(array), ""
+    return Decoded(array, _conversion(array), "")
 
 
 def display_image(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
@@ -164,7 +173,7 @@ def _conversion(array: np.ndarray) -> str:
     return f"{array.dtype.itemsize * 8}bit" if array.dtype != np.uint8 else ""
 
 
-def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
+def _decode_dicom(data: bytes, limits: ImageLimits) -> Decoded:
     """A DICOM film as its viewer shows it (8-bit gray): see :mod:`xray_spark.imaging.dicom_pixels`."""
     dicom.check_inflated_size(io.BytesIO(data), limits.max_decoded_bytes + dicom.HEADER_ALLOWANCE)
     try:
@@ -194,7 +203,9 @@ def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, str, st
         raise
     except Exception as exc:  # an attribute the LUTs cannot use, a sample type OpenCV refuses
         raise ImageError(UNDECODABLE, f"DICOM pixels could not be displayed ({type(exc).__name__})") from None
-    return image, "rgb" if samples > 1 else ("16bit" if sample_bytes > 1 else ""), dicom.pixel_digest(ds)
+    converted = "rgb" if samples > 1 else ("16bit" if sample_bytes > 1 else "")
+    burned_in = str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+    return Decoded(image, converted, dicom.pixel_digest(ds), burned_in)
 
 
 def scale_to_gray8(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -251,17 +262,14 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def load_training_image(
-    data: bytes, size: int, limits: ImageLimits | None = None
-) -> tuple[np.ndarray, dict[str, object]]:
-    """File bytes -> (``size`` x ``size`` uint8 image, facts about the source).
+def load_film(data: bytes, limits: ImageLimits | None = None) -> tuple[np.ndarray, dict[str, object]]:
+    """File bytes -> (the film as 8-bit gray at its own size, facts about the source).
 
     The facts say what was converted: ``format``, ``source_shape``, ``source_dtype``,
-    ``converted`` (``"rgba"``, ``"rgb"``, ``"16bit"`` or ``""``). A film of one flat value
-    (a black or white frame: nothing a reader or a model can use) is a :data:`BLANK` error.
+    ``converted`` (``"rgba"``, ``"rgb"``, ``"16bit"`` or ``""``), ``pixel_sha256`` and ``burned_in``. A film of one
+    flat value (a black or white frame: nothing a reader or a model can use) is a :data:`BLANK` error.
     """
-    limits = limits or ImageLimits()
-    raw, converted, pixel_sha256 = decode(data, limits)
+    raw, converted, pixel_sha256, burned_in = decode(data, limits or ImageLimits())
     gray = to_gray8(raw)
     if gray.size and int(gray.min()) == int(gray.max()):
         raise ImageError(BLANK, f"every pixel of the {raw.shape[1]}x{raw.shape[0]} image has the same value")
@@ -271,5 +279,28 @@ def load_training_image(
         "source_dtype": str(raw.dtype),
         "converted": converted,
         "pixel_sha256": pixel_sha256,
+        "burned_in": burned_in,
     }
+    return gray, facts
+
+
+def load_training_image(
+    data: bytes, size: int, limits: ImageLimits | None = None
+) -> tuple[np.ndarray, dict[str, object]]:
+    """File bytes -> (``size`` x ``size`` uint8 image, facts about the source: see :func:`load_film`)."""
+    gray, facts = load_film(data, limits)
     return square_resize(gray, size), facts
+
+
+def display_jpeg(gray: np.ndarray, max_side: int, quality: int) -> bytes:
+    """The film as a reader's display picture: its proportions kept, at most ``max_side`` on its long side
+    (area interpolation when shrinking, never enlarged), JPEG at ``quality``."""
+    height, width = gray.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageError(UNDECODABLE, "the display picture could not be encoded")
+    return encoded.tobytes()

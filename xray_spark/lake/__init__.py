@@ -128,6 +128,11 @@ class Lake:
         fs, base = pafs.FileSystem.from_uri(self.root)
         return fs, base
 
+    def filesystem(self, path: str) -> tuple[pafs.FileSystem, str]:
+        """pyarrow's file system of the lake and the path of ``path`` (a lake path) on it: for readers that are not
+        Spark (the web app, the worklist pages)."""
+        return self._resolve(path)
+
     def _resolve(self, path: str) -> tuple[pafs.FileSystem, str]:
         fs, base = self._fs()
         if self.is_local:

@@ -91,6 +91,24 @@ TABLES: dict[str, Table] = {
             note="the store's columns without the pixels and the label vector",
         ),
         Table(
+            "display_pictures",
+            "ingested film's display picture",
+            "prepare",
+            (
+                _IMAGE,
+                col("picture", "binary", "the film in its VOI window as a JPEG, at most web.display_max_side long"),
+                col(
+                    "note",
+                    "string",
+                    "why there is no picture: burned_in_annotation (its header says text is burnt into its pixels)",
+                ),
+                _RUN,
+                _DATASET,
+            ),
+            (DATASET,),
+            note="for the web app's large view; prepare writes it beside the store, replaced and appended with it",
+        ),
+        Table(
             "dicom_instances",
             "stored DICOM film",
             "prepare",

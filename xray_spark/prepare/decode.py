@@ -27,7 +27,14 @@ _DECODED_EXTRA = [
     T.StructField("converted", T.StringType(), True),
     # A DICOM film's Pixel Data SHA-256 (privacy.write_film_map, outside the lake); never in the store.
     T.StructField("pixel_sha256", T.StringType(), True),
+    # The reader's display picture (JPEG, web.display_max_side), for xray.display_pictures; never in the store.
+    T.StructField("display", T.BinaryType(), True),
+    # Why a good film has no display picture (BURNED_IN), else null.
+    T.StructField("display_note", T.StringType(), True),
 ]
+#: A film whose header says text is burnt into its pixels gets no display picture: at display size that text (a
+#: name, a birth date) would be legible, and the lake holds no identity. Its thumbnail, too small to read, stays.
+BURNED_IN = "burned_in_annotation"
 #: Store columns the decoder computes; the others are copied from the candidate row.
 _COMPUTED = {
     XraySchema.image.name,
@@ -55,21 +62,33 @@ def _optional(value: Any, kind: type) -> Any:
     return None if pd.isna(value) else kind(value)
 
 
-def _decode_one(path: str, size: int, limits: img.ImageLimits, max_file_bytes: int) -> dict[str, Any]:
-    """The encoded image and what was converted, or the quarantine reason and detail."""
+def _decode_one(
+    path: str, size: int, limits: img.ImageLimits, max_file_bytes: int, display: tuple[int, int]
+) -> dict[str, Any]:
+    """The encoded image, its display picture (``display``: the long side, 0 for none, and the JPEG quality) and
+    what was converted, or the quarantine reason and detail."""
     image_field = XraySchema.image
+    nothing = {"image": None, "converted": None, "pixel_sha256": None, "display": None, "display_note": None}
     try:
         data = read_bytes(path, max_file_bytes)
-        pixels, facts = img.load_training_image(data, size, limits)
+        gray, facts = img.load_film(data, limits)
     except OSError as exc:
         detail = f"{type(exc).__name__}: {exc.strerror or 'cannot be read'}"
-        return {"image": None, "reason": UNREADABLE_FILE, "detail": detail, "converted": None, "pixel_sha256": None}
+        return nothing | {"reason": UNREADABLE_FILE, "detail": detail}
     except img.ImageError as exc:
-        return {"image": None, "reason": exc.reason, "detail": exc.detail, "converted": None, "pixel_sha256": None}
-    encoded = bytes(image_field.codec.encode(image_field, pixels))
-    digest = str(facts["pixel_sha256"]) or None
-    converted = str(facts["converted"])
-    return {"image": encoded, "reason": None, "detail": None, "converted": converted, "pixel_sha256": digest}
+        return nothing | {"reason": exc.reason, "detail": exc.detail}
+    encoded = bytes(image_field.codec.encode(image_field, img.square_resize(gray, size)))
+    max_side, quality = display
+    shown = img.display_jpeg(gray, max_side, quality) if max_side and not facts["burned_in"] else None
+    return {
+        "image": encoded,
+        "reason": None,
+        "detail": None,
+        "converted": str(facts["converted"]),
+        "pixel_sha256": str(facts["pixel_sha256"]) or None,
+        "display": shown,
+        "display_note": BURNED_IN if facts["burned_in"] else None,
+    }
 
 
 def make_decoder(
@@ -80,6 +99,7 @@ def make_decoder(
     weight_base: float,
     weight_per_finding: float,
     ingest_date: str,
+    display: tuple[int, int] = (0, 90),
 ):
     """The function that ``mapInPandas`` runs on the executors (picklable, settings bound)."""
     labels = list(label_set)
@@ -105,7 +125,7 @@ def make_decoder(
             "sample_weight": sample_weight(int(vector.sum()), weight_base, weight_per_finding),
             "ingest_date": ingest_date,
             "source_path": row.source_path,
-        } | _decode_one(getattr(row, "read_path", None) or row.source_path, size, limits, max_file_bytes)
+        } | _decode_one(getattr(row, "read_path", None) or row.source_path, size, limits, max_file_bytes, display)
 
     def decode_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -135,5 +155,6 @@ def decode_images(
         settings.labels.sample_weight.base,
         settings.labels.sample_weight.per_finding,
         ingest_date,
+        (settings.web.display_max_side, settings.web.display_quality),
     )
     return candidates.select(*columns).repartition(n_partitions).mapInPandas(decoder, decoded_schema())

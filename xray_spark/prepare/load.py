@@ -212,6 +212,32 @@ def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str,
     return tables.read_table(spark, lake, "studies").where(F.col("dataset") == dataset).count()
 
 
+def write_display_pictures(
+    spark: SparkSession, good: DataFrame, lake: Lake, dataset: str, run_id: str, *, append: bool
+) -> None:
+    """The good films' display pictures (and the notes of those that have none) into ``xray.display_pictures``:
+    appended beside an appending run's store, the dataset's part replaced beside a replacing one."""
+    rows = good.select(
+        F.col("image_id"),
+        F.col("display").alias("picture"),
+        F.col("display_note").alias("note"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(dataset).alias("dataset"),
+    ).where(F.col("picture").isNotNull() | F.col("note").isNotNull())
+    rows = rows.repartition(max(1, spark.sparkContext.defaultParallelism)).sortWithinPartitions("image_id")
+    if append:
+        with tables.table_writer(lake, "display_pictures"):
+            rows.write.mode("append").partitionBy("dataset").parquet(lake.table_url("display_pictures"))
+        tables.register_table(spark, lake, "display_pictures")
+    else:
+        write_dataset_partition(spark, rows, lake, "display_pictures", dataset)
+    return (
+        tables.read_table(spark, lake, "display_pictures")
+        .where((F.col("dataset") == dataset) & (F.col("run_id") == run_id) & F.col("picture").isNotNull())
+        .count()
+    )
+
+
 def write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name: str, dataset: str) -> None:
     """Replace one dataset's partition of a table, leaving other datasets' rows alone.
 

@@ -170,7 +170,12 @@ def quarantine(run: PrepareRun, metadata: CheckedMetadata, matched: MatchedFiles
     considered = metadata.rows_read + matched.n_orphans - known
     fraction = (n_quarantined - known) / considered if considered else 0.0
     limit = run.settings.quarantine.max_fraction
-    run.summary["images"] |= {"converted": decoded.counts["converted"], "written": 0}
+    counts = decoded.counts
+    run.summary["images"] |= {
+        "converted": counts["converted"],
+        "written": 0,
+        "display_pictures": counts["display_pictures"],  # written with the store, none if it is not
+    }
     run.summary["quarantine"] = {
         "total": n_quarantined,
         "fraction": round(fraction, 6),
@@ -237,6 +242,10 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
         load.finish_replace(run.lake, run.dataset)
     run.summary["images"]["written"] = n_good
     run.phase("write_store")
+    if settings.web.display_max_side and (n_good or not run.appends):
+        shown = load.write_display_pictures(run.spark, good, run.lake, run.dataset, run.run_id, append=run.appends)
+        run.summary["images"]["display_pictures"] = shown
+        run.phase("display_pictures")
 
 
 def write_tables(run: PrepareRun) -> None:

@@ -37,7 +37,9 @@ def prepare_summary_text(summary: Mapping[str, Any]) -> str:
         im = summary["images"]
         out.write(
             f"\nimages    {im['files_found']:,} files found, {im['with_metadata']:,} with metadata, "
-            f"{im['written']:,} written to the store\n"
+            f"{im['written']:,} written to the store"
+            + (f", {im['display_pictures']:,} display pictures" if im.get("display_pictures") else "")
+            + "\n"
         )
         out.write(
             _dicom_lines(summary["dicom"])

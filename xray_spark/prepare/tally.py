@@ -79,8 +79,13 @@ def row_counts(**frames: DataFrame) -> dict[str, int]:
 
 
 def decoded_tally(decoded: DataFrame) -> dict[str, Any]:
-    """Good images, what they were converted from, and the bad ones by reason: one job."""
-    rows = decoded.groupBy("reason", "converted").count().collect()
+    """Good images, what they were converted from, those with a display picture, and the bad ones by reason: one
+    job."""
+    rows = (
+        decoded.groupBy("reason", "converted")
+        .agg(F.count("*").alias("count"), F.count("display").alias("displayed"))
+        .collect()
+    )
     good = [r for r in rows if r["reason"] is None]
     bad: dict[str, int] = {}
     for r in rows:
@@ -88,6 +93,7 @@ def decoded_tally(decoded: DataFrame) -> dict[str, Any]:
             bad[r["reason"]] = bad.get(r["reason"], 0) + int(r["count"])
     return {
         "good": sum(int(r["count"]) for r in good),
+        "display_pictures": sum(int(r["displayed"]) for r in good),
         "converted": {r["converted"]: int(r["count"]) for r in good if r["converted"]},
         "bad_by_reason": bad,
     }

@@ -14,7 +14,7 @@ model's runtime cannot explain draws none and says so.
 Each row of ``xray.heatmaps``: the image, the model version, the finding and its
 probability, the heatmap as a small 8-bit PNG (:data:`HEATMAP_SIDE` px, the stored image's
 square), the peak and the box around the hot region (the connected part of the map at or
-above :data:`HOT_FRACTION` of its peak that holds the peak) in original-image pixels.
+above :data:`xray_spark.pictures.HOT_FRACTION` of its peak that holds the peak) in original-image pixels.
 """
 
 from __future__ import annotations
@@ -27,26 +27,14 @@ import pandas as pd
 
 from xray_spark.lake import catalog
 from xray_spark.model_runtime import can_explain
+from xray_spark.pictures import hot_region
 from xray_spark.score import runtime
 from xray_spark.score.runtime import ModelRef
 
 HEATMAP_SIDE = 64
-HOT_FRACTION = 0.5
 
 #: What the heatmapper gives per row: the columns of ``xray.heatmaps`` before the run's own.
 HEATMAP_SCHEMA = catalog.table("heatmaps").schema(columns=catalog.HEATMAP_FIELDS)
-
-
-def hot_region(cam: np.ndarray, side: int) -> tuple[tuple[float, float], tuple[float, float, float, float]]:
-    """The peak (x, y) and the box (x, y, w, h) of the hot region, in pixels of a ``side`` x ``side`` image."""
-    import cv2
-
-    full = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
-    y, x = np.unravel_index(int(np.argmax(full)), full.shape)
-    hot = (full >= HOT_FRACTION * full[y, x]).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
-    left, top, width, height, _ = stats[labels[y, x]]
-    return (x + 0.5, y + 0.5), (float(left), float(top), float(width), float(height))
 
 
 def to_original(value: float, size: int, width: int | None, height: int | None, axis: str) -> float:

@@ -2,41 +2,54 @@
 
 Every page and picture needs a signed-in session; every form carries its session's CSRF token.
 Templates are Jinja2's with autoescaping, so a value from a file, a header, a labels file or a
-note is shown as text, never run; the Content-Security-Policy allows no script at all besides.
+note is shown as text, never run; the Content-Security-Policy allows no script but the app's own file
+(``static/worklist.js``: the large view, window/level, the keyboard, saves without a reload), and every form
+still works without it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import os
 import secrets
-import threading
-from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import jinja2
 from flask import Flask, Response, abort, g, redirect, render_template, request, session, url_for
 
-from xray_spark.config import WebSettings
+from xray_spark.config import WebSettings, WorklistSettings
 from xray_spark.errors import UsageError
-from xray_spark.labels import FINDINGS
-from xray_spark.pictures import heatmap_to_show, overlay_png, probability_chart
-from xray_spark.viewer import viewer_link
+from xray_spark.pages import render
+from xray_spark.pages.lake_view import LARGE_OVERLAY, OVERLAY_SIDE, LakeView
+from xray_spark.pages.viewer import needs_lookup, orthanc_study_id, viewer_link
 from xray_spark.web.accounts import Accounts
-from xray_spark.web.lake_view import LakeView
 from xray_spark.web.verdicts import CONFIRM, MISSED, REJECT, NotSaved, Verdict, VerdictStore
 
 OPEN = {"signin", "static"}
+#: Nothing from elsewhere: pictures, the app's own script and its saves from this site only, no inline script.
 CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
 def create_app(
-    web: WebSettings, view: LakeView, accounts: Accounts, verdicts: VerdictStore, *, tls: bool, viewer_url: str = ""
+    web: WebSettings,
+    view: LakeView,
+    accounts: Accounts,
+    verdicts: VerdictStore,
+    *,
+    tls: bool,
+    worklist: WorklistSettings | None = None,
 ) -> Flask:
     app = Flask(__name__)
+    # The app's own pages (sign-in, errors, the verdict form), then the worklist's, shared with the static pages.
+    own = jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates"))
+    app.jinja_loader = jinja2.ChoiceLoader([own, render.loader()])  # type: ignore[method-assign, assignment]
     app.secret_key = accounts.secret()
     app.config.update(
         SESSION_COOKIE_NAME="xray_session",
@@ -51,7 +64,9 @@ def create_app(
         "view": view,
         "accounts": accounts,
         "verdicts": verdicts,
-        "viewer_url": viewer_url,
+        "viewer_url": worklist.viewer_url if worklist else "",
+        "worklist": worklist or WorklistSettings(),
+        "zone": render.time_zone(web.timezone),
     }
 
     @app.before_request
@@ -85,10 +100,40 @@ def _csrf_ok() -> bool:
     return bool(sent) and bool(expected) and secrets.compare_digest(sent, expected)
 
 
+class AppLinks:
+    """The app's URLs for the shared templates (:class:`render.Links`)."""
+
+    def home(self) -> str:
+        return url_for("home")
+
+    def signout(self) -> str:
+        return url_for("signout")
+
+    def worklist(self, dataset: str, which: str) -> str:
+        return url_for("worklist", dataset=dataset, which=which)
+
+    def patient(self, dataset: str, patient_id: int) -> str:
+        return url_for("patient", dataset=dataset, patient_id=patient_id)
+
+    def picture(self, dataset: str, film: Mapping[str, Any]) -> str:
+        return url_for("picture", dataset=dataset, id=film["image_id"])
+
+    def overlay(self, dataset: str, film: Mapping[str, Any], large: bool = False) -> str:
+        key = {"id": film["image_id"], "finding": film["overlay"], "v": film["model_version"]}
+        return url_for("overlay", dataset=dataset, **key, **({"large": "1"} if large else {}))
+
+    def display(self, dataset: str, film: Mapping[str, Any]) -> str:
+        return url_for("display", dataset=dataset, id=film["image_id"])
+
+    def film(self, dataset: str, film: Mapping[str, Any]) -> str:
+        return url_for("film", dataset=dataset, image_id=film["image_id"])
+
+
 def _page(template: str, status: int = 200, **values: Any) -> tuple[str, int]:
     if g.get("session") is not None:
         values.setdefault("csrf", g.session.csrf)
         values.setdefault("reader", g.session.name)
+    values = render.page_values({"app": True, "links": AppLinks(), **values})
     return render_template(template, **values), status
 
 
@@ -109,6 +154,7 @@ def _routes(app: Flask) -> None:
     _account_routes(app)
     _page_routes(app)
     _verdict_routes(app)
+    _picture_routes(app)
 
 
 def _account_routes(app: Flask) -> None:
@@ -146,27 +192,53 @@ def _page_routes(app: Flask) -> None:
     @app.get("/")
     def home() -> Any:
         view: LakeView = _parts()["view"]
-        datasets = [(d, view.dates(d)) for d in view.datasets()]
-        return _page("index.html", datasets=datasets)
+        zone = _parts()["zone"]
+        datasets = view.datasets()
+        nights = {d: view.nights(d, zone) for d in datasets}
+        days = [(d, view.dates(d, zone)) for d in datasets]
+        return _page("index.html", datasets=days, nights=nights, monitoring=None)
 
-    @app.get("/worklist/<dataset>/<date>")
-    def worklist(dataset: str, date: str) -> Any:
+    @app.get("/worklist/<dataset>/<which>")
+    def worklist(dataset: str, which: str) -> Any:
         parts = _parts()
         view: LakeView = parts["view"]
-        dates = dict(view.dates(dataset))
-        if date not in dates:
+        size = view.list_size(dataset, which, parts["zone"])
+        if size is None:
             abort(404)
-        films = view.worklist(dataset, date, parts["web"].films_per_page)
+        unanswered = request.args.get("unanswered") == "1"
+        answered = parts["verdicts"].answered(dataset, g.session.name) if unanswered else set()
+        films = view.worklist(dataset, which, parts["web"].films_per_page, parts["zone"], skip=answered)
         mine = parts["verdicts"].current_for(dataset, g.session.name, [f["image_id"] for f in films])
-        _decorate(view, dataset, films)
+        render.ready_to_show(view, dataset, films, parts["viewer_url"], _lookup_link(dataset))
         return _page(
             "worklist.html",
             dataset=dataset,
-            date=date,
+            date=which,
+            title=_list_title(view, dataset, which, parts["zone"]),
             films=films,
-            shown_of=dates[date],
+            shown_of=size,
+            unanswered=unanswered,
+            answered=len(answered),
+            versions=sorted({f["model_version"] for f in films}),
             mine=mine,
-            findings=FINDINGS,
+            form_id=lambda: secrets.token_urlsafe(16),
+            choices=(CONFIRM, REJECT),
+        )
+
+    @app.get("/film/<dataset>/<image_id>")
+    def film(dataset: str, image_id: str) -> Any:
+        parts = _parts()
+        view: LakeView = parts["view"]
+        found = view.film(dataset, image_id)
+        if found is None:
+            abort(404)
+        render.ready_to_show(view, dataset, [found], parts["viewer_url"], _lookup_link(dataset))
+        mine = parts["verdicts"].current_for(dataset, g.session.name, [image_id])
+        return _page(
+            "film.html",
+            dataset=dataset,
+            film=found,
+            mine=mine,
             form_id=lambda: secrets.token_urlsafe(16),
             choices=(CONFIRM, REJECT),
         )
@@ -176,11 +248,20 @@ def _page_routes(app: Flask) -> None:
         films = _parts()["view"].patient(dataset, patient_id)
         if not films:
             abort(404)
-        findings = [f for f in FINDINGS if any(f in film["called"] for film in films)]
-        chart = probability_chart(films, findings) if findings else ""
+        called_ever, chart = render.patient_chart(films)
         return _page(
-            "patient.html", dataset=dataset, patient_id=patient_id, films=films, findings=findings, chart=chart
+            "patient.html", dataset=dataset, patient_id=patient_id, films=films, called_ever=called_ever, chart=chart
         )
+
+
+def _lookup_link(dataset: str) -> Any:
+    return lambda film: url_for("viewer", dataset=dataset, image_id=film["image_id"])
+
+
+def _list_title(view: LakeView, dataset: str, which: str, zone: Any) -> str:
+    """``scored on <day>`` or ``the night that began <time>`` (a scoring run)."""
+    began = {run: when for run, when, _ in view.nights(dataset, zone)}.get(which)
+    return f"scored in the run that began {began}" if began else f"scored on {which}"
 
 
 def _verdict_routes(app: Flask) -> None:
@@ -193,7 +274,9 @@ def _verdict_routes(app: Flask) -> None:
         if film["model_version"] != request.form.get("model_version"):
             return _page("error.html", 409, message="The film was scored again since the page was shown: reload it.")
         called = tuple(film["called"])
+        agree = request.form.get("agree_all") == "1"  # every call confirmed; on a film without one, no finding
         marks = {f: request.form[f"v:{f}"] for f in called if request.form.get(f"v:{f}")}
+        marks = {f: CONFIRM for f in called} if agree else marks
         marks |= {f: MISSED for f in request.form.getlist("missed") if f not in called}
         try:
             parts["verdicts"].record(
@@ -204,67 +287,83 @@ def _verdict_routes(app: Flask) -> None:
                     film["model_version"],
                     called,
                     marks,
-                    no_finding=request.form.get("no_finding") == "1",
+                    no_finding=request.form.get("no_finding") == "1" or (agree and not called),
                     note=request.form.get("note", "").strip(),
                 ),
                 request.form.get("form_id") or secrets.token_urlsafe(16),
             )
         except UsageError as exc:
+            if _wants_json():
+                return {"saved": False, "message": f"The verdict was not saved: {exc}."}, 400
             return _page("error.html", 400, message=f"The verdict was not saved: {exc}.")
         except NotSaved:
+            if _wants_json():
+                message = "Your verdict was NOT saved: the verdicts file is busy. Send it again in a few seconds."
+                return Response(
+                    json.dumps({"saved": False, "message": message}), 503, mimetype="application/json",
+                    headers={"Retry-After": "5"},
+                )  # fmt: skip
             body, status = _page(
                 "error.html", 503, message="Your verdict was NOT saved: the verdicts file is busy. Send it again in a "
                 "few seconds (go back: the form is as you left it)."
             )  # fmt: skip
             return Response(body, status, headers={"Retry-After": "5"})
+        if _wants_json():  # the page's own script: the verdict as saved, no reload
+            saved = parts["verdicts"].current_for(dataset, g.session.name, [film["image_id"]])[film["image_id"]]
+            return {"saved": True, "image_id": film["image_id"], "findings": saved["findings"],
+                    "no_finding": saved["no_finding"], "note": saved["note"]}  # fmt: skip
         back = _local(request.form.get("back"), url_for("home"))
         return redirect(f"{back}#film-{film['image_id']}", 303)
 
+
+def _picture_routes(app: Flask) -> None:
     @app.get("/picture")
     def picture() -> Any:
         png = _parts()["view"].picture(request.args.get("dataset", ""), request.args.get("id", ""))
         return Response(png, mimetype="image/png") if png else abort(404)
 
+    @app.get("/viewer/<dataset>/<image_id>")
+    def viewer(dataset: str, image_id: str) -> Any:
+        """The study in the PACS viewer, its archive asked for the id the viewer wants (``{orthanc_study}``)."""
+        parts = _parts()
+        settings: WorklistSettings = parts["worklist"]
+        film = parts["view"].film(dataset, image_id)
+        study_uid = parts["view"].study_uids(dataset, [image_id]).get(image_id) if film else None
+        if not study_uid or not needs_lookup(settings.viewer_url):
+            abort(404)
+        credentials = _read_credentials(settings.viewer_lookup_auth)
+        try:
+            orthanc = orthanc_study_id(settings.viewer_lookup, study_uid, credentials)
+        except (OSError, ValueError) as exc:
+            message = f"The PACS at {settings.viewer_lookup} did not answer ({type(exc).__name__}): try again later."
+            return _page("error.html", 502, message=message)
+        if orthanc is None:
+            return _page("error.html", 404, message="The PACS does not hold this film's study (asked by its UID).")
+        return redirect(viewer_link(settings.viewer_url, study_uid, film["accession_number"], orthanc), 303)
+
+    @app.get("/display")
+    def display() -> Any:
+        found = _parts()["view"].display(request.args.get("dataset", ""), request.args.get("id", ""))
+        picture = found[0] if found else None
+        return Response(picture, mimetype="image/jpeg") if picture else abort(404)
+
     @app.get("/overlay")
     def overlay() -> Any:
         args = request.args
         dataset, key = args.get("dataset", ""), (args.get("id", ""), args.get("finding", ""), args.get("v", ""))
-        png = _overlays(_parts()["view"], dataset, [key]).get(key)
+        side = LARGE_OVERLAY if args.get("large") == "1" else OVERLAY_SIDE
+        png = _parts()["view"].overlays(dataset, [key], side).get(key)
         return Response(png, mimetype="image/png") if png else abort(404)
 
 
-#: Overlays drawn lately, by (lake, dataset, image_id, finding, model_version): a page's are drawn in one go.
-_OVERLAYS: OrderedDict[tuple[str, str, str, str, str], bytes] = OrderedDict()
-_OVERLAYS_KEPT = 2000
-_OVERLAYS_LOCK = threading.Lock()
+def _read_credentials(path: str) -> str:
+    """``user:password`` from the file ``path`` (its first line), or empty when there is none."""
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        return fh.readline().strip()
 
 
-def _overlays(view: LakeView, dataset: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], bytes]:
-    """The see-through overlay of each (image_id, finding, version), drawn once and kept for the pictures' requests."""
-    with _OVERLAYS_LOCK:
-        found = {k: _OVERLAYS[(view.root, dataset, *k)] for k in keys if (view.root, dataset, *k) in _OVERLAYS}
-    missing = [k for k in keys if k not in found]
-    for key, png in view.heatmaps(dataset, missing).items():
-        found[key] = overlay_png(png, 160)
-        with _OVERLAYS_LOCK:
-            _OVERLAYS[(view.root, dataset, *key)] = found[key]
-            while len(_OVERLAYS) > _OVERLAYS_KEPT:
-                _OVERLAYS.popitem(last=False)
-    return found
-
-
-def _decorate(view: LakeView, dataset: str, films: list[dict[str, Any]]) -> None:
-    """The finding whose heatmap each film shows, and its PACS viewer link."""
-    from flask import current_app
-
-    ids = [f["image_id"] for f in films]
-    maps = view.heatmap_findings(dataset, ids)
-    template = current_app.extensions["xray"].get("viewer_url", "")
-    uids = view.study_uids(dataset, ids) if template else {}
-    for rank, film in enumerate(films, start=1):
-        have = maps.get((film["image_id"], film["model_version"]), set())
-        film["rank"] = rank
-        called = {f: film["probs"].get(f, 0.0) for f in film["called"]}
-        film["overlay"] = heatmap_to_show(called, film["risk_finding"], have)
-        film["viewer_href"] = viewer_link(template, uids.get(film["image_id"]), film["accession_number"])
-    _overlays(view, dataset, [(f["image_id"], f["overlay"], f["model_version"]) for f in films if f["overlay"]])
+def _wants_json() -> bool:
+    """The page's own script asks for JSON; a plain form post gets the page back."""
+    return request.accept_mimetypes.best == "application/json"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from xray_spark.config import Settings
 from xray_spark.errors import UsageError
-from xray_spark.lake import is_inside, local_path
+from xray_spark.lake import Lake, is_inside, local_path
 from xray_spark.net import is_loopback
 
 
@@ -52,22 +52,25 @@ def verdicts_path(settings: Settings) -> str:
 
 
 def build_app(settings: Settings):
+    from xray_spark.pages.lake_view import LakeView
     from xray_spark.web.accounts import Accounts
     from xray_spark.web.app import create_app
-    from xray_spark.web.lake_view import LakeView
     from xray_spark.web.verdicts import VerdictStore
 
     web = settings.web
+    auth = settings.worklist.viewer_lookup_auth
+    if auth and is_inside(os.path.abspath(auth), lake_root(settings)):
+        raise UsageError(f"worklist.viewer_lookup_auth ({auth}) is inside the lake: a password stays outside it")
     accounts = Accounts(
         accounts_path(settings), free_failures=web.signin_free_failures, max_delay=web.signin_max_delay_seconds
     )
     return create_app(
         web,
-        LakeView(lake_root(settings)),
+        LakeView(Lake.at(lake_root(settings))),
         accounts,
         VerdictStore(verdicts_path(settings)),
         tls=bool(web.tls_cert),
-        viewer_url=settings.worklist.viewer_url,
+        worklist=settings.worklist,
     )
 
 

@@ -183,6 +183,14 @@ class VerdictStore:
             record["current"] = newest[(record["dataset"], record["image_id"], record["reader"])] == record["id"]
         return [r for r in out if r["current"]] if current_only else out
 
+    def answered(self, dataset: str, reader: str) -> set[str]:
+        """The films of ``dataset`` the reader has given a verdict on."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT DISTINCT image_id FROM submissions WHERE dataset = ? AND reader = ?", (dataset, reader)
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def current_for(self, dataset: str, reader: str, image_ids: Iterable[str]) -> dict[str, dict]:
         """The reader's own newest submission per film among ``image_ids``."""
         ids = list(image_ids)
