@@ -66,61 +66,76 @@ def base_lake(cache: Path) -> Path:
     return lake
 
 
-def _read(path: Path) -> pa.Table:
-    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
+def _read(base: Path, name: str) -> pa.Table:
+    """A table of ``base`` as the app reads it: through its catalog partitioning."""
+    from xray_spark.lake import catalog
+
+    path = base / "tables" / name
+    return pads.dataset(str(path), format="parquet", partitioning=catalog.arrow_partitioning(name)).to_table()
 
 
 def _tiled(table: pa.Table, n: int) -> pa.Table:
     return table.take(pa.array(np.arange(n) % table.num_rows))
 
 
+def _set(table: pa.Table, name: str, values) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(values, table.schema.field(name).type))
+
+
 def scaled_lake(base: Path, n: int, out: Path) -> Path:
-    """``base`` repeated to ``n`` films (see the module's docstring)."""
+    """``base`` repeated to ``n`` films (see the module's docstring); each scoring date a run of its own."""
     if (out / "ready").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
-    ids = pa.array([f"{k:08d}_000.png" for k in range(n)])
-    patients = pa.array((np.arange(n) // 4 + 1).astype(np.int32))
-    follow = pa.array((np.arange(n) % 4).astype(np.int32))
-    tables = base / "tables"
-    predictions = _read(tables / "predictions").drop(["dataset"])
-    first = dt.date.fromisoformat(str(predictions.column("score_date")[0].as_py()))
+    ids = [f"{k:08d}_000.png" for k in range(n)]
+    patients = (np.arange(n) // 4 + 1).astype(np.int32)
+    follow = (np.arange(n) % 4).astype(np.int32)
+    predictions = _read(base, "predictions")
+    first = predictions.column("score_date")[0].as_py()
     days = [first - dt.timedelta(days=DATES - 1 - (k % DATES)) for k in range(n)]
-    if pa.types.is_string(predictions.schema.field("score_date").type):
-        days = [d.isoformat() for d in days]
+    runs = [f"{d:%Y%m%d}T020000Z-bench" for d in days]
     p = _tiled(predictions, n)
-    for name, column in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
-        p = p.set_column(p.schema.get_field_index(name), name, column)
-    p = p.set_column(
-        p.schema.get_field_index("score_date"), "score_date", pa.array(days, p.schema.field("score_date").type)
-    )
-    _write(p, out / "tables" / "predictions" / "dataset=nih", rows_per_file=250_000)
-    s = _tiled(_read(tables / "studies").drop(["dataset"]), n)
-    for name, column in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
-        if name in s.schema.names:
-            s = s.set_column(s.schema.get_field_index(name), name, column)
-    _write(s, out / "tables" / "studies" / "dataset=nih", rows_per_file=250_000)
+    for name, values in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
+        p = _set(p, name, values)
+    scored = predictions.column("scored_at")[0].as_py()
+    p = _set(_set(p, "score_date", days), "run_id", runs)
+    p = _set(p, "scored_at", [scored - (first - d) for d in days])  # the app's days and nights come from this
+    _write(p, out, "predictions", rows_per_file=250_000)
+    st = _tiled(_read(base, "studies"), n)
+    for name, values in (("image_id", ids), ("patient_id", patients), ("follow_up", follow)):
+        st = _set(st, name, values)
+    _write(st, out, "studies", rows_per_file=250_000)
     today = [k for k in range(n) if k % DATES == DATES - 1]
-    maps = _read(tables / "heatmaps").drop(["dataset"])
+    maps = _read(base, "heatmaps")
     h = maps.take(pa.array(np.arange(len(today)) % maps.num_rows))
-    h = h.set_column(h.schema.get_field_index("image_id"), "image_id", pa.array([ids[k].as_py() for k in today]))
-    _write(h, out / "tables" / "heatmaps" / "dataset=nih", rows_per_file=250_000)
+    h = _set(h, "image_id", [ids[k] for k in today])
+    h = _set(_set(h, "score_date", [days[k] for k in today]), "run_id", [runs[k] for k in today])
+    _write(h, out, "heatmaps", rows_per_file=250_000)
     for name in ("models", "model_aliases"):
-        shutil.copytree(tables / name, out / "tables" / name)
+        shutil.copytree(base / "tables" / name, out / "tables" / name)
     store = pads.dataset(str(base / "petastorm" / "nih"), format="parquet").to_table()
-    st = _tiled(store, n)
-    st = st.set_column(st.schema.get_field_index("image_id"), "image_id", ids)
-    st = st.set_column(st.schema.get_field_index("patient_id"), "patient_id", patients)
-    _write(st, out / "petastorm" / "nih", rows_per_file=10_000, row_group=1_000)
+    store = _set(_set(_tiled(store, n), "image_id", ids), "patient_id", patients)
+    folder = out / "petastorm" / "nih"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate(range(0, n, 10_000)):
+        pq.write_table(store.slice(start, 10_000), folder / f"part-{i:05d}.parquet", row_group_size=1_000)
     (out / "ready").write_text(str(n))
     return out
 
 
-def _write(table: pa.Table, folder: Path, *, rows_per_file: int, row_group: int = 100_000) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, start in enumerate(range(0, table.num_rows, rows_per_file)):
-        part = table.slice(start, rows_per_file)
-        pq.write_table(part, folder / f"part-{i:05d}.parquet", row_group_size=row_group)
+def _write(table: pa.Table, out: Path, name: str, *, rows_per_file: int) -> None:
+    """A table written the way the jobs write it: its catalog partitions as folders."""
+    from xray_spark.lake import catalog
+
+    pads.write_dataset(
+        table,
+        str(out / "tables" / name),
+        format="parquet",
+        partitioning=catalog.arrow_partitioning(name),
+        max_rows_per_file=rows_per_file,
+        max_rows_per_group=min(rows_per_file, 100_000),
+        existing_data_behavior="overwrite_or_ignore",
+    )
 
 
 def _web(*args: str, lake: Path, state: Path, port: int, stdin: str = "") -> str:
@@ -157,7 +172,7 @@ def measure(lake: Path, n: int, loads: int, work: Path) -> dict:
         started = time.perf_counter()
         home = http.get(url).text  # the tables read into memory
         cold = time.perf_counter() - started
-        date = re.search(r'/worklist/nih/([0-9-]+)"', home).group(1)
+        date = re.search(r'/worklist/nih/([0-9]{4}-[0-9-]+)"', home).group(1)  # the newest day
         page = f"{url}worklist/nih/{date}"
         first = _timed(http.get, page)
         html = [_timed(http.get, page) for _ in range(loads)]

@@ -53,9 +53,8 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
 
 
-#: Small settings for fast tests: 64 px images, a few files per store.
-#: The tests' settings: small images, and no display pictures (a Spark write per prepare, 7% of a small one) except
-#: where they are tested (the prepared lake, its web app and worklists: :data:`DISPLAY`).
+#: The tests' settings: 64 px images, a few files per store, and no display pictures (a Spark write per prepare,
+#: 7% of a small one) except where they are tested (the prepared lake, its web app and worklists: :data:`DISPLAY`).
 TEST_OVERRIDES = [
     "image.size=64",
     "prepare.images_per_file=40",
@@ -121,6 +120,17 @@ def make_settings(lake_dir: Path, *extra: str):
     return load_settings(
         ROOT / "conf" / "local.yaml", [*TEST_OVERRIDES, f"lake={lake_dir}", f"privacy.identity_dir={identity}", *extra]
     )
+
+
+def shifted_model(model_dir: str, out: Path, suffix: str, logits: float = 3.0) -> tuple[str, str]:
+    """A copy of the model at ``model_dir`` whose calibration adds ``logits`` to every finding's logit (it calls
+    more): (its folder, its version, the original's with ``-suffix``)."""
+    shutil.copytree(model_dir, out)
+    meta = json.loads((out / "model.json").read_text())
+    meta["version"] += f"-{suffix}"
+    meta["calibration"] = {k: v and v | {"b": v["b"] + logits} for k, v in meta["calibration"].items()}
+    (out / "model.json").write_text(json.dumps(meta))
+    return str(out), meta["version"]
 
 
 def _plain(value):

@@ -8,7 +8,6 @@ Orthanc runs in a network namespace of its own (its DICOM port cannot be bound t
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import threading
@@ -33,7 +32,7 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.score.pipeline import run_scoring
 from xray_spark.uids import result_uid
 
-from .conftest import make_settings
+from .conftest import make_settings, shifted_model
 from .corpus import planted_identity
 from .dicom_peers import ORTHANC_HTTP, bridge, need, network_namespace, orthanc, rest, running_node
 from .jobs import kill_when
@@ -263,14 +262,10 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
     shutil.copytree(lake.root, root / "lake", ignore=shutil.ignore_patterns("locks"))
     shutil.copytree(settings.privacy.identity_dir, root / "lake-identity")
     keen = make_settings(root / "lake", "dataset=hospital", "quarantine.max_fraction=0.5", "score.heatmaps=top:100")
-    copy, mine = tmp_path / "keen-model", Lake.at(str(root / "lake"))
-    shutil.copytree(small_model["model_dir"], copy)
-    meta = json.loads((copy / "model.json").read_text())
-    meta["version"] += "-keen"
-    meta["calibration"] = {k: v and v | {"b": v["b"] + 3.0} for k, v in meta["calibration"].items()}
-    (copy / "model.json").write_text(json.dumps(meta))
-    registry.register_model(spark, mine, str(copy), dataset="nih")
-    registry.set_alias(spark, mine, meta["version"], reason="a champion that calls more")
+    mine = Lake.at(str(root / "lake"))
+    copy, version = shifted_model(small_model["model_dir"], tmp_path / "keen-model", "keen")
+    registry.register_model(spark, mine, copy, dataset="nih")
+    registry.set_alias(spark, mine, version, reason="a champion that calls more")
     run_scoring(spark, mine, keen, new_only=True)
     called = _deliver_and_read_scs(spark, mine, keen, tmp_path / "keen-results")
     assert called["drawn"] >= 3, called

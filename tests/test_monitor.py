@@ -5,7 +5,6 @@ raises the alert of its own measures."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from pyspark.sql import functions as F
@@ -20,7 +19,7 @@ from xray_spark.score.pipeline import run_scoring
 from xray_spark.worklist.pipeline import run_worklist
 
 from .browser import browser
-from .conftest import ROOT, make_settings
+from .conftest import ROOT, make_settings, shifted_model
 from .jobs import run_in_process
 
 KEY = "a-monitoring-test-key-long-enough-31"
@@ -121,14 +120,9 @@ def test_a_night_like_the_reference_is_quiet_and_each_shift_raises_its_own_measu
     assert len(again["nights"]) == 7 and rows().count() == before, "a night's rows replaced, not added"
 
     # a champion whose calibration is wrong (3 logits too high): its call rates move from what validation called
-    copy = tmp_path / "miscalibrated"
-    shutil.copytree(small_model["model_dir"], copy)
-    meta = json.loads((copy / "model.json").read_text())
-    meta["version"] += "-miscalibrated"
-    meta["calibration"] = {k: v and v | {"b": v["b"] + 3.0} for k, v in meta["calibration"].items()}
-    (copy / "model.json").write_text(json.dumps(meta))
-    registry.register_model(spark, lake, str(copy), dataset="nih")
-    registry.set_alias(spark, lake, meta["version"], reason="a wrong calibration")
+    copy, version = shifted_model(small_model["model_dir"], tmp_path / "miscalibrated", "miscalibrated")
+    registry.register_model(spark, lake, copy, dataset="nih")
+    registry.set_alias(spark, lake, version, reason="a wrong calibration")
     wrong = run_scoring(spark, lake, settings, new_only=True)["run_id"]
     after = run_monitor(spark, lake, settings)
     moved = _alerted(after, wrong)

@@ -213,7 +213,7 @@
     }
     const said = Object.keys(body.findings).sort().map((f) => `${f} ${body.findings[f]}`);
     if (body.no_finding) said.push("no finding");
-    mine.textContent = "saved: " + said.join("; ");
+    mine.textContent = "saved: " + (said.join("; ") || "nothing marked");
     row.classList.add("answered");
     timings.push((performance.now() - started) / 1000);
     const mean = timings.reduce((a, b) => a + b, 0) / timings.length;
