@@ -68,6 +68,7 @@ class LakeView:
         self._overlays_cached = overlays_cached
         self._tables: dict[str, tuple[tuple, pd.DataFrame | None]] = {}
         self._latest: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        self._local_days: dict[tuple[str, str], tuple[pd.DataFrame, pd.Series]] = {}
         self._pictures: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._pictures_cached = pictures_cached
         self._index: dict[tuple[str, str], tuple[tuple, dict[str, tuple[str, int, int]]]] = {}
@@ -149,8 +150,20 @@ class LakeView:
         latest = self.latest(dataset)
         if latest.empty:
             return []
-        counts = _local_day(latest[SCORED_AT], zone).value_counts()
+        counts = self._days(dataset, latest, zone).value_counts()
         return sorted(((str(d), int(n)) for d, n in counts.items()), reverse=True)
+
+    def _days(self, dataset: str, latest: pd.DataFrame, zone: dt.tzinfo) -> pd.Series:
+        """Each film's day in ``zone`` (of :meth:`latest`'s frame), worked out once per version of the tables."""
+        key = (dataset, str(zone))
+        with self._lock:
+            cached = self._local_days.get(key)
+        if cached is not None and cached[0] is latest:
+            return cached[1]
+        days = _local_day(latest[SCORED_AT], zone)
+        with self._lock:
+            self._local_days[key] = (latest, days)
+        return days
 
     def nights(self, dataset: str, zone: dt.tzinfo = dt.UTC) -> list[tuple[str, str, int]]:
         """The scoring runs (newest first): their id, when they began in ``zone`` and their number of films (a film
@@ -170,10 +183,8 @@ class LakeView:
         films = self.latest(dataset)
         if films.empty:
             return []
-        if which in set(films[RUN_ID].astype(str)):
-            films = films[films[RUN_ID].astype(str) == which]
-        else:
-            films = films[_local_day(films[SCORED_AT], zone) == which]
+        in_run = films[RUN_ID].astype(str) == which
+        films = films[in_run if in_run.any() else self._days(dataset, films, zone) == which]
         films = films[~films["image_id"].isin(set(skip))]
         by = [name for name, _ in risk.ORDER]
         ascending = [direction == "ASC" for _, direction in risk.ORDER]
