@@ -96,7 +96,7 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 	  --summary-json $(LAKE)/reports/dicom-prepare-latest.json
 	$(XRAY) score --conf $(CONF) --lake $(LAKE) --dataset hospital --new-only \
 	  --summary-json $(LAKE)/reports/dicom-score-latest.json
-	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --set dataset=hospital \
+	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
 	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
 	@$(XRAY) sql --conf $(CONF) --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \

@@ -107,7 +107,15 @@ def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model,
     outputs = [checked(run_job("prepare", [*common, *prepare, "--summary-json", tmp_path / "prepare.json"]))]
     register_model(spark, Lake.at(str(lake_dir)), small_model["model_dir"], dataset="nih")
     outputs.append(checked(run_in_process("score", [*common, "--new-only", "--summary-json", tmp_path / "score.json"])))
-    evaluate = [*common, "--set", "evaluate.bootstrap=20", "--summary-json", tmp_path / "evaluate.json"]
+    evaluate = [
+        *common,
+        "--dataset",
+        "demo",
+        "--set",
+        "evaluate.bootstrap=20",
+        "--summary-json",
+        tmp_path / "evaluate.json",
+    ]
     outputs.append(checked(run_in_process("evaluate", evaluate)))
     summary = json.loads((tmp_path / "prepare.json").read_text())
     assert summary["dicom"]["skipped"] == {"not_a_radiograph": 1, "lateral_view": 1, "not_chest": 1, "no_pixel_data": 1}
@@ -115,7 +123,7 @@ def test_prepare_score_and_evaluate_leak_no_identifier(spark, demo, small_model,
     assert summary["quarantine"]["by_reason"] == {"undecodable_image": 1}  # the file cut short
     assert summary["images"]["written"] == len(films)
     assert f"{len(films)} predictions written" in outputs[1].stdout
-    assert "on the test split" in outputs[2].stdout
+    assert "on the test films of dataset demo" in outputs[2].stdout
     text = "\n".join(r.stdout + r.stderr for r in outputs)
     leaks = sorted(v for v in planted if v in text)
     assert not leaks, f"the job output holds {leaks[:5]}"

@@ -101,7 +101,7 @@ def test_score_evaluate_and_sql_jobs(spark, prepared, small_model, tmp_path):
         "evaluate", [*common, "--model", small_model["model_dir"], "--set", "evaluate.bootstrap=50"], cwd=tmp_path
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "on the test split" in evaluated.stdout and "report.html" in evaluated.stdout
+    assert "on the test films of dataset nih" in evaluated.stdout and "report.html" in evaluated.stdout
     # The predictions as CSV, under spark-submit: stdout is the data alone, pandas reads it as it is.
     query = "SELECT image_id, patient_id, top_probability FROM xray.predictions ORDER BY image_id"
     piped = run_submitted("sql", [*common, query, "--format", "csv"], cwd=tmp_path)

@@ -34,7 +34,8 @@ def test_heatmaps_point_at_the_planted_lesions_and_a_shuffled_control_does_not(s
     called = dataclasses.replace(settings, score=dataclasses.replace(settings.score, heatmaps="called"))
     scored = run_scoring(spark, lake, called, model_version=summary["version"], new_only=True)
     assert scored["heatmaps"]["written"] > 0
-    located = localize(spark, lake, resolve_model(spark, lake, version=summary["version"]), "val", seed=0)
+    card = resolve_model(spark, lake, version=summary["version"])
+    located = localize(spark, lake, card, "val", str(card.dataset), seed=0)
     local = {f: m for f, m in located["by_finding"].items() if f in LOCAL_LESIONS}
     # heatmaps exist for the findings called: most local lesions have some on the validation films
     assert len(local) >= 4, located["by_finding"].keys()

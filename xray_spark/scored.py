@@ -11,10 +11,17 @@ from xray_spark.labels import probability_column
 from xray_spark.lake import Lake, tables
 
 
+def patient_key(dataset: str, patient_id: int) -> str:
+    """A patient of the lake: their dataset and their number in it (patient 7 of nih is not patient 7 of a
+    hospital)."""
+    return f"{dataset}/{patient_id}"
+
+
 def collect_scored_labels(
     spark: SparkSession, lake: Lake, version: str, split: str, labels: list[str], *, dataset: str | None = None
 ) -> dict[str, np.ndarray]:
-    """For one model version: y (N x L), p (N x L), patient ids, image ids, on one split (of one dataset)."""
+    """For one model version: y (N x L), p (N x L), patient ids, image ids, on one split (of one dataset), and the
+    patients as ``groups``: (dataset, patient id) as one key, since two datasets number their patients apart."""
     predictions = tables.read_table(spark, lake, "predictions")
     studies = tables.read_table(spark, lake, "studies")
     if predictions is None or studies is None:
@@ -38,5 +45,6 @@ def collect_scored_labels(
         "y": y.reshape(-1, len(labels)),
         "p": p.reshape(-1, len(labels)),
         "patients": np.array([r["patient_id"] for r in rows]),
+        "groups": np.array([patient_key(r["dataset"], r["patient_id"]) for r in rows], dtype=object),
         "ids": np.array([r["image_id"] for r in rows], dtype=object),
     }

@@ -79,7 +79,7 @@ def run_challenge(
     table = spark.createDataFrame([_row(meta, r) for r in rows], SCHEMA)
     tables.write_table(table, lake, "challenges", mode="append")
     disagreements = _disagreements(run)
-    page = lake.path("reports", "evaluate", challenger, rule.split, f"challenge-{challenge_id}.html")
+    page = lake.path("reports", "evaluate", challenger, settings.dataset, rule.split, f"challenge-{challenge_id}.html")
     lake.write_text(page, challenge_html(meta, rows, rules, disagreements, dataclasses.asdict(rule)))
     summary: ChallengeSummary = {**meta, "at": at.isoformat(), "films": len(common), "findings": rows}  # type: ignore[typeddict-item]
     summary |= {"rule": rules, "page": page, "power": [p.as_dict() for p in powers]}
@@ -134,7 +134,7 @@ def _power(films: dict[str, np.ndarray], i: int, row: dict[str, Any], rule) -> P
 def _aligned(data: dict[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarray]:
     where = {image_id: i for i, image_id in enumerate(data["ids"])}
     rows = np.array([where[i] for i in ids])
-    return {"y": data["y"][rows], "p": data["p"][rows], "patients": data["patients"][rows], "ids": data["ids"][rows]}
+    return {key: data[key][rows] for key in ("y", "p", "patients", "groups", "ids")}
 
 
 def _compare(run: ChallengeRun, i: int, name: str) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def _compare(run: ChallengeRun, i: int, name: str) -> dict[str, Any]:
     if y.sum() >= 2 and (1 - y).sum() >= 2:
         test = delong_test(y, p_ch, p_cp, level=rule.level)
         low, high = bootstrap_difference_ci(
-            y, p_ch, p_cp, champion["patients"], resamples=rule.bootstrap, seed=i, level=rule.level
+            y, p_ch, p_cp, champion["groups"], resamples=rule.bootstrap, seed=i, level=rule.level
         )
         out |= {"auroc_champion": test.auroc_b, "auroc_challenger": test.auroc_a, "difference": test.difference}
         out |= {"delong_low": test.low, "delong_high": test.high, "p_value": test.p_value}

@@ -13,6 +13,7 @@ from xray_spark.model_card import ModelCard
 
 def html_report(
     card: ModelCard,
+    dataset: str,
     split: str,
     metrics: list[dict[str, Any]],
     pictures: tuple[bytes, bytes],
@@ -21,6 +22,7 @@ def html_report(
     located: dict[str, Any] | None = None,
 ) -> str:
     """The page: a table per finding, the ROC curves and the reliability diagrams (``pictures``)."""
+    same = " (patients never shared with the train split)" if dataset == str(card.dataset) else ""
 
     def cell(v: Any) -> str:
         if v is None:
@@ -57,8 +59,8 @@ def html_report(
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
 <body><h1>Evaluation of {html.escape(card.version)}</h1>
 <p>Model <b>{html.escape(card.kind)}</b> trained on dataset {html.escape(str(card.dataset))};
-evaluated on the <b>{html.escape(split)}</b> split: {n_images:,} images of {n_patients:,} patients
-(patients never shared with the train split). Mean AUROC <b>{cell(mean)}</b>.
+evaluated on the <b>{html.escape(split)}</b> films of dataset <b>{html.escape(dataset)}</b>: {n_images:,} images of
+{n_patients:,} patients{same}. Mean AUROC <b>{cell(mean)}</b>.
 Intervals are 95% bootstrap intervals over patients. Probabilities are calibrated per finding
 (Platt scaling on the validation split); thresholds: {rule}. A finding with too few validation
 positives is "not calibrated" and never called. ECE: expected calibration error (10 bins).</p>

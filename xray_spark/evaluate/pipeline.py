@@ -50,7 +50,7 @@ def finding_metrics(
     for i, name in enumerate(labels):
         y, p = data["y"][:, i], data["p"][:, i]
         threshold = thresholds.get(name)
-        low, high = bootstrap_auroc_ci(y, p, data["patients"], resamples=resamples, seed=seed + i)
+        low, high = bootstrap_auroc_ci(y, p, data["groups"], resamples=resamples, seed=seed + i)
         sens, spec = sensitivity_specificity(y, p, threshold) if threshold is not None else (nan, nan)
         out.append(
             {
@@ -81,8 +81,10 @@ def run_evaluation(
     model_version: str | None = None,
     model_path: str | None = None,
     localization: bool = False,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one model version on ``evaluate.split``; returns the summary (metrics per finding).
+    """Evaluate one model version on the films of one dataset (default: the one it was trained on) in
+    ``evaluate.split``; returns the summary (metrics per finding).
 
     With ``localization``, its heatmaps are also compared with the hand-drawn boxes
     (:mod:`xray_spark.evaluate.localization`).
@@ -90,21 +92,24 @@ def run_evaluation(
     started = time.monotonic()
     e = settings.evaluate
     card = resolve_model(spark, lake, version=model_version, path=model_path)
-    data = collect_scored_labels(spark, lake, card.version, e.split, card.labels)
+    dataset = dataset or str(card.dataset)
+    data = collect_scored_labels(spark, lake, card.version, e.split, card.labels, dataset=dataset)
     if len(data["y"]) == 0:
         raise UsageError(
-            f"no prediction of model {card.version} on the {e.split!r} split: score the store with "
-            f"jobs/score.py --model-version {card.version} first, or choose another split"
+            f"no prediction of model {card.version} on the {e.split!r} films of dataset {dataset!r}: score them with "
+            f"jobs/score.py --dataset {dataset} --model-version {card.version} first, or choose another split or "
+            f"dataset (evaluated datasets: {', '.join(scored_datasets(spark, lake, card.version)) or 'none'})"
         )
     metrics = finding_metrics(data, card.labels, card.thresholds, resamples=e.bootstrap, seed=e.seed)
-    located = localize(spark, lake, card, e.split, seed=e.seed) if localization else None
-    outputs = write_report(lake, card, e.split, data, metrics, located)
-    write_rows(spark, lake, card, e.split, metrics)
+    located = localize(spark, lake, card, e.split, dataset, seed=e.seed) if localization else None
+    outputs = write_report(lake, card, dataset, e.split, data, metrics, located)
+    write_rows(spark, lake, card, dataset, e.split, metrics)
     return {
         "model_version": card.version,
+        "dataset": dataset,
         "split": e.split,
         "images": len(data["y"]),
-        "patients": len(set(data["patients"].tolist())),
+        "patients": len(set(data["groups"].tolist())),
         "mean_auroc": mean_auroc({m["finding"]: m["auroc"] for m in metrics}),
         "mean_ece": _mean([m["ece"] for m in metrics]),
         "threshold_rule": card.threshold_rule,
@@ -115,8 +120,19 @@ def run_evaluation(
     }
 
 
-def localize(spark: SparkSession, lake: Lake, card: ModelCard, split: str, *, seed: int) -> dict[str, Any]:
-    """The model version's newest heatmap per film and finding on ``split``, against ``xray.boxes``."""
+def scored_datasets(spark: SparkSession, lake: Lake, version: str) -> list[str]:
+    """The datasets whose films the model version scored."""
+    predictions = tables.read_table(spark, lake, "predictions")
+    if predictions is None:
+        return []
+    rows = predictions.where(F.col("model_version") == version).select("dataset").distinct().collect()
+    return sorted(r["dataset"] for r in rows)
+
+
+def localize(
+    spark: SparkSession, lake: Lake, card: ModelCard, split: str, dataset: str, *, seed: int
+) -> dict[str, Any]:
+    """The model version's newest heatmap per film and finding on ``split`` of ``dataset``, against ``xray.boxes``."""
     maps = tables.read_table(spark, lake, "heatmaps")
     boxes = tables.read_table(spark, lake, "boxes")
     studies = tables.read_table(spark, lake, "studies")
@@ -126,7 +142,7 @@ def localize(spark: SparkSession, lake: Lake, card: ModelCard, split: str, *, se
             f"--localization needs xray.{', xray.'.join(missing)}: prepare with --bbox, and score with "
             "--heatmaps called (or top:N) first"
         )
-    mine = maps.where(F.col("model_version") == card.version)
+    mine = maps.where((F.col("model_version") == card.version) & (F.col("dataset") == dataset))
     newest = mine.groupBy("dataset", "image_id", "finding").agg(F.max("scored_at").alias("scored_at"))
     films = studies.where(F.col("split") == split).select("dataset", "image_id", "original_width", "original_height")
     columns = ["peak_x", "peak_y", "box_x", "box_y", "box_w", "box_h"]
@@ -147,18 +163,21 @@ def localize(spark: SparkSession, lake: Lake, card: ModelCard, split: str, *, se
 def write_report(
     lake: Lake,
     card: ModelCard,
+    dataset: str,
     split: str,
     data: dict[str, np.ndarray],
     metrics: list[dict[str, Any]],
     located: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """``reports/evaluate/<version>/<split>/``: the ROC curves (PNG) and the HTML report."""
-    out_dir = lake.path("reports", "evaluate", card.version, split)
-    roc = report.roc_curves_png(data["y"], data["p"], card.labels, title=f"{card.version}: ROC on the {split} split")
-    title = f"{card.version}: reliability on the {split} split"
-    reliability = report.reliability_png(data["y"], data["p"], card.labels, title=title)
-    n_patients = len(set(data["patients"].tolist()))
-    page = html_report(card, split, metrics, (roc, reliability), len(data["y"]), n_patients, located)
+    """``reports/evaluate/<version>/<dataset>/<split>/``: the ROC curves (PNG) and the HTML report."""
+    out_dir = report_dir(lake, card.version, dataset, split)
+    films = f"the {split} films of {dataset}"
+    roc = report.roc_curves_png(data["y"], data["p"], card.labels, title=f"{card.version}: ROC on {films}")
+    reliability = report.reliability_png(
+        data["y"], data["p"], card.labels, title=f"{card.version}: reliability on {films}"
+    )
+    n_patients = len(set(data["groups"].tolist()))
+    page = html_report(card, dataset, split, metrics, (roc, reliability), len(data["y"]), n_patients, located)
     outputs = {"report": f"{out_dir}/report.html", "roc_png": f"{out_dir}/roc.png"}
     outputs["reliability_png"] = f"{out_dir}/reliability.png"
     lake.write_bytes(outputs["roc_png"], roc)
@@ -167,17 +186,24 @@ def write_report(
     return outputs
 
 
+def report_dir(lake: Lake, version: str, dataset: str, split: str) -> str:
+    """Where the evaluation of ``version`` on the ``split`` films of ``dataset`` is written."""
+    return lake.path("reports", "evaluate", version, dataset, split)
+
+
 def _mean(values: list[float]) -> float:
     defined = [v for v in values if not math.isnan(v)]
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def write_rows(spark: SparkSession, lake: Lake, card: ModelCard, split: str, metrics: list[dict[str, Any]]) -> None:
-    """One row per finding appended to ``xray.evaluations`` (NaN written as null)."""
+def write_rows(
+    spark: SparkSession, lake: Lake, card: ModelCard, dataset: str, split: str, metrics: list[dict[str, Any]]
+) -> None:
+    """One row per finding appended to ``xray.evaluations`` (NaN written as null), for the dataset evaluated on."""
     evaluated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     context = {
         "model_version": card.version,
-        "dataset": str(card.dataset),
+        "dataset": dataset,
         "split": split,
         "evaluated_at": evaluated_at,
     }

@@ -47,7 +47,7 @@ def localization_rows(located: Mapping[str, Any]) -> tuple[list[str], list[list[
 def evaluation_summary_text(summary: Mapping[str, Any]) -> str:
     """The evaluate run's summary as the console shows it: the table per finding, and localization if asked."""
     lines = [
-        f"evaluate {summary['model_version']} on the {summary['split']} split: "
+        f"evaluate {summary['model_version']} on the {summary['split']} films of dataset {summary['dataset']}: "
         f"{summary['images']:,} images of {summary['patients']:,} patients",
         evaluation_table_text(summary),
         f"thresholds: {summary['threshold_rule']}",

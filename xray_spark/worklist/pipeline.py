@@ -60,8 +60,10 @@ def run_worklist(
     versions = sorted({f["model_version"] for f in films})
     out_dir = lake.path("reports", "worklist", dataset)
     page, links = f"{out_dir}/{date}.html", StaticLinks(view)
-    report = lake.path("reports", "evaluate", versions[0], "test", "report.html") if len(versions) == 1 else None
-    evaluation = f"../../evaluate/{versions[0]}/test/report.html" if report and lake.exists(report) else None
+    report = (
+        lake.path("reports", "evaluate", versions[0], dataset, "test", "report.html") if len(versions) == 1 else None
+    )
+    evaluation = f"../../evaluate/{versions[0]}/{dataset}/test/report.html" if report and lake.exists(report) else None
     shown_of = dict(dates)[date]
     values = {"dataset": dataset, "date": date, "films": films, "shown_of": shown_of, "versions": versions}
     lake.write_text(page, render("worklist.html", links, evaluation_href=evaluation, **values))
