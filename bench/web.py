@@ -46,20 +46,25 @@ PASSWORD = "a bench password"
 
 def base_lake(cache: Path) -> Path:
     """A lake the jobs made: 100 films prepared, a one-epoch model promoted, scored with heatmaps."""
+    archive = {"n_images": 100, "size": 128, "seed": 5}
+    return jobs_lake(cache / "web-base-lake", cache / "web-archive", cache / "web-base-work", archive, epochs=1)
+
+
+def jobs_lake(lake: Path, archive: Path, work: Path, films: dict, *, epochs: int, extra: tuple = ()) -> Path:
+    """``lake`` made by the jobs, once: a synthetic archive (``films``: write_archive's n_images, size, seed)
+    prepared at 128 px, ``epochs`` of train, promoted, scored with heatmaps of the 100 riskiest."""
     from xray_spark.dev.synthetic import write_archive
 
-    lake, work = cache / "web-base-lake", cache / "web-base-work"
     if (lake / "reports" / "scored").exists():
         return lake
     shutil.rmtree(lake, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    archive = cache / "web-archive"
     if not (archive / "Data_Entry_2017.csv").exists():
-        write_archive(archive, n_images=100, size=128, seed=5)
-    conf = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--set", "image.size=128"]
+        write_archive(archive, **films)
+    conf = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--set", "image.size=128", *extra]
     meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
     run_job("prepare", [*conf, *meta], work / "prepare.json")
-    version = run_job("train", [*conf, "--epochs", "1"], work / "train.json")["summary"]["version"]
+    version = run_job("train", [*conf, "--epochs", str(epochs)], work / "train.json")["summary"]["version"]
     run_job("promote", [*conf, "--model-version", version], work / "promote.json")
     run_job("score", [*conf, "--heatmaps", "top:100"], work / "score.json")
     (lake / "reports" / "scored").write_text(version)

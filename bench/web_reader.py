@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import log, machine, run_job  # noqa: E402  (beside this file)
-from web import _web  # noqa: E402
+from web import _web, jobs_lake  # noqa: E402
 
 PASSWORD = "a bench password"
 NIH_SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "data" / "nih-sample"))
@@ -73,25 +73,11 @@ def display_cost(work: Path) -> dict:
 
 
 def reader_lake(work: Path, films: int) -> Path:
-    """A lake the jobs made: ``films`` + 10 synthetic films at 1024 px, a one-epoch model promoted, scored."""
-    from xray_spark.dev.synthetic import write_archive
-
-    lake = work / "reader-lake"
-    if (lake / "reports" / "scored").exists():
-        return lake
-    shutil.rmtree(lake, ignore_errors=True)
-    archive = work / "reader-archive"
-    if not (archive / "Data_Entry_2017.csv").exists():
-        write_archive(archive, n_images=max(300, films + 10), size=1024, seed=13)
-    conf = ["--conf", str(ROOT / "conf" / "local.yaml"), "--lake", str(lake), "--set", "image.size=128"]
-    conf += ["--set", "split.train=0.6", "--set", "split.val=0.2"]
-    meta = ["--metadata", str(archive / "Data_Entry_2017.csv"), "--images", str(archive / "images")]
-    run_job("prepare", [*conf, *meta], work / "prepare.json")
-    version = run_job("train", [*conf, "--epochs", "8"], work / "train.json")["summary"]["version"]
-    run_job("promote", [*conf, "--model-version", version], work / "promote.json")
-    run_job("score", [*conf, "--heatmaps", "top:100"], work / "score.json")
-    (lake / "reports" / "scored").write_text(version)
-    return lake
+    """A lake the jobs made: at least 300 synthetic films at 1024 px (the display pictures' size), eight epochs
+    of train at 128 px (so that the model calls findings), promoted, scored with heatmaps."""
+    archive = {"n_images": max(300, films + 10), "size": 1024, "seed": 13}
+    split = ("--set", "split.train=0.6", "--set", "split.val=0.2")
+    return jobs_lake(work / "reader-lake", work / "reader-archive", work, archive, epochs=8, extra=split)
 
 
 def screenshots(driver, url: str, folder: Path) -> None:
