@@ -111,7 +111,8 @@ def ready_to_show(
             film["viewer_href"] = lookup(film) if lookup and uids.get(film["image_id"]) else None
         else:
             film["viewer_href"] = viewer_link(viewer_url, uids.get(film["image_id"]), film["accession_number"])
-        film["display_note"] = DISPLAY_NOTES.get(shown.get(film["image_id"], "missing"), shown.get(film["image_id"]))
+        note = shown.get(film["image_id"], "missing")  # "": it has a display picture
+        film["display_note"] = DISPLAY_NOTES.get(note, note)
     keys = [(f["image_id"], f["overlay"], f["model_version"]) for f in films if f["overlay"]]
     view.overlays(dataset, keys)
     boxes = view.hot_boxes(dataset, keys)
