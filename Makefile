@@ -164,21 +164,22 @@ cluster-down: ## stop exactly the processes that cluster-up started
 
 # The read-only SQL server (Spark's Thrift JDBC/ODBC server) over the lake's xray.* tables and
 # views, on sql_server.host:port of the conf (127.0.0.1:10000); new scoring runs show without a
-# restart. Its pid, log and work files are in .sql-server/.
+# restart. Its pid, log and work files are in the lake's own folder under ~/.local/share/xray-spark/run/.
 sql-server: setup ## start the read-only JDBC/ODBC server on 127.0.0.1:10000 (beeline, BI tools)
 	$(PY) -m xray_spark.server start --conf $(CONF) --lake $(LAKE)
 
 sql-server-stop: ## stop the server that make sql-server started
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop; fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop --conf $(CONF) --lake $(LAKE); fi
 
 # The DICOM storage node a PACS sends studies to (C-ECHO, C-STORE), as dicom_node.ae_title on
 # dicom_node.host:port of the conf (XRAY_SPARK@127.0.0.1:11112); received files go to the spool
-# (dicom_node.spool, .dicom-spool/, outside the lake), its pid and log to .dicom-node/.
+# (dicom_node.spool, .dicom-spool/, outside the lake), its pid and log to the spool's own folder
+# under ~/.local/share/xray-spark/run/.
 dicom-node: setup ## start the DICOM node (C-STORE SCP) on 127.0.0.1:11112; make nightly SOURCE=dicom reads it
 	$(PY) -m xray_spark.node start --conf $(CONF) --lake $(LAKE)
 
 dicom-node-stop: ## stop the node that make dicom-node started (the associations in flight finish first)
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop; fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop --conf $(CONF) --lake $(LAKE); fi
 
 # The worklist web app readers sign in to, on web.host:web.port of the conf (127.0.0.1:8470);
 # accounts in web.accounts (.xray-web/, outside the lake), verdicts in <lake>/verdicts/.
@@ -186,7 +187,7 @@ worklist-server: setup ## start the worklist web app on 127.0.0.1:8470 (add read
 	$(PY) -m xray_spark.web start --conf $(CONF) --lake $(LAKE)
 
 worklist-server-stop: ## stop the web app that make worklist-server started
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop; fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop --conf $(CONF) --lake $(LAKE); fi
 
 test: setup ## install, then run the test suite (PYTEST_WORKERS processes)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)

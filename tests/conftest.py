@@ -65,6 +65,22 @@ TEST_OVERRIDES = [
 DISPLAY = "web.display_max_side=1024"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def product_home(tmp_path_factory) -> Path:
+    """The product's home (its default lake, spool, identity map, services' state folders) in this run's temp
+    folder, for every test and every process a test starts: nothing a test does lands in the user's own home."""
+    from xray_spark.config import places
+
+    home = tmp_path_factory.mktemp("xray-home")
+    previous = os.environ.get(places.HOME_ENV)
+    os.environ[places.HOME_ENV] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop(places.HOME_ENV, None)
+    else:
+        os.environ[places.HOME_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def spark():
     from xray_spark.session import build_session

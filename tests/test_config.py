@@ -1,16 +1,65 @@
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from xray_spark.config import Settings, load_settings, parse_override
+from xray_spark.config import PATH_KEYS, Settings, load_settings, parse_override, places
 from xray_spark.errors import ConfigError
 from xray_spark.labels import FINDINGS
 
 from .conftest import ROOT
 
 
-def test_local_yaml_is_the_embedded_default():
-    assert load_settings(ROOT / "conf" / "local.yaml") == Settings()
+def test_local_yaml_is_the_embedded_default_but_for_where_its_files_go(monkeypatch, tmp_path):
+    monkeypatch.setenv(places.HOME_ENV, str(tmp_path / "home"))
+    local, built_in = load_settings(ROOT / "conf" / "local.yaml"), load_settings()
+    assert dataclasses.replace(local, lake=built_in.lake) != built_in  # the places differ, and only they
+    for key in PATH_KEYS:
+        local = _replace_key(local, key, _value(built_in, key))
+    assert local == built_in
+    assert load_settings(ROOT / "conf" / "local.yaml").lake == str(ROOT / "lake")
+
+
+def _value(settings, key):
+    for part in key.split("."):
+        settings = getattr(settings, part)
+    return settings
+
+
+def _replace_key(settings, key, value):
+    head, _, rest = key.partition(".")
+    inner = _replace_key(getattr(settings, head), rest, value) if rest else value
+    return dataclasses.replace(settings, **{head: inner})
+
+
+def test_no_path_depends_on_the_working_directory_unless_the_command_line_gives_it(monkeypatch, tmp_path):
+    """Defaults under the product's home, a file's paths relative to the file, the command line's to the working
+    directory: a job started by cron in / finds what the same settings name from the repository."""
+    home, conf = tmp_path / "home", tmp_path / "etc" / "site.yaml"
+    conf.parent.mkdir()
+    conf.write_text("lake: ../data/lake\nprivacy:\n  identity_dir: identity\ndicom_node:\n  spool: /srv/spool\n")
+    monkeypatch.setenv(places.HOME_ENV, str(home))
+    seen = []
+    for where in (tmp_path, Path("/")):
+        monkeypatch.chdir(where)
+        built_in, from_file = load_settings(), load_settings(conf)
+        seen.append((built_in, from_file))
+        assert built_in.lake == str(home / "lake") and built_in.privacy.identity_dir == str(home / "identity")
+        assert built_in.dicom_node.spool == str(home / "dicom-spool")
+        assert built_in.web.accounts == str(home / "web" / "accounts.sqlite")
+        assert from_file.lake == str(tmp_path / "data" / "lake")
+        assert from_file.privacy.identity_dir == str(tmp_path / "etc" / "identity")
+        assert from_file.dicom_node.spool == "/srv/spool" and from_file.privacy.key_file == ""  # absolute, unused
+    assert seen[0] == seen[1]
+    monkeypatch.chdir(tmp_path)
+    given = load_settings(conf, ["lake=here", "privacy.identity_dir=ids", "web.tls_cert=hdfs://x/cert"])
+    assert (given.lake, given.privacy.identity_dir) == (str(tmp_path / "here"), str(tmp_path / "ids"))
+    assert given.web.tls_cert == "hdfs://x/cert"
+    monkeypatch.delenv(places.HOME_ENV)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert load_settings().lake == str(tmp_path / "xdg" / "xray-spark" / "lake")
 
 
 def test_overrides_are_typed_and_applied_in_order():

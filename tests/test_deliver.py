@@ -7,6 +7,7 @@ Orthanc runs in a network namespace of its own (its DICOM port cannot be bound t
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from xray_spark import privacy, registry
 from xray_spark.deliver import record
 from xray_spark.deliver.objects import banner_height
 from xray_spark.deliver.pipeline import run_delivery
+from xray_spark.deliver.summary import deliver_summary_text
 from xray_spark.dev.dicom_archive import write_dicom_archive
 from xray_spark.errors import UsageError
 from xray_spark.imaging.decode import display_image
@@ -30,6 +32,7 @@ from xray_spark.labels import probability_column
 from xray_spark.lake import Lake
 from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.score.pipeline import run_scoring
+from xray_spark.session import free_port
 from xray_spark.uids import result_uid
 
 from .conftest import make_settings, shifted_model
@@ -361,6 +364,33 @@ def test_a_source_gone_for_good_is_given_up_once_and_the_nights_go_green(spark, 
         Path(gone + ".away").rename(gone)
     back = run_delivery(spark, lake, settings, destinations=[destination], retry_given_up=True)
     assert (back["to_deliver"], back["sent"]) == (1, 1), "the file is back: tried again when asked"
+
+
+def test_a_destination_down_longer_than_retry_days_is_given_up_once_and_fails_no_later_night(
+    spark, hospital, monkeypatch
+):
+    """A destination that never answers: each run retries its films (and fails) for ``deliver.retry_days`` after
+    their first try; the first run after that records each film given up with the reason, and fails nothing."""
+    settings, lake, _ = hospital
+    down = f"NOBODY@127.0.0.1:{free_port()}"  # nothing listens there
+    first = run_delivery(spark, lake, settings, destinations=[down])
+    films = first["to_deliver"]
+    assert films > 0 and first["failed"] == films and first["retried"] == 0 and first["aged_out"] == 0
+    second = run_delivery(spark, lake, settings, destinations=[down])  # the next night: tried again, still failing
+    assert (second["to_deliver"], second["retried"], second["failed"]) == (films, films, films)
+    later = record.now() + dt.timedelta(days=settings.deliver.retry_days, hours=1)
+    monkeypatch.setattr(record, "now", lambda: later)
+    aged = run_delivery(spark, lake, settings, destinations=[down])
+    assert (aged["to_deliver"], aged["aged_out"], aged.get("failed", 0)) == (0, films, 0)
+    reasons = aged["aged_out_reasons"]
+    assert sum(reasons.values()) == films
+    assert all(r.startswith("not delivered within 7 days of its first try") for r in reasons)
+    assert all(down in r for r in reasons), "each names the last failure: the destination that did not answer"
+    assert "given up x" in deliver_summary_text(aged)
+    again = run_delivery(spark, lake, settings, destinations=[down])
+    assert (again["to_deliver"], again["aged_out"]) == (0, 0), "given up once, not every night"
+    rows = _state(spark, lake, down)
+    assert len(rows) == films and {r["status"] for r in rows} == {"given_up"}
 
 
 class MemorySender:

@@ -149,7 +149,7 @@ def test_strangers_tricklers_and_giant_pdus_hold_no_slot_and_stop_ends_on_time(t
     """Ten connections from an address not on the allow-list, ten from the PACS's own address trickling an
     A-ASSOCIATE-RQ, a request declaring 256 MiB, garbage PDUs: the allowed peers are answered at once, each bad PDU is
     one log line, and stop ends within its timeout however the peers behave."""
-    allow = ["--allow", "PACS@127.0.0.1", "ECHO@127.0.0.2"]
+    allow = ["--allow", "PACS@127.0.0.1", "--allow", "ECHO@127.0.0.2"]
     settings = [
         "--set",
         "dicom_node.max_associations_per_address=4",

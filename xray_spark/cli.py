@@ -46,7 +46,9 @@ log = logging.getLogger("xray_spark")
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--lake", help="root folder or URL of the lake (overrides the conf's 'lake', default ./lake)")
+    parser.add_argument(
+        "--lake", help="root folder or URL of the lake (overrides the conf's 'lake'; default <home>/lake, see docs)"
+    )
     parser.add_argument("--conf", help="configuration file (YAML), e.g. conf/local.yaml; defaults built in")
     parser.add_argument(
         "--set",

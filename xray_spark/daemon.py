@@ -4,6 +4,11 @@ The SQL server and the DICOM node run this way. The service is ``python -m <modu
 its pid (with the process's start time, so a reused pid is never signalled), its log and its
 ready file live in a state folder outside the lake. The service writes the ready file
 (:func:`write_ready`) once it listens; :func:`start` returns what it wrote.
+
+The state folder is ``--state-dir`` when given, else one named by the service and what it
+serves (:func:`state_dir_for`): ``stop`` and ``status`` given the same ``--conf``, ``--lake``
+(and the node's ``--spool``) as ``start`` find the same service, from any working directory.
+When they find none there but one runs from another state folder, they say where.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from xray_spark.config import places
 from xray_spark.errors import UsageError
 from xray_spark.locks import process_start_time
 
@@ -58,6 +66,18 @@ def ready(state_dir: str) -> dict | None:
     return _read_json(state_dir, READY_FILE)
 
 
+def claim(state_dir: str) -> None:
+    """Called by ``run``: this process's pid record in ``state_dir`` (what ``start`` writes for the process it
+    spawns), so ``status`` and ``stop`` find a service that systemd (or a shell) started in the foreground too.
+    Only a process that leads its own process group records itself: ``stop`` signals the group."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    if os.getpgrp() != os.getpid():
+        return
+    with open(os.path.join(state_dir, PID_FILE + ".tmp"), "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid(), "start_time": process_start_time(os.getpid())}, fh)
+    os.replace(os.path.join(state_dir, PID_FILE + ".tmp"), os.path.join(state_dir, PID_FILE))
+
+
 def write_ready(state_dir: str, record: dict) -> None:
     """Called by the service once it listens: written whole, then renamed, so a reader never sees half."""
     path = os.path.join(state_dir, READY_FILE)
@@ -76,6 +96,48 @@ def run_args(conf: str | None, lake: str | None, overrides: Sequence[str]) -> li
     for item in overrides:
         out += ["--set", item]
     return out
+
+
+def state_dir_for(given: str | None, service: str, *serves: str) -> str:
+    """``given`` (``--state-dir``) made absolute, else the service's own folder for what it serves
+    (:func:`xray_spark.config.places.service_state_dir`)."""
+    return os.path.abspath(given) if given else places.service_state_dir(service, *serves)
+
+
+def running_elsewhere(service: str, state_dir: str) -> list[tuple[str, dict]]:
+    """(state folder, ready record) of each ``service`` running from a default state folder other than ``state_dir``."""
+    found = []
+    for folder in sorted(glob.glob(os.path.join(places.home(), "run", f"{service}-*"))):
+        if os.path.abspath(folder) != os.path.abspath(state_dir) and running(folder) is not None:
+            found.append((folder, ready(folder) or {}))
+    return found
+
+
+def not_found_line(service: str, what: str, state_dir: str, serves: str) -> tuple[str, int]:
+    """(the line, the exit status) when no ``what`` runs from ``state_dir``: 0 when none runs anywhere this
+    product keeps services; 3, naming each, when some run from other state folders (started with other settings)."""
+    others = running_elsewhere(service, state_dir)
+    if not others:
+        return f"{service}: not running (no {what} runs for {serves})", 0
+    where = "; ".join(
+        f"{folder} ({', '.join(f'{k} {v}' for k, v in record.items() if k in ('listening', 'url', 'lake', 'spool'))})"
+        for folder, record in others
+    )
+    return (
+        f"{service}: no {what} runs for {serves}, but {len(others)} started with other settings "
+        f"{'runs' if len(others) == 1 else 'run'}: {where}; give the --conf, --lake (--spool) it was started with, "
+        "or its --state-dir",
+        3,
+    )
+
+
+def command_hint(module: str, command: str, argv: Sequence[str], this: str) -> str:
+    """``python -m module <command> <the options of argv>``: this run's options (its command word ``this``
+    replaced), so the line finds the same service."""
+    options = list(argv)
+    if this in options:
+        options.remove(this)
+    return shlex.join(["python", "-m", module, command, *options])
 
 
 def log_tail(state_dir: str, lines: int = 15) -> str:

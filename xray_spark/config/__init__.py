@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from xray_spark.config import places
 from xray_spark.config.rules import check_across
 from xray_spark.config.schema import check_field, setting
 from xray_spark.config.sections import (
@@ -91,7 +93,7 @@ __all__ = [
 class Settings:
     """Every setting of xray-spark: the sections below, each key declared with its type, default, bounds and comment."""
 
-    lake: str = setting("./lake", "the lake: a local folder, or a Hadoop file system URL")
+    lake: str = setting("lake", "the lake: a local folder, or a Hadoop file system URL", path=True)
     dataset: str = setting("nih", "the store the jobs work on (lake/petastorm/<dataset>)")
     spark: SparkSettings = dataclasses.field(default_factory=SparkSettings)
     image: ImageSettings = dataclasses.field(default_factory=ImageSettings)
@@ -130,7 +132,11 @@ class Settings:
 
 
 def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
-    """Read ``path`` (YAML), apply ``key=value`` overrides in order, validate, freeze."""
+    """Read ``path`` (YAML), apply ``key=value`` overrides in order, validate, freeze.
+
+    Every path setting comes out absolute (:mod:`xray_spark.config.places`): relative to the file's
+    folder when the file gives it, to the working directory when an override does, and under the
+    product's home when neither does."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -145,10 +151,62 @@ def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ())
         if not isinstance(loaded, dict):
             raise ConfigError(f"configuration file {path} must hold a mapping of keys, not {type(loaded).__name__}")
         raw = loaded
+        _file_paths(raw, path.absolute().parent)
     for item in overrides:
         key, value = parse_override(item)
+        if key in PATH_KEYS and isinstance(value, str):
+            value = places.absolute(value, None)
         _set_dotted(raw, key, value)
-    return _build(Settings, raw, prefix="")
+    return _defaults_at_home(_build(Settings, raw, prefix=""))
+
+
+def _path_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys declared ``setting(..., path=True)``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys += _path_keys(hints[field.name], f"{prefix}{field.name}.")
+        elif field.metadata.get("path"):
+            keys.append(prefix + field.name)
+    return tuple(keys)
+
+
+def _file_paths(raw: dict[str, Any], folder: Path) -> None:
+    """The file's relative paths made relative to its folder (in ``raw``, before they are parsed)."""
+    for key in PATH_KEYS:
+        node: Any = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(last), str):
+            node[last] = places.absolute(node[last], folder)
+
+
+def _defaults_at_home(settings: Settings) -> Settings:
+    """The path settings still relative (their defaults) placed under :func:`places.home`."""
+    changes: dict[str, str] = {}
+    for key in PATH_KEYS:
+        value = _get(settings, key)
+        if value and not places.is_url(value) and not os.path.isabs(value):
+            changes[key] = places.absolute(value, places.home())
+    return _replace_dotted(settings, changes) if changes else settings
+
+
+def _replace_dotted(node: Any, changes: Mapping[str, Any]) -> Any:
+    here = {k: v for k, v in changes.items() if "." not in k}
+    below: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            below.setdefault(head, {})[rest] = value
+    for head, sub in below.items():
+        here[head] = _replace_dotted(getattr(node, head), sub)
+    return dataclasses.replace(node, **here)
+
+
+#: The settings that are files or folders (made absolute when loaded).
+PATH_KEYS = _path_keys(Settings)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -37,9 +37,21 @@ def setting(
     le: float | None = None,
     lt: float | None = None,
     choices: Sequence[str] | None = None,
+    path: bool = False,
 ) -> Any:
-    """A settings field: its default (or ``factory``), its comment, and the bounds or choices its value must keep."""
-    metadata = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": tuple(choices) if choices else None}
+    """A settings field: its default (or ``factory``), its comment, and the bounds or choices its value must keep.
+
+    ``path``: a file or folder, made absolute when loaded (:mod:`xray_spark.config.places`): a relative
+    default is under the product's home, a relative value in a file is relative to that file."""
+    metadata = {
+        "doc": doc,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "choices": tuple(choices) if choices else None,
+        "path": path,
+    }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

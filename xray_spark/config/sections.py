@@ -147,9 +147,9 @@ class PrivacySettings:
     """Where identity lives: never in the lake."""
 
     key_env: str = setting("XRAY_SPARK_PSEUDONYM_KEY", "the environment variable holding the pseudonym key")
-    key_file: str = setting("", "else a file holding it (outside the lake); never the key itself")
+    key_file: str = setting("", "else a file holding it (outside the lake); never the key itself", path=True)
     identity_dir: str = setting(
-        ".xray-identity", "where each DICOM run writes the map from file references to files: outside the lake"
+        "identity", "where each DICOM run writes the map from file references to files: outside the lake", path=True
     )
 
 

@@ -83,7 +83,7 @@ class DicomNodeSettings:
     host: str = setting("127.0.0.1", "another address needs an allow-list")
     port: int = setting(11112, "a TCP port", ge=1, le=65535)
     spool: str = setting(
-        ".dicom-spool", "received files, named by SOP Instance UID: they hold identity, so outside the lake"
+        "dicom-spool", "received files, named by SOP Instance UID: they hold identity, so outside the lake", path=True
     )
     allow: list[str] = setting(
         factory=list, doc='calling AE titles allowed, each with its address: ["PACS@10.1.2.3"]; empty: loopback only'
@@ -138,6 +138,12 @@ class DeliverSettings:
     give_up_after_attempts: int = setting(
         3, "a film whose source file is gone or changed this many runs running is given up", ge=1
     )
+    retry_days: float = setting(
+        7.0,
+        "a film not delivered is tried again each run for this many days after its first try, then given up with "
+        "the reason (and no longer fails a night)",
+        gt=0,
+    )
 
     def check(self) -> None:
         from xray_spark.destinations import parse_destination
@@ -166,7 +172,7 @@ class WorklistSettings:
     viewer_lookup: str = setting(
         "", "with {orthanc_study}: the Orthanc the web app asks for the study's id (its REST address)"
     )
-    viewer_lookup_auth: str = setting("", "a file holding user:password for viewer_lookup, outside the lake")
+    viewer_lookup_auth: str = setting("", "a file holding user:password for viewer_lookup, outside the lake", path=True)
 
     def check(self) -> None:
         url = self.viewer_url
@@ -194,10 +200,14 @@ class WebSettings:
 
     host: str = setting("127.0.0.1", "another address needs tls_cert and tls_key")
     port: int = setting(8470, "a TCP port", ge=1, le=65535)
-    accounts: str = setting(".xray-web/accounts.sqlite", "scrypt hashes, sessions, the cookie key: outside the lake")
-    verdicts: str = setting("", "SQLite (WAL) on the app's local disk; empty: <lake>/verdicts/verdicts.sqlite")
-    tls_cert: str = setting("", "a PEM file: the app serves HTTPS and its cookies are Secure")
-    tls_key: str = setting("", "its PEM key")
+    accounts: str = setting(
+        "web/accounts.sqlite", "scrypt hashes, sessions, the cookie key: outside the lake", path=True
+    )
+    verdicts: str = setting(
+        "", "SQLite (WAL) on the app's local disk; empty: <lake>/verdicts/verdicts.sqlite", path=True
+    )
+    tls_cert: str = setting("", "a PEM file: the app serves HTTPS and its cookies are Secure", path=True)
+    tls_key: str = setting("", "its PEM key", path=True)
     session_hours: float = setting(12.0, "a session's life", gt=0)
     signin_free_failures: int = setting(
         3, "failed sign-ins (per name and address) before each next one waits", ge=1, le=100

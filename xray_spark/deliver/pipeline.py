@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import datetime as dt
 import itertools
 import os
 import time
@@ -85,7 +86,9 @@ def run_delivery(
     started, dataset = time.monotonic(), run.dataset
     with locks.lake_lock(lake, f"deliver-{dataset}", job="deliver", wait_seconds=settings.locks.wait_seconds):
         films = _results(spark, lake, dataset, run.card)
-        todo = _to_do(run, films, retry_given_up)
+        todo, retried, aged = _to_do(run, films, retry_given_up)
+        if aged:
+            record.append(spark, lake, aged)
         summary = DeliverySummary(
             dataset=dataset,
             model_version=run.version,
@@ -93,6 +96,9 @@ def run_delivery(
             secondary_capture=with_sc,
             films_scored=films.count(),
             to_deliver=len(todo),
+            retried=retried,
+            aged_out=len(aged),
+            aged_out_reasons=dict(collections.Counter(row["error"] for row in aged).most_common(5)),
             destinations=[t.name for t in targets],
         )
         if todo:
@@ -172,23 +178,49 @@ def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> 
     return films.localCheckpoint()
 
 
-def _to_do(run: DeliverRun, films: DataFrame, retry_given_up: bool) -> dict[str, dict[str, int]]:
-    """image_id -> {destination: attempts so far} for every film not yet sent to a destination (nor given up)."""
+def _to_do(run: DeliverRun, films: DataFrame, retry_given_up: bool) -> tuple[dict[str, dict[str, int]], int, list]:
+    """(image_id -> {destination: attempts so far} for every film not yet sent to a destination nor given up,
+    how many of those were tried before, the ``given_up`` rows of the films first tried more than
+    ``deliver.retry_days`` ago)."""
     names = run.spark.createDataFrame([(t.name,) for t in run.targets], "destination string")
     pairs = films.select("image_id").crossJoin(names)
     done = record.state(run.spark, run.lake, run.dataset, run.version)
+    columns = ["image_id", "destination", "attempts", "first_at", "error"]
     if done is not None:
-        pairs = pairs.join(
-            done.select("image_id", "destination", "status", "attempts"), ["image_id", "destination"], "left"
-        ).where(
+        pairs = pairs.join(done.select("status", *columns), ["image_id", "destination"], "left").where(
             ~F.coalesce(F.col("status"), F.lit("")).isin(record.SENT, *([] if retry_given_up else [record.GIVEN_UP]))
         )
     else:
-        pairs = pairs.withColumn("attempts", F.lit(0))
+        pairs = pairs.select("*", F.lit(0).alias("attempts"), F.lit(None).alias("first_at"), F.lit(None).alias("error"))
+    days = run.settings.deliver.retry_days
+    oldest = record.now() - dt.timedelta(days=days)
     todo: dict[str, dict[str, int]] = collections.defaultdict(dict)
-    for row in pairs.select("image_id", "destination", "attempts").toLocalIterator():
-        todo[row["image_id"]][row["destination"]] = int(row["attempts"] or 0)
-    return dict(todo)
+    aged, retried = [], set()
+    for row in pairs.select(*columns).toLocalIterator():
+        attempts = int(row["attempts"] or 0)
+        first = row["first_at"]
+        if first is not None and first < oldest and not retry_given_up:
+            last = row["error"] or "never acknowledged"
+            aged.append(_given_up_row(run, row["image_id"], row["destination"], attempts, days, last))
+            continue
+        todo[row["image_id"]][row["destination"]] = attempts
+        if first is not None:
+            retried.add(row["image_id"])
+    return dict(todo), len(retried), aged
+
+
+def _given_up_row(run: DeliverRun, image: str, destination: str, attempts: int, days: float, last: str) -> dict:
+    return {
+        "image_id": image,
+        "model_version": run.version,
+        "destination": destination,
+        "status": record.GIVEN_UP,
+        "attempt": attempts,
+        "error": f"not delivered within {days:g} days of its first try (deliver.retry_days); last: {last}",
+        "at": record.now(),
+        "run_id": run.run_id,
+        "dataset": run.dataset,
+    }
 
 
 def _pending(run: DeliverRun, todo: dict[str, dict[str, int]]) -> None:

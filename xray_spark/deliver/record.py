@@ -7,7 +7,9 @@ destination is its newest row: a run killed mid-way leaves ``pending`` (never ``
 for what it had not recorded, and the next run tries those again with the same UIDs, which
 a PACS files as the same instances. ``attempt`` counts the tries that ended (sent, failed or
 given up). A film whose source file is not recorded, or has been gone or changed for
-``deliver.give_up_after_attempts`` runs, is ``given_up`` with the reason, once.
+``deliver.give_up_after_attempts`` runs, is ``given_up`` with the reason, once; so is a film
+not delivered ``deliver.retry_days`` after its first try (a destination down that long), so that
+no old failure fails a night.
 """
 
 from __future__ import annotations
@@ -37,18 +39,22 @@ _ORDER = {
 
 
 def state(spark: SparkSession, lake: Lake, dataset: str, version: str) -> DataFrame | None:
-    """Per film and destination of ``version``'s results: the newest status and the attempts that ended."""
+    """Per film and destination of ``version``'s results: the newest status, the attempts that ended, and when the
+    first try began (``first_at``)."""
     table = tables.read_table(spark, lake, DELIVERIES)
     if table is None:
         return None
     rows = table.where((F.col("dataset") == dataset) & (F.col("model_version") == version))
     rank = F.create_map(*[x for k, v in _ORDER.items() for x in (F.lit(k), F.lit(v))])[F.col("status")]
     newest = Window.partitionBy("image_id", "destination").orderBy(F.desc("at"), F.desc(rank))
-    ended = F.sum(F.when(F.col("status") != PENDING, 1).otherwise(0)).over(
-        Window.partitionBy("image_id", "destination")
+    pair = Window.partitionBy("image_id", "destination")
+    ended = F.sum(F.when(F.col("status") != PENDING, 1).otherwise(0)).over(pair)
+    ranked = (
+        rows.withColumn("attempts", ended)
+        .withColumn("first_at", F.min("at").over(pair))
+        .withColumn("_n", F.row_number().over(newest))
     )
-    ranked = rows.withColumn("attempts", ended).withColumn("_n", F.row_number().over(newest))
-    return ranked.where(F.col("_n") == 1).select("image_id", "destination", "status", "attempts", "error")
+    return ranked.where(F.col("_n") == 1).select("image_id", "destination", "status", "attempts", "error", "first_at")
 
 
 def append(spark: SparkSession, lake: Lake, rows: Sequence[dict[str, Any]], *, register: bool = True) -> None:

@@ -43,6 +43,9 @@ class DeliverySummary(TypedDict, total=False):
     secondary_capture: bool
     films_scored: int
     to_deliver: int
+    retried: int  # of to_deliver: films tried before (within deliver.retry_days of their first try)
+    aged_out: int  # films given up tonight because their first try was more than deliver.retry_days ago
+    aged_out_reasons: dict[str, int]
     destinations: list[str]
     delivered: dict[str, dict[str, int]]  # per destination: films per status
     sent: int

@@ -12,9 +12,15 @@ def deliver_summary_text(summary: Mapping[str, Any]) -> str:
         f"deliver {summary['dataset']} (model {summary['model_version']}): {summary['films_scored']:,} films scored, "
         f"{summary['to_deliver']:,} to deliver"
     )
+    if summary.get("retried"):
+        head += f" ({summary['retried']:,} of them tried before)"
+    aged = [
+        f"  given up x{n} (not tried again; deliver --retry-given-up): {error}"
+        for error, n in summary.get("aged_out_reasons", {}).items()
+    ]
     if not summary["to_deliver"]:
-        return head + ": nothing new (every film's results were sent before)"
-    lines = [head + f", {summary['seconds']:.1f} s"]
+        return "\n".join([head + ": nothing new (every film's results were sent before)", *aged])
+    lines = [head + f", {summary['seconds']:.1f} s", *aged]
     for name, counts in summary.get("delivered", {}).items():
         line = f"  {name}: {counts.get('sent', 0):,} sent, {counts.get('failed', 0):,} failed"
         lines.append(line + (f", {counts['given_up']:,} given up" if counts.get("given_up") else ""))

@@ -2,17 +2,21 @@
 
 spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [--conf FILE] [--set k=v ...]
     [--summary-json PATH]
-spark-submit jobs/nightly.py --source dicom --images SPOOL ...
+spark-submit jobs/nightly.py --source dicom [--images SPOOL] ...
 
 With ``--source nih`` (the default) DIR holds tonight's Data_Entry_2017.csv and images/;
 with ``--source dicom`` DIR is tonight's folder of DICOM files, or the DICOM node's spool,
+(``dicom_node.spool`` when neither ``--incoming`` nor ``--images`` is given),
 of which the night reads only what no night has ingested, then keeps or moves it to done/
 (``dicom_node.after_ingest``) once the night has succeeded (the pseudonym key as for
 ``prepare --source dicom``). The same three steps as ``prepare --incremental``,
 ``score --new-only`` and ``worklist``, with the same results, but the JVM, its first
 queries and the Python workers start once instead of three times. Without the delivery
 (a late one) it stops in one line (exit 2) before Spark starts, and nothing is ingested or scored.
-With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS.
+With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS
+(tonight's, and those not delivered on the nights of the last ``deliver.retry_days``; a night with
+nothing new still tries those). The exit status is about the night: 4 when a film it tried was not
+delivered, never for a film given up before.
 Between score and worklist, ``monitor`` tests tonight against the reference and names what moved
 (exit 5 when it did and ``monitor.fail_on_alert`` is set; an undelivered night's 4 comes first, and
 a night whose model gave some film a NaN or infinite output exits 6 before both: those films are in
@@ -34,7 +38,10 @@ from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("nightly", "prepare --incremental, score --new-only and worklist in one Spark session.")
     parser.add_argument("--incoming", help="tonight's delivery: Data_Entry_2017.csv and images/, or DICOM files")
-    parser.add_argument("--images", help="with --source dicom: the folder of DICOM files, or the DICOM node's spool")
+    parser.add_argument(
+        "--images",
+        help="with --source dicom: the folder of DICOM files, or the DICOM node's spool (default: dicom_node.spool)",
+    )
     parser.add_argument("--source", choices=tuple(SOURCES), default=DEFAULT_SOURCE, help=source_help())
     parser.add_argument("--limit", type=int, default=100, help="films on the worklist page (default 100)")
     return parser
@@ -69,15 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         settings = cli.resolve_settings(args)
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
-        if bool(args.incoming) == bool(args.images) or (args.images and not SOURCES[args.source].self_describing):
+        self_describing = SOURCES[args.source].self_describing
+        if not args.incoming and not args.images and self_describing:
+            args.images = settings.dicom_node.spool
+        if bool(args.incoming) == bool(args.images) or (args.images and not self_describing):
             raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
         from xray_spark.prepare.night import tonights_inputs
 
         inputs = tonights_inputs(args.incoming or args.images, args.source, settings)
+        delivers = SOURCES[args.source].identified and bool(settings.deliver.destinations)
         if inputs.files == ():
             cli.log.info("the spool holds nothing new since the last night: nothing to ingest or score")
-            cli.write_summary_json(args.summary_json, {"incoming": inputs.images, "spool": {"ingested": 0}}, settings)
-            return 0
+            summary = {"incoming": inputs.images, "spool": {"ingested": 0}}
+            if delivers:  # the recent nights' films not yet delivered are still tried
+                try:
+                    summary["deliver"] = _deliver(*cli.open_lake(settings, "nightly"), settings)
+                except UsageError as exc:  # no film, no champion yet: nothing a night could deliver
+                    cli.log.info("nothing to deliver: %s", exc)
+            cli.write_summary_json(args.summary_json, summary, settings)
+            return cli.EXIT_UNDELIVERED if summary.get("deliver", {}).get("failed") else 0
         started = time.monotonic()
         spark, lake = cli.open_lake(settings, "nightly")
         from xray_spark.prepare import run_prepare
@@ -100,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 after = settings.dicom_node.after_ingest
                 done = spool.Spool(os.path.abspath(inputs.images)).mark_ingested(inputs.files, after)
                 summary["spool"] = {"ingested": done, "after_ingest": after}
-            if SOURCES[args.source].identified and settings.deliver.destinations:  # the results back to the PACS
+            if delivers:  # the results back to the PACS
                 summary["deliver"] = _deliver(spark, lake, settings)
         finally:  # what ran is on record however the night ends
             summary["seconds"] = round(time.monotonic() - started, 1)

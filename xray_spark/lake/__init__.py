@@ -1,4 +1,4 @@
-"""The lake: one root under which every job reads and writes (``--lake DIR``, default ``./lake``).
+"""The lake: one root under which every job reads and writes (``--lake DIR``, default ``<home>/lake``).
 
 ::
 

@@ -2,8 +2,8 @@
 
     python -m xray_spark.node start [--lake L] [--conf F] [--set k=v ...] [--spool DIR] [--host H]
         [--port P] [--ae-title T] [--allow AE_TITLE@HOST ...]
-    python -m xray_spark.node stop
-    python -m xray_spark.node status
+    python -m xray_spark.node stop   [--lake L] [--conf F] [--spool DIR]
+    python -m xray_spark.node status [--lake L] [--conf F] [--spool DIR]
 
 Each flag overrides its ``dicom_node`` setting. ``start`` runs the node in the background and
 prints where it listens (``AE@host:port``, stdout) once it does; ``run`` is the node in the
@@ -11,7 +11,9 @@ foreground. ``status`` prints JSON (running, listening, pid, the spool, how many
 instances no night has ingested yet, how many corrections wait for a person) and exits 0 when
 the node listens, 1 when its process runs but does not listen, 3 when it does not run.
 ``stop`` lets the associations in flight finish (``dicom_node.stop_timeout_seconds``).
-``--state-dir`` (default ``.dicom-node``) holds its pid, log and ready files, outside the lake.
+Its pid, log and ready files are in ``--state-dir``, by default a folder of its spool's own
+under ``<home>/run`` (docs/configuration.md#where-files-go): ``stop`` and ``status`` given
+the settings ``start`` was given find it from any working directory.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ae-title", help="the node's AE title (dicom_node.ae_title, default XRAY_SPARK)")
     parser.add_argument(
         "--allow",
-        action="extend",
-        nargs="+",
+        action="append",
         metavar="AE_TITLE@HOST",
-        help="the senders allowed (one or more, or the flag repeated; replaces dicom_node.allow)",
+        help="a sender allowed (repeat the flag for more; replaces dicom_node.allow)",
     )
-    parser.add_argument("--state-dir", default=".dicom-node", help="pid, log and ready files (default .dicom-node)")
+    parser.add_argument(
+        "--state-dir", help="pid, log and ready files (default: the spool's own folder under <home>/run)"
+    )
     return parser
 
 
@@ -96,6 +99,10 @@ def _run(settings, state_dir: str) -> int:
     return 0
 
 
+def _state_dir(args: argparse.Namespace, settings) -> str:
+    return daemon.state_dir_for(args.state_dir, "dicom-node", settings.dicom_node.spool)
+
+
 def _status(settings, state_dir: str) -> tuple[dict, int]:
     record = daemon.running(state_dir)
     found = daemon.ready(state_dir) if record else None
@@ -120,24 +127,31 @@ def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
     def body() -> int:
-        if args.command == "stop":
-            timeout = cli.resolve_settings(args).dicom_node.stop_timeout_seconds + 10
-            was = daemon.stop(args.state_dir, timeout_s=timeout)
-            print("dicom-node: stopped" if was else "dicom-node: not running", file=sys.stderr)
-            return 0
         settings = cli.resolve_settings(args, _node_overrides(args))
+        state_dir = _state_dir(args, settings)
+        if args.command == "stop":
+            if daemon.stop(state_dir, timeout_s=settings.dicom_node.stop_timeout_seconds + 10):
+                print("dicom-node: stopped", file=sys.stderr)
+                return 0
+            line, code = daemon.not_found_line("dicom-node", WHAT, state_dir, f"the spool {settings.dicom_node.spool}")
+            print(line, file=sys.stderr)
+            return code
         if args.command == "status":
-            state, code = _status(settings, args.state_dir)
+            state, code = _status(settings, state_dir)
             print(json.dumps(state))
+            if code == 3:
+                line, _ = daemon.not_found_line("dicom-node", WHAT, state_dir, f"the spool {state['spool']}")
+                print(line, file=sys.stderr)
             return code
         from xray_spark.node.access import check_bind
 
         check_bind(settings.dicom_node)  # refused before anything starts
         _spool(settings)  # a spool inside the lake is refused here, in one line
         if args.command == "run":
-            return _run(settings, os.path.abspath(args.state_dir))
+            daemon.claim(state_dir)
+            return _run(settings, state_dir)
         record = daemon.start(
-            args.state_dir,
+            state_dir,
             "xray_spark.node",
             daemon.run_args(args.conf, args.lake, [*args.overrides, *_node_overrides(args)]),
             WHAT,
@@ -145,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             address=(settings.dicom_node.host, settings.dicom_node.port),
         )
         print(record["listening"])
-        cli.log.info("the DICOM node listens as %s (stop it with: python -m xray_spark.node stop)", record["listening"])
+        hint = daemon.command_hint("xray_spark.node", "stop", argv if argv is not None else sys.argv[1:], "start")
+        cli.log.info("the DICOM node listens as %s (stop it with: %s)", record["listening"], hint)
         return 0
 
     return cli.run_job("dicom-node", body, args)

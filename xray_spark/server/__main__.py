@@ -1,14 +1,16 @@
 """python -m xray_spark.server start|stop|status|run: the read-only SQL server (JDBC/ODBC).
 
     python -m xray_spark.server start [--conf FILE] [--lake DIR] [--host H] [--port P] [--set k=v ...]
-    python -m xray_spark.server stop
-    python -m xray_spark.server status
+    python -m xray_spark.server stop   [--conf FILE] [--lake DIR]
+    python -m xray_spark.server status [--conf FILE] [--lake DIR]
 
 ``status`` prints JSON (running, answering, pid, url, problem) and exits 0 only when the
 server answers a real query (``SELECT 1``), 1 when its process runs but does not answer, 3
 when it does not run. ``start`` prints the JDBC URL (stdout) once the server answers; ``run`` is the server itself
-in the foreground (what ``start`` runs in the background). ``--state-dir`` (default
-``.sql-server``) holds its pid, log and work files, outside the lake.
+in the foreground (what ``start`` runs in the background). ``--state-dir`` (default: the lake's
+own folder under ``<home>/run``, docs/configuration.md#where-files-go) holds its pid, log and work
+files, outside the lake: ``stop`` and ``status`` given the ``--conf`` and ``--lake`` of ``start``
+find the server from any working directory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (sql_server.host, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (sql_server.port, default 10000)")
     parser.add_argument("--timeout", type=float, default=60.0, help="status: seconds to wait for SELECT 1 (default 60)")
-    parser.add_argument("--state-dir", default=".sql-server", help="pid, log and work files (default .sql-server)")
+    parser.add_argument("--state-dir", help="pid, log and work files (default: the lake's own folder under <home>/run)")
     return parser
 
 
@@ -39,37 +41,52 @@ def _server_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def server_state_dir(settings, given: str | None = None) -> str:
+    """The SQL server's state folder: ``given`` (``--state-dir``), else the lake's own under ``<home>/run``."""
+    from xray_spark import daemon as service
+
+    return service.state_dir_for(given, "sql-server", settings.lake)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
     def body() -> int:
+        from xray_spark import daemon as service
         from xray_spark.server import daemon
 
+        settings = cli.resolve_settings(args, _server_overrides(args))
+        state_dir = server_state_dir(settings, args.state_dir)
         if args.command == "stop":
-            was = daemon.stop(args.state_dir)
-            print("sql-server: stopped" if was else "sql-server: not running", file=sys.stderr)
-            return 0
+            if daemon.stop(state_dir):
+                print("sql-server: stopped", file=sys.stderr)
+                return 0
+            line, code = service.not_found_line("sql-server", "SQL server", state_dir, f"the lake {settings.lake}")
+            print(line, file=sys.stderr)
+            return code
         if args.command == "status":
-            state = daemon.status(args.state_dir, timeout_s=args.timeout)
+            state = daemon.status(state_dir, timeout_s=args.timeout)
             print(json.dumps(state))
             if state["problem"]:
                 print(f"sql-server: {state['problem']}", file=sys.stderr)
+            if not state["running"]:
+                line, _ = service.not_found_line("sql-server", "SQL server", state_dir, f"the lake {settings.lake}")
+                print(line, file=sys.stderr)
             return 0 if state["answering"] else 1 if state["running"] else 3
-        settings = cli.resolve_settings(args, _server_overrides(args))
         from xray_spark.server.serve import check_bind, serve
 
         check_bind(settings.sql_server)  # refused before anything starts
         if args.command == "run":
-            return serve(settings, args.state_dir)
-        from xray_spark.daemon import run_args
-
+            service.claim(state_dir)
+            return serve(settings, state_dir)
         url = daemon.start(
-            args.state_dir,
-            run_args(args.conf, args.lake, [*args.overrides, *_server_overrides(args)]),
+            state_dir,
+            service.run_args(args.conf, args.lake, [*args.overrides, *_server_overrides(args)]),
             address=(settings.sql_server.host, settings.sql_server.port),
         )
         print(url)
-        cli.log.info("the SQL server listens at %s (stop it with: python -m xray_spark.server stop)", url)
+        hint = service.command_hint("xray_spark.server", "stop", argv if argv is not None else sys.argv[1:], "start")
+        cli.log.info("the SQL server listens at %s (stop it with: %s)", url, hint)
         return 0
 
     return cli.run_job("sql-server", body, args)

@@ -2,7 +2,7 @@
 
 The server runs as ``python -m xray_spark.server run`` in a session of its own (its JVM in
 the same process group), with its log, pid and ready files in the state folder
-(``.sql-server/`` by default, outside the lake: the server writes nothing into the lake).
+(the lake's own folder under ``<home>/run`` by default, outside the lake: the server writes nothing into the lake).
 """
 
 from __future__ import annotations

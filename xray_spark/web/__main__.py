@@ -1,15 +1,17 @@
 """python -m xray_spark.web start|stop|status|run|add-user: the worklist web app readers sign in to.
 
     python -m xray_spark.web start [--lake L] [--conf F] [--set k=v ...] [--host H] [--port P]
-    python -m xray_spark.web stop
-    python -m xray_spark.web status
+    python -m xray_spark.web stop   [--lake L] [--conf F]
+    python -m xray_spark.web status [--lake L] [--conf F]
     python -m xray_spark.web add-user NAME        (the password is read from stdin)
 
 Each flag overrides its ``web`` setting. ``start`` runs the app in the background and prints its
 URL (stdout) once it listens; ``run`` is the app in the foreground. ``status`` prints JSON and
 exits 0 when the app listens, 1 when its process runs but does not listen, 3 when it does not
 run. ``add-user`` adds a reader or changes their password (and ends their sessions).
-``--state-dir`` (default ``.xray-web``) holds the pid, log and ready files, outside the lake.
+``--state-dir`` (default: the lake's own folder under ``<home>/run``,
+docs/configuration.md#where-files-go) holds the pid, log and ready files, outside the lake:
+``stop`` and ``status`` given the ``--conf`` and ``--lake`` of ``start`` find the app.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("name", nargs="?", help="add-user: the reader's name")
     parser.add_argument("--host", help="address to listen on (web.host, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (web.port, default 8470)")
-    parser.add_argument("--state-dir", default=".xray-web", help="pid, log and ready files (default .xray-web)")
+    parser.add_argument(
+        "--state-dir", help="pid, log and ready files (default: the lake's own folder under <home>/run)"
+    )
     return parser
 
 
@@ -81,16 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
     def body() -> int:
-        if args.command == "stop":
-            was = daemon.stop(args.state_dir, timeout_s=40)
-            print("web: stopped" if was else "web: not running", file=sys.stderr)
-            return 0
         settings = cli.resolve_settings(args, _overrides(args))
+        state_dir = daemon.state_dir_for(args.state_dir, "web", settings.lake)
+        if args.command == "stop":
+            if daemon.stop(state_dir, timeout_s=40):
+                print("web: stopped", file=sys.stderr)
+                return 0
+            line, code = daemon.not_found_line("web", WHAT, state_dir, f"the lake {settings.lake}")
+            print(line, file=sys.stderr)
+            return code
         if args.command == "status":
-            record = daemon.running(args.state_dir)
-            found = daemon.ready(args.state_dir) if record else None
+            record = daemon.running(state_dir)
+            found = daemon.ready(state_dir) if record else None
             listens = bool(found) and bool(listening_addresses(int(found["port"])))
             print(json.dumps({"running": record is not None, "url": found["url"] if listens else None}))
+            if record is None:
+                print(daemon.not_found_line("web", WHAT, state_dir, f"the lake {settings.lake}")[0], file=sys.stderr)
             return 0 if listens else 1 if record else 3
         if args.command == "add-user":
             return _add_user(settings, args.name)
@@ -101,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         accounts_path(settings)  # accounts inside the lake are refused in one line
         VerdictStore(verdicts_path(settings))  # a damaged verdicts file is refused in one line, with its repair
         if args.command == "run":
-            return _run(settings, os.path.abspath(args.state_dir))
+            daemon.claim(state_dir)
+            return _run(settings, state_dir)
         record = daemon.start(
-            args.state_dir,
+            state_dir,
             "xray_spark.web",
             daemon.run_args(args.conf, args.lake, [*args.overrides, *_overrides(args)]),
             WHAT,
@@ -111,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             address=(settings.web.host, settings.web.port),
         )
         print(record["url"])
-        cli.log.info("the worklist web app is at %s (stop it with: python -m xray_spark.web stop)", record["url"])
+        hint = daemon.command_hint("xray_spark.web", "stop", argv if argv is not None else sys.argv[1:], "start")
+        cli.log.info("the worklist web app is at %s (stop it with: %s)", record["url"], hint)
         return 0
 
     return cli.run_job("web", body, args)
