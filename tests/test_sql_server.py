@@ -20,10 +20,13 @@ import pandas as pd
 import pytest
 from impala.dbapi import connect
 
+from xray_spark.config import load_settings
 from xray_spark.lake import tables
 from xray_spark.net import listening
 from xray_spark.registry import set_alias
 from xray_spark.score.pipeline import run_scoring
+from xray_spark.server.__main__ import server_state_dir
+from xray_spark.server.client import sql_through_server
 from xray_spark.session import free_port
 
 from .jobs import job_env
@@ -40,9 +43,12 @@ PATIENT_QUERY = (
 PLANTED_KEY = "planted-pseudonym-key-7d41e9"
 
 
-def _server(command: str, state: Path, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def _server(
+    command: str, state: Path | None, *args: str, cwd: Path, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m xray_spark.server command`` (with ``--state-dir`` unless ``state`` is None: the lake's own)."""
     return subprocess.run(
-        [*SERVER, command, "--state-dir", str(state), *args],
+        [*SERVER, command, *(["--state-dir", str(state)] if state else []), *args],
         cwd=cwd,
         env=job_env(env),
         capture_output=True,
@@ -63,10 +69,11 @@ def served(spark, prepared, small_model, tmp_path_factory):
     set_alias(spark, lake, small_model["version"], reason="the test's model")
     run_scoring(spark, lake, settings, new_only=True)
     port = free_port()
-    state = root / "state"
+    # started with no --state-dir: its state is the lake's own folder, which stop (and xray-spark sql) find from --lake
+    state = Path(server_state_dir(load_settings(None, [f"lake={lake.root}"])))
     started = _server(
         "start",
-        state,
+        None,
         "--lake",
         lake.root,
         "--port",
@@ -88,7 +95,7 @@ def served(spark, prepared, small_model, tmp_path_factory):
         pid = json.loads((state / "server.pid").read_text())["pid"]
         yield settings, lake, port, state
     finally:  # stopped whatever happened above: no server outlives the tests
-        stopped = _server("stop", state, cwd=root)
+        stopped = _server("stop", None, "--lake", str(lake.root), cwd=tmp_path_factory.mktemp("elsewhere"))
     assert stopped.returncode == 0 and "sql-server: stopped" in stopped.stderr
     # Nothing left running: not the server's Python, not its JVM (same process group), not the port.
     with pytest.raises(ProcessLookupError):
@@ -214,6 +221,31 @@ def test_every_client_gets_the_same_answers(spark, served):
     for client, theirs in answers.items():
         for name in questions:
             assert _same(theirs[name], answers["spark"][name]), (client, name, theirs[name], answers["spark"][name])
+
+
+def test_xray_spark_sql_asks_the_running_server_and_says_how_to_start_one_when_none_runs(
+    spark, served, tmp_path, capsys
+):
+    """The launcher's sql answers through the server of its lake (no JVM of its own), DESCRIBE shows every column's
+    comment, a write is refused in one line; with no server for the lake it says how to start one."""
+    _, lake, _, _ = served
+
+    def sql(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "xray_spark.launch", "sql", "--lake", str(lake.root), *args]
+        return subprocess.run(command, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=120)
+
+    counted = sql("--format", "csv", "SELECT count(*) AS n FROM xray.predictions")
+    assert counted.returncode == 0 and "answered by the SQL server" in counted.stderr, counted.stderr[-2000:]
+    assert counted.stdout.split() == ["n", str(tables.read_table(spark, lake, "predictions").count())]
+    assert "SparkContext" not in counted.stderr and not list(tmp_path.iterdir())
+    described = sql("--format", "json", "DESCRIBE xray.predictions")
+    columns = [json.loads(line) for line in described.stdout.splitlines()]
+    columns = columns[: next((i for i, c in enumerate(columns) if c["col_name"].startswith("#")), len(columns))]
+    assert len(columns) > 20 and all(c["comment"] for c in columns), [c for c in columns if not c["comment"]]
+    refused = sql("DROP VIEW xray.worklist")
+    assert refused.returncode == 2 and refused.stderr.startswith("sql: error: query failed"), refused.stderr
+    assert sql_through_server(["--lake", str(tmp_path / "no-server"), "SELECT 1"]) is None  # the Spark job answers
+    assert "no SQL server serves the lake" in capsys.readouterr().err
 
 
 def test_every_writing_statement_is_refused_and_the_lake_stays_byte_identical(served):

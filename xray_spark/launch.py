@@ -154,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job not in JOBS:
         print(f"xray-spark: error: no job {job!r}: choose one of {', '.join(JOBS)}", file=sys.stderr)
         return 2
+    if job == "sql" and not submit and not print_only:  # a running SQL server answers in a second
+        from xray_spark.server.client import sql_through_server
+
+        answered = sql_through_server(job_args)
+        if answered is not None:
+            return answered
     command = submit_command(job, job_args, submit)
     if print_only:
         print(shlex.join(command))

@@ -241,12 +241,7 @@ def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000)
     Anything but a query or a SHOW/DESCRIBE/EXPLAIN is refused before Spark runs it
     (:func:`xray_spark.readonly.check_read_only`).
     """
-    import csv
-    import io
-    import json
-
     from xray_spark.errors import UsageError, first_line
-    from xray_spark.report import format_table
 
     with client_session(spark):
         check_read_only(spark, query)
@@ -255,16 +250,27 @@ def query_text(spark: Any, query: str, *, fmt: str = "table", limit: int = 1000)
             rows = df.limit(limit).collect()
         except Exception as exc:  # AnalysisException / ParseException: the query is wrong
             raise UsageError(f"query failed: {first_line(exc)}") from None
-    names = df.columns
+    return rows_text(df.columns, [r.asDict(recursive=True) for r in rows], fmt)
+
+
+def rows_text(names: list[str], rows: list[dict], fmt: str) -> str:
+    """Rows (dicts by column name) as ``sql`` prints them: a table, CSV or JSON lines."""
+    import csv
+    import io
+    import json
+
+    from xray_spark.report import format_table
+
     if fmt == "json":
-        return "\n".join(json.dumps(r.asDict(recursive=True), default=str) for r in rows)
+        return "\n".join(json.dumps(r, default=str) for r in rows)
+    cells = [[_cell(r[n]) for n in names] for r in rows]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(names)
-        writer.writerows([[_cell(v) for v in r] for r in rows])
+        writer.writerows(cells)
         return buffer.getvalue().rstrip("\n")
-    return format_table(names, [[_cell(v) for v in r] for r in rows])
+    return format_table(names, cells)
 
 
 def _cell(value: Any) -> Any:
