@@ -29,6 +29,7 @@ LONGEST_FIRST = (
     "test_train_challenge",
     "test_train_verdicts",
     "test_deliver",
+    "test_week",
     "test_dicom_node",
     "test_monitor",
     "test_prepare",

@@ -1,15 +1,15 @@
-"""Progress a cron log can show: one line at least every 30 s while Spark works, when stdout is not a terminal.
+"""Progress in the job's words: one line at least every 30 s in a log (every 5 s on a terminal) while Spark works.
 
-On a terminal, Spark's console progress bar shows the running stage (``spark.ui.showConsoleProgress``,
-on when stderr is a terminal). In a log file it is off, and a long run would say nothing
-between its start and its summary; :class:`SparkProgress` (started by every job's session)
-writes, every ``interval`` seconds while a Spark stage runs, one line to stderr, e.g.
-``score: stage 7 (mapInPandas at udf.py:98) 18/40 tasks (2 running), ~61 images/s, 2:31
-elapsed, ETA 3:05``.
+Every job's session starts :class:`SparkProgress`, which writes one line to stderr while a
+Spark stage runs, in the words of the job's step and its films, never a Spark stage's call
+site: ``score: scoring 1,200 of 4,000 films, ~310 films/s, 0:04 elapsed, 0:09 left``. A step
+names itself and the films it works through (:func:`step`); outside a named step the line
+says what the job is doing in general (``nightly: working, 2 of 8 parts done, 0:31 elapsed``).
+Spark's own console bar (stage numbers and call sites) is off.
 
-Tasks done and total come from Spark's status tracker; the images per second are the job's
-images (:func:`expect`) times the share of the stage's tasks done, over the stage's time,
-so they are an estimate for stages whose tasks hold similar numbers of images.
+The films done are the step's films times the share of the running stage's tasks done (from
+Spark's status tracker), so they are an estimate for stages whose tasks hold similar numbers of
+films.
 
 Under ``spark-submit`` the job's own stdout and stderr are pipes to the ``spark-submit``
 JVM; :func:`xray_spark.stderr_route.terminal` asks about the JVM's (the user's) descriptors instead.
@@ -28,15 +28,19 @@ from xray_spark.stderr_route import terminal
 
 log = logging.getLogger(__name__)
 
-#: Images the running step works through (set by the step once it knows, inside :func:`step`), for images/s.
-_expected: dict[str, int] = {}
+#: The running step: its words ("scoring") and the films it works through (set once it knows, inside :func:`step`).
+_expected: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
-def step() -> Iterator[None]:
-    """One step of a job (prepare, score): what it :func:`expect`s holds inside it only, so a later step in
-    the same session (the nightly flow's) never reports images/s from an earlier step's count."""
+def step(doing: str = "", films: int | None = None) -> Iterator[None]:
+    """One step of a job (``doing``: "preparing", "scoring", "delivering"): what it :func:`expect`s holds inside it
+    only, so a later step in the same session (the nightly flow's) never reports an earlier step's count."""
     _expected.clear()
+    if doing:
+        _expected["doing"] = doing
+    if films is not None:
+        _expected["images"] = int(films)
     try:
         yield
     finally:
@@ -60,15 +64,23 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def stage_line(job: str, info: Any, stage_seconds: float, images: int | None) -> str:
-    """One progress line for a stage (``info``: pyspark's ``SparkStageInfo``)."""
+def doing() -> str:
+    """The running step's words, or "working" outside a named step."""
+    return str(_expected.get("doing") or "working")
+
+
+def stage_line(job: str, info: Any, stage_seconds: float, images: int | None, what: str = "working") -> str:
+    """One progress line for a running stage (``info``: pyspark's ``SparkStageInfo``), in the step's words."""
     done, total = info.numCompletedTasks, max(info.numTasks, 1)
-    parts = [f"{job}: stage {info.stageId} ({info.name}) {done}/{total} tasks ({info.numActiveTasks} running)"]
-    if images and stage_seconds > 0 and done:
-        parts.append(f"~{images * done / total / stage_seconds:,.0f} images/s")
+    if images:
+        parts = [f"{job}: {what} {images * done // total:,} of {images:,} films"]
+        if stage_seconds > 0 and done:
+            parts.append(f"~{images * done / total / stage_seconds:,.0f} films/s")
+    else:
+        parts = [f"{job}: {what}, {done} of {total} parts done"]
     parts.append(f"{_clock(stage_seconds)} elapsed")
     if done and done < total:
-        parts.append(f"ETA {_clock(stage_seconds * (total - done) / done)}")
+        parts.append(f"{_clock(stage_seconds * (total - done) / done)} left")
     return ", ".join(parts)
 
 
@@ -100,7 +112,7 @@ class SparkProgress:
             if info is None:
                 continue
             first = self._first_seen.setdefault(stage_id, now)
-            out.append(stage_line(self.job, info, now - first, expected()))
+            out.append(stage_line(self.job, info, now - first, expected(), doing()))
         return out
 
     def _run(self) -> None:
@@ -116,8 +128,6 @@ class SparkProgress:
                 last = time.monotonic()
 
 
-def start_if_logging(spark: Any, job: str, interval: float = 30.0) -> SparkProgress | None:
-    """Start :class:`SparkProgress` when stdout is not a terminal (a cron log); else None (the bar shows)."""
-    if terminal(1):
-        return None
-    return SparkProgress(spark, job, interval).start()
+def start_if_logging(spark: Any, job: str, interval: float = 30.0) -> SparkProgress:
+    """Start :class:`SparkProgress`: a line every ``interval`` seconds in a log, every 5 s on a terminal."""
+    return SparkProgress(spark, job, 5.0 if terminal(2) else interval).start()

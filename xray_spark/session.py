@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 
 from xray_spark.config import SparkSettings
 from xray_spark.errors import EnvironmentProblem
-from xray_spark.stderr_route import terminal, under_spark_submit
+from xray_spark.stderr_route import under_spark_submit
 
 MIN_JAVA = 17
 
@@ -145,7 +145,7 @@ def build_session(
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "true" if terminal(2) else "false",
+        "spark.ui.showConsoleProgress": "false",  # stage numbers and call sites: the job's own lines instead
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Keep the catalog in memory: every process rebuilds it from the lake, so no
         # process can lock another out (the embedded Derby metastore would).

@@ -105,8 +105,7 @@ def run_delivery(
             _pending(run, todo)
             pictures = Pictures(display, options.max_side, options.sc_without_call) if with_sc and display else None
             builder = make_builder(model_facts(run.card), options.uid_root, pictures, settings.image.max_file_bytes)
-            progress.expect(len(todo))
-            with progress.step():
+            with progress.step("delivering", films=len(todo)):
                 summary.update(_send_all(run, films, todo, builder))
     summary["seconds"] = round(time.monotonic() - started, 2)
     return summary

@@ -86,7 +86,7 @@ def run_prepare(spark: SparkSession, lake: Lake, settings: Settings, inputs: Pre
     be served the failed run's view of the store.
     """
     run = PrepareRun(spark, lake, settings, inputs)
-    with _lock(run), progress.step():
+    with _lock(run), progress.step("preparing"):
         try:
             start(run)
             record = read_source(run)

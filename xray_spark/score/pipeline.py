@@ -61,7 +61,7 @@ def run_scoring(
     with (
         locks.store_reader(lake, settings.dataset, job="score", wait_seconds=wait),
         locks.lake_lock(lake, f"score-{card.version}", job="score", wait_seconds=wait),
-        progress.step(),
+        progress.step("scoring"),
     ):
         check_model_loads(card, store_mod.require_manifest(lake, settings.dataset).image_size)  # the store read now
         started = time.monotonic()
