@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -25,7 +27,7 @@ from xray_spark.prepare import PrepareInputs, run_prepare
 from xray_spark.spool import Spool, open_spool
 
 from . import corpus
-from .conftest import DISPLAY, TEST_OVERRIDES, make_settings
+from .conftest import DISPLAY, ROOT, TEST_OVERRIDES, make_settings
 from .corpus import PHI
 from .dicom_peers import (
     AE,
@@ -239,6 +241,22 @@ def test_ten_associations_at_once_all_succeed_and_stop_lets_the_one_in_flight_fi
         node.stop()  # stop waits for the association in flight (dicom_node.stop_timeout_seconds)
         assert proc.wait(timeout=60) == 0
     assert len(node.received()) == 200 and "150 stored" in node.log()
+
+
+def test_the_documented_dcmsend_line_sends_a_whole_export_as_it_is_written(demo, tmp_path):
+    """docs/dicom-node.md's dcmsend command, run as written (only the port and the folder made this test's):
+    every radiograph of the export arrives, past the README.TXT and the file cut short."""
+    root, _, _, radiographs = demo
+    page = (ROOT / "docs" / "dicom-node.md").read_text()
+    (line,) = [m for m in re.findall(r"^dcmsend .*$", page, flags=re.M)]
+    words = shlex.split(re.sub(r"\s#\s.*$", "", line))
+    assert words[-3:] == ["127.0.0.1", "11112", "/data/export"] or words[-1] == "/data/export", words
+    with running_node(tmp_path / "node") as node:
+        argv = [need("dcmsend"), *words[1:]]
+        argv = [str(node.port) if w == "11112" else str(root / "export") if w == "/data/export" else w for w in argv]
+        sent = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        assert len(node.received()) == len(radiographs), sent.stderr[-2000:]
 
 
 def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_identity(

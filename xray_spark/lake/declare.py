@@ -68,17 +68,34 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def ddl(self, location: str, qualified: str) -> str | None:
-        """``CREATE TABLE`` with every column's comment, over the Parquet at ``location``; None for a table whose
-        columns depend on the data (registered from its files instead)."""
-        if self.more_columns:
+    def ddl(self, location: str, qualified: str, found: T.StructType | None = None) -> str | None:
+        """``CREATE TABLE`` with every column's comment, over the Parquet at ``location``. A table whose columns
+        depend on the data needs ``found``, the schema of its files (None without it): its declared columns, then
+        the others found there, each with its comment in words (:func:`data_column_comment`)."""
+        if self.more_columns and found is None:
             return None
-        columns = ", ".join(f"`{c.name}` {c.type.upper()} COMMENT {_quoted(c.comment)}" for c in self.columns)
+        declared = [(c.name, c.type, c.comment) for c in self.columns]
+        known = {c.name for c in self.columns}
+        more = [
+            (f.name, f.dataType.simpleString(), data_column_comment(f.name)) for f in found or () if f.name not in known
+        ]
+        data = [c for c in declared if c[0] not in self.partitioned_by] + more
+        last = [c for c in declared if c[0] in self.partitioned_by]  # Spark keeps partition columns last
+        columns = ", ".join(f"`{n}` {t.upper()} COMMENT {_quoted(text)}" for n, t, text in data + last)
         parts = f" PARTITIONED BY ({', '.join(self.partitioned_by)})" if self.partitioned_by else ""
         return (
             f"CREATE TABLE {qualified} ({columns}) USING parquet{parts} "
             f"COMMENT {_quoted('one row per ' + self.row)} LOCATION {_quoted(location)}"
         )
+
+
+def data_column_comment(name: str) -> str:
+    """The comment of a column named by the data: a model's calibrated probability or raw output of a finding."""
+    words_of = {"p_": "the calibrated probability of {}", "raw_": "the model's output for {}, before calibration"}
+    for prefix, words in words_of.items():
+        if name.startswith(prefix):
+            return words.format(name[len(prefix) :].replace("_", " ").capitalize())
+    return "a column of the data (not in the catalog)"
 
 
 def _quoted(text: str) -> str:

@@ -51,13 +51,15 @@ def exists_in_lake(spark: SparkSession, lake: Lake, name: str) -> bool:
 def register_table(spark: SparkSession, lake: Lake, name: str) -> None:
     """Point ``xray.<name>`` at ``lake/tables/<name>`` (replacing an older registration), with the catalog's
     columns and their comments; a table whose columns depend on the data, with the columns of its files."""
-    ddl = catalog.table(name).ddl(lake.table_url(name), qualified(name))
+    table = catalog.table(name)
+    # A table whose columns depend on the data (prediction tables of models with other label sets have other p_
+    # columns): every column its files hold, merged, each with its comment.
+    found = None
+    if table.more_columns:
+        found = spark.read.option("mergeSchema", "true").parquet(lake.table_url(name)).schema
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     spark.sql(f"DROP TABLE IF EXISTS {qualified(name)}")
-    if ddl is not None:
-        spark.sql(ddl)
-    else:  # mergeSchema: prediction tables of models with other label sets have other p_ columns.
-        spark.catalog.createTable(qualified(name), path=lake.table_url(name), source="parquet", mergeSchema="true")
+    spark.sql(table.ddl(lake.table_url(name), qualified(name), found))
     # Partitioned: its top folders are ``column=value``. Asked of the file system, not the
     # catalog (listColumns), which costs a cold job's first catalog query noticeably more.
     if any(is_dir and "=" in entry for entry, is_dir in _data_entries(spark, lake, name)):

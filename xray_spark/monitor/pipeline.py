@@ -189,7 +189,15 @@ def _tested(
         "monitored_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if len(night) < how.min_films:
-        summary["nights"].append({"run_id": run_id, "score_date": score_date, "films": len(night), "tested": False})
+        summary["nights"].append(
+            {
+                "run_id": run_id,
+                "score_date": score_date,
+                "films": len(night),
+                "tested": False,
+                "why": f"{len(night)} films, fewer than monitor.min_films ({how.min_films})",
+            }
+        )
         return [
             base
             | {
@@ -206,7 +214,15 @@ def _tested(
     measured = measure_night(reference, night, card.labels, _expected_rates(card))
     alerts = drift.holm({m.measure: m.p_value for _, m in measured}, how.alpha)
     summary["nights"].append(
-        {"run_id": run_id, "score_date": score_date, "films": len(night), "tested": True, "alerts": sorted(alerts)}
+        {
+            "run_id": run_id,
+            "score_date": score_date,
+            "films": len(night),
+            "tested": True,
+            "alerts": sorted(alerts),
+            "measures": len(measured),
+            "against": "the model card's validation call rates" if reference is None else f"{len(reference)} films",
+        }
     )
     rows = []
     for kind, m in measured:

@@ -9,14 +9,23 @@ def monitor_summary_text(summary: dict[str, Any]) -> str:
     """One line when nothing moved (or nothing was tested), else one line per alert."""
     if summary.get("note"):
         return f"monitor {summary['dataset']}: {summary['note']}"
-    tested = [n for n in summary["nights"] if n.get("tested")]
-    head = (
-        f"monitor {summary['dataset']}: {len(summary['nights'])} nights, {len(tested)} tested against "
-        f"{summary.get('reference', 'the reference')}"
-    )
+    nights = summary["nights"]
+    tested = [n for n in nights if n.get("tested")]
+    head = f"monitor {summary['dataset']}: "
+    last = nights[-1] if nights else None
+    if last is not None and last.get("tested"):
+        moved = len(last.get("alerts", []))
+        head += (
+            f"the last night ({last['score_date']}, {last['films']:,} films) compared with "
+            f"{summary.get('reference', 'the reference')}, {last.get('against', 'its films')}, "
+            f"{last.get('measures', 0)} measures: {f'{moved} moved' if moved else 'nothing moved'}"
+        )
+    elif last is not None:
+        head += f"the last night ({last['score_date']}) was not tested: {last.get('why', 'part of the reference')}"
+    head += f"; {len(nights)} {'night' if len(nights) == 1 else 'nights'} looked at, {len(tested)} tested"
     if not summary["alerts"]:
-        return f"{head}; nothing moved"
-    lines = [f"{head}; {len(summary['alerts'])} alerts:"]
+        return head if last is not None and last.get("tested") else f"{head}, nothing moved"
+    lines = [f"{head}; {len(summary['alerts'])} alerts in all:"]
     for a in summary["alerts"]:
         lines.append(
             f"  {a['score_date']} ({a['run_id']}): {a['measure']} moved from {a['reference_value']} "
