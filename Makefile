@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 3
 # driver memory of the job's conf (so CONF=conf/standalone.yaml runs every target on the cluster
 # of `make cluster-up`), Spark's console kept quiet, the driver JVM's options of xray_spark/session.py.
 XRAY = $(VENV)/bin/xray-spark
-DATASET = $(shell $(PY) -m xray_spark.config --conf $(CONF) --get dataset)
+DATASET = $(shell $(PY) -m xray_spark.config --config $(CONF) --get dataset)
 # Spark's web UI binds to this address (when it is on: spark.ui.enabled defaults to false
 # in local mode); the driver's other services bind to 127.0.0.1 in local mode too.
 export SPARK_LOCAL_IP ?= 127.0.0.1
@@ -56,24 +56,24 @@ DEMO_SPLIT := --set split.train=0.6 --set split.val=0.2
 # The demo's prepare and train (make demo runs them each time; make demo-dicom only when the
 # lake has no demo model yet).
 define demo_model
-	$(XRAY) prepare --conf $(CONF) --lake $(LAKE) $(DEMO_SPLIT) \
+	$(XRAY) prepare --config $(CONF) --lake $(LAKE) $(DEMO_SPLIT) \
 	  --metadata $(DEMO_ARCHIVE)/Data_Entry_2017.csv --images $(DEMO_ARCHIVE)/images \
 	  --bbox $(DEMO_ARCHIVE)/BBox_List_2017.csv --summary-json $(LAKE)/reports/prepare-latest.json
-	$(XRAY) train --conf $(CONF) --lake $(LAKE) --model small_cnn \
+	$(XRAY) train --config $(CONF) --lake $(LAKE) --model small_cnn \
 	  --summary-json $(LAKE)/reports/train-latest.json
-	$(XRAY) promote --conf $(CONF) --lake $(LAKE) --reason "the demo's model" \
+	$(XRAY) promote --config $(CONF) --lake $(LAKE) --reason "the demo's model" \
 	  --model-version $$($(PY) -c "import json; print(json.load(open('$(LAKE)/reports/train-latest.json'))['version'])")
 endef
 
 demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synthetic archive, lake in ./lake
 	$(demo_model)
-	$(XRAY) score --conf $(CONF) --lake $(LAKE) --new-only --heatmaps called \
+	$(XRAY) score --config $(CONF) --lake $(LAKE) --new-only --heatmaps called \
 	  --summary-json $(LAKE)/reports/score-latest.json
-	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
+	$(XRAY) evaluate --config $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
 	@echo; echo "Tonight's worklist, riskiest first:"
-	@$(XRAY) sql --conf $(CONF) --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
+	@$(XRAY) sql --config $(CONF) --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
 	  called FROM xray.worklist WHERE dataset = '$(DATASET)' ORDER BY risk_rank LIMIT 10"
-	$(XRAY) worklist --conf $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
+	$(XRAY) worklist --config $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
 
 # A hospital's PACS export instead: synthetic DICOM films with made-up names, birth dates and
 # addresses in their headers, mixed transfer syntaxes, a few objects that are not frontal chest
@@ -91,17 +91,17 @@ $(LAKE)/reports/train-latest.json: | $(DEMO_ARCHIVE)/Data_Entry_2017.csv
 	$(demo_model)
 
 demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-latest.json ## a PACS export (DICOM) prepared, scored, evaluated, on the worklist
-	$(XRAY) prepare --conf $(CONF) --lake $(LAKE) --source dicom --dataset hospital --incremental \
+	$(XRAY) prepare --config $(CONF) --lake $(LAKE) --source dicom --dataset hospital --incremental \
 	  --images $(DICOM_ARCHIVE)/export --labels $(DICOM_ARCHIVE)/labels.csv --set privacy.key_file=$(abspath $(DEMO_KEY)) \
 	  --summary-json $(LAKE)/reports/dicom-prepare-latest.json
-	$(XRAY) score --conf $(CONF) --lake $(LAKE) --dataset hospital --new-only \
+	$(XRAY) score --config $(CONF) --lake $(LAKE) --dataset hospital --new-only \
 	  --summary-json $(LAKE)/reports/dicom-score-latest.json
-	$(XRAY) evaluate --conf $(CONF) --lake $(LAKE) --dataset hospital \
+	$(XRAY) evaluate --config $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
 	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
-	@$(XRAY) sql --conf $(CONF) --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
+	@$(XRAY) sql --config $(CONF) --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
 	  ROUND(risk_score, 3) AS risk, called FROM xray.worklist WHERE dataset = 'hospital' ORDER BY risk_rank LIMIT 10"
-	$(XRAY) worklist --conf $(CONF) --lake $(LAKE) --dataset hospital \
+	$(XRAY) worklist --config $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-worklist-latest.json
 
 # The round trip with Orthanc as the hospital's PACS (Debian's orthanc and dcmtk): Orthanc on
@@ -117,7 +117,7 @@ demo-pacs: setup $(DEMO_KEY) $(LAKE)/reports/train-latest.json ## the round trip
 	@command -v Orthanc >/dev/null && command -v dsrdump >/dev/null || { echo "demo-pacs: error: Orthanc and dcmtk are needed: apt-get install orthanc dcmtk" >&2; exit 2; }
 	$(PY) -m xray_spark.dev.pacs_demo up --dir $(PACS_DIR) --lake $(LAKE) --http-port $(PACS_HTTP) \
 	  --dicom-port $(PACS_DICOM) --node-port $(PACS_NODE)
-	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source dicom --images $(PACS_DIR)/spool --set dataset=pacs \
+	$(XRAY) nightly --config $(CONF) --lake $(LAKE) --source dicom --images $(PACS_DIR)/spool --set dataset=pacs \
 	  --set privacy.key_file=$(abspath $(DEMO_KEY)) --set "deliver.destinations=[ORTHANC@127.0.0.1:$(PACS_DICOM)]" \
 	  --set deliver.secondary_capture=true --summary-json $(LAKE)/reports/pacs-nightly-latest.json
 	@echo; echo "Orthanc's studies now (each film, its SR and its heatmap picture):"
@@ -137,11 +137,11 @@ NIGHT := $(shell date -u +%Y%m%dT%H%M%S)
 INCOMING ?= $(LAKE)/incoming/$(shell date -u +%Y%m%d)
 PREPARE_SET ?=
 NIGHT_INPUT = $(if $(and $(filter dicom,$(SOURCE)),$(filter-out command line environment,$(origin INCOMING))),\
-  --images $$($(PY) -m xray_spark.config --conf $(CONF) --get dicom_node.spool),--incoming $(INCOMING))
+  --images $$($(PY) -m xray_spark.config --config $(CONF) --get dicom_node.spool),--incoming $(INCOMING))
 nightly: setup ## prepare --incremental on INCOMING (or the DICOM spool), score --new-only, worklist (cron-able)
 	@[ "$(SOURCE)" != nih ] || [ -f $(INCOMING)/Data_Entry_2017.csv ] || { echo "nightly: error: $(INCOMING)/Data_Entry_2017.csv has not arrived: nothing was ingested or scored (run again when it has, or pass INCOMING=DIR)" >&2; exit 2; }
 	@[ "$(SOURCE)" != nih ] || [ -d $(INCOMING)/images ] || { echo "nightly: error: $(INCOMING)/images is not a folder: nothing was ingested or scored" >&2; exit 2; }
-	$(XRAY) nightly --conf $(CONF) --lake $(LAKE) --source $(SOURCE) $(NIGHT_INPUT) $(PREPARE_SET) \
+	$(XRAY) nightly --config $(CONF) --lake $(LAKE) --source $(SOURCE) $(NIGHT_INPUT) $(PREPARE_SET) \
 	  --summary-json $(LAKE)/reports/nightly-latest.json
 
 # A demo night: 200 synthetic studies of new patients are written to lake/incoming/demo-<time>,
@@ -166,28 +166,28 @@ cluster-down: ## stop exactly the processes that cluster-up started
 # views, on sql_server.host:port of the conf (127.0.0.1:10000); new scoring runs show without a
 # restart. Its pid, log and work files are in the lake's own folder under ~/.local/share/xray-spark/run/.
 sql-server: setup ## start the read-only JDBC/ODBC server on 127.0.0.1:10000 (beeline, BI tools)
-	$(PY) -m xray_spark.server start --conf $(CONF) --lake $(LAKE)
+	$(PY) -m xray_spark.server start --config $(CONF) --lake $(LAKE)
 
 sql-server-stop: ## stop the server that make sql-server started
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop --conf $(CONF) --lake $(LAKE); fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.server stop --config $(CONF) --lake $(LAKE); fi
 
 # The DICOM storage node a PACS sends studies to (C-ECHO, C-STORE), as dicom_node.ae_title on
 # dicom_node.host:port of the conf (XRAY_SPARK@127.0.0.1:11112); received files go to the spool
 # (dicom_node.spool, .dicom-spool/, outside the lake), its pid and log to the spool's own folder
 # under ~/.local/share/xray-spark/run/.
 dicom-node: setup ## start the DICOM node (C-STORE SCP) on 127.0.0.1:11112; make nightly SOURCE=dicom reads it
-	$(PY) -m xray_spark.node start --conf $(CONF) --lake $(LAKE)
+	$(PY) -m xray_spark.node start --config $(CONF) --lake $(LAKE)
 
 dicom-node-stop: ## stop the node that make dicom-node started (the associations in flight finish first)
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop --conf $(CONF) --lake $(LAKE); fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.node stop --config $(CONF) --lake $(LAKE); fi
 
 # The worklist web app readers sign in to, on web.host:web.port of the conf (127.0.0.1:8470);
 # accounts in web.accounts (.xray-web/, outside the lake), verdicts in <lake>/verdicts/.
 worklist-server: setup ## start the worklist web app on 127.0.0.1:8470 (add readers: python -m xray_spark.web add-user NAME)
-	$(PY) -m xray_spark.web start --conf $(CONF) --lake $(LAKE)
+	$(PY) -m xray_spark.web start --config $(CONF) --lake $(LAKE)
 
 worklist-server-stop: ## stop the web app that make worklist-server started
-	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop --conf $(CONF) --lake $(LAKE); fi
+	@if [ -x $(PY) ]; then $(PY) -m xray_spark.web stop --config $(CONF) --lake $(LAKE); fi
 
 test: setup ## install, then run the test suite (PYTEST_WORKERS processes)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)

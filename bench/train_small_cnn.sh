@@ -10,10 +10,10 @@ export PYSPARK_PYTHON=$PWD/$PY
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 $PY -m xray_spark.dev.synthetic --output "$work/archive" --images 1500 --size 256 --seed 7
-$PY jobs/prepare.py --conf conf/local.yaml --lake "$work/lake" --metadata "$work/archive/Data_Entry_2017.csv" \
+$PY jobs/prepare.py --config conf/local.yaml --lake "$work/lake" --metadata "$work/archive/Data_Entry_2017.csv" \
   --images "$work/archive/images" --summary-json "$work/prepare.json" >/dev/null 2>&1
 start=$(date +%s)
-$PY jobs/train.py --conf conf/local.yaml --lake "$work/lake" --model small_cnn --summary-json "$work/train.json" \
+$PY jobs/train.py --config conf/local.yaml --lake "$work/lake" --model small_cnn --summary-json "$work/train.json" \
   >/dev/null 2>"$work/train.log" || { tail -20 "$work/train.log"; exit 1; }
 end=$(date +%s)
 out=bench/results/train_small_cnn_cpu$(nproc).json

@@ -40,7 +40,7 @@ def cluster(tmp_path_factory):
 
 def on_cluster(cluster: cluster_mod.LocalCluster, lake_dir: Path, *extra: str) -> list[str]:
     overrides = [*TEST_OVERRIDES, f"spark.master={cluster.master_url}", "spark.driver_memory=1g"]
-    args = ["--conf", str(ROOT / "conf" / "standalone.yaml"), "--lake", str(lake_dir)]
+    args = ["--config", str(ROOT / "conf" / "standalone.yaml"), "--lake", str(lake_dir)]
     for item in overrides:
         args += ["--set", item]
     return [*args, *extra]

@@ -165,7 +165,7 @@ def test_config_get_prints_one_resolved_value():
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "xray_spark.config", "--conf", str(ROOT / "conf" / "standalone.yaml")]
+    args = [sys.executable, "-m", "xray_spark.config", "--config", str(ROOT / "conf" / "standalone.yaml")]
     out = subprocess.run([*args, "--get", "spark.master"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "spark://127.0.0.1:7077"
     bad = subprocess.run([*args, "--get", "spark.nope"], capture_output=True, text=True)

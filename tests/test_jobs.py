@@ -24,7 +24,7 @@ def test_prepare_job_end_to_end(archive, tmp_path):
     result = run_job(
         "prepare",
         [
-            "--conf",
+            "--config",
             str(ROOT / "conf" / "local.yaml"),
             "--lake",
             str(tmp_path / "lake"),

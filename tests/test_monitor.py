@@ -132,7 +132,7 @@ def test_a_night_like_the_reference_is_quiet_and_each_shift_raises_its_own_measu
 
     # the job (on this process's session): asked to fail on an alert, it exits 5, the summary on stdout, what moved
     # on stderr
-    args = ["--conf", ROOT / "conf" / "local.yaml", "--lake", lake.root, "--dataset", "ward", "--from", "2000-01-01"]
+    args = ["--config", ROOT / "conf" / "local.yaml", "--lake", lake.root, "--dataset", "ward", "--from", "2000-01-01"]
     args += ["--set", "monitor.reference=nights:2", "--set", "monitor.fail_on_alert=true"]
     done = run_in_process("monitor", [*args, "--set", f"privacy.identity_dir={settings.privacy.identity_dir}"])
     assert done.returncode == 5, (done.returncode, done.stderr[-2000:])

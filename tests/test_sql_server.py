@@ -459,7 +459,7 @@ def test_every_route_to_the_bind_address_goes_through_the_one_check(tmp_path):
     conf = tmp_path / "wide.yaml"
     conf.write_text("sql_server:\n  hive_conf:\n    hive.server2.thrift.bind.host: 0.0.0.0\n")
     routes = {
-        "hive_conf": (("--conf", str(conf)), None, "is set by 'sql_server.host'"),
+        "hive_conf": (("--config", str(conf)), None, "is set by 'sql_server.host'"),
         "spark.conf": (("--set", "spark.conf.spark.hadoop.hive.server2.thrift.bind.host=0.0.0.0"), None, "go in sql_"),
         "environment": ((), {"HIVE_SERVER2_THRIFT_BIND_HOST": "0.0.0.0"}, "unset it and use those settings"),
     }

@@ -41,7 +41,7 @@ def test_the_units_pass_systemd_analyze_verify_and_install_writes_them(tmp_path)
     conf = _site(tmp_path, 11112)
     folder = tmp_path / "units"
     done = subprocess.run(
-        [sys.executable, "-m", "xray_spark.systemd", "install", "--conf", str(conf), "--dir", str(folder)],
+        [sys.executable, "-m", "xray_spark.systemd", "install", "--config", str(conf), "--dir", str(folder)],
         env=job_env(),
         capture_output=True,
         text=True,
@@ -54,8 +54,8 @@ def test_the_units_pass_systemd_analyze_verify_and_install_writes_them(tmp_path)
     assert "systemctl daemon-reload" in done.stderr
     nightly = (folder / "xray-spark-nightly.service").read_text()
     argv, env, cwd = unit_command(nightly)
-    assert cwd == "/" and env["XRAY_SPARK_HOME"] == "/var/lib/xray-spark" and "--conf" in argv
-    assert argv[argv.index("--conf") + 1] == str(conf) and argv[-2:] == ["--source", "dicom"]
+    assert cwd == "/" and env["XRAY_SPARK_HOME"] == "/var/lib/xray-spark" and "--config" in argv
+    assert argv[argv.index("--config") + 1] == str(conf) and argv[-2:] == ["--source", "dicom"]
     assert "OnCalendar=*-*-* 02:00:00" in (folder / "xray-spark-nightly.timer").read_text()
     analyze = shutil.which("systemd-analyze")
     if analyze is None:  # not every machine runs systemd; the units are still run below as it would run them
@@ -90,7 +90,7 @@ def test_the_node_unit_runs_from_root_and_stop_and_status_find_it_from_its_setti
 
     with run_unit(text) as proc:
         deadline = time.monotonic() + 60
-        while (status := node("status", "--conf", str(conf))).returncode != 0:
+        while (status := node("status", "--config", str(conf))).returncode != 0:
             assert proc.poll() is None and time.monotonic() < deadline, status.stderr
             time.sleep(0.3)
         state = json.loads(status.stdout)
@@ -98,12 +98,12 @@ def test_the_node_unit_runs_from_root_and_stop_and_status_find_it_from_its_setti
         assert state["spool"] == str(tmp_path / "spool"), "the file's relative spool, not one under / (its cwd)"
         assert (tmp_path / "spool").is_dir() and not (Path("/") / "spool").exists()
         # another spool: not this node; it says which one runs, and where
-        other = node("stop", "--conf", str(conf), "--spool", str(tmp_path / "other"))
+        other = node("stop", "--config", str(conf), "--spool", str(tmp_path / "other"))
         assert other.returncode == 3 and "started with other settings runs" in other.stderr
         assert f"spool {tmp_path / 'spool'}" in other.stderr and proc.poll() is None
         # stop, from the repository: the node ends (reaped here, as systemd reaps its services) and stop says so
         stopping = subprocess.Popen(
-            [sys.executable, "-m", "xray_spark.node", "stop", "--conf", str(conf)],
+            [sys.executable, "-m", "xray_spark.node", "stop", "--config", str(conf)],
             cwd=ROOT,
             env=job_env({"XRAY_SPARK_HOME": str(home)}),
             stderr=subprocess.PIPE,
@@ -112,7 +112,7 @@ def test_the_node_unit_runs_from_root_and_stop_and_status_find_it_from_its_setti
         assert proc.wait(timeout=60) == 0
         _, said = stopping.communicate(timeout=60)
         assert stopping.returncode == 0 and "stopped" in said
-    assert node("status", "--conf", str(conf)).returncode == 3
+    assert node("status", "--config", str(conf)).returncode == 3
 
 
 def test_an_option_never_swallows_the_command_word(tmp_path):

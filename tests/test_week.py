@@ -82,7 +82,7 @@ def test_a_week_of_nights_ends_green_but_the_night_the_pacs_was_down(spark, smal
         set_alias(spark, lake, small_model["version"], reason="the week's champion")
         unit = systemd.units(str(conf), user=True, home=str(tmp_path / "home"))["xray-spark-nightly.service"]
         unit = unit.replace("--source dicom", f"--source dicom --summary-json {tmp_path / 'night-7.json'}")
-        with running_node(tmp_path, extra=["--conf", conf]) as node:
+        with running_node(tmp_path, extra=["--config", conf]) as node:
             assert node.spool == tmp_path / "spool"
             for night in range(1, NIGHTS + 1):
                 tonight = films[(night - 1) * PER_NIGHT : night * PER_NIGHT]
@@ -92,7 +92,7 @@ def test_a_week_of_nights_ends_green_but_the_night_the_pacs_was_down(spark, smal
                 with orthanc(tmp_path, ns, {}) if not down else contextlib.nullcontext():
                     if night < NIGHTS:
                         monkeypatch.chdir(elsewhere)
-                        args = ["--conf", str(conf), "--source", "dicom", "--summary-json", str(summary)]
+                        args = ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary)]
                         statuses.append(run_in_process("nightly", args).returncode)
                     else:  # the last night as systemd's timer starts it
                         with run_unit(unit, stop_timeout_s=30) as proc:

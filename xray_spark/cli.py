@@ -49,7 +49,7 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--lake", help="root folder or URL of the lake (overrides the conf's 'lake'; default <home>/lake, see docs)"
     )
-    parser.add_argument("--conf", help="configuration file (YAML), e.g. conf/local.yaml; defaults built in")
+    add_config_option(parser)
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -60,6 +60,30 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--summary-json", help="also write the run's summary to this JSON file")
     return parser
+
+
+class _OldConfigFlag(argparse.Action):
+    """``--conf FILE`` after a job's name: the configuration file, as before ``--config``; said on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"{parser.prog}: warning: --conf FILE is now --config FILE (--conf is spark-submit's k=v, before the job's "
+            "name); --conf FILE is still read in this release",
+            file=sys.stderr,
+        )
+        namespace.conf = values
+
+
+def add_config_option(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--config FILE``: the project's YAML configuration (``args.conf``); the older ``--conf FILE`` still read."""
+    parser.add_argument(
+        "--config",
+        dest="conf",
+        metavar="FILE",
+        required=required,
+        help="configuration file (YAML), e.g. conf/local.yaml; defaults built in",
+    )
+    parser.add_argument("--conf", dest="conf", action=_OldConfigFlag, help=argparse.SUPPRESS)
 
 
 def add_model_choice(parser: argparse.ArgumentParser) -> None:

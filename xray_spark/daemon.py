@@ -6,7 +6,7 @@ ready file live in a state folder outside the lake. The service writes the ready
 (:func:`write_ready`) once it listens; :func:`start` returns what it wrote.
 
 The state folder is ``--state-dir`` when given, else one named by the service and what it
-serves (:func:`state_dir_for`): ``stop`` and ``status`` given the same ``--conf``, ``--lake``
+serves (:func:`state_dir_for`): ``stop`` and ``status`` given the same ``--config``, ``--lake``
 (and the node's ``--spool``) as ``start`` find the same service, from any working directory.
 When they find none there but one runs from another state folder, they say where.
 """
@@ -90,7 +90,7 @@ def run_args(conf: str | None, lake: str | None, overrides: Sequence[str]) -> li
     """The options ``start`` hands to the background ``run``: the resolved settings' sources, paths made absolute."""
     out = []
     if conf:
-        out += ["--conf", os.path.abspath(conf)]
+        out += ["--config", os.path.abspath(conf)]
     if lake:
         out += ["--lake", lake if "://" in lake else os.path.abspath(lake)]
     for item in overrides:
@@ -125,7 +125,7 @@ def not_found_line(service: str, what: str, state_dir: str, serves: str) -> tupl
     )
     return (
         f"{service}: no {what} runs for {serves}, but {len(others)} started with other settings "
-        f"{'runs' if len(others) == 1 else 'run'}: {where}; give the --conf, --lake (--spool) it was started with, "
+        f"{'runs' if len(others) == 1 else 'run'}: {where}; give the --config, --lake (--spool) it was started with, "
         "or its --state-dir",
         3,
     )

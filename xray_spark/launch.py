@@ -3,12 +3,14 @@
 ::
 
     xray-spark [spark-submit options] <job> [job arguments]
-    xray-spark --master spark://head:7077 --conf spark.executor.memory=4g score --new-only --conf conf/my.yaml
+    xray-spark --master spark://head:7077 --conf spark.executor.memory=4g score --new-only --config conf/my.yaml
     xray-spark --print-command prepare --metadata ...     # show what would run, run nothing
 
 Options before the job's name go to ``spark-submit`` unchanged (``--master``, ``--conf k=v``,
 ``--driver-memory``, ``--packages`` ...); everything after it goes to the job. The job's
-own ``--conf FILE`` is the project's YAML configuration, as for ``spark-submit jobs/<job>.py``.
+own ``--config FILE`` is the project's YAML configuration, as for ``spark-submit jobs/<job>.py``
+(``--conf`` means one thing: spark-submit's ``k=v``; a job still reads an old ``--config FILE``,
+with a warning, in this release).
 
 What it adds to a plain ``spark-submit xray_spark/jobs/<job>.py``, each only where the
 user's options do not say otherwise:
@@ -86,7 +88,7 @@ def _job_spark_settings(job_args: Sequence[str]) -> tuple[str | None, str | None
     from xray_spark.errors import XraySparkError
 
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--conf")
+    parser.add_argument("--config", "--conf", dest="conf")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     known, _ = parser.parse_known_args(list(job_args))
     try:

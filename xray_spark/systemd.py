@@ -1,8 +1,8 @@
 """python -m xray_spark.systemd install|show: the services and the nightly flow as systemd units.
 
-    python -m xray_spark.systemd install --conf /etc/xray-spark/site.yaml [--user] [--dir DIR]
+    python -m xray_spark.systemd install --config /etc/xray-spark/site.yaml [--user] [--dir DIR]
         [--home /var/lib/xray-spark] [--account xray-spark] [--at 02:00] [--nightly-args "..."]
-    python -m xray_spark.systemd show --conf FILE [--user] ...     # print them, write nothing
+    python -m xray_spark.systemd show --config FILE [--user] ...     # print them, write nothing
 
 Five units, each running this installation's own interpreter with the one configuration file:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from xray_spark.errors import UsageError
 
 PREFIX = "xray-spark"
-#: unit name -> (description, module, its arguments after --conf)
+#: unit name -> (description, module, its arguments before --config)
 SERVICES = {
     "dicom-node": ("the DICOM storage node a PACS sends studies to", "xray_spark.node", ["run"]),
     "web": ("the worklist web app readers sign in to", "xray_spark.web", ["run"]),
@@ -100,11 +100,11 @@ def units(
     conf = os.path.abspath(conf)
     out = {}
     for name, (description, module, args) in SERVICES.items():
-        command = [python, "-m", module, *args, "--conf", conf]
+        command = [python, "-m", module, *args, "--config", conf]
         out[f"{PREFIX}-{name}.service"] = _service_section(
             description, command, home=home, account=account, user=user, oneshot=False
         )
-    nightly = [*launcher(python), "nightly", "--conf", conf]
+    nightly = [*launcher(python), "nightly", "--config", conf]
     nightly += nightly_args if nightly_args is not None else ["--source", "dicom"]
     out[f"{PREFIX}-nightly.service"] = _service_section(
         "tonight's studies ingested, scored, monitored, on the worklist and delivered",
@@ -135,7 +135,9 @@ def units(
 def _arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xray_spark.systemd", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["install", "show"])
-    parser.add_argument("--conf", required=True, help="the configuration file every unit runs with")
+    parser.add_argument(
+        "--config", "--conf", dest="conf", required=True, help="the configuration file every unit runs with"
+    )
     parser.add_argument("--user", action="store_true", help="user units (systemctl --user), run as you")
     parser.add_argument("--dir", help=f"where to write them (default {SYSTEM_DIR}, or ~/.config/systemd/user)")
     parser.add_argument("--home", help=f"XRAY_SPARK_HOME of the units (default {SYSTEM_HOME}, or yours)")

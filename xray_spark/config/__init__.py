@@ -10,7 +10,7 @@ Spark tuning beyond the few settings here belongs in ``spark-submit --conf`` or 
 ``spark.conf`` (a free mapping of Spark properties); one property can be overridden as
 ``--set spark.conf.spark.executor.memory=8g`` (everything after ``spark.conf.`` is its name).
 
-``python -m xray_spark.config --conf FILE --get spark.master`` prints one resolved value
+``python -m xray_spark.config --config FILE --get spark.master`` prints one resolved value
 (the Makefile hands the conf's master to ``spark-submit`` this way).
 """
 
@@ -141,7 +141,7 @@ def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ())
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"configuration file {path} does not exist: pass an existing --conf FILE")
+            raise ConfigError(f"configuration file {path} does not exist: pass an existing --config FILE")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:

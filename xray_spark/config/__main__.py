@@ -1,4 +1,4 @@
-"""``python -m xray_spark.config [--conf FILE] [--set K=V ...] [--get KEY | --json-schema]``: resolved settings."""
+"""``python -m xray_spark.config [--config FILE] [--set K=V ...] [--get KEY | --json-schema]``: resolved settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from xray_spark.config.schema import json_schema
 from xray_spark.errors import ConfigError
 
 parser = argparse.ArgumentParser(prog="python -m xray_spark.config", description="print resolved configuration")
-parser.add_argument("--conf", help="configuration file (YAML)")
+parser.add_argument("--config", "--conf", dest="conf", metavar="FILE", help="configuration file (YAML)")
 parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 parser.add_argument("--get", metavar="KEY", help="print one value (e.g. spark.master); default: all as JSON")
 parser.add_argument("--json-schema", action="store_true", help="print the settings' JSON Schema (for editors)")

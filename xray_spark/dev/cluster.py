@@ -8,7 +8,7 @@ every process id with its start time) live in one state folder. ``down`` stops e
 processes that ``up`` recorded: a pid whose start time no longer matches (the process ended
 and the number was reused) is left alone.
 
-The same jobs then run against it unchanged: ``--conf conf/standalone.yaml`` or
+The same jobs then run against it unchanged: ``--config conf/standalone.yaml`` or
 ``--set spark.master=spark://127.0.0.1:7077``.
 """
 

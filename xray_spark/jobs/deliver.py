@@ -1,7 +1,7 @@
 """spark-submit jobs/deliver.py: the champion's results sent back into each DICOM film's study in the PACS.
 
 spark-submit jobs/deliver.py [--lake DIR] [--dataset D] [--to AE_TITLE@HOST:PORT ...] [--to-folder DIR ...]
-    [--secondary-capture] [--conf FILE] [--set k=v ...] [--summary-json PATH]
+    [--secondary-capture] [--config FILE] [--set k=v ...] [--summary-json PATH]
 
 Per film scored by the champion and not yet sent to a destination: a DICOM Comprehensive SR
 (TID 1500) in the film's own study, and with ``--secondary-capture`` a picture with the

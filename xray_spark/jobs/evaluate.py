@@ -1,7 +1,7 @@
 """spark-submit jobs/evaluate.py: AUROC per finding, ROC curves and operating points of a model.
 
 spark-submit jobs/evaluate.py [--lake DIR] [--model-version V | --model PATH] [--split test]
-    [--dataset D | --all-datasets] [--conf FILE] [--set k=v ...] [--summary-json PATH]
+    [--dataset D | --all-datasets] [--config FILE] [--set k=v ...] [--summary-json PATH]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """spark-submit jobs/nightly.py: tonight's studies ingested, scored and put on the worklist, in one Spark session.
 
-spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [--conf FILE] [--set k=v ...]
+spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [--config FILE] [--set k=v ...]
     [--summary-json PATH]
 spark-submit jobs/nightly.py --source dicom [--images SPOOL] ...
 

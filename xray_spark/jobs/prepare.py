@@ -1,7 +1,7 @@
 """spark-submit jobs/prepare.py: an NIH-format archive or a DICOM export into a Petastorm training store.
 
 spark-submit jobs/prepare.py [--source nih] --metadata CSV --images DIR [--bbox CSV]
-    [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--conf FILE] [--set k=v ...]
+    [--split-lists TRAIN_VAL_TXT TEST_TXT] [--lake DIR] [--config FILE] [--set k=v ...]
     [--incremental | --replace] [--require-images] [--metadata-only] [--summary-json PATH]
 spark-submit jobs/prepare.py --source dicom --images DIR [--labels CSV] [--dataset NAME] [--incremental | --replace] ...
 """

@@ -1,6 +1,6 @@
 """spark-submit jobs/register_model.py: admit a model folder trained elsewhere into the lake.
 
-spark-submit jobs/register_model.py --model DIR [--lake DIR] [--conf FILE] [--set k=v ...]
+spark-submit jobs/register_model.py --model DIR [--lake DIR] [--config FILE] [--set k=v ...]
 
 The folder needs a model.json (version, model_file, labels, input.size) and a native
 ``.keras`` model file. The file is loaded once in Keras safe mode (a Lambda layer, an

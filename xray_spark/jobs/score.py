@@ -1,7 +1,7 @@
 """spark-submit jobs/score.py: per-image finding probabilities for the archive.
 
 spark-submit jobs/score.py [--lake DIR] [--model-version V | --model PATH]
-    [--new-only] [--batch-size B] [--conf FILE] [--set k=v ...] [--summary-json PATH]
+    [--new-only] [--batch-size B] [--config FILE] [--set k=v ...] [--summary-json PATH]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 spark-submit jobs/train.py [--lake DIR] [--dataset NAME] [--model small_cnn|densenet121|mobilenet_v2]
     [--epochs N] [--batch-size B] [--num-workers N] [--init-weights none|imagenet|PATH]
-    [--conf FILE] [--set k=v ...] [--resume] [--summary-json PATH]
+    [--config FILE] [--set k=v ...] [--resume] [--summary-json PATH]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """spark-submit jobs/worklist.py: a scoring date's worklist as a static page a radiologist can read.
 
 spark-submit jobs/worklist.py [--lake DIR] [--dataset NAME] [--date YYYY-MM-DD] [--limit N]
-    [--conf FILE] [--set k=v ...] [--summary-json PATH]
+    [--config FILE] [--set k=v ...] [--summary-json PATH]
 """
 
 from __future__ import annotations

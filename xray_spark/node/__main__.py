@@ -1,9 +1,9 @@
 """python -m xray_spark.node start|stop|status|run: the DICOM storage node a PACS sends studies to.
 
-    python -m xray_spark.node start [--lake L] [--conf F] [--set k=v ...] [--spool DIR] [--host H]
+    python -m xray_spark.node start [--lake L] [--config F] [--set k=v ...] [--spool DIR] [--host H]
         [--port P] [--ae-title T] [--allow AE_TITLE@HOST ...]
-    python -m xray_spark.node stop   [--lake L] [--conf F] [--spool DIR]
-    python -m xray_spark.node status [--lake L] [--conf F] [--spool DIR]
+    python -m xray_spark.node stop   [--lake L] [--config F] [--spool DIR]
+    python -m xray_spark.node status [--lake L] [--config F] [--spool DIR]
 
 Each flag overrides its ``dicom_node`` setting. ``start`` runs the node in the background and
 prints where it listens (``AE@host:port``, stdout) once it does; ``run`` is the node in the

@@ -1,15 +1,15 @@
 """python -m xray_spark.server start|stop|status|run: the read-only SQL server (JDBC/ODBC).
 
-    python -m xray_spark.server start [--conf FILE] [--lake DIR] [--host H] [--port P] [--set k=v ...]
-    python -m xray_spark.server stop   [--conf FILE] [--lake DIR]
-    python -m xray_spark.server status [--conf FILE] [--lake DIR]
+    python -m xray_spark.server start [--config FILE] [--lake DIR] [--host H] [--port P] [--set k=v ...]
+    python -m xray_spark.server stop   [--config FILE] [--lake DIR]
+    python -m xray_spark.server status [--config FILE] [--lake DIR]
 
 ``status`` prints JSON (running, answering, pid, url, problem) and exits 0 only when the
 server answers a real query (``SELECT 1``), 1 when its process runs but does not answer, 3
 when it does not run. ``start`` prints the JDBC URL (stdout) once the server answers; ``run`` is the server itself
 in the foreground (what ``start`` runs in the background). ``--state-dir`` (default: the lake's
 own folder under ``<home>/run``, docs/configuration.md#where-files-go) holds its pid, log and work
-files, outside the lake: ``stop`` and ``status`` given the ``--conf`` and ``--lake`` of ``start``
+files, outside the lake: ``stop`` and ``status`` given the ``--config`` and ``--lake`` of ``start``
 find the server from any working directory.
 """
 

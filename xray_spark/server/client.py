@@ -1,7 +1,7 @@
 """``xray-spark sql`` through the SQL server that serves the lake: an answer in about a second, not a JVM's start.
 
 The launcher asks here first (:func:`sql_through_server`). When a server started for the same
-lake (``python -m xray_spark.server start`` with the same ``--conf`` and ``--lake``) is running
+lake (``python -m xray_spark.server start`` with the same ``--config`` and ``--lake``) is running
 and answers without a password (``sql_server.authentication: NONE``), the query goes to it
 over HiveServer2's Thrift protocol (impyla, a DB-API client) and is printed as the Spark job
 prints it; the server refuses what is not a read. Otherwise the launcher runs the Spark job
@@ -63,7 +63,7 @@ def sql_through_server(job_args: Sequence[str]) -> int | None:
     if address is None:
         print(
             f"sql: no SQL server serves the lake {settings.lake}, so this query starts Spark (half a minute or "
-            "more); `python -m xray_spark.server start` with the same --conf and --lake answers the next ones "
+            "more); `python -m xray_spark.server start` with the same --config and --lake answers the next ones "
             "in about a second",
             file=sys.stderr,
         )

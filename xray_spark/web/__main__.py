@@ -1,8 +1,8 @@
 """python -m xray_spark.web start|stop|status|run|add-user: the worklist web app readers sign in to.
 
-    python -m xray_spark.web start [--lake L] [--conf F] [--set k=v ...] [--host H] [--port P]
-    python -m xray_spark.web stop   [--lake L] [--conf F]
-    python -m xray_spark.web status [--lake L] [--conf F]
+    python -m xray_spark.web start [--lake L] [--config F] [--set k=v ...] [--host H] [--port P]
+    python -m xray_spark.web stop   [--lake L] [--config F]
+    python -m xray_spark.web status [--lake L] [--config F]
     python -m xray_spark.web add-user NAME        (the password is read from stdin)
 
 Each flag overrides its ``web`` setting. ``start`` runs the app in the background and prints its
@@ -11,7 +11,7 @@ exits 0 when the app listens, 1 when its process runs but does not listen, 3 whe
 run. ``add-user`` adds a reader or changes their password (and ends their sessions).
 ``--state-dir`` (default: the lake's own folder under ``<home>/run``,
 docs/configuration.md#where-files-go) holds the pid, log and ready files, outside the lake:
-``stop`` and ``status`` given the ``--conf`` and ``--lake`` of ``start`` find the app.
+``stop`` and ``status`` given the ``--config`` and ``--lake`` of ``start`` find the app.
 """
 
 from __future__ import annotations
