@@ -167,7 +167,7 @@ def test_each_shared_helper_has_one_home():
 
 
 #: Import names whose distribution is named otherwise.
-DISTRIBUTIONS = {"cv2": "opencv-python-headless", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+DISTRIBUTIONS = {"cv2": "opencv-python-headless", "sklearn": "scikit-learn", "yaml": "pyyaml", "impala": "impyla"}
 
 
 def test_every_runtime_import_is_a_declared_dependency():

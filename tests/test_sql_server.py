@@ -25,9 +25,8 @@ from xray_spark.lake import tables
 from xray_spark.net import listening
 from xray_spark.registry import set_alias
 from xray_spark.score.pipeline import run_scoring
-from xray_spark.server.__main__ import server_state_dir
-from xray_spark.server.client import sql_through_server
 from xray_spark.session import free_port
+from xray_spark.sql_client import server_state_dir, sql_through_server
 
 from .jobs import job_env
 from .lakes import copy_lake, tree_digest

@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xray-spark: error: no job {job!r}: choose one of {', '.join(JOBS)}", file=sys.stderr)
         return 2
     if job == "sql" and not submit and not print_only:  # a running SQL server answers in a second
-        from xray_spark.server.client import sql_through_server
+        from xray_spark.sql_client import sql_through_server
 
         answered = sql_through_server(job_args)
         if answered is not None:

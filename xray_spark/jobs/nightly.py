@@ -4,23 +4,11 @@ spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [-
     [--summary-json PATH]
 spark-submit jobs/nightly.py --source dicom [--images SPOOL] ...
 
-With ``--source nih`` (the default) DIR holds tonight's Data_Entry_2017.csv and images/;
-with ``--source dicom`` DIR is tonight's folder of DICOM files, or the DICOM node's spool,
-(``dicom_node.spool`` when neither ``--incoming`` nor ``--images`` is given),
-of which the night reads only what no night has ingested, then keeps or moves it to done/
-(``dicom_node.after_ingest``) once the night has succeeded (the pseudonym key as for
-``prepare --source dicom``). The same three steps as ``prepare --incremental``,
-``score --new-only`` and ``worklist``, with the same results, but the JVM, its first
-queries and the Python workers start once instead of three times. Without the delivery
-(a late one) it stops in one line (exit 2) before Spark starts, and nothing is ingested or scored.
-With ``deliver.destinations`` set, a DICOM night ends with ``deliver``: the results sent back to the PACS
-(tonight's, and those not delivered on the nights of the last ``deliver.retry_days``; a night with
-nothing new still tries those). The exit status is about the night: 4 when a film it tried was not
-delivered, never for a film given up before.
-Between score and worklist, ``monitor`` tests tonight against the reference and names what moved
-(exit 5 when it did and ``monitor.fail_on_alert`` is set; an undelivered night's 4 comes first, and
-a night whose model gave some film a NaN or infinite output exits 6 before both: those films are in
-``xray.not_scored``, never called nor delivered).
+``--source nih``: DIR holds tonight's Data_Entry_2017.csv and images/; ``--source dicom``: a folder
+of DICOM files or the node's spool (``dicom_node.spool`` by default), of which the night reads what
+no night has ingested. prepare --incremental, score --new-only, monitor, worklist and (with
+``deliver.destinations``) deliver, in one session; a night with nothing new still retries the recent
+deliveries. The exit status is the night's: 6, 4, 5 in that order (docs/nightly.md).
 """
 
 from __future__ import annotations
@@ -38,10 +26,7 @@ from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 def _arg_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("nightly", "prepare --incremental, score --new-only and worklist in one Spark session.")
     parser.add_argument("--incoming", help="tonight's delivery: Data_Entry_2017.csv and images/, or DICOM files")
-    parser.add_argument(
-        "--images",
-        help="with --source dicom: the folder of DICOM files, or the DICOM node's spool (default: dicom_node.spool)",
-    )
+    parser.add_argument("--images", help="--source dicom: DICOM files, or the node's spool (default dicom_node.spool)")
     parser.add_argument("--source", choices=tuple(SOURCES), default=DEFAULT_SOURCE, help=source_help())
     parser.add_argument("--limit", type=int, default=100, help="films on the worklist page (default 100)")
     return parser

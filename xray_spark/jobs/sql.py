@@ -9,14 +9,11 @@ import argparse
 import sys
 
 from xray_spark import cli
+from xray_spark.sql_client import add_query_arguments
 
 
 def _arg_parser() -> argparse.ArgumentParser:
-    parser = cli.base_parser("sql", "Query xray.* tables and views with Spark SQL.")
-    parser.add_argument("query", help='the SQL, e.g. "SELECT * FROM xray.worklist LIMIT 20"')
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    parser.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
-    return parser
+    return add_query_arguments(cli.base_parser("sql", "Query xray.* tables and views with Spark SQL."))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import json
 import sys
 
 from xray_spark import cli
+from xray_spark.sql_client import server_state_dir
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -39,13 +40,6 @@ def _server_overrides(args: argparse.Namespace) -> list[str]:
     if args.port:
         out.append(f"sql_server.port={args.port}")
     return out
-
-
-def server_state_dir(settings, given: str | None = None) -> str:
-    """The SQL server's state folder: ``given`` (``--state-dir``), else the lake's own under ``<home>/run``."""
-    from xray_spark import daemon as service
-
-    return service.state_dir_for(given, "sql-server", settings.lake)
 
 
 def main(argv: list[str] | None = None) -> int:

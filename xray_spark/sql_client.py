@@ -10,6 +10,7 @@ as before, after one line on stderr that says how to start a server.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import sys
 from collections.abc import Sequence
@@ -18,10 +19,21 @@ from urllib.parse import urlparse
 from xray_spark import daemon
 
 
+def add_query_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The sql job's own arguments (the query, --format, --limit), here so that the launcher reads them as the job."""
+    parser.add_argument("query", help='the SQL, e.g. "SELECT * FROM xray.worklist LIMIT 20"')
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
+    return parser
+
+
+def server_state_dir(settings, given: str | None = None) -> str:
+    """The SQL server's state folder: ``given`` (``--state-dir``), else the lake's own under ``<home>/run``."""
+    return daemon.state_dir_for(given, "sql-server", settings.lake)
+
+
 def served_address(settings) -> tuple[str, int] | None:
     """(host, port) of the SQL server running for ``settings``' lake, or None."""
-    from xray_spark.server.__main__ import server_state_dir
-
     state_dir = server_state_dir(settings)
     record = daemon.ready(state_dir) if daemon.running(state_dir) else None
     if not record or "url" not in record:
@@ -52,9 +64,9 @@ def sql_through_server(job_args: Sequence[str]) -> int | None:
     """The sql job answered by a running server: its exit status, or None when the Spark job must answer."""
     from xray_spark import cli
     from xray_spark.errors import XraySparkError, first_line
-    from xray_spark.jobs.sql import _arg_parser
 
-    args = _arg_parser().parse_args(list(job_args))
+    parser = add_query_arguments(cli.base_parser("sql", "Query xray.* tables and views."))
+    args = parser.parse_args(list(job_args))
     try:
         settings = cli.resolve_settings(args)
     except XraySparkError:
