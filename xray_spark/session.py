@@ -37,8 +37,12 @@ MIN_JAVA = 17
 #: workers and the JVM plans queries and moves Arrow batches: C2's warm-up costs a cold
 #: job seconds and buys nothing back at the benchmark's sizes (``bench/results/``,
 #: ``pipeline_cpu2.json``). ``xray-spark`` passes the same options to spark-submit;
-#: executors on a cluster keep the default.
-DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+#: executors on a cluster keep the default. C1 alone gets the small code cache of a JVM
+#: without tiers (48 MiB): a long-lived driver (the SQL server, the web app's, a test run's)
+#: filled it in about a minute, and a full cache stops compiling for good ("CodeCache is full.
+#: Compiler has been disabled"), every later query interpreted. The tiered default, 240 MiB,
+#: is reserved instead (address space, filled only as compiled).
+DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 
 
 def java_executable() -> str | None:
