@@ -112,7 +112,8 @@ class SparkProgress:
             if info is None:
                 continue
             first = self._first_seen.setdefault(stage_id, now)
-            out.append(stage_line(self.job, info, now - first, expected(), doing()))
+            if now - first >= 1.0:  # a stage just begun has nothing to say yet
+                out.append(stage_line(self.job, info, now - first, expected(), doing()))
         return out
 
     def _run(self) -> None:
