@@ -79,7 +79,7 @@ def run_in_process(job: str, args: Sequence[str]) -> subprocess.CompletedProcess
         with (
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
-            mock.patch("xray_spark.progress.start_if_logging", return_value=None),
+            mock.patch("xray_spark.progress.start_progress", return_value=None),
         ):
             code = main([str(a) for a in args])
     finally:

@@ -134,9 +134,9 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     lake = Lake.at(settings.lake)  # a lake that cannot be one is refused before Spark starts
     spark = build_session(settings.spark, app_name=f"xray-spark {job}", worker_modules=WORKER_MODULES.get(job, ()))
     install_signal_handlers()  # pyspark's SparkContext replaced ours with its own
-    from xray_spark.progress import start_if_logging
+    from xray_spark.progress import start_progress
 
-    start_if_logging(spark, job)  # a line every 30 s in a log; on a terminal, Spark's bar
+    start_progress(spark, job)  # the job's own lines: every 30 s in a log, every 5 s on a terminal
     if catalog:
         tables.register_tables(spark, lake)
     return spark, lake

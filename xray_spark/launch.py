@@ -18,7 +18,7 @@ user's options do not say otherwise:
 * ``--master`` and ``--driver-memory`` from the job's configuration (``spark.master``,
   ``spark.driver_memory``), so a conf file for a cluster runs the job there;
 * the driver JVM's options: the package's log4j configuration (Spark's INFO lines off the
-  console, warnings and the progress bar kept) and :data:`~xray_spark.session.DRIVER_JVM_OPTIONS`;
+  console, warnings kept) and :data:`~xray_spark.session.DRIVER_JVM_OPTIONS`;
 * ``PYSPARK_PYTHON`` and ``PYSPARK_DRIVER_PYTHON``: this interpreter, so the executors find
   the installed packages; ``SPARK_LOCAL_IP=127.0.0.1`` unless set.
 

@@ -129,6 +129,6 @@ class SparkProgress:
                 last = time.monotonic()
 
 
-def start_if_logging(spark: Any, job: str, interval: float = 30.0) -> SparkProgress:
+def start_progress(spark: Any, job: str, interval: float = 30.0) -> SparkProgress:
     """Start :class:`SparkProgress`: a line every ``interval`` seconds in a log, every 5 s on a terminal."""
     return SparkProgress(spark, job, 5.0 if terminal(2) else interval).start()

@@ -3,7 +3,7 @@
 * Checks for Java 17+ first and says so in one line when it is missing.
 * Runs the Python workers on the driver's own interpreter (``spark.pyspark.python``), so a
   virtual environment's petastorm and OpenCV are found by the executors in local mode.
-* Keeps Spark's console quiet apart from warnings and the stage progress bar.
+* Keeps Spark's console quiet apart from warnings (progress is the job's own lines, :mod:`xray_spark.progress`).
 * In local mode nothing listens beyond loopback: the driver's RPC and block manager bind
   to 127.0.0.1, the web UI is off unless asked for, and when it is on it binds to
   ``SPARK_LOCAL_IP`` (127.0.0.1 unless the environment says otherwise).
