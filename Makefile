@@ -72,7 +72,7 @@ demo: setup $(DEMO_ARCHIVE)/Data_Entry_2017.csv ## the whole pipeline on a synth
 	$(XRAY) evaluate --config $(CONF) --lake $(LAKE) --localization --summary-json $(LAKE)/reports/evaluate-latest.json
 	@echo; echo "Tonight's worklist, riskiest first:"
 	@$(XRAY) sql --config $(CONF) --lake $(LAKE) "SELECT risk_rank, image_id, patient_id, ROUND(risk_score, 3) AS risk, \
-	  called FROM xray.worklist WHERE dataset = '$(DATASET)' ORDER BY risk_rank LIMIT 10"
+	  called_probabilities FROM xray.worklist WHERE dataset = '$(DATASET)' ORDER BY risk_rank LIMIT 10"
 	$(XRAY) worklist --config $(CONF) --lake $(LAKE) --summary-json $(LAKE)/reports/worklist-latest.json
 
 # A hospital's PACS export instead: synthetic DICOM films with made-up names, birth dates and
@@ -100,7 +100,7 @@ demo-dicom: setup $(DICOM_ARCHIVE)/labels.csv $(DEMO_KEY) $(LAKE)/reports/train-
 	  --summary-json $(LAKE)/reports/dicom-evaluate-latest.json
 	@echo; echo "The hospital's worklist, riskiest first (the accession number leads back to the PACS):"
 	@$(XRAY) sql --config $(CONF) --lake $(LAKE) "SELECT risk_rank, accession_number, study_datetime, \
-	  ROUND(risk_score, 3) AS risk, called FROM xray.worklist WHERE dataset = 'hospital' ORDER BY risk_rank LIMIT 10"
+	  ROUND(risk_score, 3) AS risk, called_probabilities FROM xray.worklist WHERE dataset = 'hospital' ORDER BY risk_rank LIMIT 10"
 	$(XRAY) worklist --config $(CONF) --lake $(LAKE) --dataset hospital \
 	  --summary-json $(LAKE)/reports/dicom-worklist-latest.json
 

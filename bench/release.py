@@ -52,7 +52,7 @@ SAMPLE = Path(os.environ.get("XRAY_SPARK_NIH_SAMPLE", ROOT.parent / "shared" / "
 QUERIES = {
     "worklist top 100": "SELECT risk_rank, image_id, risk_score FROM xray.worklist ORDER BY risk_rank LIMIT 100",
     "prevalence per finding": "SELECT finding, count(*) AS called FROM xray.latest_predictions "
-    "LATERAL VIEW explode(positive_findings) f AS finding GROUP BY finding ORDER BY finding",
+    "LATERAL VIEW explode(called) f AS finding GROUP BY finding ORDER BY finding",
     "one patient's progression": "SELECT follow_up, finding, probability, change FROM xray.progression "
     "WHERE patient_id = {patient} ORDER BY follow_up, finding",
     "films per score date": "SELECT score_date, count(*) AS films FROM xray.predictions GROUP BY score_date",

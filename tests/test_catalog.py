@@ -59,3 +59,44 @@ def test_no_table_schema_is_declared_outside_the_catalog():
 
 def _builds_struct(value: ast.AST) -> bool:
     return isinstance(value, ast.Call) and getattr(value.func, "attr", getattr(value.func, "id", "")) == "StructType"
+
+
+def test_a_lake_from_the_release_before_gets_todays_column_names_once(spark, tmp_path):
+    """Files with a former column name (``positive_findings``, ``patient_key``) are rewritten with today's, rows
+    and partitions kept; a lake mixing both names (a night after the upgrade) keeps each row's value; the views
+    then tell patients apart across datasets."""
+    from pyspark.sql import functions as F
+
+    from xray_spark.lake import Lake
+    from xray_spark.lake.migrate import migrate
+
+    lake = Lake.at(str(tmp_path / "lake"))
+    old = spark.createDataFrame(
+        [("a.png", 7, 0, "PA", "nih", "v1", ["Mass"], 0.9), ("b.png", 7, 0, "PA", "hospital", "v1", [], 0.1)],
+        "image_id string, patient_id int, follow_up int, view string, dataset string, model_version string, "
+        "positive_findings array<string>, p_mass float",
+    ).withColumns({"scored_at": F.current_timestamp(), "score_date": F.lit("2026-12-01"), "run_id": F.lit("r1")})
+    old.write.partitionBy("score_date", "run_id").parquet(lake.table_url("predictions"))
+    new = old.limit(1).withColumnRenamed("positive_findings", "called").withColumn("run_id", F.lit("r2"))
+    new.withColumn("image_id", F.lit("c.png")).write.mode("append").partitionBy("score_date", "run_id").parquet(
+        lake.table_url("predictions")
+    )
+    spark.createDataFrame(
+        [("1.2.3", "9f00", "hospital")], "image_id string, patient_key string, dataset string"
+    ).write.partitionBy("dataset").parquet(lake.table_url("dicom_instances"))
+
+    assert sorted(migrate(spark, lake)) == ["dicom_instances", "predictions"]
+    predictions = spark.read.parquet(lake.table_url("predictions"))
+    assert "positive_findings" not in predictions.columns
+    called = {r["image_id"]: list(r["called"]) for r in predictions.collect()}
+    assert called == {"a.png": ["Mass"], "b.png": [], "c.png": ["Mass"]}
+    assert {r["run_id"] for r in predictions.collect()} == {"r1", "r2"}  # partitions kept
+    instances = spark.read.parquet(lake.table_url("dicom_instances")).collect()
+    assert [(r["patient_pseudonym"], r["dataset"]) for r in instances] == [("9f00", "hospital")]
+    assert migrate(spark, lake) == []  # once: the lake records its names
+
+    tables.register_tables(spark, lake)
+    patients = spark.sql("SELECT image_id, patient FROM xray.latest_predictions ORDER BY image_id").collect()
+    assert [tuple(r) for r in patients] == [("a.png", "nih/7"), ("b.png", "hospital/7"), ("c.png", "nih/7")]
+    described = {r["col_name"]: r["comment"] for r in spark.sql("DESCRIBE TABLE xray.predictions").collect()}
+    assert described["called"].startswith("the findings the model called")

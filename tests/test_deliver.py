@@ -91,7 +91,7 @@ def _check_sr(path: Path, prediction: dict, labels: list[str]) -> None:
         (measurement,) = group.get_measurements()
         assert measurement.value == pytest.approx(prediction[probability_column(finding)], abs=1e-6)
         (called,) = group.get_qualitative_evaluations()
-        assert called.value.meaning == ("Present" if finding in prediction["positive_findings"] else "Absent")
+        assert called.value.meaning == ("Present" if finding in prediction["called"] else "Absent")
 
 
 def test_results_reach_each_study_once_even_when_orthanc_stops_mid_way(spark, hospital, small_model, tmp_path):
@@ -216,7 +216,7 @@ def _deliver_and_read_scs(spark, lake: Lake, settings, out: Path) -> dict[str, i
         picture = ds.pixel_array.astype(int)
         cv2.imwrite(str(out / f"{film}.png"), picture[:, :, ::-1].astype(np.uint8))
         colour = picture.max(axis=2) - picture.min(axis=2)  # 0 on a gray film, large where the map is blended
-        p, called = predictions[film], set(predictions[film]["positive_findings"] or ())
+        p, called = predictions[film], set(predictions[film]["called"] or ())
         if not called:  # a finding that is not called is never drawn, however hot its map
             top = banner_height(picture.shape[1], 2)
             assert colour[top:].max() <= 2 and ds.ImageComments.endswith("no finding called"), ds.ImageComments

@@ -152,7 +152,7 @@ def test_no_identifying_header_reaches_the_lake(spark, hospital):
         df = spark.read.parquet(lake.table_url(table))
         text = " ".join(str(v) for row in df.collect() for v in row)
         assert not [p for p in planted if p.decode() in text], table
-    keys = {r["patient_key"] for r in spark.read.parquet(lake.table_url("patient_keys")).collect()}
+    keys = {r["patient_pseudonym"] for r in spark.read.parquet(lake.table_url("patient_keys")).collect()}
     assert keys == {pseudonym(KEY.encode(), f"ZZPID{p:04d}") for p in range(4)}
     assert "ZZ" not in str(summary)
 

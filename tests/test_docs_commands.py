@@ -41,12 +41,27 @@ MODULES = {
 }
 
 
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of each fenced block of a markdown page, fences paired in order."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, body = line[3:].strip(), []
+            else:
+                blocks.append((language, "\n".join(body) + "\n"))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
 def shell_lines() -> list[tuple[str, str]]:
     """(page, command) of every line in a fenced block that starts with one of :data:`PROGRAMS`."""
     found = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M):
+        for _, block in fenced_blocks(text):
             for line in _joined(re.sub(r"\\\n\s*", " ", block).splitlines()):
                 line = re.sub(r"\s#\s.*$", "", line).strip()
                 for prefix in ("sudo ", ".venv/bin/", "$ "):
@@ -129,6 +144,24 @@ def _check(line: str) -> None:
         help_text = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30).stdout
         for flag in (a for a in args if a.startswith("-")):
             assert re.search(rf"(^|[\s,]){re.escape(flag)}([\s,]|$)", help_text, flags=re.M), f"{line!r}: {flag}?"
+
+
+def docs_sql() -> list[tuple[str, str]]:
+    """(page, statement) of every SQL query the README and docs/ show: ``sql`` blocks, ``xray-spark sql "..."``
+    lines and ``beeline -e "..."`` lines (a synopsis's ``"SELECT ..."`` left out)."""
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for language, block in fenced_blocks(text):
+            if language == "sql":
+                plain = "\n".join(line for line in block.splitlines() if not line.lstrip().startswith("--"))
+                found += [(page.name, s.strip()) for s in plain.split(";") if s.strip()]
+                continue
+            for line in _joined(re.sub(r"\\\n\s*", " ", block).splitlines()):
+                quoted = re.search(r'(?:xray-spark sql(?: --\S+ \S+)* |beeline .*-e )"(.+?)"', line)
+                if quoted and "..." not in quoted[1]:
+                    found.append((page.name, " ".join(quoted[1].split())))
+    return found
 
 
 LINES = shell_lines()

@@ -54,7 +54,7 @@ def test_a_header_is_read_only_for_the_kept_attributes_and_those_derived_from():
     row = header_row(spy, KEY)
     assert spy.read <= set(privacy.KEPT) | set(privacy.DERIVED_FROM), spy.read - set(privacy.KEPT)
     assert {"SOPInstanceUID", "PatientID", "ViewPosition"} <= spy.read  # it did read the header
-    assert row["patient_key"] == privacy.pseudonym(KEY, "ZZPID0001") and row["age"] == 84
+    assert row["patient_pseudonym"] == privacy.pseudonym(KEY, "ZZPID0001") and row["age"] == 84
     assert set(row) | {"source_path", "read_path", "kind", "reason", "detail"} == set(HEADER_SCHEMA.fieldNames())
     assert not [v for v in map(str, row.values()) if "ZZ" in v or "19410203" in v], row
 

@@ -77,7 +77,7 @@ def test_udf_predictions_equal_the_models_own_predict(spark, scored_lake, small_
         # often exactly a threshold (both are values of the same step function).
         limits = {x: None if t is None else np.float32(t) for x, t in thresholds.items()}
         called = [x for x, p in zip(labels, probs, strict=True) if limits[x] is not None and np.float32(p) >= limits[x]]
-        assert row["positive_findings"] == called
+        assert row["called"] == called
 
 
 def test_another_model_runtime_is_one_loader(spark, scored_lake, small_model):
@@ -252,7 +252,7 @@ def test_views_do_what_they_promise(spark, tmp_path):
                 "p_nodule": nodule,
                 "top_finding": top,
                 "top_probability": max(mass, nodule),
-                "positive_findings": [x for x, p in (("Mass", mass), ("Nodule", nodule)) if p >= 0.5],
+                "called": [x for x, p in (("Mass", mass), ("Nodule", nodule)) if p >= 0.5],
                 "risk_score": max(0.8 * mass, 0.6 * nodule),
                 "risk_finding": "Mass" if 0.8 * mass >= 0.6 * nodule else "Nodule",
             },
@@ -281,8 +281,16 @@ def test_views_do_what_they_promise(spark, tmp_path):
     worklist = spark.sql("SELECT * FROM xray.worklist ORDER BY risk_rank").collect()
     # by risk (urgency x probability), not by the number of findings called
     assert [(r["risk_rank"], r["image_id"]) for r in worklist] == [(1, "c0"), (2, "a1"), (3, "d0"), (4, "a0")]
-    assert worklist[0]["called"] == "Mass 0.95, Nodule 0.60" and worklist[0]["risk_finding"] == "Mass"
-    assert worklist[3]["called"] == "" and worklist[2]["risk_score"] == pytest.approx(0.44)
+    assert (
+        worklist[0]["called_probabilities"] == "Mass 0.95, Nodule 0.60"
+        and worklist[0]["called"] == ["Mass", "Nodule"]
+        and worklist[0]["risk_finding"] == "Mass"
+    )
+    assert (
+        worklist[3]["called_probabilities"] == ""
+        and worklist[3]["called"] == []
+        and worklist[2]["risk_score"] == pytest.approx(0.44)
+    )
     prog = {(r["patient_id"], r["finding"], r["follow_up"]): r for r in spark.table("xray.progression").collect()}
     mass = prog[(1, "Mass", 1)]
     assert mass["previous_follow_up"] == 0
@@ -424,4 +432,4 @@ def test_a_film_with_one_infinite_output_is_set_aside_and_the_others_are_scored(
     refused = [r for r in out if r[udf.NOT_SCORED] is not None]
     assert len(refused) == 2 and all(r[udf.NOT_SCORED] == udf.NON_FINITE for r in refused)
     kept = [r for r in out if r[udf.NOT_SCORED] is None]
-    assert all(r["positive_findings"] is not None for r in kept)
+    assert all(r["called"] is not None for r in kept)

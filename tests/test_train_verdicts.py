@@ -96,7 +96,7 @@ def test_verdicts_fine_tune_the_champion_to_a_hospitals_films_and_shuffled_verdi
     run_prepare(spark, lake, settings, PrepareInputs(None, export, source="dicom", labels=labels))
     run_scoring(spark, lake, settings, new_only=True)
     calls = {
-        r["image_id"]: list(r["positive_findings"])
+        r["image_id"]: list(r["called"])
         for r in spark.read.parquet(lake.table_url("predictions")).where(F.col("dataset") == "hospital").collect()
     }
     truth = {k: v for k, v in truth.items() if k in calls}

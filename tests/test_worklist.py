@@ -62,15 +62,14 @@ def test_the_page_lists_the_riskiest_films_with_pictures_and_patient_pages(spark
     assert summary["films"] == 20 and summary["films_scored_that_date"] == 160
     # The 12 riskiest films have heatmaps (the page's first 12); a film shows one only of a finding it calls
     top = spark.sql(
-        f"SELECT image_id, positive_findings FROM xray.worklist WHERE dataset = '{summary['dataset']}' "
-        "ORDER BY risk_rank LIMIT 12"
+        f"SELECT image_id, called FROM xray.worklist WHERE dataset = '{summary['dataset']}' ORDER BY risk_rank LIMIT 12"
     ).collect()
-    with_call = sum(bool(r["positive_findings"]) for r in top)
+    with_call = sum(bool(r["called"]) for r in top)
     assert summary["with_heatmap"] == with_call, (summary["with_heatmap"], with_call)
     page = Path(summary["page"]).read_text()
     assert page.count('class="film-row"') == 20
     assert page.count('class="thumb"') == 20 and page.count('class="overlay"') == with_call
-    called = {r["image_id"]: set(r["positive_findings"]) for r in top}
+    called = {r["image_id"]: set(r["called"]) for r in top}
     for image_id, finding in re.findall(r'alt="film ([^"]+)"[^>]*>\s*<img class="overlay" alt="([^"]+) heatmap"', page):
         assert finding in called[image_id], (image_id, finding, called[image_id])
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained

@@ -137,6 +137,9 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     from xray_spark.progress import start_progress
 
     start_progress(spark, job)  # the job's own lines: every 30 s in a log, every 5 s on a terminal
+    from xray_spark.lake.migrate import migrate
+
+    migrate(spark, lake)  # a lake an earlier release wrote gets this release's column names, once
     if catalog:
         tables.register_tables(spark, lake)
     return spark, lake

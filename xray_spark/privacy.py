@@ -52,7 +52,7 @@ KEPT = (
 )
 #: Identifying attributes read only to derive a kept value, never kept themselves: by pydicom keyword, what from.
 DERIVED_FROM = {
-    "PatientID": "patient_key (its keyed pseudonym)",
+    "PatientID": "patient_pseudonym (its keyed pseudonym)",
     "PatientAge": "age",
     "PatientBirthDate": "age, when Patient's Age is missing (the date itself discarded)",
 }
@@ -98,7 +98,7 @@ def derived_values(ds: object, key: bytes) -> dict[str, object]:
     get = ds.get  # type: ignore[attr-defined]
     patient_id = str(get("PatientID", "") or "")
     return {
-        "patient_key": pseudonym(key, patient_id) if patient_id.strip() else None,
+        "patient_pseudonym": pseudonym(key, patient_id) if patient_id.strip() else None,
         "age": age_in_years(get("PatientAge"), get("PatientBirthDate"), get("StudyDate")),
     }
 

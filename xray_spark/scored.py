@@ -11,7 +11,7 @@ from xray_spark.labels import probability_column
 from xray_spark.lake import Lake, tables
 
 
-def patient_key(dataset: str, patient_id: int) -> str:
+def patient_of(dataset: str, patient_id: int) -> str:
     """A patient of the lake: their dataset and their number in it (patient 7 of nih is not patient 7 of a
     hospital)."""
     return f"{dataset}/{patient_id}"
@@ -45,6 +45,6 @@ def collect_scored_labels(
         "y": y.reshape(-1, len(labels)),
         "p": p.reshape(-1, len(labels)),
         "patients": np.array([r["patient_id"] for r in rows]),
-        "groups": np.array([patient_key(r["dataset"], r["patient_id"]) for r in rows], dtype=object),
+        "groups": np.array([patient_of(r["dataset"], r["patient_id"]) for r in rows], dtype=object),
         "ids": np.array([r["image_id"] for r in rows], dtype=object),
     }

@@ -160,7 +160,7 @@ def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> 
     mine = predictions.where((F.col("dataset") == dataset) & (F.col("model_version") == card.version))
     probabilities = F.array(*[F.col(probability_column(label)).cast("double") for label in card.labels])
     scored = _newest(mine, ["image_id"]).select(
-        "image_id", probabilities.alias("probabilities"), F.col("positive_findings").alias("called"), "risk_finding"
+        "image_id", probabilities.alias("probabilities"), "called", "risk_finding"
     )
     films = scored.join(instances.select("image_id", "study_uid").distinct(), "image_id")
     maps = tables.read_table(spark, lake, "heatmaps")

@@ -31,7 +31,13 @@ FINDING = "finding"
 SCORED_AT = "scored_at"
 SCORE_DATE = "score_date"
 PATIENT_ID = "patient_id"
+#: The findings a model called (at or above their thresholds), in every table and view that lists them.
+CALLED = "called"
+#: A DICOM patient's keyed pseudonym (HMAC-SHA256 of the Patient ID).
+PATIENT_PSEUDONYM = "patient_pseudonym"
+_PSEUDONYM_WORDS = "the patient's keyed pseudonym (HMAC-SHA256 of the Patient ID); never the ID itself"
 
+_PATIENT_WORDS = "the patient's number within the dataset: NIH's, or the one given to a DICOM pseudonym"
 _DATASET = required(DATASET, "string", "the dataset (store) the film belongs to")
 _IMAGE = required(IMAGE_ID, "string", "the film: the NIH file name, or a DICOM film's SOP Instance UID")
 _VERSION = required(MODEL_VERSION, "string", "the model version (xray.models)")
@@ -39,7 +45,7 @@ _RUN = required(RUN_ID, "string", "the run that wrote the row")
 
 _STUDY_COLUMNS = (
     _IMAGE,
-    required(PATIENT_ID, "int", "the patient: the NIH number, or the number given to a DICOM pseudonym"),
+    required(PATIENT_ID, "int", _PATIENT_WORDS),
     required("follow_up", "int", "the patient's film number, in order"),
     col("age", "int", "years; null where the source's age is implausible (over 120)"),
     required("sex", "string", "M, F or O"),
@@ -117,7 +123,7 @@ TABLES: dict[str, Table] = {
                 col("study_uid", "string", "Study Instance UID"),
                 col("series_uid", "string", "Series Instance UID"),
                 col("accession_number", "string", "the study's accession number"),
-                col("patient_key", "string", "the patient's pseudonym (HMAC-SHA256)"),
+                col(PATIENT_PSEUDONYM, "string", _PSEUDONYM_WORDS, formerly="patient_key"),
                 col("study_datetime", "timestamp", "the study's date and time"),
                 col("modality", "string", "the modality (CR, DX)"),
                 col("body_part", "string", "Body Part Examined"),
@@ -135,7 +141,7 @@ TABLES: dict[str, Table] = {
             "DICOM patient",
             "prepare",
             (
-                col("patient_key", "string", "the patient's pseudonym (HMAC-SHA256)"),
+                col(PATIENT_PSEUDONYM, "string", _PSEUDONYM_WORDS, formerly="patient_key"),
                 col(PATIENT_ID, "int", "the number the store uses"),
                 _DATASET,
             ),
@@ -208,7 +214,7 @@ TABLES: dict[str, Table] = {
             "score",
             (
                 _IMAGE,
-                required(PATIENT_ID, "int", "the patient"),
+                required(PATIENT_ID, "int", _PATIENT_WORDS),
                 required("follow_up", "int", "the patient's film number"),
                 required("view", "string", "PA or AP"),
                 _DATASET,
@@ -216,7 +222,12 @@ TABLES: dict[str, Table] = {
                 required(SCORED_AT, "timestamp", "when the run scored it"),
                 required("top_finding", "string", "the finding of highest probability"),
                 required("top_probability", "float", "its probability"),
-                required("positive_findings", "array<string>", "findings at or above the model's thresholds"),
+                required(
+                    CALLED,
+                    "array<string>",
+                    "the findings the model called: at or above their thresholds",
+                    formerly="positive_findings",
+                ),
                 col("risk_score", "float", "the film's place on the worklist, higher first"),
                 col("risk_finding", "string", "the finding that ranks it"),
                 required(SCORE_DATE, "date", "the run's day"),

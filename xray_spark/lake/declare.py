@@ -39,6 +39,8 @@ class Column:
     type: str
     comment: str = ""
     nullable: bool = True
+    #: The column's name in files written before it was renamed (:mod:`xray_spark.lake.migrate` renames them).
+    formerly: str = ""
 
     def field(self) -> T.StructField:
         return T.StructField(self.name, spark_type(self.type), self.nullable, {"comment": self.comment})
@@ -67,6 +69,10 @@ class Table:
 
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def renamed(self) -> dict[str, str]:
+        """{former name: name} of the columns renamed since an earlier release."""
+        return {c.formerly: c.name for c in self.columns if c.formerly}
 
     def ddl(self, location: str, qualified: str, found: T.StructType | None = None) -> str | None:
         """``CREATE TABLE`` with every column's comment, over the Parquet at ``location``. A table whose columns
@@ -102,9 +108,9 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def col(name: str, type_: str, comment: str = "", nullable: bool = True) -> Column:
-    return Column(name, type_, comment, nullable)
+def col(name: str, type_: str, comment: str = "", nullable: bool = True, *, formerly: str = "") -> Column:
+    return Column(name, type_, comment, nullable, formerly)
 
 
-def required(name: str, type_: str, comment: str = "") -> Column:
-    return Column(name, type_, comment, False)
+def required(name: str, type_: str, comment: str = "", *, formerly: str = "") -> Column:
+    return Column(name, type_, comment, False, formerly)

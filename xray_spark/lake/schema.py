@@ -95,7 +95,7 @@ def predictions_schema(labels: Sequence[str]) -> StructType:
         + [
             StructField("top_finding", StringType(), False),
             StructField("top_probability", FloatType(), False),
-            StructField("positive_findings", ArrayType(StringType()), False),
+            StructField("called", ArrayType(StringType()), False),
             StructField("risk_score", FloatType(), True),
             StructField("risk_finding", StringType(), True),
         ]

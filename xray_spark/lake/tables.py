@@ -24,6 +24,10 @@ TABLES: tuple[str, ...] = catalog.TABLE_NAMES
 #: The model alias that scoring and evaluation use by default, and the views prefer.
 CHAMPION = "champion"
 
+#: ``patient`` in the views: the patient across datasets, ``<dataset>/<patient_id>`` (patient 7 of nih is not
+#: patient 7 of a hospital), as :func:`xray_spark.scored.patient_of` spells it.
+PATIENT_SQL = "concat(dataset, '/', CAST(patient_id AS STRING))"
+
 #: A finding whose probability rose by at least this much between two follow-ups is flagged.
 RISING = 0.2
 
@@ -155,7 +159,7 @@ def create_views(spark: SparkSession) -> list[str]:
           LEFT SEMI JOIN {qualified("studies")} st ON p.dataset = st.dataset AND p.image_id = st.image_id"""
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("latest_predictions")} AS
-        SELECT {plain} FROM (
+        SELECT {plain}, {PATIENT_SQL} AS patient FROM (
           SELECT {listed}, ROW_NUMBER() OVER (PARTITION BY p.dataset, p.image_id ORDER BY {order}) AS _rank
           FROM {qualified("predictions")} p {join}
         ) WHERE _rank = 1
@@ -167,13 +171,13 @@ def create_views(spark: SparkSession) -> list[str]:
     stack = ", ".join(f"'{finding}', p.`{col}`" for finding, col in pairs)
     spark.sql(f"""
         CREATE OR REPLACE VIEW {qualified("progression")} AS
-        SELECT dataset, patient_id, finding, follow_up, study_datetime, image_id, model_version, probability,
+        SELECT dataset, patient, patient_id, finding, follow_up, study_datetime, image_id, model_version, probability,
                LAG(follow_up) OVER w AS previous_follow_up,
                LAG(probability) OVER w AS previous_probability,
                probability - LAG(probability) OVER w AS change,
                COALESCE(probability - LAG(probability) OVER w >= {RISING}, false) AS rising
         FROM (
-          SELECT p.dataset, p.patient_id, p.follow_up, p.image_id, p.model_version,
+          SELECT p.dataset, p.patient, p.patient_id, p.follow_up, p.image_id, p.model_version,
                  {studies["study_datetime"]} AS study_datetime,
                  stack({len(pairs)}, {stack}) AS (finding, probability)
           FROM {qualified("latest_predictions")} p {studies["join"]}
@@ -192,7 +196,7 @@ def _create_worklist(spark: SparkSession, columns: list[str], studies: dict[str,
     present = [(f, probability_column(f)) for f in FINDINGS if probability_column(f) in columns]
     probabilities = ", ".join(f"'{finding}', p.`{col}`" for finding, col in present)
     called = (
-        f"concat_ws(', ', transform(p.positive_findings, f -> "
+        f"concat_ws(', ', transform(p.called, f -> "
         f"concat(f, ' ', format_number(element_at(map({probabilities}), f), 2))))"
     )
     # Predictions from before risk scores order by the top probability (risk_score null for all).
@@ -202,8 +206,8 @@ def _create_worklist(spark: SparkSession, columns: list[str], studies: dict[str,
         CREATE OR REPLACE VIEW {qualified("worklist")} AS
         SELECT ROW_NUMBER() OVER (PARTITION BY dataset ORDER BY {order_sql()}) AS risk_rank, *
         FROM (
-          SELECT {score} AS risk_score, {finding} AS risk_finding, {called} AS called,
-               p.image_id, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.positive_findings,
+          SELECT {score} AS risk_score, {finding} AS risk_finding, {called} AS called_probabilities,
+               p.image_id, p.patient, p.patient_id, p.follow_up, p.view, p.top_finding, p.top_probability, p.called,
                {studies["accession_number"]} AS accession_number, {studies["study_datetime"]} AS study_datetime,
                p.dataset, p.model_version, p.scored_at, p.score_date
           FROM (SELECT *, MAX(score_date) OVER (PARTITION BY dataset) AS _last FROM {qualified("latest_predictions")}) p

@@ -71,7 +71,7 @@ def film_frame(
         "run_id",
         "score_date",
         *[F.col(probability_column(f)).cast("double").alias(f"p:{f}") for f in findings],
-        *[F.array_contains("positive_findings", f).alias(f"call:{f}") for f in findings],
+        *[F.array_contains("called", f).alias(f"call:{f}") for f in findings],
     )
     studies = tables.read_table(spark, lake, "studies").where(F.col("dataset") == dataset)
     films = scored.join(

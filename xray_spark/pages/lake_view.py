@@ -383,7 +383,7 @@ def _film(row: dict[str, Any]) -> dict[str, Any]:
         "score_date": row["score_date"],
         "risk_score": None if risk_score is None or pd.isna(risk_score) else float(risk_score),
         "risk_finding": row.get("risk_finding"),
-        "called": [str(f) for f in row.get("positive_findings", [])],
+        "called": [str(f) for f in row.get("called", row.get("positive_findings", []))],
         "probs": probs,
         "accession_number": row.get("accession_number") if pd.notna(row.get("accession_number")) else None,
         "study_datetime": None if when is None or pd.isna(when) else str(when),

@@ -34,11 +34,11 @@ def _probability_of(labels: list[str], finding: Column) -> Column:
 def chosen_findings(run: DataFrame, labels: list[str], choice: HeatmapChoice) -> DataFrame:
     """(image_id, finding, probability) to explain: every finding called, or those of the N riskiest films."""
     if choice.kind == "called":
-        rows = run.where(F.size("positive_findings") > 0).withColumn("finding", F.explode("positive_findings"))
+        rows = run.where(F.size("called") > 0).withColumn("finding", F.explode("called"))
     else:
         top = run.orderBy(*risk.order_columns()).limit(choice.n)
         fallback = F.array(F.coalesce(F.col("risk_finding"), F.col("top_finding")))
-        findings = F.when(F.size("positive_findings") > 0, F.col("positive_findings")).otherwise(fallback)
+        findings = F.when(F.size("called") > 0, F.col("called")).otherwise(fallback)
         rows = top.withColumn("finding", F.explode(findings))
     return rows.select("image_id", "finding", _probability_of(labels, F.col("finding")).alias("probability"))
 

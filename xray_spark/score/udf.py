@@ -95,7 +95,7 @@ def score_frame(
         *prob_cols,
         F.element_at(label_array, top_index.cast("int")).alias("top_finding"),
         F.array_max("_p").alias("top_probability"),
-        F.transform(positives, lambda z: z["label"]).alias("positive_findings"),
+        F.transform(positives, lambda z: z["label"]).alias("called"),
         *risk.risk_columns(labels),
         *raw_cols,
         F.when(non_finite(F.col("_raw")), F.lit(NON_FINITE)).alias(NOT_SCORED),

@@ -54,7 +54,7 @@ HEADER_SCHEMA = T.StructType(
         T.StructField("study_uid", T.StringType(), True),
         T.StructField("series_uid", T.StringType(), True),
         T.StructField("accession_number", T.StringType(), True),
-        T.StructField("patient_key", T.StringType(), True),
+        T.StructField("patient_pseudonym", T.StringType(), True),
         T.StructField("age", T.IntegerType(), True),
         T.StructField("sex", T.StringType(), True),
         T.StructField("study_datetime", T.TimestampType(), True),

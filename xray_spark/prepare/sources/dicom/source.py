@@ -53,7 +53,7 @@ INSTANCE_COLUMNS = (
     "study_uid",
     "series_uid",
     "accession_number",
-    "patient_key",
+    "patient_pseudonym",
     "study_datetime",
     "modality",
     "body_part",
@@ -194,7 +194,7 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
 def _check_ids(films: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Films with a SOP Instance UID and a Patient ID; the others as quarantine rows."""
     reason = F.when(F.col("sop_uid").isNull(), F.lit(MISSING_IMAGE_ID)).when(
-        F.col("patient_key").isNull(), F.lit(BAD_PATIENT_ID)
+        F.col("patient_pseudonym").isNull(), F.lit(BAD_PATIENT_ID)
     )
     detail = F.when(F.col("sop_uid").isNull(), F.lit("no SOP Instance UID")).otherwise(F.lit("no Patient ID"))
     marked = films.withColumn("_reason", reason)
@@ -212,7 +212,7 @@ def _one_file_per_instance(films: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 def _candidates(run: PrepareRun, films: DataFrame) -> DataFrame:
     """The films in the shape decode takes: numeric patient ids, follow-ups, split ``unlabeled``."""
-    with_ids = films.join(patient_ids(run, films), "patient_key")
+    with_ids = films.join(patient_ids(run, films), "patient_pseudonym")
     before = F.lit(0)
     if run.appends:
         counts = run.spark.read.parquet(run.store_url).groupBy("patient_id").agg(F.count("*").alias("_before"))
@@ -240,15 +240,17 @@ def _candidates(run: PrepareRun, films: DataFrame) -> DataFrame:
 
 
 def patient_ids(run: PrepareRun, films: DataFrame) -> DataFrame:
-    """(patient_key, patient_id) for the films' pseudonyms: kept ids, new ones numbered after them."""
+    """(patient_pseudonym, patient_id) for the films' pseudonyms: kept ids, new ones numbered after them."""
     spark, dataset = run.spark, run.dataset
     table = tables.read_table(spark, run.lake, PATIENT_KEYS)
-    schema = "patient_key string, patient_id int"
-    existing = table.where(F.col("dataset") == dataset).select("patient_key", "patient_id") if table else None
+    schema = "patient_pseudonym string, patient_id int"
+    existing = table.where(F.col("dataset") == dataset).select("patient_pseudonym", "patient_id") if table else None
     existing = (existing if existing is not None else spark.createDataFrame([], schema)).localCheckpoint()
     start = existing.agg(F.max("patient_id")).first()[0] or 0
-    new = films.select("patient_key").distinct().join(existing, "patient_key", "left_anti")
-    new = new.withColumn("patient_id", (F.lit(start) + F.row_number().over(Window.orderBy("patient_key"))).cast("int"))
+    new = films.select("patient_pseudonym").distinct().join(existing, "patient_pseudonym", "left_anti")
+    new = new.withColumn(
+        "patient_id", (F.lit(start) + F.row_number().over(Window.orderBy("patient_pseudonym"))).cast("int")
+    )
     new = new.localCheckpoint()
     if not new.isEmpty():
         tables.write_table_partitioned(new.withColumn("dataset", F.lit(dataset)), run.lake, PATIENT_KEYS)
