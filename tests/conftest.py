@@ -7,6 +7,8 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,8 +84,30 @@ def product_home(tmp_path_factory) -> Path:
         os.environ[places.HOME_ENV] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def class_archive(tmp_path_factory) -> Path:
+    """One driver class archive for the run (:mod:`xray_spark.class_archive`), in the run's temp folder: written
+    by the first worker before its session starts, then mapped by every JVM the tests start (a job's start costs
+    about half the CPU). A worker that finds another writing it goes on without waiting."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["XRAY_SPARK_CACHE"] = str(root / "cache")
+    with open(root / "class-archive.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return root / "cache"
+        if not (root / "class-archive.tried").exists():
+            subprocess.run(
+                [sys.executable, "-m", "xray_spark.launch", "--class-archive"], capture_output=True, timeout=300
+            )
+            (root / "class-archive.tried").write_text("tried\n")
+    return root / "cache"
+
+
 @pytest.fixture(scope="session")
-def spark():
+def spark(class_archive):
     from xray_spark.session import build_session
 
     settings = load_settings(

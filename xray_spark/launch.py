@@ -81,9 +81,9 @@ def _given(submit: Sequence[str], option: str) -> bool:
     return any(t == option or t.startswith(option + "=") for t in submit)
 
 
-def _job_spark_settings(job_args: Sequence[str]) -> tuple[str | None, str | None]:
-    """(spark.master, spark.driver_memory) of the job's configuration; (None, None) when it does not load (the job
-    itself then says why, in one line)."""
+def _job_spark_settings(job_args: Sequence[str]) -> tuple[str | None, str | None, bool]:
+    """(spark.master, spark.driver_memory, spark.class_archive) of the job's configuration; (None, None, False)
+    when it does not load (the job itself then says why, in one line)."""
     from xray_spark.config import load_settings
     from xray_spark.errors import XraySparkError
 
@@ -94,8 +94,8 @@ def _job_spark_settings(job_args: Sequence[str]) -> tuple[str | None, str | None
     try:
         settings = load_settings(known.conf, known.overrides)
     except XraySparkError:
-        return None, None
-    return settings.spark.master, settings.spark.driver_memory
+        return None, None, False
+    return settings.spark.master, settings.spark.driver_memory, settings.spark.class_archive
 
 
 def job_file(job: str) -> Path:
@@ -114,16 +114,16 @@ def spark_submit() -> str:
 
 def submit_command(job: str, job_args: Sequence[str], submit: Sequence[str] = ()) -> list[str]:
     """The spark-submit command line for ``job`` (see the module's description of what it adds)."""
-    from xray_spark.session import DRIVER_JVM_OPTIONS, log4j_file
+    from xray_spark.session import driver_java_options
 
     command = [spark_submit()]
-    master, memory = _job_spark_settings(job_args)
+    master, memory, archive = _job_spark_settings(job_args)
     if master and not _given(submit, "--master"):
         command += ["--master", master]
     if memory and not _given(submit, "--driver-memory"):
         command += ["--driver-memory", memory]
     if not _given(submit, "--driver-java-options"):
-        command += ["--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS}"]
+        command += ["--driver-java-options", driver_java_options(class_archive=archive)]
     return [*command, *submit, str(job_file(job)), *job_args]
 
 
@@ -140,6 +140,7 @@ def usage() -> str:
     lines = [
         "usage: xray-spark [spark-submit options] <job> [job arguments]",
         "       xray-spark --print-command <job> [job arguments]   (show the spark-submit line, run nothing)",
+        "       xray-spark --class-archive   (write the driver's class archive now: later jobs start faster)",
         "",
         "jobs (xray-spark <job> --help for each one's arguments):",
         *(f"  {name.ljust(width)}  {what}" for name, what in JOBS.items()),
@@ -148,7 +149,15 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    submit, job, job_args, print_only = split_argv(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--class-archive"]:
+        from xray_spark.session import write_class_archive
+
+        written = write_class_archive()
+        said = written or "none written (one exists already, another job is writing it, or the cache is read-only)"
+        print(f"xray-spark: class archive: {said}", file=sys.stderr)
+        return 0
+    submit, job, job_args, print_only = split_argv(argv)
     if job is None:
         asked = any(t in ("-h", "--help") for t in submit)
         print(usage(), file=sys.stdout if asked else sys.stderr)
@@ -170,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return subprocess.call(command, env=submit_env())
     except KeyboardInterrupt:  # the job has had the signal too and says how it stopped
         return 130
+    finally:
+        from xray_spark.class_archive import finish_own
+        from xray_spark.session import java_executable
+
+        finish_own(java_executable())  # the driver JVM has exited: an archive it wrote is checked, kept for the next
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import resources
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -43,6 +44,15 @@ MIN_JAVA = 17
 #: Compiler has been disabled"), every later query interpreted. The tiered default, 240 MiB,
 #: is reserved instead (address space, filled only as compiled).
 DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+
+
+def driver_java_options(extra: str = "", *, class_archive: bool = True) -> str:
+    """The driver JVM's options: the product's log4j configuration, :data:`DRIVER_JVM_OPTIONS`, the class archive
+    (:mod:`xray_spark.class_archive`), then ``extra``."""
+    from xray_spark.class_archive import jvm_options
+
+    archive, _ = jvm_options(java_executable(), DRIVER_JVM_OPTIONS, enabled=class_archive)
+    return f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS} {archive} {extra}".rstrip()
 
 
 def java_executable() -> str | None:
@@ -141,10 +151,8 @@ def build_session(
     if not under_spark_submit():
         builder = builder.master(settings.master)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
-        builder = builder.config(
-            "spark.driver.extraJavaOptions",
-            f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS} {jvm_options}".rstrip(),
-        )
+        options = driver_java_options(jvm_options, class_archive=settings.class_archive)
+        builder = builder.config("spark.driver.extraJavaOptions", options)
     defaults = {
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
@@ -199,3 +207,33 @@ def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+def write_class_archive() -> Path | None:
+    """Start a driver that writes the class archive (:mod:`xray_spark.class_archive`) as it exits, after the work
+    every job does (a small Parquet write and read, a join, an aggregation, a Python function); the archive, or
+    None when one exists already or the cache cannot be written."""
+    import tempfile
+
+    from pyspark import SparkContext
+    from pyspark.sql import functions as F
+
+    from xray_spark.class_archive import finish_own
+    from xray_spark.config import load_settings
+
+    spark = build_session(load_settings(None, []).spark, app_name="xray-spark class archive")
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = spark.range(200).withColumn("k", F.col("id") % 7).withColumn("t", F.current_timestamp())
+        frame.write.partitionBy("k").parquet(f"file://{tmp}/t")
+        back = spark.read.parquet(f"file://{tmp}/t")
+        back.join(back.groupBy("k").count(), "k").selectExpr("k", "count", "id + 1 AS n").collect()
+        spark.createDataFrame([(1, "a")], "x int, y string").selectExpr("upper(y)").toPandas()
+    spark.stop()
+    gateway = SparkContext._gateway
+    jvm = getattr(gateway, "proc", None)
+    if gateway is None or jvm is None:
+        return None
+    gateway.shutdown()
+    jvm.stdin.close()  # the gateway's JVM exits when its stdin closes, writing the archive
+    jvm.wait(timeout=300)
+    return finish_own(java_executable())

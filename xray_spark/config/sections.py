@@ -51,6 +51,9 @@ class SparkSettings:
     driver_memory: str = setting("4g", "the driver JVM's heap: 4g, 512m ...")
     shuffle_partitions: int = setting(8, "spark.sql.shuffle.partitions", ge=1)
     log_level: str = setting("WARN", "Spark's own log level")
+    class_archive: bool = setting(
+        True, "map Spark's classes from a per-machine archive in the product's cache: a job's JVM starts faster"
+    )
     conf: dict[str, str] = setting(factory=dict, doc="any other Spark properties, by their own names")
 
     def check(self) -> None:

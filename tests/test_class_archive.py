@@ -1,0 +1,53 @@
+"""The driver's class archive: written once, mapped by later JVMs, a torn one never used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from xray_spark import class_archive as cds
+from xray_spark.session import DRIVER_JVM_OPTIONS, java_executable
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAY_SPARK_CACHE", str(tmp_path))
+    return tmp_path / "jvm"
+
+
+def test_a_driver_writes_the_archive_when_none_exists_and_maps_it_once_one_does(cache):
+    java = java_executable()
+    options, part = cds.jvm_options(java, DRIVER_JVM_OPTIONS)
+    assert part == cache / f"spark-{cds.archive_key(java, DRIVER_JVM_OPTIONS)}.{os.getpid()}.part"
+    assert f"-XX:ArchiveClassesAtExit={part}" in options and "-Xlog:all=warning:stderr" in options
+    other = part.with_name(part.name.replace(f".{os.getpid()}.", f".{os.getppid()}."))
+    other.write_bytes(b"being written")  # by another driver's JVM, still running: this one neither writes nor maps
+    assert cds.jvm_options(java, DRIVER_JVM_OPTIONS) == (cds.LOG_TO_STDERR, None)
+    other.unlink()
+    final = other.with_name(other.name.split(".", 1)[0] + ".jsa")
+    final.write_bytes(b"")
+    assert cds.jvm_options(java, DRIVER_JVM_OPTIONS) == (
+        f"{cds.LOG_TO_STDERR} -XX:SharedArchiveFile={final}",
+        None,
+    )
+    assert cds.jvm_options(java, DRIVER_JVM_OPTIONS, enabled=False) == (cds.LOG_TO_STDERR, None)
+
+
+def test_a_torn_archive_is_removed_and_a_whole_one_is_kept(cache, class_archive):
+    """A part cut short (its JVM killed while writing) would crash every JVM that maps it: its check fails, it is
+    removed, nothing is renamed into place; the run's own archive passes the same check."""
+    (whole,) = (class_archive / "jvm").glob("spark-*.jsa")
+    cache.mkdir()
+    java = java_executable()
+    torn = cache / "spark-0123456789abcdef.1.part"
+    with open(whole, "rb") as src:
+        torn.write_bytes(src.read(whole.stat().st_size // 3))
+    crashed = subprocess.run([java, f"-XX:SharedArchiveFile={torn}", "-Xshare:auto", "-version"], capture_output=True)
+    assert crashed.returncode != 0  # what the check spares every later job
+    assert not cds.finish(java, torn) and not torn.exists() and not list(cache.glob("*.jsa"))
+    kept = cache / "spark-0123456789abcdef.2.part"
+    shutil.copyfile(whole, kept)
+    assert cds.finish(java, kept) and (cache / "spark-0123456789abcdef.jsa").exists()
