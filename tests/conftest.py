@@ -85,25 +85,32 @@ def product_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def class_archive(tmp_path_factory) -> Path:
-    """One driver class archive for the run (:mod:`xray_spark.class_archive`), in the run's temp folder: written
-    by the first worker before its session starts, then mapped by every JVM the tests start (a job's start costs
-    about half the CPU). A worker that finds another writing it goes on without waiting."""
+def class_archive(tmp_path_factory) -> Path | None:
+    """The driver class archive (:mod:`xray_spark.class_archive`) in the product's cache, as a user's jobs have it:
+    written by the first worker of the first run on this machine before its session starts (about 40 s, once),
+    then mapped by every JVM the tests start (a job's start costs a third less CPU). A worker that finds another
+    writing it goes on without waiting. The archive's path, or None where it cannot be written."""
+    from xray_spark.class_archive import archive_key, cache_dir
+    from xray_spark.session import DRIVER_JVM_OPTIONS, java_executable
+
+    java = java_executable()
+    if java is None:
+        return None
+    archive = cache_dir() / f"spark-{archive_key(java, DRIVER_JVM_OPTIONS)}.jsa"
     base = tmp_path_factory.getbasetemp()
     root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
     root.mkdir(parents=True, exist_ok=True)
-    os.environ["XRAY_SPARK_CACHE"] = str(root / "cache")
     with open(root / "class-archive.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return root / "cache"
-        if not (root / "class-archive.tried").exists():
+            return archive if archive.exists() else None
+        if not archive.exists() and not (root / "class-archive.tried").exists():
             subprocess.run(
-                [sys.executable, "-m", "xray_spark.launch", "--class-archive"], capture_output=True, timeout=300
+                [sys.executable, "-m", "xray_spark.launch", "--class-archive"], capture_output=True, timeout=600
             )
             (root / "class-archive.tried").write_text("tried\n")
-    return root / "cache"
+    return archive if archive.exists() else None
 
 
 @pytest.fixture(scope="session")

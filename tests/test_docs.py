@@ -74,3 +74,29 @@ def test_the_docs_table_of_tables_is_the_catalogs():
 
     text = (DOCS / "tables.md").read_text(encoding="utf-8")
     assert catalog.markdown() in text, "docs/tables.md's table of tables differs: python -m xray_spark.lake.catalog"
+
+
+def test_the_conformance_statement_lists_what_the_code_negotiates_and_codes():
+    """docs/conformance.md's SOP classes, transfer syntaxes and finding codes are the ones the node accepts, delivery
+    proposes and the SR carries: a class added in code and not in the statement (or the reverse) fails here."""
+    from pydicom.uid import UID
+
+    from xray_spark.deliver.codes import FINDING_CODES
+    from xray_spark.deliver.send import COMPREHENSIVE_SR, SECONDARY_CAPTURE, SYNTAXES
+    from xray_spark.imaging.transfer_syntaxes import DECODED
+    from xray_spark.node.scp import STORAGE_CLASSES, VERIFICATION
+
+    text = (DOCS / "conformance.md").read_text(encoding="utf-8")
+    services = text[text.index("Network services:") : text.index("Not supported in this release")]
+    listed = dict(re.findall(r"^\| ([^|]+?) \| ([\d.]+) \| (?:yes|no)", services, flags=re.M))
+    assert set(listed.values()) == {*STORAGE_CLASSES, VERIFICATION, COMPREHENSIVE_SR, SECONDARY_CAPTURE}
+    accepted = text[text.index("**Presentation contexts accepted.**") : text.index("**C-STORE statuses returned.**")]
+    assert re.findall(r"^\| [^|]+ \| ([\d.]+) \|$", accepted, flags=re.M) == [str(u) for u in DECODED]
+    assert all(UID(u).name in accepted for u in DECODED)
+    proposed = text[text.index("**Presentation contexts proposed.**") : text.index("**Statuses.**")]
+    assert all(f"{UID(u).name}" in proposed for u in SYNTAXES) and proposed.count("|\n") == 4
+    coded = dict(re.findall(r"^\| (\w+) \| (.+?) \|$", text[text.index("| finding | code |") :], flags=re.M))
+    assert {f: tuple(v.split(", ", 2)) for f, v in coded.items() if f != "finding"} == {
+        f: (value, scheme, f'"{meaning}"' + (" (local scheme)" if scheme.startswith("99") else ""))
+        for f, (scheme, value, meaning) in FINDING_CODES.items()
+    }

@@ -63,7 +63,11 @@ def jvm_options(java: str | None, jvm_options: str, *, enabled: bool = True) -> 
         final = folder / f"spark-{key}.jsa"
         parts = sorted(folder.glob(f"spark-{key}.*.part"))
         settled = [p for p in parts if not _alive(p) and time.time() - p.stat().st_mtime >= SETTLE_SECONDS]
-        if final.exists() or any(finish(java, p, final) for p in settled):
+        if final.exists():
+            for stale in settled:  # written by a JVM that started before the archive was there
+                stale.unlink(missing_ok=True)
+            return f"{LOG_TO_STDERR} -XX:SharedArchiveFile={final}", None
+        if any(finish(java, p, final) for p in settled):
             return f"{LOG_TO_STDERR} -XX:SharedArchiveFile={final}", None
         if any(_alive(p) for p in parts):
             return LOG_TO_STDERR, None  # another driver is writing it

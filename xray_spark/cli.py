@@ -139,7 +139,8 @@ def open_lake(settings: Settings, job: str, *, catalog: bool = False) -> tuple[A
     start_progress(spark, job)  # the job's own lines: every 30 s in a log, every 5 s on a terminal
     from xray_spark.lake.migrate import migrate
 
-    migrate(spark, lake)  # a lake an earlier release wrote gets this release's column names, once
+    if job != "sql":  # a lake an earlier release wrote gets this release's column names, once; sql writes nothing
+        migrate(spark, lake)
     if catalog:
         tables.register_tables(spark, lake)
     return spark, lake
