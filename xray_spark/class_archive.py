@@ -47,7 +47,9 @@ def archive_key(java: str, jvm_options: str) -> str:
 
     real = Path(java).resolve()
     jars = Path(pyspark.__file__).parent / "jars"
-    parts = [str(real), str(real.stat().st_mtime_ns), pyspark.__version__, str(jars), jvm_options]
+    # The JVM checks the jars' times too: a reinstall in the same place is another archive, not a refused one.
+    parts = [str(real), str(real.stat().st_mtime_ns), pyspark.__version__, str(jars), str(jars.stat().st_mtime_ns)]
+    parts.append(jvm_options)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
