@@ -89,7 +89,8 @@ def class_archive(tmp_path_factory) -> Path | None:
     """The driver class archive (:mod:`xray_spark.class_archive`) in the product's cache, as a user's jobs have it:
     written by the first worker of the first run on this machine before its session starts (about 40 s, once),
     then mapped by every JVM the tests start (a job's start costs a third less CPU). A worker that finds another
-    writing it goes on without waiting. The archive's path, or None where it cannot be written."""
+    writing it goes on without waiting. The archive's path (it may not be there yet, or at all on a read-only
+    cache), or None without Java."""
     from xray_spark.class_archive import archive_key, cache_dir
     from xray_spark.session import DRIVER_JVM_OPTIONS, java_executable
 
@@ -104,13 +105,13 @@ def class_archive(tmp_path_factory) -> Path | None:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return archive if archive.exists() else None
+            return archive  # another worker writes it
         if not archive.exists() and not (root / "class-archive.tried").exists():
             subprocess.run(
                 [sys.executable, "-m", "xray_spark.launch", "--class-archive"], capture_output=True, timeout=600
             )
             (root / "class-archive.tried").write_text("tried\n")
-    return archive if archive.exists() else None
+    return archive
 
 
 @pytest.fixture(scope="session")

@@ -48,14 +48,29 @@ def _recorded(lake: Lake) -> int:
         return 0
 
 
+def _files_name(lake: Lake, name: str, former: set[str]) -> bool:
+    """Whether any Parquet file of ``xray.<name>`` has a column of ``former``: its footers read, no Spark job."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, path = lake.filesystem(lake.path("tables", name))
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
+        hidden = any(part.startswith(("_", ".")) for part in info.path[len(path) :].split("/") if part)
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet") and not hidden:
+            with fs.open_input_file(info.path) as stream:
+                if former & set(pq.read_schema(stream).names):
+                    return True
+    return False
+
+
 def _rename_columns(spark: SparkSession, lake: Lake, name: str, renamed: dict[str, str]) -> bool:
     """Rewrite ``xray.<name>`` with its former columns renamed; False when its files have none."""
+    if not _files_name(lake, name, set(renamed)):
+        return False
     table = catalog.table(name)
     url = lake.table_url(name)
     data = spark.read.option("mergeSchema", "true").parquet(url)
     old = [c for c in data.columns if c in renamed]
-    if not old:
-        return False
     picked = []
     for column in data.columns:
         if column in renamed:
