@@ -37,6 +37,18 @@ def test_a_driver_writes_the_archive_when_none_exists_and_maps_it_once_one_does(
     assert cds.jvm_options(java, DRIVER_JVM_OPTIONS, enabled=False) == (cds.LOG_TO_STDERR, None)
 
 
+def test_a_jvm_with_an_agent_or_a_flight_recording_never_maps_the_archive(cache, monkeypatch):
+    """Java 17 crashes where a class-loading hook meets a mapped dynamic archive: such a JVM starts without one."""
+    java = java_executable()
+    cache.mkdir()
+    (cache / f"spark-{cds.archive_key(java, DRIVER_JVM_OPTIONS)}.jsa").write_bytes(b"")
+    assert "SharedArchiveFile" in cds.jvm_options(java, DRIVER_JVM_OPTIONS)[0]
+    assert cds.jvm_options(java, DRIVER_JVM_OPTIONS, other="-XX:StartFlightRecording=filename=run.jfr")[1] is None
+    assert "SharedArchiveFile" not in cds.jvm_options(java, DRIVER_JVM_OPTIONS, other="-agentlib:jdwp=x")[0]
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-javaagent:/opt/apm/agent.jar")
+    assert cds.jvm_options(java, DRIVER_JVM_OPTIONS) == (cds.LOG_TO_STDERR, None)
+
+
 def test_a_torn_archive_is_removed_and_a_whole_one_is_kept(cache, class_archive):
     """A part cut short (its JVM killed while writing) would crash every JVM that maps it: its check fails, it is
     removed, nothing is renamed into place; the run's own archive passes the same check."""

@@ -44,8 +44,7 @@ def test_a_challenger_trained_longer_passes_and_one_trained_on_shuffled_labels_f
     # from 15 positives, a 0.12 margin, a sensitivity drop of up to two films in 15. With 10 positives, a 0.02
     # margin and 0.05 (one film), a challenger 0.26 better in mean AUROC failed on one finding's noise; with a
     # 0.05 margin, one run in several failed on a finding of 16 positives whose DeLong lower bound was -0.099:
-    # at this size one finding's 95% interval is about +-0.15 (the power check says so). The shuffled model is
-    # 0.2-0.3 worse on every finding, so it fails at any of these margins.
+    # at this size one finding's 95% interval is about +-0.15 (the power check says so).
     rule = ["promotion.split=val", "promotion.min_positives=15", "promotion.non_inferiority_margin=0.12"]
     rule += ["promotion.max_sensitivity_drop=0.15", "promotion.bootstrap=200"]
     settings = make_settings(Path(lake.root), *STORE, *rule, "train.epochs=3", "train.eval_max_rows=200")
@@ -55,30 +54,32 @@ def test_a_challenger_trained_longer_passes_and_one_trained_on_shuffled_labels_f
     for version in (champion["version"], longer["version"], shuffled):
         run_scoring(spark, lake, settings, model_version=version)
     passed = run_challenge(spark, lake, settings, challenger=longer["version"])
-    failed = run_challenge(spark, lake, settings, challenger=shuffled)
     assert passed["passed"] and passed["champion"] == champion["version"], passed["rule"]
-    assert not failed["passed"], failed["rule"]
-    assert {r["rule"] for r in failed["rule"] if not r["passed"]} >= {"non-inferiority", "mean AUROC"}
     judged = [f for f in passed["findings"] if f["judged"]]
     assert len(judged) >= 3 and all(f["delong_low"] <= f["difference"] <= f["delong_high"] for f in judged)
-    recorded = spark.read.parquet(lake.table_url("challenges")).where(f"challenge_id = '{failed['challenge_id']}'")
-    rows = recorded.collect()
-    assert len(rows) == len(failed["findings"]) and not any(r["passed"] for r in rows)
-    assert "non-inferiority" in rows[0]["rules"] and Path(failed["page"]).is_file()
 
     def args(challenge: str) -> argparse.Namespace:
         return argparse.Namespace(if_passed=challenge, model_version=None, alias="champion", reason="")
 
-    before = alias_holder(spark, lake)
-    for challenge, message in ((failed["challenge_id"], "failed"), ("no-such-challenge", "no challenge")):
-        with pytest.raises(UsageError, match=message) as refused:
-            _checked(spark, lake, args(challenge), before)
-        assert "\n" not in str(refused.value)
     promoted = checked(run_in_process("promote", ["--lake", lake.root, "--if-passed", passed["challenge_id"]]))
     row = json.loads(promoted.stdout)
     assert row["version"] == longer["version"] and row["reason"].startswith(
         f"challenge {passed['challenge_id']} passed"
     )
+    # The shuffled model against the champion now, the longer run: 0.2-0.3 worse on the planted findings, shown
+    # inferior at this margin (against the 3-epoch model it may only be too close to call: INCONCLUSIVE)
+    failed = run_challenge(spark, lake, settings, challenger=shuffled)
+    assert failed["champion"] == longer["version"] and not failed["passed"], failed["rule"]
+    assert {r["rule"] for r in failed["rule"] if not r["passed"]} >= {"non-inferiority", "mean AUROC"}
+    recorded = spark.read.parquet(lake.table_url("challenges")).where(f"challenge_id = '{failed['challenge_id']}'")
+    rows = recorded.collect()
+    assert len(rows) == len(failed["findings"]) and not any(r["passed"] for r in rows)
+    assert "non-inferiority" in rows[0]["rules"] and Path(failed["page"]).is_file()
+    before = alias_holder(spark, lake)
+    for challenge, message in ((failed["challenge_id"], "failed"), ("no-such-challenge", "no challenge")):
+        with pytest.raises(UsageError, match=message) as refused:
+            _checked(spark, lake, args(challenge), before)
+        assert "\n" not in str(refused.value)
     with pytest.raises(UsageError, match="challenge it again"):  # the champion changed since: judged on another
         _checked(spark, lake, args(passed["challenge_id"]), alias_holder(spark, lake))
     assert passed["outcome"] == "PASS" and failed["outcome"] == "FAIL"

@@ -10,7 +10,8 @@ one when it exits (``-XX:ArchiveClassesAtExit``) to a part file named by the pro
 driver to start checks the part with a JVM of its own (a torn archive crashes the JVM that maps it) and only then
 renames it into place. ``xray-spark --class-archive`` writes one now. Everything
 here is best effort: a cache that cannot be written, or a part that does not check, means a slower start, never a
-failed job. ``spark.class_archive: false`` turns it off.
+failed job. ``spark.class_archive: false`` turns it off, and a JVM with a Java agent or a flight recording never
+maps one (Java 17 crashes where a class-loading hook meets a mapped dynamic archive).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ log = logging.getLogger(__name__)
 LOG_TO_STDERR = "-Xlog:disable -Xlog:all=warning:stderr -Xlog:cds*=off:stderr"
 #: A part file younger than this may still be being written by a JVM that is exiting.
 SETTLE_SECONDS = 60.0
+
+
+#: Options that hook class loading: Java 17 crashes where such a hook (an agent, a flight recording) meets a mapped
+#: dynamic archive, so a JVM given one (in its options or the environment's) gets no archive.
+AGENT_OPTIONS = ("-javaagent", "-agentlib", "-agentpath", "StartFlightRecording")
+
+
+def agent_in(*options: str) -> bool:
+    """Whether the JVM's options, with those of the environment, load an agent or start a flight recording."""
+    given = " ".join([*options, os.environ.get("JAVA_TOOL_OPTIONS", ""), os.environ.get("JDK_JAVA_OPTIONS", "")])
+    return any(option in given for option in AGENT_OPTIONS)
 
 
 def cache_dir() -> Path:
@@ -53,11 +65,14 @@ def archive_key(java: str, jvm_options: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def jvm_options(java: str | None, jvm_options: str, *, enabled: bool = True) -> tuple[str, Path | None]:
+def jvm_options(
+    java: str | None, jvm_options: str, *, enabled: bool = True, other: str = ""
+) -> tuple[str, Path | None]:
     """The options that make a driver JVM map the archive, or write one as it exits, and that part file (None
     when the JVM maps one or writes none); only the logging options when there is no Java, the archive is
-    turned off, or the cache cannot be used."""
-    if not enabled or java is None:
+    turned off, the JVM runs an agent (in ``other``, its other options, or the environment's), or the cache
+    cannot be used."""
+    if not enabled or java is None or agent_in(jvm_options, other):
         return LOG_TO_STDERR, None
     try:
         folder = cache_dir()

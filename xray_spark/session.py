@@ -51,7 +51,7 @@ def driver_java_options(extra: str = "", *, class_archive: bool = True) -> str:
     (:mod:`xray_spark.class_archive`), then ``extra``."""
     from xray_spark.class_archive import jvm_options
 
-    archive, _ = jvm_options(java_executable(), DRIVER_JVM_OPTIONS, enabled=class_archive)
+    archive, _ = jvm_options(java_executable(), DRIVER_JVM_OPTIONS, enabled=class_archive, other=extra)
     return f"-Dlog4j2.configurationFile=file:{log4j_file()} {DRIVER_JVM_OPTIONS} {archive} {extra}".rstrip()
 
 
