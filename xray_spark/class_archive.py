@@ -144,7 +144,6 @@ def finish_own(java: str | None) -> Path | None:
     """:func:`finish` the part this process's JVM wrote as it exited; the archive, or None."""
     with contextlib.suppress(OSError):
         for part in cache_dir().glob(f"spark-*.{os.getpid()}.part"):
-            final = part.with_name(part.name.split(".", 1)[0] + ".jsa")
-            if java and finish(java, part, final):
-                return final
+            if java and finish(java, part):
+                return part.with_name(part.name.split(".", 1)[0] + ".jsa")
     return None
