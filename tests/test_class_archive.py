@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,9 +64,12 @@ def test_a_torn_archive_is_removed_and_a_whole_one_is_kept(cache, class_archive)
     torn = cache / "spark-0123456789abcdef.1.part"
     with open(whole, "rb") as src:
         torn.write_bytes(src.read(whole.stat().st_size // 3))
-    crashed = subprocess.run([java, f"-XX:SharedArchiveFile={torn}", "-Xshare:auto", "-version"], capture_output=True)
+    crashed = subprocess.run(
+        [java, f"-XX:SharedArchiveFile={torn}", "-Xshare:auto", "-version"], capture_output=True, cwd=cache
+    )
     assert crashed.returncode != 0  # what the check spares every later job
     assert not cds.finish(java, torn) and not torn.exists() and not list(cache.glob("*.jsa"))
+    assert not list(Path.cwd().glob("hs_err_pid*.log")), "the check's crash report stays out of the working directory"
     kept = cache / "spark-0123456789abcdef.2.part"
     shutil.copyfile(whole, kept)
     assert cds.finish(java, kept) and (cache / "spark-0123456789abcdef.jsa").exists()

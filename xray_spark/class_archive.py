@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,7 +116,10 @@ def finish(java: str, part: Path, final: Path | None = None) -> bool:
     try:
         if not part.exists():
             return False
-        check = [java, f"-XX:SharedArchiveFile={part}", "-Xshare:on", "-cp", _spark_class_path()]
+        # a torn part crashes this JVM: its crash report goes to the temp folder, not the working directory
+        crash = os.path.join(tempfile.gettempdir(), "xray-spark-archive-check-%p.log")
+        check = [java, f"-XX:SharedArchiveFile={part}", "-Xshare:on", f"-XX:ErrorFile={crash}"]
+        check += ["-cp", _spark_class_path()]
         checked = subprocess.run(
             [*check, *LOG_TO_STDERR.split(), "-version"],
             capture_output=True,
