@@ -295,3 +295,29 @@ def rest(port: int, method: str, path: str, body: bytes | None = None):
     with urllib.request.urlopen(request, timeout=120) as answer:
         data = answer.read()
     return data if path.endswith("/file") else json.loads(data.decode() or "null")
+
+
+#: Java 17's XML limits stop pixelmed's compiled XSL templates ("JAXP0801002: the compiler encountered an XPath
+#: expression containing 'N' operators that exceeds the limit"); the validator's own JVM lifts them.
+PIXELMED_JAVA_OPTIONS = "-Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 -Djdk.xml.xpathTotalOpLimit=0"
+
+
+def _findings(lines: str, error: str, warning: str) -> tuple[list[str], list[str]]:
+    rows = [line.strip() for line in lines.splitlines()]
+    return [r for r in rows if r.startswith(error)], [r for r in rows if r.startswith(warning)]
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """dicom3tools' IOD check of one object: (error lines, warning lines)."""
+    done = subprocess.run([need("dciodvfy"), str(path)], capture_output=True, text=True, timeout=120)
+    return _findings(done.stdout + done.stderr, "Error", "Warning")
+
+
+def sr_validator(path: Path) -> tuple[list[str], list[str]]:
+    """pixelmed's DicomSRValidator with its template check (``-checktemplateid``): (error lines, warning lines)."""
+    env = {**os.environ, "JAVA_TOOL_OPTIONS": PIXELMED_JAVA_OPTIONS}
+    command = [need("DicomSRValidator"), "-checktemplateid", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    output = done.stdout + done.stderr
+    assert "Root Template Validation Complete" in output, output[-2000:]  # the validator ran to its end
+    return _findings(output, "Error", "Warning")

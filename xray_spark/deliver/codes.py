@@ -34,8 +34,12 @@ FINDING_CODES: dict[str, tuple[str, str, str]] = {
     "Hernia": ("SCT", "84089009", "Hiatal hernia"),
 }
 
-#: The procedure the results report on: a plain chest radiograph.
-PROCEDURE = Code("399208008", "SCT", "Plain chest X-ray")
+#: The procedure the results report on (TID 1500 row 4, DCID 100). CID 100 lists no projection radiography, and
+#: pixelmed's validator holds the report to its list, so the report names the generic member; that the film is a
+#: chest radiograph is said by the source image the report references.
+PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
+#: The name of a finding's hot region in its group: the outline of where the model looked (DICOM CID 219).
+OUTLINE = Code("111041", "DCM", "Outline")
 #: The name of each finding's probability measurement (unit 1) and of whether it was called.
 PROBABILITY = Code("122157", "DCM", "Probability")
 NO_UNITS = Code("1", "UCUM", "no units")

@@ -6,8 +6,8 @@ holds, per finding of the model, a measurement group (TID 1501) with the calibra
 probability (unit 1) and whether it is called at the model's operating point (Present or
 Absent), coded as :mod:`.codes` says, with the algorithm identified (TID 4019: name,
 version = model version and package version, the threshold rule and the finding's
-threshold as its parameters); and, per finding with a heatmap, a planar ROI group (TID
-1410) whose region is the heatmap's hot box as a polyline on the source image. The SC is
+threshold as its parameters) and, for a finding with a heatmap, the heatmap's hot box as an outline (a polyline
+SCOORD) on the source image. The SC is
 the film as prepare displays it, the heatmap and box of its riskiest *called* finding blended
 in with the colour scale's meaning beside them, and a banner that says it is an AI result,
 burnt into the pixels. A finding that is not called is never drawn: a film with no call gets
@@ -21,7 +21,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xray_spark.deliver.codes import ABSENT, NO_UNITS, PRESENT, PROBABILITY, PROCEDURE, finding_code
+from xray_spark.deliver.codes import (
+    ABSENT,
+    LOCAL_SCHEME,
+    NO_UNITS,
+    OUTLINE,
+    PRESENT,
+    PROBABILITY,
+    PROCEDURE,
+    finding_code,
+)
 from xray_spark.uids import result_uid
 
 SR, SC = "sr", "sc"
@@ -99,9 +108,15 @@ def _device_context(model: ModelFacts, root: str):
 
 
 def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> list:
+    """One TID 1501 group per finding: its probability, whether it is called and, where it has a heatmap, the hot
+    region's outline on the film (row 10c: a SCOORD the region's source image is selected from).
+
+    The region sits in its finding's group rather than in a TID 1410 group of its own: a report that mixes 1501 and
+    1410 groups is read by pixelmed's validator as all-1410 when it holds exactly one region, and fails there."""
     import highdicom as hd
 
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    regions = {region.finding: region for region in film.regions}
     groups = []
     for finding in model.labels:
         code = finding_code(finding)
@@ -110,39 +125,34 @@ def _finding_groups(source, film: FilmResult, model: ModelFacts, root: str) -> l
         tracking = hd.sr.TrackingIdentifier(
             uid=result_uid(root, film.image_id, model.version, "finding", finding), identifier=finding
         )
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=tracking,
-                finding_type=code,
-                algorithm_id=_algorithm(model, finding),
-                measurements=[probability],
-                qualitative_evaluations=[called],
-                source_images=[image],
-            )
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            finding_type=code,
+            algorithm_id=_algorithm(model, finding),
+            measurements=[probability],
+            qualitative_evaluations=[called],
+            source_images=[image],
         )
-    for region in film.regions:
-        x, y, w, h = region.box
-        corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]], dtype=float)
-        where = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=corners,
-            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-        )
-        tracking = hd.sr.TrackingIdentifier(
-            uid=result_uid(root, film.image_id, model.version, "region", region.finding),
-            identifier=f"{region.finding} heatmap hot region",
-        )
-        probability = hd.sr.Measurement(name=PROBABILITY, value=float(region.probability), unit=NO_UNITS)
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=tracking,
-                referenced_region=where,
-                finding_type=finding_code(region.finding),
-                algorithm_id=_algorithm(model),
-                measurements=[probability],
-            )
-        )
+        if finding in regions:
+            group[0].ContentSequence.append(_outline(source, regions[finding]))
+        groups.append(group)
     return groups
+
+
+def _outline(source, region: Region):
+    """The region's hot box as a closed polyline on the source film, named :data:`OUTLINE`."""
+    import highdicom as hd
+
+    x, y, w, h = region.box
+    corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]], dtype=float)
+    outline = hd.sr.ScoordContentItem(
+        name=OUTLINE,
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=corners,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    outline.ContentSequence = [hd.sr.SourceImageForRegion.from_source_image(source)]
+    return outline
 
 
 #: The patient and study attributes a result object copies, which DICOM requires present (Type 2) even when empty.
@@ -180,7 +190,7 @@ def build_sr(source, film: FilmResult, model: ModelFacts, root: str):
         title=codes.DCM.ImagingMeasurementReport,
     )
     series_uid, uid = object_uids(root, film.image_id, str(source.StudyInstanceUID), model.version, SR)
-    return hd.sr.ComprehensiveSR(
+    sr = hd.sr.ComprehensiveSR(
         evidence=[source],
         content=report[0],
         series_instance_uid=series_uid,
@@ -191,6 +201,20 @@ def build_sr(source, film: FilmResult, model: ModelFacts, root: str):
         is_complete=True,
         series_description=f"AI results: xray-spark {model.version}"[:64],
     )
+    if any(finding_code(f).scheme_designator == LOCAL_SCHEME for f in model.labels):
+        sr.CodingSchemeIdentificationSequence = [local_scheme()]
+    return sr
+
+
+def local_scheme():
+    """The Coding Scheme Identification item that tells a receiver what :data:`LOCAL_SCHEME` is."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = LOCAL_SCHEME
+    item.CodingSchemeName = "xray-spark local codes for findings without a standard code"
+    item.CodingSchemeResponsibleOrganization = "xray-spark"
+    return item
 
 
 def build_sc(source, display: np.ndarray, film: FilmResult, model: ModelFacts, root: str, max_side: int):
@@ -230,6 +254,8 @@ def build_sc(source, display: np.ndarray, film: FilmResult, model: ModelFacts, r
         else "film without heatmap: " + caption(film)
     )[:1024]
     sc.BurnedInAnnotation = "YES"
+    # the film's body part, so a reader (and dciodvfy) knows the SC shows an unpaired part and needs no Laterality
+    sc.BodyPartExamined = str(source.get("BodyPartExamined") or "CHEST")[:16]
     sc.ImageComments = f"{BANNER}: {caption(film)}"[:10240]
     return sc
 
