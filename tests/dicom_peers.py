@@ -160,10 +160,26 @@ def in_namespace(namespace: str) -> list[str]:
     return ["ip", "netns", "exec", namespace]
 
 
+#: Debian's orthanc-dicomweb: Orthanc's DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS under /dicom-web/).
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
 @contextlib.contextmanager
-def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator[subprocess.Popen]:
-    """Orthanc from a configuration of its own (never the packaged service), in ``namespace``."""
+def orthanc(
+    root: Path,
+    namespace: str,
+    modalities: dict[str, list],
+    *,
+    dicomweb: bool = False,
+    users: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """Orthanc from a configuration of its own (never the packaged service), in ``namespace``; with ``dicomweb`` its
+    DICOMweb plugin at ``/dicom-web/``; with ``users`` (name: password) every HTTP call needs Basic authentication."""
     binary = need("Orthanc")
+    if dicomweb and not DICOMWEB_PLUGIN.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DICOMWEB_PLUGIN} is missing under CI=true: apt-get install orthanc-dicomweb")
+        pytest.skip("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
     storage = root / "orthanc"
     storage.mkdir(exist_ok=True)  # a restart keeps what the earlier Orthanc stored
     config = {
@@ -174,18 +190,21 @@ def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator
         "DicomPort": 4242,
         "DicomAet": "ORTHANC",
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
         "DicomModalities": modalities,
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+        "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
         "StableAge": 1,
     }
+    auth = next(iter((users or {}).items()), None)
     path = storage / "orthanc.json"
     path.write_text(json.dumps(config))
     log = open(storage / "orthanc.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([*in_namespace(namespace), binary, str(path)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 30
-        while orthanc_rest(namespace, "GET", "/system", check=False) is None:
+        while orthanc_rest(namespace, "GET", "/system", check=False, auth=auth) is None:
             assert proc.poll() is None and time.monotonic() < deadline, (storage / "orthanc.log").read_text()[-2000:]
             time.sleep(0.3)
         yield proc
@@ -199,12 +218,22 @@ def orthanc(root: Path, namespace: str, modalities: dict[str, list]) -> Iterator
         log.close()
 
 
-def orthanc_rest(namespace: str, method: str, path: str, body: bytes | None = None, *, check: bool = True):
+def orthanc_rest(
+    namespace: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    check: bool = True,
+    auth: tuple[str, str] | None = None,
+):
     """One REST call to the Orthanc in ``namespace``, made from inside it (its port is reachable only there)."""
+    headers = {"Authorization": basic_auth(*auth)} if auth else {}
     script = (
         "import sys, urllib.request\n"
         "data = sys.stdin.buffer.read() or None\n"
-        f"req = urllib.request.Request('http://127.0.0.1:{ORTHANC_HTTP}{path}', data=data, method='{method}')\n"
+        f"req = urllib.request.Request('http://127.0.0.1:{ORTHANC_HTTP}{path}', data=data, method='{method}',"
+        f" headers={headers!r})\n"
         "print(urllib.request.urlopen(req, timeout=600).read().decode())\n"
     )
     result = subprocess.run(
@@ -287,11 +316,18 @@ def bridge(namespace: str, port: int, on_bytes: Callable[[int], None] | None = N
         listener.close()
 
 
-def rest(port: int, method: str, path: str, body: bytes | None = None):
+def basic_auth(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def rest(port: int, method: str, path: str, body: bytes | None = None, *, auth: tuple[str, str] | None = None):
     """One call to Orthanc's REST API through a :func:`bridge` port; the JSON answer (or raw bytes for files)."""
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    headers = {"Authorization": basic_auth(*auth)} if auth else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=120) as answer:
         data = answer.read()
     return data if path.endswith("/file") else json.loads(data.decode() or "null")

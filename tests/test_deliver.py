@@ -7,8 +7,11 @@ Orthanc runs in a network namespace of its own (its DICOM port cannot be bound t
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime as dt
 import io
+import json
 import shutil
 import subprocess
 import threading
@@ -292,6 +295,51 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
     assert not exported & {p.name for p in Path(lake.root).rglob("*")}, "no file or folder name of the export"
 
 
+def test_stow_rs_puts_one_sr_per_film_into_its_study_and_a_rerun_adds_none(spark, hospital, tmp_path):
+    """DICOMweb delivery to Orthanc's DICOMweb plugin, with Basic authentication from a file outside the lake: a
+    refused password stores nothing and says so; the right one stores each film's SR in the film's study; a rerun
+    sends nothing."""
+    need("Orthanc")
+    settings, lake, _ = hospital
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    user = ("xray", "a-password-for-the-test")
+    wrong, right = tmp_path / "wrong.auth", tmp_path / "right.auth"
+    wrong.write_text("Basic xray:not-the-password\n")
+    right.write_text(f"Basic {user[0]}:{user[1]}\n")
+    for path in (wrong, right):
+        path.chmod(0o600)
+    target = None
+
+    def deliver(auth: Path) -> dict:
+        options = dataclasses.replace(settings.deliver, dicomweb_auth_file=str(auth))
+        return run_delivery(spark, lake, dataclasses.replace(settings, deliver=options), destinations=[target])
+
+    with (
+        network_namespace() as ns,
+        bridge(ns, ORTHANC_HTTP) as http,
+        orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([user])),
+    ):
+        for path, _ in films.values():
+            rest(http, "POST", "/instances", Path(path).read_bytes(), auth=user)
+        target = f"dicomweb:http://127.0.0.1:{http}/dicom-web/"
+        refused = deliver(wrong)
+        assert refused["sent"] == 0 and refused["failed"] == len(films), refused
+        assert any("credentials were refused" in reason for reason in refused["errors"]), refused["errors"]
+        first = deliver(right)
+        assert (first["sent"], first["failed"]) == (len(films), 0), first
+        again = deliver(right)
+        assert again["to_deliver"] == 0 and again.get("sent", 0) == 0, again
+        tags = [
+            rest(http, "GET", f"/instances/{i}/simplified-tags", auth=user)
+            for i in rest(http, "GET", "/instances", auth=user)
+        ]
+    studies = {t["SOPInstanceUID"]: t["StudyInstanceUID"] for t in tags}
+    srs = [t for t in tags if t["Modality"] == "SR"]
+    assert len(srs) == len(films), "one SR per film, none twice"
+    assert collections.Counter(t["StudyInstanceUID"] for t in srs) == collections.Counter(studies[f] for f in films)
+    assert user[1] not in json.dumps([refused, first]), "the credentials are in no summary"
+
+
 def test_every_object_delivered_passes_the_standard_validators(spark, hospital, tmp_path):
     """dicom3tools' dciodvfy finds no error in any SR or SC delivery writes, and pixelmed's DicomSRValidator
     (``-checktemplateid``) none in an SR whose findings carry a hot region and one whose none do. The warnings left
@@ -456,7 +504,7 @@ def test_a_destination_down_longer_than_retry_days_is_given_up_once_and_fails_no
 class MemorySender:
     """A destination kind of the test's own: objects kept in a dict, or every connection refused."""
 
-    def __init__(self, destination, calling_ae, timeout_s) -> None:
+    def __init__(self, destination, options) -> None:
         self.inbox = INBOXES.setdefault(destination.address, {})
         self.down = destination.address.startswith("down")
         self.closed = False
@@ -533,6 +581,40 @@ def test_a_delivery_killed_mid_way_marks_sent_only_what_was_acknowledged(spark, 
     assert {result_uid(settings.deliver.uid_root, image, version, "sr") for image in films} == {
         p.stem for p in out.glob("*.dcm")
     }
+
+
+def test_a_dicomweb_destination_is_a_service_root_and_its_credentials_a_private_file(tmp_path):
+    from xray_spark.deliver.send import read_credentials
+    from xray_spark.destinations import parse_destination
+    from xray_spark.errors import ConfigError
+
+    web = parse_destination("dicomweb:https://pacs.example/dicom-web/")
+    assert (web.kind, web.address, web.name) == (
+        "dicomweb",
+        "https://pacs.example/dicom-web",
+        "dicomweb:https://pacs.example/dicom-web",
+    )
+    with pytest.raises(UsageError, match=r"credentials belong in deliver\.dicomweb_auth_file") as refused:
+        parse_destination("dicomweb:https://ai:s3cret@pacs.example/dicom-web")
+    assert "s3cret" not in str(refused.value)
+    for bad in ("dicomweb:ftp://pacs.example/x", "dicomweb:https://pacs.example/rs?token=1", "dicomweb:pacs"):
+        with pytest.raises(UsageError, match="not an http"):
+            parse_destination(bad)
+    auth = tmp_path / "auth"
+    assert read_credentials("") is None
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_credentials(str(auth))
+    auth.write_text("Bearer abc.def\n")
+    auth.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        read_credentials(str(auth))
+    auth.chmod(0o600)
+    assert read_credentials(str(auth)) == ("bearer", "abc.def")
+    for text in ("abc.def", "Digest x", "Basic no-colon", "Bearer a\nBearer b"):
+        auth.write_text(text)
+        with pytest.raises(ConfigError) as wrong:
+            read_credentials(str(auth))
+        assert "abc" not in str(wrong.value) and "no-colon" not in str(wrong.value), "the file's content is not echoed"
 
 
 def test_result_uids_are_the_same_on_every_resend_and_differ_by_model_and_kind():

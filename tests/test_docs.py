@@ -95,7 +95,13 @@ def test_the_conformance_statement_lists_what_the_code_negotiates_and_codes():
     assert all(UID(u).name in accepted for u in DECODED)
     proposed = text[text.index("**Presentation contexts proposed.**") : text.index("**Statuses.**")]
     assert all(f"{UID(u).name}" in proposed for u in SYNTAXES) and proposed.count("|\n") == 4
-    coded = dict(re.findall(r"^\| (\w+) \| (.+?) \|$", text[text.index("| finding | code |") :], flags=re.M))
+    coded = dict(
+        re.findall(
+            r"^\| (\w+) \| (.+?) \|$",
+            text[text.index("| finding | code |") : text.index("UIDs of result objects")],
+            flags=re.M,
+        )
+    )
     assert {f: tuple(v.split(", ", 2)) for f, v in coded.items() if f != "finding"} == {
         f: (value, scheme, f'"{meaning}"' + (" (local scheme)" if scheme.startswith("99") else ""))
         for f, (scheme, value, meaning) in FINDING_CODES.items()

@@ -1,8 +1,9 @@
-"""Where delivered results go, as settings and command lines name them: ``AE_TITLE@HOST:PORT`` or ``folder:DIR``.
+"""Where delivered results go, as settings and command lines name them: ``AE_TITLE@HOST:PORT``, ``dicomweb:URL``
+or ``folder:DIR``.
 
 A destination's ``kind`` picks its sender (:data:`xray_spark.deliver.send.SENDERS`). A new
-kind (DICOMweb STOW-RS, say) is one parser in :data:`PREFIXES` for how it is written and
-one sender there; delivery's pipeline does not change.
+kind is one parser in :data:`PREFIXES` for how it is written and one sender there; delivery's
+pipeline does not change.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from xray_spark.errors import UsageError
 
 NODE = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})$")
 FOLDER_PREFIX = "folder:"
-#: The kind of a DICOM node written ``AE_TITLE@HOST:PORT`` (C-STORE) and of a folder.
-DICOM, FOLDER = "dicom", "folder"
+DICOMWEB_PREFIX = "dicomweb:"
+#: The kind of a DICOM node written ``AE_TITLE@HOST:PORT`` (C-STORE), of a folder and of a DICOMweb service (STOW-RS).
+DICOM, FOLDER, DICOMWEB = "dicom", "folder", "dicomweb"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +42,28 @@ def _folder(rest: str) -> Destination:
     return Destination(name=FOLDER_PREFIX + folder, kind=FOLDER, folder=folder)
 
 
+def dicomweb_url(text: str) -> str:
+    """A DICOMweb service's root URL (http or https, a host, no query or credentials), without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise UsageError(f"DICOMweb address {text!r} is not an http(s) URL of a service root (no query)")
+    if parts.username or parts.password:
+        raise UsageError(
+            f"DICOMweb address {parts.hostname}: credentials belong in deliver.dicomweb_auth_file, not in the URL"
+        )
+    return url
+
+
+def _dicomweb(rest: str) -> Destination:
+    url = dicomweb_url(rest)
+    return Destination(name=DICOMWEB_PREFIX + url, kind=DICOMWEB, address=url)
+
+
 #: Each written form other than ``AE_TITLE@HOST:PORT``: its prefix and the parser of what follows it.
-PREFIXES: dict[str, Callable[[str], Destination]] = {FOLDER_PREFIX: _folder}
+PREFIXES: dict[str, Callable[[str], Destination]] = {FOLDER_PREFIX: _folder, DICOMWEB_PREFIX: _dicomweb}
 
 
 def parse_destination(text: str) -> Destination:

@@ -119,7 +119,8 @@ class DeliverSettings:
 
     destinations: list[str] = setting(
         factory=list,
-        doc="each AE_TITLE@HOST:PORT (C-STORE) or folder:DIR (outside the lake); empty: deliver needs --to or "
+        doc="each AE_TITLE@HOST:PORT (C-STORE), dicomweb:URL (STOW-RS to a DICOMweb service's root, e.g. "
+        "dicomweb:https://pacs.example/dicom-web) or folder:DIR (outside the lake); empty: deliver needs --to or "
         "--to-folder, and the nightly flow does not deliver",
     )
     secondary_capture: bool = setting(False, "also a picture with the heatmap burnt in, for viewers without SR")
@@ -133,6 +134,17 @@ class DeliverSettings:
     ae_title: str = setting("XRAY_SPARK", "the calling AE title")
     timeout_seconds: float = setting(60.0, "connection, association and each C-STORE", gt=0)
     max_side: int = setting(1024, "the Secondary Capture's longest side, px", ge=64)
+    dicomweb_auth_file: str = setting(
+        "",
+        "a file outside the lake with a DICOMweb destination's credentials, one line: 'Bearer <token>' or "
+        "'Basic <user>:<password>'; empty: none",
+        path=True,
+    )
+    tls_ca_file: str = setting(
+        "",
+        "the certificate authorities (PEM) a destination's TLS certificate is checked against; empty: the system's",
+        path=True,
+    )
     batch_size: int = setting(32, "films per Arrow batch when the objects are built on the executors", ge=1)
     record_every: int = setting(50, "films between two appends to xray.deliveries", ge=1)
     give_up_after_attempts: int = setting(

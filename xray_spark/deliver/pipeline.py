@@ -330,7 +330,7 @@ def gives_up(failure: SendFailure, attempts: int, after: int) -> bool:
 def _send_all(run: DeliverRun, films: DataFrame, todo: dict[str, dict[str, int]], builder) -> DeliverySummary:
     """Build on the executors, send from here, record every ``deliver.record_every`` films."""
     spark, options = run.spark, run.settings.deliver
-    senders = {t.name: sender_for(t, options.ae_title, options.timeout_seconds) for t in run.targets}
+    senders = {t.name: sender_for(t, options) for t in run.targets}
     outcomes = _Outcomes(run)
     refusing: collections.Counter = collections.Counter()
     todo_films = _sources(spark, run.settings, films, todo)

@@ -1,13 +1,14 @@
-"""Where results go: a DICOM node (C-STORE with pynetdicom) or a folder outside the lake.
+"""Where results go: a DICOM node (C-STORE with pynetdicom), a DICOMweb service (STOW-RS) or a folder outside the lake.
 
-A destination is written ``AE_TITLE@HOST:PORT`` or ``folder:DIR``; its kind picks its
-:class:`Sender` in :data:`SENDERS`. A sender sends one object at a time and answers None
-when the receiver acknowledged it, else a :class:`SendFailure` whose :class:`FailureKind`
-says what failed (delivery counts a destination unreachable by the kind, never by the
-text). Nothing counts as sent without an acknowledgement: a C-STORE Success or Warning
-status, or, for a folder, the file written, synced and renamed into place. One
-association per destination and run (opened again after a failure), as a PACS takes one
-association or a few.
+A destination is written ``AE_TITLE@HOST:PORT``, ``dicomweb:URL`` or ``folder:DIR``; its kind
+picks its :class:`Sender` in :data:`SENDERS`, made from the destination and the ``deliver``
+settings. A sender sends one object at a time and answers None when the receiver
+acknowledged it, else a :class:`SendFailure` whose :class:`FailureKind` says what failed
+(delivery counts a destination unreachable by the kind, never by the text). Nothing counts
+as sent without an acknowledgement: a C-STORE Success or Warning status, the instance in a
+STOW-RS response's Referenced SOP Sequence, or, for a folder, the file written, synced and
+renamed into place. One association (or HTTP session) per destination and run, opened again
+after a failure, as a PACS takes one association or a few.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import io
 import logging
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from xray_spark.destinations import DICOM, FOLDER, Destination
+from xray_spark.destinations import DICOM, DICOMWEB, FOLDER, Destination
+
+if TYPE_CHECKING:
+    from xray_spark.config.services import DeliverSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,10 @@ class Sender(Protocol):
 class NodeSender:
     """C-STORE to one DICOM node over one association, opened when needed and again after a failure."""
 
-    def __init__(self, destination: Destination, calling_ae: str, timeout_s: float) -> None:
+    def __init__(self, destination: Destination, options: DeliverSettings) -> None:
         self.destination = destination
-        self.calling_ae = calling_ae
-        self.timeout_s = timeout_s
+        self.calling_ae = options.ae_title
+        self.timeout_s = options.timeout_seconds
         self._assoc = None
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per C-STORE in the job's log
 
@@ -125,7 +129,7 @@ class NodeSender:
 class FolderSender:
     """Each object written as ``<SOP Instance UID>.dcm`` in a folder outside the lake, whole or not at all."""
 
-    def __init__(self, destination: Destination) -> None:
+    def __init__(self, destination: Destination, options: DeliverSettings | None = None) -> None:
         self.destination = destination
 
     def send(self, data: bytes, sop_class: str, uid: str = "") -> SendFailure | None:
@@ -149,12 +153,115 @@ class FolderSender:
         pass
 
 
-#: The sender of each destination kind, made from the destination, the calling AE title and the timeout.
-SENDERS: dict[str, Callable[[Destination, str, float], Sender]] = {
+def read_credentials(path: str) -> tuple[str, str] | None:
+    """``(scheme, value)`` from a credentials file of one line, ``Bearer <token>`` or ``Basic <user>:<password>``;
+    None without a file. A :class:`~xray_spark.errors.ConfigError` names the file (never its content) when it is
+    unreadable, malformed, or readable by others than its owner."""
+    from xray_spark.errors import ConfigError
+
+    if not path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as fh:
+            line = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"deliver.dicomweb_auth_file {path}: cannot read it ({exc.strerror})") from None
+    if mode & 0o077:
+        raise ConfigError(f"deliver.dicomweb_auth_file {path} is readable by others: chmod 600 it")
+    scheme, _, value = line.partition(" ")
+    if scheme.lower() not in ("bearer", "basic") or not value.strip() or "\n" in line:
+        raise ConfigError(
+            f"deliver.dicomweb_auth_file {path}: expected one line, 'Bearer <token>' or 'Basic <user>:<password>'"
+        )
+    if scheme.lower() == "basic" and ":" not in value:
+        raise ConfigError(f"deliver.dicomweb_auth_file {path}: Basic needs '<user>:<password>'")
+    return scheme.lower(), value.strip()
+
+
+def http_session(credentials: tuple[str, str] | None, ca_file: str):
+    """A requests session that sends the credentials (none: anonymous) and checks HTTPS certificates against
+    ``ca_file`` (empty: the system's authorities)."""
+    import requests
+
+    session = requests.Session()
+    session.verify = ca_file or True
+    if credentials is not None:
+        scheme, value = credentials
+        if scheme == "bearer":
+            session.headers["Authorization"] = f"Bearer {value}"
+        else:
+            user, _, password = value.partition(":")
+            session.auth = (user, password)
+    return session
+
+
+#: STOW-RS response attributes (PS3.18 10.5.3): the instances stored, and those refused with a Failure Reason.
+REFERENCED_SOP, FAILED_SOP = "ReferencedSOPSequence", "FailedSOPSequence"
+
+
+class DicomWebSender:
+    """STOW-RS of each object to ``<root>/studies`` of a DICOMweb service (PS3.18), over one HTTP session."""
+
+    def __init__(self, destination: Destination, options: DeliverSettings) -> None:
+        self.destination = destination
+        self.timeout_s = options.timeout_seconds
+        self._session = http_session(read_credentials(options.dicomweb_auth_file), options.tls_ca_file)
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from dicomweb_client.api import DICOMwebClient
+
+            self._client = DICOMwebClient(self.destination.address, session=self._session, timeout=self.timeout_s)
+        return self._client
+
+    def send(self, data: bytes, sop_class: str, uid: str = "") -> SendFailure | None:
+        """None when the service lists the instance as stored, else why not (nothing patient-identifying)."""
+        import requests
+        from pydicom import dcmread
+
+        name = self.destination.name
+        try:
+            answer = self.client().store_instances([dcmread(io.BytesIO(data))])
+        except requests.HTTPError as exc:
+            return _http_failure(name, exc.response)
+        except requests.exceptions.SSLError:
+            return SendFailure(FailureKind.UNREACHABLE, f"TLS with {name} failed: its certificate is not trusted")
+        except requests.ConnectionError as exc:  # refused, reset, or no connection within the timeout
+            return SendFailure(FailureKind.UNREACHABLE, f"cannot connect to {name} ({type(exc).__name__})")
+        except (requests.RequestException, ValueError) as exc:  # a read timeout, a broken answer
+            return SendFailure(FailureKind.INTERRUPTED, f"STOW-RS to {name} failed ({type(exc).__name__})")
+        stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get(REFERENCED_SOP, [])}
+        if uid in stored:
+            return None
+        for item in answer.get(FAILED_SOP, []):
+            if str(item.get("ReferencedSOPInstanceUID", "")) == uid:
+                reason = int(item.get("FailureReason", 0))
+                return SendFailure(FailureKind.REFUSED, f"STOW-RS failure reason 0x{reason:04X}")
+        return SendFailure(FailureKind.REFUSED, f"{name} did not list the instance as stored")
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _http_failure(name: str, response) -> SendFailure:
+    """An HTTP error answer: the service's (unreachable for this run) unless it is about the instance itself."""
+    code = getattr(response, "status_code", 0)
+    if code in (401, 403):
+        return SendFailure(FailureKind.UNREACHABLE, f"HTTP {code} from {name}: the credentials were refused")
+    if code in (400, 409, 413, 415):  # the request or the instance: 409 is STOW-RS's "none stored"
+        return SendFailure(FailureKind.REFUSED, f"HTTP {code} from {name}")
+    return SendFailure(FailureKind.UNREACHABLE, f"HTTP {code} from {name}")
+
+
+#: The sender of each destination kind, made from the destination and the ``deliver`` settings.
+SENDERS: dict[str, Callable[[Destination, DeliverSettings], Sender]] = {
     DICOM: NodeSender,
-    FOLDER: lambda destination, calling_ae, timeout_s: FolderSender(destination),
+    FOLDER: FolderSender,
+    DICOMWEB: DicomWebSender,
 }
 
 
-def sender_for(destination: Destination, calling_ae: str, timeout_s: float) -> Sender:
-    return SENDERS[destination.kind](destination, calling_ae, timeout_s)
+def sender_for(destination: Destination, options: DeliverSettings) -> Sender:
+    return SENDERS[destination.kind](destination, options)
