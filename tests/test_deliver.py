@@ -584,8 +584,8 @@ def test_a_delivery_killed_mid_way_marks_sent_only_what_was_acknowledged(spark, 
 
 
 def test_a_dicomweb_destination_is_a_service_root_and_its_credentials_a_private_file(tmp_path):
-    from xray_spark.deliver.send import read_credentials
     from xray_spark.destinations import parse_destination
+    from xray_spark.dicomweb import read_credentials
     from xray_spark.errors import ConfigError
 
     web = parse_destination("dicomweb:https://pacs.example/dicom-web/")
@@ -601,19 +601,19 @@ def test_a_dicomweb_destination_is_a_service_root_and_its_credentials_a_private_
         with pytest.raises(UsageError, match="not an http"):
             parse_destination(bad)
     auth = tmp_path / "auth"
-    assert read_credentials("") is None
+    assert read_credentials("", "deliver.dicomweb_auth_file") is None
     with pytest.raises(ConfigError, match="cannot read it"):
-        read_credentials(str(auth))
+        read_credentials(str(auth), "deliver.dicomweb_auth_file")
     auth.write_text("Bearer abc.def\n")
     auth.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
-        read_credentials(str(auth))
+        read_credentials(str(auth), "deliver.dicomweb_auth_file")
     auth.chmod(0o600)
-    assert read_credentials(str(auth)) == ("bearer", "abc.def")
+    assert read_credentials(str(auth), "deliver.dicomweb_auth_file") == ("bearer", "abc.def")
     for text in ("abc.def", "Digest x", "Basic no-colon", "Bearer a\nBearer b"):
         auth.write_text(text)
         with pytest.raises(ConfigError) as wrong:
-            read_credentials(str(auth))
+            read_credentials(str(auth), "deliver.dicomweb_auth_file")
         assert "abc" not in str(wrong.value) and "no-colon" not in str(wrong.value), "the file's content is not echoed"
 
 

@@ -33,6 +33,7 @@ PROGRAMS = ("make", "xray-spark", "python", "spark-submit", "dcmsend", "echoscu"
 #: python -m <module> -> the function that builds its parser
 MODULES = {
     "xray_spark.node": "xray_spark.node.__main__",
+    "xray_spark.node.pull": "xray_spark.node.pull",
     "xray_spark.server": "xray_spark.server.__main__",
     "xray_spark.web": "xray_spark.web.__main__",
     "xray_spark.systemd": "xray_spark.systemd",

@@ -30,7 +30,8 @@ EXIT_QUARANTINE = 3
 EXIT_FAILED = 1
 #: Another run holds this run's lock: sysexits' EX_TEMPFAIL, "try again later".
 EXIT_BUSY = 75
-#: deliver ran, and some films' results were not acknowledged: recorded as failed, retried by the next run.
+#: deliver ran, and some films' results were not acknowledged: recorded as failed, retried by the next run; or the
+#: night's pull from a DICOMweb archive did not end (its dates are pulled again by the next night).
 EXIT_UNDELIVERED = 4
 #: monitor ran with monitor.fail_on_alert, and a night raised an alert (what moved is in the summary).
 EXIT_DRIFT = 5

@@ -42,23 +42,10 @@ def _folder(rest: str) -> Destination:
     return Destination(name=FOLDER_PREFIX + folder, kind=FOLDER, folder=folder)
 
 
-def dicomweb_url(text: str) -> str:
-    """A DICOMweb service's root URL (http or https, a host, no query or credentials), without its trailing slash."""
-    from urllib.parse import urlsplit
-
-    url = text.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise UsageError(f"DICOMweb address {text!r} is not an http(s) URL of a service root (no query)")
-    if parts.username or parts.password:
-        raise UsageError(
-            f"DICOMweb address {parts.hostname}: credentials belong in deliver.dicomweb_auth_file, not in the URL"
-        )
-    return url
-
-
 def _dicomweb(rest: str) -> Destination:
-    url = dicomweb_url(rest)
+    from xray_spark.dicomweb import service_url
+
+    url = service_url(rest, "deliver.dicomweb_auth_file")
     return Destination(name=DICOMWEB_PREFIX + url, kind=DICOMWEB, address=url)
 
 

@@ -110,6 +110,11 @@ class Spool:
             raise BadInstance("the SOP Instance UID is not a DICOM UID (digits and dots, at most 64 characters)")
         return uid + SUFFIX
 
+    def holds(self, sop_uid: str) -> bool:
+        """Whether the spool holds an instance of this SOP Instance UID (in ``incoming/`` or ``done/``)."""
+        name = self.name_of(sop_uid)
+        return any(os.path.exists(os.path.join(folder, name)) for folder in (self.incoming, self.done))
+
     @property
     def corrections(self) -> str:
         return os.path.join(self.root, CORRECTIONS)

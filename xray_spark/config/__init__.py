@@ -53,6 +53,7 @@ from xray_spark.config.sections import (
 from xray_spark.config.services import (
     DeliverSettings,
     DicomNodeSettings,
+    DicomWebSourceSettings,
     SqlServerSettings,
     WebSettings,
     WorklistSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "AugmentSettings",
     "DeliverSettings",
     "DicomNodeSettings",
+    "DicomWebSourceSettings",
     "EvaluateSettings",
     "ImageSettings",
     "LabelSettings",
@@ -109,6 +111,7 @@ class Settings:
     privacy: PrivacySettings = dataclasses.field(default_factory=PrivacySettings)
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
     dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
+    dicomweb_source: DicomWebSourceSettings = dataclasses.field(default_factory=DicomWebSourceSettings)
     deliver: DeliverSettings = dataclasses.field(default_factory=DeliverSettings)
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     web: WebSettings = dataclasses.field(default_factory=WebSettings)

@@ -114,6 +114,39 @@ class DicomNodeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DicomWebSourceSettings:
+    """Tonight's chest films pulled from a DICOMweb archive into the node's spool (QIDO-RS, WADO-RS); see
+    docs/dicom-node.md#films-from-a-dicomweb-archive."""
+
+    url: str = setting("", "the archive's DICOMweb root, e.g. https://pacs.example/dicom-web; empty: no pull")
+    auth_file: str = setting(
+        "", "a file outside the lake: 'Bearer <token>' or 'Basic <user>:<password>' (mode 600); empty: none", path=True
+    )
+    ca_file: str = setting("", "certificate authorities (PEM) for https; empty: the system's", path=True)
+    modalities: list[str] = setting(factory=lambda: ["CR", "DX"], doc="the modalities of the films pulled")
+    body_parts: list[str] = setting(
+        factory=lambda: ["CHEST"], doc="Body Part Examined values pulled (a film that has none is pulled too)"
+    )
+    views: list[str] = setting(
+        factory=lambda: ["PA", "AP"], doc="View Position values pulled (a film that has none is pulled too)"
+    )
+    days: int = setting(1, "study dates from this many days before today, and since the last pull that ended", ge=0)
+    max_films: int = setting(5000, "films pulled in one run at most (the rest wait for the next)", ge=1)
+    timeout_seconds: float = setting(60.0, "each request", gt=0)
+
+    def check(self) -> None:
+        from xray_spark.errors import UsageError
+
+        if self.url:
+            from xray_spark.dicomweb import service_url
+
+            try:
+                service_url(self.url, "dicomweb_source.auth_file")
+            except UsageError as exc:
+                raise ConfigError(f"configuration key 'dicomweb_source.url': {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
 class DeliverSettings:
     """Results sent back to the PACS (``jobs/deliver.py``, and the nightly flow's last step); see docs/deliver.md."""
 

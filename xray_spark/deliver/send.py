@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from xray_spark import dicomweb
 from xray_spark.destinations import DICOM, DICOMWEB, FOLDER, Destination
 
 if TYPE_CHECKING:
@@ -153,49 +154,6 @@ class FolderSender:
         pass
 
 
-def read_credentials(path: str) -> tuple[str, str] | None:
-    """``(scheme, value)`` from a credentials file of one line, ``Bearer <token>`` or ``Basic <user>:<password>``;
-    None without a file. A :class:`~xray_spark.errors.ConfigError` names the file (never its content) when it is
-    unreadable, malformed, or readable by others than its owner."""
-    from xray_spark.errors import ConfigError
-
-    if not path:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as fh:
-            line = fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"deliver.dicomweb_auth_file {path}: cannot read it ({exc.strerror})") from None
-    if mode & 0o077:
-        raise ConfigError(f"deliver.dicomweb_auth_file {path} is readable by others: chmod 600 it")
-    scheme, _, value = line.partition(" ")
-    if scheme.lower() not in ("bearer", "basic") or not value.strip() or "\n" in line:
-        raise ConfigError(
-            f"deliver.dicomweb_auth_file {path}: expected one line, 'Bearer <token>' or 'Basic <user>:<password>'"
-        )
-    if scheme.lower() == "basic" and ":" not in value:
-        raise ConfigError(f"deliver.dicomweb_auth_file {path}: Basic needs '<user>:<password>'")
-    return scheme.lower(), value.strip()
-
-
-def http_session(credentials: tuple[str, str] | None, ca_file: str):
-    """A requests session that sends the credentials (none: anonymous) and checks HTTPS certificates against
-    ``ca_file`` (empty: the system's authorities)."""
-    import requests
-
-    session = requests.Session()
-    session.verify = ca_file or True
-    if credentials is not None:
-        scheme, value = credentials
-        if scheme == "bearer":
-            session.headers["Authorization"] = f"Bearer {value}"
-        else:
-            user, _, password = value.partition(":")
-            session.auth = (user, password)
-    return session
-
-
 #: STOW-RS response attributes (PS3.18 10.5.3): the instances stored, and those refused with a Failure Reason.
 REFERENCED_SOP, FAILED_SOP = "ReferencedSOPSequence", "FailedSOPSequence"
 
@@ -206,14 +164,13 @@ class DicomWebSender:
     def __init__(self, destination: Destination, options: DeliverSettings) -> None:
         self.destination = destination
         self.timeout_s = options.timeout_seconds
-        self._session = http_session(read_credentials(options.dicomweb_auth_file), options.tls_ca_file)
+        credentials = dicomweb.read_credentials(options.dicomweb_auth_file, "deliver.dicomweb_auth_file")
+        self._session = dicomweb.http_session(credentials, options.tls_ca_file)
         self._client = None
 
     def client(self):
         if self._client is None:
-            from dicomweb_client.api import DICOMwebClient
-
-            self._client = DICOMwebClient(self.destination.address, session=self._session, timeout=self.timeout_s)
+            self._client = dicomweb.client(self.destination.address, self._session, self.timeout_s)
         return self._client
 
     def send(self, data: bytes, sop_class: str, uid: str = "") -> SendFailure | None:

@@ -29,3 +29,12 @@ def deliver_summary_text(summary: Mapping[str, Any]) -> str:
     for error, n in summary.get("given_up_reasons", {}).items():
         lines.append(f"  given up x{n} (not tried again; deliver --retry-given-up): {error}")
     return "\n".join(lines)
+
+
+def exchange_status(summary: dict) -> int:
+    """A night's exit status for its exchanges with the PACS: 4 when results were not acknowledged or the pull from
+    a DICOMweb archive did not end, else 0."""
+    from xray_spark.cli import EXIT_UNDELIVERED
+
+    pulled = summary.get("dicomweb_pull", {}).get("complete", True)
+    return EXIT_UNDELIVERED if summary.get("deliver", {}).get("failed") or not pulled else 0

@@ -1,14 +1,12 @@
 """spark-submit jobs/nightly.py: tonight's studies ingested, scored and put on the worklist, in one Spark session.
 
 spark-submit jobs/nightly.py --incoming DIR [--source nih|dicom] [--lake DIR] [--config FILE] [--set k=v ...]
-    [--summary-json PATH]
-spark-submit jobs/nightly.py --source dicom [--images SPOOL] ...
+    [--summary-json PATH]                   (or --source dicom [--images SPOOL]: the node's spool by default)
 
-``--source nih``: DIR holds tonight's Data_Entry_2017.csv and images/; ``--source dicom``: a folder
-of DICOM files or the node's spool (``dicom_node.spool`` by default), of which the night reads what
-no night has ingested. prepare --incremental, score --new-only, monitor, worklist and (with
-``deliver.destinations``) deliver, in one session; a night with nothing new still retries the recent
-deliveries. The exit status is the night's: 6, 4, 5 in that order (docs/nightly.md).
+``--source nih``: DIR holds tonight's Data_Entry_2017.csv and images/; ``--source dicom``: DICOM files or the spool,
+of which the night reads what no night has ingested, after pulling a DICOMweb archive's films into it (with
+``dicomweb_source.url``). prepare --incremental, score --new-only, monitor, worklist and (``deliver.destinations``)
+deliver; a night with nothing new still retries the recent deliveries. Exit status: 6, 4, 5 in that order.
 """
 
 from __future__ import annotations
@@ -19,7 +17,9 @@ import sys
 import time
 
 from xray_spark import cli, spool
+from xray_spark.deliver.summary import deliver_summary_text, exchange_status
 from xray_spark.errors import UsageError
+from xray_spark.node.pull import pull_into_spool
 from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 
 
@@ -34,7 +34,6 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 def _deliver(spark, lake, settings) -> dict:
     from xray_spark.deliver.pipeline import run_delivery
-    from xray_spark.deliver.summary import deliver_summary_text
 
     done = run_delivery(spark, lake, settings)
     print(deliver_summary_text(done), flush=True)
@@ -68,18 +67,19 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
         from xray_spark.prepare.night import tonights_inputs
 
+        pulled = pull_into_spool(settings, args.images) if args.images else {}  # a DICOMweb archive's films
         inputs = tonights_inputs(args.incoming or args.images, args.source, settings)
         delivers = SOURCES[args.source].identified and bool(settings.deliver.destinations)
         if inputs.files == ():
             cli.log.info("the spool holds nothing new since the last night: nothing to ingest or score")
-            summary = {"incoming": inputs.images, "spool": {"ingested": 0}}
+            summary = {"incoming": inputs.images, **pulled, "spool": {"ingested": 0}}
             if delivers:  # the recent nights' films not yet delivered are still tried
                 try:
                     summary["deliver"] = _deliver(*cli.open_lake(settings, "nightly"), settings)
                 except UsageError as exc:  # no film, no champion yet: nothing a night could deliver
                     cli.log.info("nothing to deliver: %s", exc)
             cli.write_summary_json(args.summary_json, summary, settings)
-            return cli.EXIT_UNDELIVERED if summary.get("deliver", {}).get("failed") else 0
+            return exchange_status(summary)
         started = time.monotonic()
         spark, lake = cli.open_lake(settings, "nightly")
         from xray_spark.prepare import run_prepare
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         from xray_spark.worklist.pipeline import run_worklist
         from xray_spark.worklist.summary import worklist_summary_text
 
-        summary: dict = {"incoming": args.incoming or args.images}
+        summary: dict = {"incoming": args.incoming or args.images, **pulled}
         try:
             summary["prepare"] = run_prepare(spark, lake, settings, inputs)
             print(prepare_summary_text(summary["prepare"]), flush=True)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             cli.write_summary_json(args.summary_json, summary, settings)
         if summary["score"]["not_scored"]["films"]:  # a broken model: before anything else
             return cli.EXIT_NOT_SCORED
-        if summary.get("deliver", {}).get("failed"):
+        if exchange_status(summary):
             return cli.EXIT_UNDELIVERED
         return cli.EXIT_DRIFT if settings.monitor.fail_on_alert and summary["monitor"].get("alerts") else 0
 

@@ -1,0 +1,192 @@
+"""Tonight's chest films pulled from a DICOMweb archive (Orthanc's DICOMweb plugin) into the node's spool."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+
+from xray_spark.config import DicomWebSourceSettings
+from xray_spark.dev.dicom_films import encode, film
+from xray_spark.node.pull import STATE, run_pull, window
+from xray_spark.spool import open_spool
+
+from . import corpus
+from .dicom_peers import ORTHANC_HTTP, bridge, network_namespace, orthanc, rest
+
+TODAY = dt.date(2026, 12, 7)
+USER = ("xray", "a-password-for-the-pull")
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _film(patient: int, date: dt.date, seed: int, **extra) -> object:
+    pixels = (corpus.chest_like(64, seed).astype(np.uint16) * 16).astype(np.uint16)
+    attributes = {
+        "PatientID": f"PULL{patient:04d}",
+        "PatientName": f"Pulled^Patient{patient}",
+        "StudyDate": f"{date:%Y%m%d}",
+        "StudyTime": "101500",
+        "BodyPartExamined": "CHEST",
+        "ViewPosition": "PA",
+        **extra,
+    }
+    return film(pixels, bits_stored=12, modality=attributes.pop("Modality", "DX"), **attributes)
+
+
+def _archive() -> tuple[list, list]:
+    """(tonight's frontal chest films, the instances a pull must leave out): a CT and a lateral film in the same
+    studies as tonight's films, a frontal film of a study three years old."""
+    tonight = [_film(p, TODAY, seed=p) for p in (1, 2, 3)]
+    ct = _film(1, TODAY, seed=11, Modality="CT", StudyInstanceUID=tonight[0].StudyInstanceUID)
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = CT_STORAGE
+    lateral = _film(2, TODAY, seed=12, ViewPosition="LL", StudyInstanceUID=tonight[1].StudyInstanceUID)
+    old = _film(3, TODAY - dt.timedelta(days=3 * 365), seed=13)
+    return tonight, [ct, lateral, old]
+
+
+def _spooled(spool) -> set[str]:
+    return {p.name.removesuffix(".dcm") for p in Path(spool.incoming).iterdir()}
+
+
+def test_a_pull_takes_tonights_frontal_chest_films_and_nothing_else_once(tmp_path):
+    tonight, others = _archive()
+    spool = open_spool(str(tmp_path / "spool"), str(tmp_path / "lake"))
+    auth = tmp_path / "archive.auth"
+    auth.write_text(f"Basic {USER[0]}:{USER[1]}\n")
+    auth.chmod(0o600)
+    wrong = tmp_path / "wrong.auth"
+    wrong.write_text("Bearer not-a-token\n")
+    wrong.chmod(0o600)
+    with (
+        network_namespace() as ns,
+        bridge(ns, ORTHANC_HTTP) as http,
+        orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([USER])),
+    ):
+        for ds in tonight + others:
+            rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
+        source = DicomWebSourceSettings(url=f"http://127.0.0.1:{http}/dicom-web/", auth_file=str(wrong))
+        refused = run_pull(source, spool, today=TODAY)
+        assert not refused.complete and refused.stored == 0 and not _spooled(spool)
+        assert [why for why in refused.failed] == [
+            f"QIDO-RS HTTP 401 from {refused.url} (the credentials were refused)"
+        ]
+        assert not (Path(spool.root) / STATE).exists(), "a pull that failed records no end: the next one retries"
+        source = dataclasses.replace(source, auth_file=str(auth))
+        first = run_pull(source, spool, today=TODAY)
+        again = run_pull(source, spool, today=TODAY)
+    assert first.complete and first.stored == 3 and first.studies == 3, first
+    assert first.skipped == {"view LL": 1}, "the lateral film is listed and left out; the CT is not even listed"
+    assert _spooled(spool) == {str(ds.SOPInstanceUID) for ds in tonight}
+    for ds in tonight:  # what the archive holds, identity included (the spool is outside the lake)
+        kept = dcmread(Path(spool.incoming) / f"{ds.SOPInstanceUID}.dcm")
+        assert (kept.PatientID, str(kept.PatientName), kept.StudyInstanceUID) == (
+            ds.PatientID,
+            str(ds.PatientName),
+            ds.StudyInstanceUID,
+        )
+        assert np.array_equal(kept.pixel_array, ds.pixel_array)
+    assert (again.stored, again.held, again.complete) == (0, 3, True), "a second pull fetches nothing again"
+    assert json.loads((Path(spool.root) / STATE).read_text())["until"] == TODAY.isoformat()
+    assert USER[1] not in json.dumps([refused.to_dict(), first.to_dict()])
+
+
+def test_the_window_reaches_back_to_the_last_pull_that_ended(tmp_path):
+    spool = open_spool(str(tmp_path / "spool"), None)
+    source = DicomWebSourceSettings(url="https://pacs.example/dicom-web", days=1)
+    assert window(source, spool, TODAY) == (TODAY - dt.timedelta(days=1), TODAY)
+    (Path(spool.root) / STATE).write_text(json.dumps({"url": source.url, "until": "2026-12-01"}))
+    assert window(source, spool, TODAY) == (dt.date(2026, 12, 1), TODAY), "the nights the archive was down"
+    other = dataclasses.replace(source, url="https://other.example/dicom-web")
+    assert window(other, spool, TODAY) == (TODAY - dt.timedelta(days=1), TODAY), "another archive's pulls count not"
+
+
+def test_an_unreachable_archive_is_one_reason_and_no_film(tmp_path):
+    from xray_spark.session import free_port
+
+    spool = open_spool(str(tmp_path / "spool"), None)
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    done = run_pull(DicomWebSourceSettings(url=url, timeout_seconds=5), spool, today=TODAY)
+    assert not done.complete and done.stored == 0
+    assert list(done.failed) == [f"cannot reach {url} (ConnectionError)"]
+
+
+@pytest.mark.parametrize("text", ["ftp://pacs/x", "https://u:p@pacs/x", "https://pacs/x?y=1"])
+def test_a_source_url_that_is_no_service_root_is_refused_when_the_settings_load(text):
+    from xray_spark.config import load_settings
+    from xray_spark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dicomweb_source\.url"):
+        load_settings(None, [f"dicomweb_source.url={text}"])
+
+
+def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_stow_rs(spark, small_model, tmp_path):
+    """The whole round trip with a DICOMweb archive and nothing else: the night pulls tonight's films, prepares and
+    scores them, and sends each film's SR back into its study by STOW-RS; the lake holds no identity."""
+    from xray_spark.lake import Lake
+    from xray_spark.registry import register_model, set_alias
+
+    from .conftest import TEST_OVERRIDES
+    from .jobs import run_in_process
+
+    tonight, others = _archive()
+    today = dt.date.today()
+    for ds in tonight + others[:2]:  # the night runs on today's date
+        ds.StudyDate = f"{today:%Y%m%d}"
+    auth = tmp_path / "etc" / "archive.auth"
+    auth.parent.mkdir()
+    auth.write_text(f"Basic {USER[0]}:{USER[1]}\n")
+    auth.chmod(0o600)
+    key = tmp_path / "etc" / "pseudonym.key"
+    key.write_text("a-dicomweb-night-key-long-enough-0123\n")
+    key.chmod(0o600)
+    lake = Lake.at(str(tmp_path / "lake"))
+    register_model(spark, lake, small_model["model_dir"], dataset="nih")
+    set_alias(spark, lake, small_model["version"], reason="the archive's champion")
+    with (
+        network_namespace() as ns,
+        bridge(ns, ORTHANC_HTTP) as http,
+        orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([USER])),
+    ):
+        for ds in tonight + others:
+            rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
+        root = f"http://127.0.0.1:{http}/dicom-web"
+        conf = tmp_path / "etc" / "site.yaml"
+        conf.write_text(
+            "\n".join(
+                [
+                    "lake: ../lake",
+                    "dataset: hospital",
+                    "quarantine: {max_fraction: 0.5}",
+                    "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
+                    "dicom_node: {spool: ../spool}",
+                    f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
+                    f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
+                    "",
+                ]
+            )
+        )
+        overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
+        summary_path = tmp_path / "night.json"
+        night = run_in_process(
+            "nightly", ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary_path), *overrides]
+        )
+        held = [
+            rest(http, "GET", f"/instances/{i}/simplified-tags", auth=USER)
+            for i in rest(http, "GET", "/instances", auth=USER)
+        ]
+    assert night.returncode == 0, night.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["dicomweb_pull"]["stored"] == 3 and summary["dicomweb_pull"]["complete"]
+    assert summary["score"]["written"] == 3 and summary["deliver"]["sent"] == 3, summary["deliver"]
+    srs = [t for t in held if t["Modality"] == "SR"]
+    assert sorted(t["StudyInstanceUID"] for t in srs) == sorted(str(ds.StudyInstanceUID) for ds in tonight)
+    needles = [v.encode() for ds in tonight for v in (str(ds.PatientName), str(ds.PatientID))]
+    for path in Path(lake.root).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [n for n in needles if n in data], f"{path} holds identity"
