@@ -39,6 +39,7 @@ LONGEST_FIRST = (
     "test_store_replace",
     "test_dicom_demo",
     "test_dicom_source",
+    "test_dicomweb_pull",
     "test_score",
     "test_locks",
     "test_cli",
