@@ -172,9 +172,11 @@ def orthanc(
     *,
     dicomweb: bool = False,
     users: dict[str, str] | None = None,
+    more: dict | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Orthanc from a configuration of its own (never the packaged service), in ``namespace``; with ``dicomweb`` its
-    DICOMweb plugin at ``/dicom-web/``; with ``users`` (name: password) every HTTP call needs Basic authentication."""
+    DICOMweb plugin at ``/dicom-web/``; with ``users`` (name: password) every HTTP call needs Basic authentication;
+    ``more``: further configuration (DICOM over TLS, say)."""
     binary = need("Orthanc")
     if dicomweb and not DICOMWEB_PLUGIN.exists():
         if os.environ.get("CI") == "true":
@@ -196,6 +198,7 @@ def orthanc(
         "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
         "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
         "StableAge": 1,
+        **(more or {}),
     }
     auth = next(iter((users or {}).items()), None)
     path = storage / "orthanc.json"
@@ -357,3 +360,46 @@ def sr_validator(path: Path) -> tuple[list[str], list[str]]:
     output = done.stdout + done.stderr
     assert "Root Template Validation Complete" in output, output[-2000:]  # the validator ran to its end
     return _findings(output, "Error", "Warning")
+
+
+def make_pki(folder: Path) -> dict[str, Path]:
+    """A test's certificate authority with openssl, as a site would make one (docs/conformance.md): the CA, a
+    server certificate for 127.0.0.1 and localhost, a client certificate it signed, and a stranger's self-signed
+    certificate. Paths by name: ca, server, server_key, client, client_key, stranger, stranger_key."""
+    openssl = need("openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    def signed(name: str, usage: str) -> None:
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        (folder / f"{name}.ext").write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n")
+        run(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+
+    for name in ("ca", "stranger"):
+        run(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+            "-days", "2", "-subj", f"/CN=xray-spark test {name}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "subjectAltName=IP:127.0.0.1",
+        )  # fmt: skip
+    signed("server", "serverAuth")
+    signed("client", "clientAuth")
+    for key in folder.glob("*.key"):
+        key.chmod(0o600)
+    names = ("ca", "server", "client", "stranger")
+    return {**{n: folder / f"{n}.pem" for n in names}, **{f"{n}_key": folder / f"{n}.key" for n in names}}

@@ -44,6 +44,7 @@ from .dicom_peers import (
     ORTHANC_HTTP,
     bridge,
     dciodvfy,
+    make_pki,
     need,
     network_namespace,
     orthanc,
@@ -338,6 +339,43 @@ def test_stow_rs_puts_one_sr_per_film_into_its_study_and_a_rerun_adds_none(spark
     assert len(srs) == len(films), "one SR per film, none twice"
     assert collections.Counter(t["StudyInstanceUID"] for t in srs) == collections.Counter(studies[f] for f in films)
     assert user[1] not in json.dumps([refused, first]), "the credentials are in no summary"
+
+
+def test_delivery_over_tls_reaches_a_pacs_it_trusts_and_sends_nothing_to_one_it_does_not(spark, hospital, tmp_path):
+    """Orthanc speaking DICOM over TLS and asking for a client certificate: delivery that does not trust Orthanc's
+    certificate sends nothing; with the site's authority and its own certificate, each film's SR arrives once."""
+    need("Orthanc")
+    settings, lake, _ = hospital
+    films = privacy.read_film_map(settings.privacy, DATASET)
+    pki = make_pki(tmp_path / "pki")
+    tls = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(pki["server"]),
+        "DicomTlsPrivateKey": str(pki["server_key"]),
+        "DicomTlsTrustedCertificates": str(pki["ca"]),
+        "DicomTlsRemoteCertificateRequired": True,
+    }
+
+    def deliver(port: int, authority: Path) -> dict:
+        options = dataclasses.replace(
+            settings.deliver, tls_ca_file=str(authority), tls_cert=str(pki["client"]), tls_key=str(pki["client_key"])
+        )
+        target = f"tls:ORTHANC@127.0.0.1:{port}"
+        return run_delivery(spark, lake, dataclasses.replace(settings, deliver=options), destinations=[target])
+
+    with (
+        network_namespace() as ns,
+        bridge(ns, 4242) as dicom_port,
+        bridge(ns, ORTHANC_HTTP) as http,
+        orthanc(tmp_path, ns, {}, more=tls),
+    ):
+        doubting = deliver(dicom_port, pki["stranger"])  # Orthanc's certificate is not the stranger's
+        assert doubting["sent"] == 0 and doubting["failed"] == len(films), doubting
+        assert not rest(http, "GET", "/instances"), "nothing reached a PACS whose certificate was not trusted"
+        trusting = deliver(dicom_port, pki["ca"])
+        assert (trusting["sent"], trusting["failed"]) == (len(films), 0), trusting
+        held = [rest(http, "GET", f"/instances/{i}/simplified-tags") for i in rest(http, "GET", "/instances")]
+    assert sorted(t["Modality"] for t in held) == ["SR"] * len(films)
 
 
 def test_every_object_delivered_passes_the_standard_validators(spark, hospital, tmp_path):

@@ -18,6 +18,7 @@ from xray_spark.errors import UsageError
 NODE = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})$")
 FOLDER_PREFIX = "folder:"
 DICOMWEB_PREFIX = "dicomweb:"
+TLS_PREFIX = "tls:"
 #: The kind of a DICOM node written ``AE_TITLE@HOST:PORT`` (C-STORE), of a folder and of a DICOMweb service (STOW-RS).
 DICOM, FOLDER, DICOMWEB = "dicom", "folder", "dicomweb"
 
@@ -35,6 +36,7 @@ class Destination:
     port: int = 0
     folder: str = ""
     address: str = ""
+    tls: bool = False
 
 
 def _folder(rest: str) -> Destination:
@@ -49,8 +51,17 @@ def _dicomweb(rest: str) -> Destination:
     return Destination(name=DICOMWEB_PREFIX + url, kind=DICOMWEB, address=url)
 
 
+def _tls_node(rest: str) -> Destination:
+    node = _node(rest)
+    return dataclasses.replace(node, name=TLS_PREFIX + node.name, tls=True)
+
+
 #: Each written form other than ``AE_TITLE@HOST:PORT``: its prefix and the parser of what follows it.
-PREFIXES: dict[str, Callable[[str], Destination]] = {FOLDER_PREFIX: _folder, DICOMWEB_PREFIX: _dicomweb}
+PREFIXES: dict[str, Callable[[str], Destination]] = {
+    FOLDER_PREFIX: _folder,
+    DICOMWEB_PREFIX: _dicomweb,
+    TLS_PREFIX: _tls_node,
+}
 
 
 def parse_destination(text: str) -> Destination:
@@ -59,6 +70,10 @@ def parse_destination(text: str) -> Destination:
     for prefix, parse in PREFIXES.items():
         if text.startswith(prefix) and len(text) > len(prefix):
             return parse(text[len(prefix) :])
+    return _node(text)
+
+
+def _node(text: str) -> Destination:
     match = NODE.match(text)
     if match is None or not 0 < int(match["port"]) < 65536 or match["ae"].strip() != match["ae"]:
         forms = " nor ".join(["AE_TITLE@HOST:PORT (a DICOM node)", *(f"{p}..." for p in PREFIXES)])

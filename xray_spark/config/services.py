@@ -88,6 +88,11 @@ class DicomNodeSettings:
     allow: list[str] = setting(
         factory=list, doc='calling AE titles allowed, each with its address: ["PACS@10.1.2.3"]; empty: loopback only'
     )
+    tls_cert: str = setting("", "a PEM certificate: the node speaks DICOM over TLS only (PS3.15 B.1)", path=True)
+    tls_key: str = setting("", "its PEM key, outside the lake", path=True)
+    tls_ca_file: str = setting(
+        "", "with TLS: the authority (PEM) whose signed certificate each sender must show; empty: none asked", path=True
+    )
     max_associations: int = setting(20, "associations at once", ge=1)
     max_associations_per_address: int = setting(10, "connections one address may hold (checked at accept)", ge=1)
     max_pdu: int = setting(262144, "the largest PDU the node announces and receives, bytes", ge=4096, le=16 << 20)
@@ -106,6 +111,10 @@ class DicomNodeSettings:
     def check(self) -> None:
         _ae_title(self.ae_title, "dicom_node.ae_title")
         parse_allow(self.allow)
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_ca_file and not self.tls_cert):
+            raise ConfigError(
+                "configuration keys 'dicom_node.tls_cert' and 'tls_key' go together (tls_ca_file needs them)"
+            )
         if self.max_associations_per_address > self.max_associations:
             raise ConfigError(
                 "configuration key 'dicom_node.max_associations_per_address' must lie in "
@@ -178,6 +187,10 @@ class DeliverSettings:
         "the certificate authorities (PEM) a destination's TLS certificate is checked against; empty: the system's",
         path=True,
     )
+    tls_cert: str = setting(
+        "", "delivery's own certificate (PEM), shown to a PACS that asks for one (tls:AE@HOST:PORT)", path=True
+    )
+    tls_key: str = setting("", "its PEM key, outside the lake", path=True)
     batch_size: int = setting(32, "films per Arrow batch when the objects are built on the executors", ge=1)
     record_every: int = setting(50, "films between two appends to xray.deliveries", ge=1)
     give_up_after_attempts: int = setting(
@@ -195,6 +208,8 @@ class DeliverSettings:
         from xray_spark.errors import UsageError
         from xray_spark.uids import check_root
 
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("configuration keys 'deliver.tls_cert' and 'deliver.tls_key' go together")
         for i, text in enumerate(self.destinations):
             try:
                 parse_destination(text)

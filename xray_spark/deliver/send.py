@@ -71,6 +71,12 @@ class NodeSender:
         self.destination = destination
         self.calling_ae = options.ae_title
         self.timeout_s = options.timeout_seconds
+        self.tls_args = None
+        if destination.tls:  # DICOM over TLS: the PACS's certificate and address checked, ours shown if asked
+            from xray_spark.tls import client_context
+
+            context = client_context(options.tls_ca_file, options.tls_cert, options.tls_key)
+            self.tls_args = (context, destination.host)
         self._assoc = None
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per C-STORE in the job's log
 
@@ -85,7 +91,7 @@ class NodeSender:
         for sop_class in (COMPREHENSIVE_SR, SECONDARY_CAPTURE):
             ae.add_requested_context(sop_class, list(SYNTAXES))
         d = self.destination
-        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
+        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title, tls_args=self.tls_args)
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
             raise ConnectionError(f"association with {d.name} {why}")

@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -220,6 +221,9 @@ def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes | None:
         sock.settimeout(left)
         try:
             chunk = sock.recv(min(n - got, 1 << 16))
+        except ssl.SSLError as exc:  # no trusted certificate, not TLS at all, a broken record: one line
+            log.warning("a connection's TLS failed (%s): closed", exc.reason or exc)
+            return None
         except (OSError, TimeoutError):
             return None
         if not chunk:

@@ -241,7 +241,12 @@ def serve(
     ]
     addresses = {a for where in node.allowed.values() for a in where} if node.allowed else None
     gate = Gate(addresses, settings.max_associations_per_address)
-    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+    tls = None
+    if settings.tls_cert:
+        from xray_spark.tls import HandshakeInThread, server_context
+
+        tls = HandshakeInThread(server_context(settings.tls_cert, settings.tls_key, settings.tls_ca_file))
+    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers, ssl_context=tls)
     server.verify_request = gate.verify  # at accept, before a byte is read
     on_ready()
     stopping.wait()
