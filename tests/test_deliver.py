@@ -339,6 +339,11 @@ def test_stow_rs_puts_one_sr_per_film_into_its_study_and_a_rerun_adds_none(spark
     assert len(srs) == len(films), "one SR per film, none twice"
     assert collections.Counter(t["StudyInstanceUID"] for t in srs) == collections.Counter(studies[f] for f in films)
     assert user[1] not in json.dumps([refused, first]), "the credentials are in no summary"
+    from xray_spark import audit
+
+    sent = [e for e in audit.read(settings.audit.file) if e.event == "DICOM Instances Transferred" and e.action == "R"]
+    patients = {str(dcmread(path, stop_before_pixels=True).PatientID) for path, _ in films.values()}
+    assert any(set(e.patients) == patients and set(e.studies) == set(studies[f] for f in films) for e in sent), sent
 
 
 def test_delivery_over_tls_reaches_a_pacs_it_trusts_and_sends_nothing_to_one_it_does_not(spark, hospital, tmp_path):

@@ -34,6 +34,7 @@ PROGRAMS = ("make", "xray-spark", "python", "spark-submit", "dcmsend", "echoscu"
 MODULES = {
     "xray_spark.node": "xray_spark.node.__main__",
     "xray_spark.node.pull": "xray_spark.node.pull",
+    "xray_spark.audit": "xray_spark.audit",
     "xray_spark.server": "xray_spark.server.__main__",
     "xray_spark.web": "xray_spark.web.__main__",
     "xray_spark.systemd": "xray_spark.systemd",

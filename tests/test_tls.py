@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def test_the_node_over_tls_takes_films_from_a_trusted_sender_only(tmp_path):
     assert [p.name for p in received] == [f"{ds.SOPInstanceUID}.dcm"]
     assert instance_digest(received[0]) == instance_digest(path), "the data set as sent, element for element"
     assert log.count("TLS failed") >= 2, log[-3000:]
+    from xray_spark import audit
+    from xray_spark.config import places
+
+    home = Path(os.environ[places.HOME_ENV])
+    moved = [e for e in audit.read(str(home / "audit" / "audit.log")) if "TLS0001" in e.patients]
+    assert [(e.event, e.action, e.users) for e in moved] == [("DICOM Instances Transferred", "C", ("PACS",))]
+    assert moved[0].studies == (str(ds.StudyInstanceUID),)
 
 
 def test_tls_settings_go_together():

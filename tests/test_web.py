@@ -303,6 +303,15 @@ def test_the_wrong_password_five_times_is_slowed_down(app):
     assert refused.status_code == 429, "even the right password waits its turn"
     time.sleep(int(refused.headers["Retry-After"]) + 0.2)
     assert attempt(PASSWORD).status_code == 303
+    assert http.get(url + f"film/nih/{app['top']}").status_code == 200
+    # the audit trail (docs/services.md#the-audit-trail): each refusal and the sign-in, then the film bob opened
+    from xray_spark import audit
+    from xray_spark.config import places
+
+    trail = [e for e in audit.read(str(Path(os.environ[places.HOME_ENV]) / "audit" / "audit.log")) if "bob" in e.users]
+    signins = [e for e in trail if e.event == "User Authentication"]
+    assert sum(e.outcome == "4" for e in signins) >= 6 and signins[-1].outcome == "0", signins
+    assert trail[-1].event == "DICOM Instances Accessed" and trail[-1].patients[0].startswith("nih/"), trail[-1]
 
 
 def test_a_wider_bind_needs_tls_and_accounts_stay_outside_the_lake(app, tmp_path):

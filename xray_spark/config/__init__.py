@@ -51,6 +51,7 @@ from xray_spark.config.sections import (
     TrainSettings,
 )
 from xray_spark.config.services import (
+    AuditSettings,
     DeliverSettings,
     DicomNodeSettings,
     DicomWebSourceSettings,
@@ -62,6 +63,7 @@ from xray_spark.errors import ConfigError
 
 __all__ = [
     "DEFAULT_URGENCY",
+    "AuditSettings",
     "AugmentSettings",
     "DeliverSettings",
     "DicomNodeSettings",
@@ -112,6 +114,7 @@ class Settings:
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
     dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
     dicomweb_source: DicomWebSourceSettings = dataclasses.field(default_factory=DicomWebSourceSettings)
+    audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
     deliver: DeliverSettings = dataclasses.field(default_factory=DeliverSettings)
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)
     web: WebSettings = dataclasses.field(default_factory=WebSettings)

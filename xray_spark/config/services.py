@@ -123,6 +123,27 @@ class DicomNodeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail (PS3.15 A.5 messages, IHE ATNA): sign-ins, pages readers open, films in and out; see
+    docs/services.md#the-audit-trail."""
+
+    file: str = setting(
+        "audit/audit.log",
+        "the messages, one per line, outside the lake (they carry Patient IDs); empty: none",
+        path=True,
+    )
+    syslog: str = setting("", "also sent to this collector: udp://HOST:PORT or tcp://HOST:PORT (RFC 5424); empty: none")
+
+    def check(self) -> None:
+        from urllib.parse import urlsplit
+
+        if self.syslog:
+            parts = urlsplit(self.syslog)
+            if parts.scheme not in ("udp", "tcp") or not parts.hostname:
+                raise ConfigError("configuration key 'audit.syslog' must be udp://HOST:PORT or tcp://HOST:PORT")
+
+
+@dataclasses.dataclass(frozen=True)
 class DicomWebSourceSettings:
     """Tonight's chest films pulled from a DICOMweb archive into the node's spool (QIDO-RS, WADO-RS); see
     docs/dicom-node.md#films-from-a-dicomweb-archive."""

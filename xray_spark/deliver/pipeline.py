@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import datetime as dt
+import io
 import itertools
 import os
 import time
@@ -338,6 +339,7 @@ def _send_all(run: DeliverRun, films: DataFrame, todo: dict[str, dict[str, int]]
     per_film = SR_BYTES + (3 * options.max_side**2 if builder.secondary_capture else 0)
     built = _built(spark, todo_films.where(F.col("path").isNotNull()), builder, options.batch_size, per_film)
     send_seconds = 0.0
+    rejoined: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)  # the audit trail's
     try:
         unrecorded = ({"image_id": r["image_id"], "failure": NO_SOURCE} for r in missing)
         for row in itertools.chain(unrecorded, built):
@@ -346,12 +348,38 @@ def _send_all(run: DeliverRun, films: DataFrame, todo: dict[str, dict[str, int]]
                 failure = row.get("failure") or _built_failure(row) or _deliver(senders[name], row, refusing, name)
                 send_seconds += time.monotonic() - started
                 outcomes.add(row, name, attempts, failure)
+                if failure is None:
+                    rejoined[name].add(_patient_and_study(row["sr"]))
             outcomes.film_done()
     finally:  # what was acknowledged is on record however the run ends (a kill leaves it pending)
         outcomes.flush(last=True)
         for sender in senders.values():
             sender.close()
+        _audit(run, rejoined)
     return {**outcomes.summary(), "send_seconds": round(send_seconds, 2)}
+
+
+def _patient_and_study(sr: bytes) -> tuple[str, str]:
+    """The Patient ID and Study Instance UID a result object carries (the identity delivery re-joined)."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(sr), stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
+    return str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or "")
+
+
+def _audit(run: DeliverRun, rejoined: dict[str, set[tuple[str, str]]]) -> None:
+    """DICOM Instances Transferred, one message per destination: the patients and studies results went into."""
+    from xray_spark import audit
+
+    trail = audit.trail(run.settings)
+    if trail is None:
+        return
+    for destination, sent in rejoined.items():
+        us = audit.Participant(run.settings.deliver.ae_title, True, "", audit.SOURCE)
+        them = audit.Participant(destination, False, "", audit.DESTINATION)
+        subjects = [audit.patient(p) for p in sorted({p for p, _ in sent} - {""})]
+        subjects += [audit.study(u) for u in sorted({u for _, u in sent} - {""})]
+        trail.record(audit.INSTANCES_TRANSFERRED, "R", audit.SUCCESS, [us, them], subjects)
 
 
 def _built(spark: SparkSession, films: DataFrame, builder, batch_size: int, per_film: int) -> Iterator[dict[str, Any]]:

@@ -94,7 +94,11 @@ def _run(settings, state_dir: str) -> int:
         daemon.write_ready(state_dir, record)
         cli.log.info("listening as %s; received files go to %s", where, spool.root)
 
-    totals = serve(node, spool, stopping, ready, max_instance_bytes=settings.image.max_file_bytes)
+    from xray_spark.audit import trail
+
+    totals = serve(
+        node, spool, stopping, ready, max_instance_bytes=settings.image.max_file_bytes, audit=trail(settings)
+    )
     cli.log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in totals.items()))
     return 0
 

@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 
+from xray_spark.audit import AuditTrail
 from xray_spark.config import DicomWebSourceSettings
 from xray_spark.spool import BadInstance, Spool
 
@@ -153,7 +154,9 @@ def _retrieved(client, study: str, series: str, sop: str) -> tuple[bytes, object
     return buffer.getvalue(), dataset
 
 
-def run_pull(source: DicomWebSourceSettings, spool: Spool, *, today: dt.date | None = None) -> PullSummary:
+def run_pull(
+    source: DicomWebSourceSettings, spool: Spool, *, today: dt.date | None = None, audit: AuditTrail | None = None
+) -> PullSummary:
     """One pull into ``spool`` (see the module's text). Never raises for the archive's failures: they are counted in
     ``failed`` and the window's end is not recorded, so the next pull tries again."""
     import requests
@@ -167,6 +170,7 @@ def run_pull(source: DicomWebSourceSettings, spool: Spool, *, today: dt.date | N
     session = dicomweb.http_session(credentials, source.ca_file)
     client = dicomweb.client(summary.url, session, source.timeout_seconds)
     truncated = False
+    pulled: set[tuple[str, str]] = set()
     try:
         for study, series, sop, reason in _films(client, source, since, until, summary):
             summary.found += 1
@@ -200,6 +204,7 @@ def run_pull(source: DicomWebSourceSettings, spool: Spool, *, today: dt.date | N
                 failed[str(exc)] += 1
                 continue
             summary.stored += 1
+            pulled.add((str(dataset.get("PatientID", "") or ""), str(dataset.get("StudyInstanceUID", "") or "")))
     except requests.exceptions.SSLError:
         failed[f"TLS with {summary.url} failed: its certificate is not trusted"] += 1
     except requests.HTTPError as exc:
@@ -211,10 +216,24 @@ def run_pull(source: DicomWebSourceSettings, spool: Spool, *, today: dt.date | N
     finally:
         session.close()
     summary.skipped, summary.failed = dict(skipped), dict(failed)
+    if audit is not None:
+        _audit(audit, summary, pulled)
     summary.complete = not failed and not truncated
     if summary.complete:
         _record(spool, summary.url, until)
     return summary
+
+
+def _audit(trail: AuditTrail, summary: PullSummary, pulled: set[tuple[str, str]]) -> None:
+    """DICOM Instances Transferred from the archive into the spool (or the pull's failure, with nothing named)."""
+    from xray_spark import audit
+
+    archive = audit.Participant(summary.url, False, "", audit.SOURCE)
+    us = audit.Participant("xray-spark pull", True, "", audit.DESTINATION)
+    subjects = [audit.patient(p) for p in sorted({p for p, _ in pulled} - {""})]
+    subjects += [audit.study(u) for u in sorted({u for _, u in pulled} - {""})]
+    outcome = audit.SUCCESS if not summary.failed else audit.MINOR_FAILURE
+    trail.record(audit.INSTANCES_TRANSFERRED, "C", outcome, [us, archive], subjects)
 
 
 def pull_summary_text(summary: dict) -> str:
@@ -240,7 +259,9 @@ def pull_into_spool(settings, folder: str) -> dict:
 
     if not settings.dicomweb_source.url:
         return {}
-    done = run_pull(settings.dicomweb_source, open_spool(folder, settings.lake)).to_dict()
+    from xray_spark.audit import trail
+
+    done = run_pull(settings.dicomweb_source, open_spool(folder, settings.lake), audit=trail(settings)).to_dict()
     print(pull_summary_text(done), flush=True)
     return {"dicomweb_pull": done}
 
@@ -267,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("dicomweb_source.url is empty: name the archive's DICOMweb root")
         today = dt.date.fromisoformat(args.today) if args.today else None
         spool = open_spool(args.spool or settings.dicom_node.spool, settings.lake)
-        done = run_pull(settings.dicomweb_source, spool, today=today).to_dict()
+        from xray_spark.audit import trail
+
+        done = run_pull(settings.dicomweb_source, spool, today=today, audit=trail(settings)).to_dict()
         print(json.dumps(done, indent=2), flush=True)
         print(pull_summary_text(done), file=sys.stderr, flush=True)
         return 0 if done["complete"] else cli.EXIT_UNDELIVERED

@@ -17,11 +17,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import threading
 import time
 from typing import Any
 
+from xray_spark.audit import (
+    DESTINATION,
+    INSTANCES_TRANSFERRED,
+    MINOR_FAILURE,
+    NODE_AUTHENTICATION,
+    SECURITY_ALERT,
+    SOURCE,
+    AuditTrail,
+    Participant,
+    patient,
+    study,
+)
+from xray_spark.audit import SUCCESS as AUDIT_SUCCESS
 from xray_spark.config import DicomNodeSettings
 from xray_spark.imaging.transfer_syntaxes import DECODED
 from xray_spark.node.access import parse_allow, refusal
@@ -63,14 +77,17 @@ class Tally:
     refused: int = 0
     bytes: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
+    patients: set[str] = dataclasses.field(default_factory=set)  # for the audit trail (hospital zone)
+    studies: set[str] = dataclasses.field(default_factory=set)
 
 
 class Node:
     """The handlers of one running node, with its counts (thread-safe: one thread per association)."""
 
-    def __init__(self, settings: DicomNodeSettings, spool: Spool) -> None:
+    def __init__(self, settings: DicomNodeSettings, spool: Spool, audit: AuditTrail | None = None) -> None:
         self.settings = settings
         self.spool = spool
+        self.audit = audit
         self.allowed = parse_allow(settings.allow)
         self._lock = threading.Lock()
         self._open: dict[int, Tally] = {}
@@ -102,6 +119,10 @@ class Node:
             with self._lock:
                 self.totals["refused_associations"] += 1
             log.warning("association from %s@%s refused: %s", calling, tally.peer, why)
+            if self.audit is not None:
+                who = Participant(calling, True, address, SOURCE)
+                us = Participant(self.settings.ae_title, False, "", DESTINATION)
+                self.audit.record(SECURITY_ALERT, "E", MINOR_FAILURE, [who, us], event_type=NODE_AUTHENTICATION)
             tally.calling_ae = ""  # logged here already
             assoc.acse.send_reject(0x01, 0x01, 0x03)
             assoc.kill()  # as pynetdicom's own rejections do: the reject is sent before the socket closes
@@ -155,6 +176,8 @@ class Node:
                 "corrections/, not scored (changed pixel data need a new SOP Instance UID)",
                 tally.calling_ae,
             )
+        if outcome == STORED and self.audit is not None:
+            _who_and_what(tally, os.path.join(self.spool.incoming, self.spool.name_of(sop_uid)))
         field = {STORED: "stored", HELD: "held", CORRECTION: "corrections"}[outcome]
         setattr(tally, field, getattr(tally, field) + 1)
         return SUCCESS
@@ -173,6 +196,14 @@ class Node:
             for name in ("stored", "held", "refused", "corrections"):
                 self.totals[name] += getattr(tally, name)
         how = "aborted" if event.assoc.is_aborted else "released" if event.assoc.is_released else "closed"
+        if tally.stored and self.audit is not None:  # DICOM Instances Transferred: from the sender into the spool
+            address = tally.peer.rpartition(":")[0]
+            who = [
+                Participant(tally.calling_ae, True, address, SOURCE),
+                Participant(self.settings.ae_title, False, "", DESTINATION),
+            ]
+            subjects = [patient(p) for p in sorted(tally.patients)] + [study(u) for u in sorted(tally.studies)]
+            self.audit.record(INSTANCES_TRANSFERRED, "C", AUDIT_SUCCESS, who, subjects)
         log.info(
             "association %s@%s %s: %d stored, %d already held, %d corrections, %d refused, %.1f MB in %.1f s",
             tally.calling_ae,
@@ -185,6 +216,20 @@ class Node:
             tally.bytes / 1e6,
             time.monotonic() - tally.started,
         )
+
+
+def _who_and_what(tally: Tally, path: str) -> None:
+    """The stored film's Patient ID and Study Instance UID, for the association's audit message."""
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
+    except Exception:  # what prepare cannot read it quarantines; the audit names what it can
+        return
+    tally.patients.add(str(ds.get("PatientID", "") or ""))
+    tally.studies.add(str(ds.get("StudyInstanceUID", "") or ""))
+    tally.patients.discard("")
+    tally.studies.discard("")
 
 
 def _as_offered(contexts: list[Any]) -> None:
@@ -217,7 +262,13 @@ def application_entity(settings: DicomNodeSettings) -> Any:
 
 
 def serve(
-    settings: DicomNodeSettings, spool: Spool, stopping: threading.Event, on_ready: Any, *, max_instance_bytes: int
+    settings: DicomNodeSettings,
+    spool: Spool,
+    stopping: threading.Event,
+    on_ready: Any,
+    *,
+    max_instance_bytes: int,
+    audit: AuditTrail | None = None,
 ) -> dict:
     """Listen until ``stopping`` is set; then finish the associations in flight, for at most the stop timeout."""
     from pynetdicom import evt
@@ -231,7 +282,7 @@ def serve(
             spool.receiving,
         )
     )
-    node = Node(settings, spool)
+    node = Node(settings, spool, audit)
     ae = application_entity(settings)
     handlers = [
         (evt.EVT_REQUESTED, node.on_requested),

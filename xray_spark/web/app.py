@@ -21,6 +21,19 @@ from urllib.parse import urlsplit
 import jinja2
 from flask import Flask, Response, abort, g, redirect, render_template, request, session, url_for
 
+from xray_spark.audit import (
+    INSTANCES_ACCESSED,
+    LOGIN,
+    MINOR_FAILURE,
+    PATIENT_RECORD,
+    SOP_UID,
+    SUCCESS,
+    USER_AUTHENTICATION,
+    AuditTrail,
+    Participant,
+    Subject,
+    patient,
+)
 from xray_spark.config import WebSettings, WorklistSettings
 from xray_spark.errors import UsageError
 from xray_spark.pages import render
@@ -45,6 +58,7 @@ def create_app(
     *,
     tls: bool,
     worklist: WorklistSettings | None = None,
+    audit: AuditTrail | None = None,
 ) -> Flask:
     app = Flask(__name__)
     # The app's own pages (sign-in, errors, the verdict form), then the worklist's, shared with the static pages.
@@ -67,6 +81,7 @@ def create_app(
         "viewer_url": worklist.viewer_url if worklist else "",
         "worklist": worklist or WorklistSettings(),
         "zone": render.time_zone(web.timezone),
+        "audit": audit,
     }
 
     @app.before_request
@@ -166,6 +181,7 @@ def _account_routes(app: Flask) -> None:
             return _page("signin.html", csrf=session["pre_csrf"], next=request.args.get("next", ""))
         name, address = request.form.get("name", "")[:64], request.remote_addr or "?"
         found = accounts.attempt(name, request.form.get("password", ""), address)  # waited, checked, counted: one step
+        _audit_signin(name, address, ok=not isinstance(found, float) and found is not None)
         if isinstance(found, float):
             seconds = math.ceil(found)
             message = f"Too many failed sign-ins: try again in {seconds} s."
@@ -234,6 +250,7 @@ def _page_routes(app: Flask) -> None:
             abort(404)
         render.ready_to_show(view, dataset, [found], parts["viewer_url"], _lookup_link(dataset))
         mine = parts["verdicts"].current_for(dataset, g.session.name, [image_id])
+        _audit_read(INSTANCES_ACCESSED, f"{dataset}/{found['patient_id']}", image_id)
         return _page(
             "film.html",
             dataset=dataset,
@@ -249,9 +266,27 @@ def _page_routes(app: Flask) -> None:
         if not films:
             abort(404)
         called_ever, chart = render.patient_chart(films)
+        _audit_read(PATIENT_RECORD, f"{dataset}/{patient_id}")
         return _page(
             "patient.html", dataset=dataset, patient_id=patient_id, films=films, called_ever=called_ever, chart=chart
         )
+
+
+def _audit_signin(name: str, address: str, *, ok: bool) -> None:
+    """User Authentication: a sign-in, or one refused (a wrong password, or too many tries)."""
+    trail: AuditTrail | None = _parts()["audit"]
+    if trail is not None:
+        who = Participant(name or "(no name)", True, address)
+        outcome = SUCCESS if ok else MINOR_FAILURE
+        trail.record(USER_AUTHENTICATION, "E", outcome, [who, Participant("xray-spark web", False)], event_type=LOGIN)
+
+
+def _audit_read(event: tuple[str, str, str], lake_patient: str, image_id: str = "") -> None:
+    """A page with a patient's films that the signed-in reader opened."""
+    trail: AuditTrail | None = _parts()["audit"]
+    if trail is not None:
+        subjects = [patient(lake_patient)] + ([Subject(image_id, SOP_UID, "2", "4")] if image_id else [])
+        trail.record(event, "R", SUCCESS, [Participant(g.session.name, True, request.remote_addr or "")], subjects)
 
 
 def _lookup_link(dataset: str) -> Any:

@@ -52,6 +52,7 @@ def verdicts_path(settings: Settings) -> str:
 
 
 def build_app(settings: Settings):
+    from xray_spark.audit import trail
     from xray_spark.pages.lake_view import LakeView
     from xray_spark.web.accounts import Accounts
     from xray_spark.web.app import create_app
@@ -71,6 +72,7 @@ def build_app(settings: Settings):
         VerdictStore(verdicts_path(settings)),
         tls=bool(web.tls_cert),
         worklist=settings.worklist,
+        audit=trail(settings),
     )
 
 
