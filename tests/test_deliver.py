@@ -396,6 +396,9 @@ def test_every_object_delivered_passes_the_standard_validators(spark, hospital, 
     srs = [p for p, ds in objects.items() if ds.Modality == "SR"]
     scs = [p for p, ds in objects.items() if ds.Modality == "OT"]
     assert len(srs) == summary["sent"] > 0 and len(scs) > 0
+    from xray_spark.uids import IMPLEMENTATION_CLASS_UID
+
+    assert {ds.file_meta.ImplementationClassUID for ds in objects.values()} == {IMPLEMENTATION_CLASS_UID}
     allowed = {"Warning - Unrecognized defined term <99XRAYSPARK> for value 1 of attribute <Coding Scheme Designator>"}
     for path in srs + scs:
         errors, warnings = dciodvfy(path)

@@ -35,3 +35,20 @@ def check_root(root: str) -> None:
     if not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts):
         raise ValueError(f"{root!r} is not a UID root (digits and dots, no component with a leading zero)")
     result_uid(root, "check")
+
+
+#: The product's Implementation Class UID (PS3.7 D.3.3.2), in every association it opens or accepts and in the
+#: file meta of every object it writes: a UUID-derived UID fixed for xray-spark, and its version name (16 chars).
+IMPLEMENTATION_CLASS_UID = result_uid("", "implementation class")
+
+
+def implementation_version_name() -> str:
+    from xray_spark import __version__
+
+    return f"XRAYSPARK_{__version__}"[:16]
+
+
+def identify(ae) -> None:
+    """Make a pynetdicom AE say it is xray-spark (not the library) in its A-ASSOCIATE requests and answers."""
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = implementation_version_name()

@@ -133,6 +133,11 @@ def _safely(build_one: Callable[[Any], dict[str, Any]], row: Any) -> dict[str, A
 
 
 def _part10(ds: Any) -> bytes:
+    """The object as a Part 10 file whose file meta names xray-spark as the implementation that wrote it."""
+    from xray_spark.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
+
+    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationVersionName = implementation_version_name()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

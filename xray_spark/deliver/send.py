@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from xray_spark import dicomweb
 from xray_spark.destinations import DICOM, DICOMWEB, FOLDER, Destination
+from xray_spark.uids import identify
 
 if TYPE_CHECKING:
     from xray_spark.config.services import DeliverSettings
@@ -86,6 +87,7 @@ class NodeSender:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
+        identify(ae)
         for timeout in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
             setattr(ae, timeout, self.timeout_s)
         for sop_class in (COMPREHENSIVE_SR, SECONDARY_CAPTURE):

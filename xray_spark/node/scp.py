@@ -41,6 +41,7 @@ from xray_spark.imaging.transfer_syntaxes import DECODED
 from xray_spark.node.access import parse_allow, refusal
 from xray_spark.node.limits import Gate, Limits, dataset_uids, disk_error, install
 from xray_spark.spool import CORRECTION, HELD, STORED, BadInstance, Spool
+from xray_spark.uids import identify
 
 log = logging.getLogger("xray_spark.node")
 
@@ -249,6 +250,7 @@ def application_entity(settings: DicomNodeSettings) -> Any:
     from pynetdicom import AE
 
     ae = AE(ae_title=settings.ae_title)
+    identify(ae)
     ae.add_supported_context(VERIFICATION)
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, list(DECODED))
