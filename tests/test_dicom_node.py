@@ -291,7 +291,7 @@ def test_a_night_from_the_spool_ingests_what_arrived_and_the_lake_holds_no_ident
     # What the failed night stored is not decoded again; all of it is scored now, then moved to done/.
     assert summary["prepare"]["images"]["written"] == 0
     assert summary["prepare"]["dicom"]["already_in_store"] == stored and summary["score"]["written"] == stored
-    assert summary["spool"] == {"ingested": len(radiographs), "after_ingest": "done"}
+    assert summary["spool"] == {"ingested": len(radiographs), "after_ingest": "done", "priors": 0}
     assert not node.received() and len(list((node.spool / "done").iterdir())) == len(radiographs)
     # ... and delivered from done/, where the night moved them: one SR per scored film
     assert summary["deliver"]["sent"] == stored and len(list((tmp_path / "results").glob("*.dcm"))) == stored

@@ -182,7 +182,9 @@ def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_st
     assert night.returncode == 0, night.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     assert summary["dicomweb_pull"]["stored"] == 3 and summary["dicomweb_pull"]["complete"]
-    assert summary["score"]["written"] == 3 and summary["deliver"]["sent"] == 3, summary["deliver"]
+    # patient 3 is new to the lake: their film of three years ago is fetched as a prior, scored, never delivered
+    assert summary["priors"]["fetched"] == 1 and summary["score"]["written"] == 4, summary["priors"]
+    assert summary["deliver"]["sent"] == 3, summary["deliver"]
     srs = [t for t in held if t["Modality"] == "SR"]
     assert sorted(t["StudyInstanceUID"] for t in srs) == sorted(str(ds.StudyInstanceUID) for ds in tonight)
     needles = [v.encode() for ds in tonight for v in (str(ds.PatientName), str(ds.PatientID))]
@@ -190,3 +192,78 @@ def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_st
         if path.is_file():
             data = path.read_bytes()
             assert not [n for n in needles if n in data], f"{path} holds identity"
+
+
+def test_a_new_patients_earlier_films_are_fetched_scored_and_shown_but_never_delivered(spark, small_model, tmp_path):
+    """Patient 1's first night in the lake: their three newest earlier frontal films within priors.years are
+    fetched (not a fourth, older one beyond max_films, not a lateral, not one older than the years); all are
+    prepared and scored, progression shows four films, and delivery sends tonight's SR only."""
+    from xray_spark.lake import Lake
+    from xray_spark.registry import register_model, set_alias
+
+    from .conftest import TEST_OVERRIDES
+    from .jobs import run_in_process
+
+    today = dt.date.today()
+    years_ago = [today - dt.timedelta(days=round(365.25 * y)) for y in (1, 2, 3, 4, 8)]
+    tonight = [_film(1, today, seed=21), _film(2, today, seed=22)]
+    earlier = [_film(1, day, seed=30 + i) for i, day in enumerate(years_ago)]
+    lateral = _film(1, years_ago[0], seed=40, ViewPosition="LL")
+    expected = {str(ds.SOPInstanceUID) for ds in earlier[:3]}
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "archive.auth").write_text(f"Basic {USER[0]}:{USER[1]}\n")
+    (etc / "pseudonym.key").write_text("a-priors-night-key-long-enough-0123456\n")
+    for name in ("archive.auth", "pseudonym.key"):
+        (etc / name).chmod(0o600)
+    lake = Lake.at(str(tmp_path / "lake"))
+    register_model(spark, lake, small_model["model_dir"], dataset="nih")
+    set_alias(spark, lake, small_model["version"], reason="the priors night's champion")
+    with (
+        network_namespace() as ns,
+        bridge(ns, ORTHANC_HTTP) as http,
+        orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([USER])),
+    ):
+        for ds in [*tonight, *earlier, lateral]:
+            rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
+        root = f"http://127.0.0.1:{http}/dicom-web"
+        conf = etc / "site.yaml"
+        conf.write_text(
+            "\n".join(
+                [
+                    "lake: ../lake",
+                    "dataset: hospital",
+                    "quarantine: {max_fraction: 0.5}",
+                    "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
+                    "dicom_node: {spool: ../spool}",
+                    f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
+                    "priors: {max_films: 3, years: 5}",
+                    f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
+                    "",
+                ]
+            )
+        )
+        overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
+        summary_path = tmp_path / "night.json"
+        night = run_in_process(
+            "nightly", ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary_path), *overrides]
+        )
+        query = json.dumps({"Level": "Instance", "Query": {"Modality": "SR"}, "Expand": True}).encode()
+        srs = rest(http, "POST", "/tools/find", query, auth=USER)
+    assert night.returncode == 0, night.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["dicomweb_pull"]["stored"] == 2
+    priors = summary["priors"]
+    assert (priors["new_patients"], priors["fetched"], priors["failed"]) == (2, 3, {}), priors
+    assert summary["score"]["written"] == 5 and summary["spool"]["priors"] == 3
+    assert summary["deliver"]["sent"] == 2, "tonight's films only: the PACS has the priors and their reports"
+    sent = spark.read.parquet(lake.table_url("deliveries")).where("status = 'sent'").select("image_id").collect()
+    assert {r["image_id"] for r in sent} == {str(ds.SOPInstanceUID) for ds in tonight}
+    recorded = {r["image_id"] for r in spark.read.parquet(lake.table_url("priors")).collect()}
+    assert recorded == expected
+    films = spark.sql(
+        "SELECT patient, COUNT(DISTINCT image_id) AS films FROM xray.progression "
+        "WHERE dataset = 'hospital' GROUP BY patient"
+    ).collect()
+    assert sorted(r["films"] for r in films) == [1, 4], films
+    assert len(srs) == 2

@@ -10,6 +10,7 @@
       corrections/     an instance re-sent with other bytes under a SOP Instance UID the spool holds:
                        <uid>.<digest>.dcm, kept for a person, never read by a night, never over the first
       ingested.txt     names in incoming/ that a successful night ingested (after_ingest=keep)
+      priors.txt       SOP Instance UIDs fetched as a new patient's earlier films (never delivered back)
 
 A file reaches ``incoming/`` only whole: written under ``.receiving/``, flushed and synced,
 then linked into place (a link, not a rename, so a second copy of the same instance never
@@ -38,6 +39,7 @@ MARKER = ".xray-spool"
 RECEIVING = ".receiving"
 INCOMING = "incoming"
 DONE = "done"
+PRIORS = "priors.txt"
 CORRECTIONS = "corrections"
 LEDGER = "ingested.txt"
 SUFFIX = ".dcm"
@@ -109,6 +111,21 @@ class Spool:
         if len(uid) > 64 or not UID.match(uid):
             raise BadInstance("the SOP Instance UID is not a DICOM UID (digits and dots, at most 64 characters)")
         return uid + SUFFIX
+
+    def mark_priors(self, sop_uids: Iterable[str]) -> None:
+        """Record instances fetched as a new patient's earlier films (``priors.txt``): never delivered back."""
+        with open(os.path.join(self.root, PRIORS), "a", encoding="utf-8") as fh:
+            fh.writelines(f"{uid}\n" for uid in sop_uids)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def priors(self) -> set[str]:
+        """The SOP Instance UIDs :meth:`mark_priors` recorded."""
+        try:
+            with open(os.path.join(self.root, PRIORS), encoding="utf-8") as fh:
+                return {line.strip() for line in fh if line.strip()}
+        except FileNotFoundError:
+            return set()
 
     def holds(self, sop_uid: str) -> bool:
         """Whether the spool holds an instance of this SOP Instance UID (in ``incoming/`` or ``done/``)."""

@@ -55,6 +55,7 @@ from xray_spark.config.services import (
     DeliverSettings,
     DicomNodeSettings,
     DicomWebSourceSettings,
+    PriorsSettings,
     SqlServerSettings,
     WebSettings,
     WorklistSettings,
@@ -74,6 +75,7 @@ __all__ = [
     "LockSettings",
     "MonitorSettings",
     "PrepareSettings",
+    "PriorsSettings",
     "PrivacySettings",
     "PromotionSettings",
     "QuarantineSettings",
@@ -114,6 +116,7 @@ class Settings:
     sql_server: SqlServerSettings = dataclasses.field(default_factory=SqlServerSettings)
     dicom_node: DicomNodeSettings = dataclasses.field(default_factory=DicomNodeSettings)
     dicomweb_source: DicomWebSourceSettings = dataclasses.field(default_factory=DicomWebSourceSettings)
+    priors: PriorsSettings = dataclasses.field(default_factory=PriorsSettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
     deliver: DeliverSettings = dataclasses.field(default_factory=DeliverSettings)
     worklist: WorklistSettings = dataclasses.field(default_factory=WorklistSettings)

@@ -144,6 +144,17 @@ class AuditSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PriorsSettings:
+    """A new patient's earlier films, fetched from the DICOMweb archive on the night of their first film."""
+
+    enabled: bool = setting(True, "fetch them when dicomweb_source.url is set")
+    max_films: int = setting(3, "earlier frontal chest films per new patient, the newest first", ge=0)
+    years: float = setting(5.0, "reaching back this many years before the patient's first film tonight", gt=0)
+    max_seconds: float = setting(600.0, "a night spends at most this long fetching priors", gt=0)
+    max_patients: int = setting(200, "new patients a night fetches priors for at most", ge=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class DicomWebSourceSettings:
     """Tonight's chest films pulled from a DICOMweb archive into the node's spool (QIDO-RS, WADO-RS); see
     docs/dicom-node.md#films-from-a-dicomweb-archive."""

@@ -164,6 +164,9 @@ def _results(spark: SparkSession, lake: Lake, dataset: str, card: ModelCard) -> 
         "image_id", probabilities.alias("probabilities"), "called", "risk_finding"
     )
     films = scored.join(instances.select("image_id", "study_uid").distinct(), "image_id")
+    priors = tables.read_table(spark, lake, "priors")
+    if priors is not None:  # a new patient's earlier films: the PACS has them, and their reports
+        films = films.join(priors.where(F.col("dataset") == dataset).select("image_id"), "image_id", "left_anti")
     maps = tables.read_table(spark, lake, "heatmaps")
     if maps is not None:
         maps = _newest(

@@ -12,13 +12,13 @@ deliver; a night with nothing new still retries the recent deliveries. Exit stat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from xray_spark import cli, spool
+from xray_spark import cli
 from xray_spark.deliver.summary import deliver_summary_text, exchange_status
 from xray_spark.errors import UsageError
+from xray_spark.node.priors import after_ingest, priors_into_spool
 from xray_spark.node.pull import pull_into_spool
 from xray_spark.prepare.sources import DEFAULT_SOURCE, SOURCES, source_help
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("pass --incoming DIR, or --images DIR with --source dicom")
         from xray_spark.prepare.night import tonights_inputs
 
-        pulled = pull_into_spool(settings, args.images) if args.images else {}  # a DICOMweb archive's films
+        # a DICOMweb archive's films for tonight, and the earlier films of patients new to the lake
+        pulled = {**pull_into_spool(settings, args.images), **priors_into_spool(settings, args.images)}
         inputs = tonights_inputs(args.incoming or args.images, args.source, settings)
         delivers = SOURCES[args.source].identified and bool(settings.deliver.destinations)
         if inputs.files == ():
@@ -99,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["worklist"] = run_worklist(spark, lake, settings, limit=args.limit)
             print(worklist_summary_text(summary["worklist"]), flush=True)
             if inputs.files:  # a night that failed leaves the spool as it was
-                after = settings.dicom_node.after_ingest
-                done = spool.Spool(os.path.abspath(inputs.images)).mark_ingested(inputs.files, after)
-                summary["spool"] = {"ingested": done, "after_ingest": after}
+                summary["spool"] = after_ingest(spark, lake, settings, inputs.files, inputs.images)
             if delivers:  # the results back to the PACS
                 summary["deliver"] = _deliver(spark, lake, settings)
         finally:  # what ran is on record however the night ends

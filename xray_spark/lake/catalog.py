@@ -148,6 +148,20 @@ TABLES: dict[str, Table] = {
             (DATASET,),
         ),
         Table(
+            "priors",
+            "earlier film fetched for a new patient",
+            "nightly",
+            (
+                _IMAGE,
+                required("fetched_on", "date", "the night it was fetched on, for a patient new to the lake"),
+                _RUN,
+                _DATASET,
+            ),
+            (DATASET,),
+            note="prepared and scored like any film, shown with the patient's other films; never delivered back "
+            "(the PACS has them)",
+        ),
+        Table(
             "quarantine",
             "input set aside",
             "prepare",
@@ -419,30 +433,14 @@ def schema(name: str, *, partitions: bool = True) -> T.StructType:
 
 
 def arrow_partitioning(name: str):  # -> pyarrow.dataset.Partitioning | None
-    """How a reader without Spark (pyarrow, the web app) reads table ``name``'s partition folders: the catalog's
-    partition columns with their declared types (a run id of digits stays a string), or None when unpartitioned."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    declared = table(name)
-    if not declared.partitioned_by:
-        return None
-    arrow = {"string": pa.string(), "date": pa.date32(), "int": pa.int32(), "long": pa.int64()}
-    types = {c.name: arrow[c.type] for c in declared.columns if c.name in declared.partitioned_by}
-    return pads.partitioning(pa.schema([(c, types[c]) for c in declared.partitioned_by]), flavor="hive")
+    """How a reader without Spark reads table ``name``'s partition folders (:meth:`Table.arrow_partitioning`)."""
+    return table(name).arrow_partitioning()
 
 
 def markdown() -> str:
     """The docs' table of tables: one line per table, every column named with its comment."""
     lines = ["| table | one row per | written by | columns |", "| --- | --- | --- | --- |"]
-    for t in TABLES.values():
-        cols = ", ".join(f"`{c.name}`" + (f" ({c.comment})" if c.comment else "") for c in t.columns)
-        extra = [f"and {t.more_columns}"] if t.more_columns else []
-        extra += [f"partitioned by {', '.join(f'`{p}`' for p in t.partitioned_by)}"] if t.partitioned_by else []
-        extra += [t.note] if t.note else []
-        text = "; ".join([cols, *extra]).replace("|", "\\|")
-        lines.append(f"| `xray.{t.name}` | {t.row} | {t.written_by} | {text} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *(t.markdown_row() for t in TABLES.values())]) + "\n"
 
 
 if __name__ == "__main__":

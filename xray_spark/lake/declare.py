@@ -67,6 +67,27 @@ class Table:
         keep = [c for c in keep if columns is None or c.name in columns]
         return T.StructType([c.field() for c in keep])
 
+    def arrow_partitioning(self):  # -> pyarrow.dataset.Partitioning | None
+        """How a reader without Spark (pyarrow, the web app) reads the partition folders: the partition columns with
+        their declared types (a run id of digits stays a string), or None when unpartitioned."""
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        if not self.partitioned_by:
+            return None
+        arrow = {"string": pa.string(), "date": pa.date32(), "int": pa.int32(), "long": pa.int64()}
+        types = {c.name: arrow[c.type] for c in self.columns if c.name in self.partitioned_by}
+        return pads.partitioning(pa.schema([(c, types[c]) for c in self.partitioned_by]), flavor="hive")
+
+    def markdown_row(self) -> str:
+        """The table's line in the docs' table of tables: every column named with its comment."""
+        cols = ", ".join(f"`{c.name}`" + (f" ({c.comment})" if c.comment else "") for c in self.columns)
+        extra = [f"and {self.more_columns}"] if self.more_columns else []
+        extra += [f"partitioned by {', '.join(f'`{p}`' for p in self.partitioned_by)}"] if self.partitioned_by else []
+        extra += [self.note] if self.note else []
+        text = "; ".join([cols, *extra]).replace("|", "\\|")
+        return f"| `xray.{self.name}` | {self.row} | {self.written_by} | {text} |"
+
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 

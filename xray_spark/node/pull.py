@@ -119,6 +119,21 @@ def _pages(search, key: str, **query) -> list[dict]:
         offset += len(page)
 
 
+def header_why_not(source: DicomWebSourceSettings, dataset) -> str | None:
+    """:func:`why_not` of a retrieved instance, read from its own header."""
+    said = (str(dataset.get(k, "") or "").strip().upper() for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+    return why_not(source, *said)
+
+
+def session_of(source: DicomWebSourceSettings):
+    """The HTTP session and client for the archive (its credentials and certificate authorities)."""
+    from xray_spark import dicomweb
+
+    credentials = dicomweb.read_credentials(source.auth_file, "dicomweb_source.auth_file")
+    session = dicomweb.http_session(credentials, source.ca_file)
+    return session, dicomweb.client(source.url.rstrip("/"), session, source.timeout_seconds)
+
+
 def _films(client, source: DicomWebSourceSettings, since: dt.date, until: dt.date, summary: PullSummary):
     """(study, series, instance UID, why not) of each instance of the window's studies in the modalities asked for."""
     dates = f"{since:%Y%m%d}-{until:%Y%m%d}"
@@ -161,14 +176,10 @@ def run_pull(
     ``failed`` and the window's end is not recorded, so the next pull tries again."""
     import requests
 
-    from xray_spark import dicomweb
-
     since, until = window(source, spool, today or dt.date.today())
     summary = PullSummary(source.url.rstrip("/"), since.isoformat(), until.isoformat())
     skipped, failed = collections.Counter(), collections.Counter()
-    credentials = dicomweb.read_credentials(source.auth_file, "dicomweb_source.auth_file")
-    session = dicomweb.http_session(credentials, source.ca_file)
-    client = dicomweb.client(summary.url, session, source.timeout_seconds)
+    session, client = session_of(source)
     truncated = False
     pulled: set[tuple[str, str]] = set()
     try:
@@ -188,13 +199,7 @@ def run_pull(
             except requests.HTTPError as exc:
                 failed[f"WADO-RS HTTP {getattr(exc.response, 'status_code', 0)}"] += 1
                 continue
-            header = why_not(
-                source,
-                *(
-                    str(dataset.get(k, "") or "").strip().upper()
-                    for k in ("Modality", "BodyPartExamined", "ViewPosition")
-                ),
-            )
+            header = header_why_not(source, dataset)
             if header is not None:
                 skipped[header] += 1
                 continue
@@ -254,10 +259,11 @@ def pull_summary_text(summary: dict) -> str:
 
 def pull_into_spool(settings, folder: str) -> dict:
     """The nightly flow's first step when ``dicomweb_source.url`` is set: tonight's films from the archive into the
-    spool at ``folder``, the summary printed; ``{"dicomweb_pull": summary}``, or ``{}`` without an archive."""
+    spool at ``folder``, the summary printed; ``{"dicomweb_pull": summary}``, or ``{}`` without an archive (then
+    :func:`xray_spark.node.priors.priors_into_spool` fetches new patients' earlier films)."""
     from xray_spark.spool import open_spool
 
-    if not settings.dicomweb_source.url:
+    if not settings.dicomweb_source.url or not folder:
         return {}
     from xray_spark.audit import trail
 

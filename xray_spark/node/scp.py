@@ -78,8 +78,7 @@ class Tally:
     refused: int = 0
     bytes: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
-    patients: set[str] = dataclasses.field(default_factory=set)  # for the audit trail (hospital zone)
-    studies: set[str] = dataclasses.field(default_factory=set)
+    stored_files: list[str] = dataclasses.field(default_factory=list)  # for the audit trail (hospital zone)
 
 
 class Node:
@@ -177,8 +176,8 @@ class Node:
                 "corrections/, not scored (changed pixel data need a new SOP Instance UID)",
                 tally.calling_ae,
             )
-        if outcome == STORED and self.audit is not None:
-            _who_and_what(tally, os.path.join(self.spool.incoming, self.spool.name_of(sop_uid)))
+        if outcome == STORED and self.audit is not None:  # read for the audit when the association closes
+            tally.stored_files.append(os.path.join(self.spool.incoming, self.spool.name_of(sop_uid)))
         field = {STORED: "stored", HELD: "held", CORRECTION: "corrections"}[outcome]
         setattr(tally, field, getattr(tally, field) + 1)
         return SUCCESS
@@ -197,14 +196,6 @@ class Node:
             for name in ("stored", "held", "refused", "corrections"):
                 self.totals[name] += getattr(tally, name)
         how = "aborted" if event.assoc.is_aborted else "released" if event.assoc.is_released else "closed"
-        if tally.stored and self.audit is not None:  # DICOM Instances Transferred: from the sender into the spool
-            address = tally.peer.rpartition(":")[0]
-            who = [
-                Participant(tally.calling_ae, True, address, SOURCE),
-                Participant(self.settings.ae_title, False, "", DESTINATION),
-            ]
-            subjects = [patient(p) for p in sorted(tally.patients)] + [study(u) for u in sorted(tally.studies)]
-            self.audit.record(INSTANCES_TRANSFERRED, "C", AUDIT_SUCCESS, who, subjects)
         log.info(
             "association %s@%s %s: %d stored, %d already held, %d corrections, %d refused, %.1f MB in %.1f s",
             tally.calling_ae,
@@ -217,20 +208,30 @@ class Node:
             tally.bytes / 1e6,
             time.monotonic() - tally.started,
         )
+        if tally.stored and self.audit is not None:  # DICOM Instances Transferred: from the sender into the spool
+            address = tally.peer.rpartition(":")[0]
+            who = [
+                Participant(tally.calling_ae, True, address, SOURCE),
+                Participant(self.settings.ae_title, False, "", DESTINATION),
+            ]
+            patients, studies = _who_and_what(tally.stored_files)
+            subjects = [patient(p) for p in sorted(patients)] + [study(u) for u in sorted(studies)]
+            self.audit.record(INSTANCES_TRANSFERRED, "C", AUDIT_SUCCESS, who, subjects)
 
 
-def _who_and_what(tally: Tally, path: str) -> None:
-    """The stored film's Patient ID and Study Instance UID, for the association's audit message."""
+def _who_and_what(paths: list[str]) -> tuple[set[str], set[str]]:
+    """The Patient IDs and Study Instance UIDs of the films an association stored, for its audit message."""
     from pydicom import dcmread
 
-    try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
-    except Exception:  # what prepare cannot read it quarantines; the audit names what it can
-        return
-    tally.patients.add(str(ds.get("PatientID", "") or ""))
-    tally.studies.add(str(ds.get("StudyInstanceUID", "") or ""))
-    tally.patients.discard("")
-    tally.studies.discard("")
+    patients, studies = set(), set()
+    for path in paths:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
+        except Exception:  # moved since, or unreadable: prepare quarantines what it cannot read
+            continue
+        patients.add(str(ds.get("PatientID", "") or ""))
+        studies.add(str(ds.get("StudyInstanceUID", "") or ""))
+    return patients - {""}, studies - {""}
 
 
 def _as_offered(contexts: list[Any]) -> None:

@@ -1,0 +1,227 @@
+"""A new patient's earlier films, fetched from the DICOMweb archive on the night of their first film.
+
+The thesis this product comes from wanted slow change across a patient's films caught; the
+lake sees only films that reached it since the product was installed, while the patient's
+earlier films are in the archive. Each night, for each patient of tonight's films in the spool
+whose pseudonym the lake does not know yet (no earlier film in the lake), the archive is asked
+(QIDO-RS by Patient ID) for studies of ``dicomweb_source.modalities`` from ``priors.years``
+before the patient's first study tonight up to the day before it; their frontal chest films
+(``dicomweb_source.body_parts`` and ``views``, checked again on the retrieved header) are
+fetched (WADO-RS), the newest first, at most ``priors.max_films`` a patient, into the spool,
+and recorded as priors (``priors.txt`` in the spool). The night prepares and scores them like
+any film, writes them to ``xray.priors`` and never delivers them back: the PACS has them. A
+night spends at most ``priors.max_seconds`` on it and ``priors.max_patients`` patients; an
+archive that refuses the queries is one line and the night goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import os
+import time
+
+from xray_spark.node.pull import STUDY_UID, _pages, _retrieved, _value, header_why_not, session_of, why_not
+from xray_spark.spool import Spool
+
+STUDY_DATE = "00080020"
+
+
+@dataclasses.dataclass
+class PriorsSummary:
+    new_patients: int = 0
+    asked: int = 0
+    fetched: int = 0
+    held: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    failed: dict[str, int] = dataclasses.field(default_factory=dict)
+    stopped: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def new_patients(spool: Spool, key: bytes, known: set[str]) -> dict[str, dt.date]:
+    """Patient ID -> the date of their first study tonight, for tonight's films (the spool's pending files) of
+    patients whose pseudonym is not in ``known`` (the lake's)."""
+    from pydicom import dcmread
+
+    from xray_spark.privacy import pseudonym
+
+    first: dict[str, dt.date] = {}
+    for path in spool.pending():
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "StudyDate"])
+        except Exception:  # prepare quarantines what it cannot read, with the reason
+            continue
+        patient_id = str(ds.get("PatientID", "") or "").strip()
+        day = _date(str(ds.get("StudyDate", "") or "")) or dt.date.today()
+        if patient_id and pseudonym(key, patient_id) not in known:
+            first[patient_id] = min(day, first.get(patient_id, day))
+    return first
+
+
+def fetch_priors(
+    settings, spool: Spool, known: set[str], key: bytes, *, clock=time.monotonic, audit=None
+) -> PriorsSummary:
+    """Each new patient's earlier films into ``spool`` (see the module's text)."""
+    import requests
+
+    source, limits = settings.dicomweb_source, settings.priors
+    summary = PriorsSummary()
+    patients = new_patients(spool, key, known)
+    summary.new_patients = len(patients)
+    skipped, failed = collections.Counter(), collections.Counter()
+    session, client = session_of(source)
+    deadline = clock() + limits.max_seconds
+    fetched: list[str] = []
+    moved: set[tuple[str, str]] = set()
+    try:
+        for n, (patient_id, first) in enumerate(sorted(patients.items())):
+            if n >= limits.max_patients or clock() > deadline:
+                summary.stopped = "patients" if n >= limits.max_patients else "time"
+                break
+            summary.asked += 1
+            films = _earlier_films(client, source, patient_id, first, limits.years, skipped)
+            for study, series, sop in films[: limits.max_films]:
+                if clock() > deadline:
+                    summary.stopped = "time"
+                    break
+                if spool.holds(sop):
+                    summary.held += 1
+                    continue
+                data, dataset = _retrieved(client, study, series, sop)
+                reason = header_why_not(source, dataset)
+                if reason is not None or str(dataset.get("PatientID", "")).strip() != patient_id:
+                    skipped[reason or "another patient's film"] += 1
+                    continue
+                spool.store(str(dataset.SOPInstanceUID), data)
+                fetched.append(str(dataset.SOPInstanceUID))
+                moved.add((patient_id, study))
+    except requests.HTTPError as exc:
+        failed[f"HTTP {getattr(exc.response, 'status_code', 0)} from {source.url}"] += 1
+    except requests.RequestException as exc:
+        failed[f"cannot reach {source.url} ({type(exc).__name__})"] += 1
+    finally:
+        session.close()
+        if fetched:
+            spool.mark_priors(fetched)
+        if audit is not None and (moved or failed):
+            _audit(audit, source.url, moved, bool(failed))
+    summary.fetched, summary.skipped, summary.failed = len(fetched), dict(skipped), dict(failed)
+    return summary
+
+
+def _audit(trail, url: str, moved: set[tuple[str, str]], failed: bool) -> None:
+    """DICOM Instances Transferred from the archive into the spool, naming the patients and studies."""
+    from xray_spark import audit
+
+    archive = audit.Participant(url.rstrip("/"), False, "", audit.SOURCE)
+    us = audit.Participant("xray-spark priors", True, "", audit.DESTINATION)
+    subjects = [audit.patient(p) for p in sorted({p for p, _ in moved})]
+    subjects += [audit.study(u) for u in sorted({u for _, u in moved})]
+    outcome = audit.MINOR_FAILURE if failed else audit.SUCCESS
+    trail.record(audit.INSTANCES_TRANSFERRED, "C", outcome, [us, archive], subjects)
+
+
+def _earlier_films(
+    client, source, patient_id: str, first: dt.date, years: float, skipped
+) -> list[tuple[str, str, str]]:
+    """(study, series, SOP Instance UID) of the patient's frontal chest films before ``first``, newest first."""
+    since = first - dt.timedelta(days=round(365.25 * years))
+    dates = f"{since:%Y%m%d}-{first - dt.timedelta(days=1):%Y%m%d}"
+    found: dict[str, tuple[dt.date, str, str, str]] = {}
+    for modality in dict.fromkeys(m.upper() for m in source.modalities):
+        query = {"PatientID": patient_id, "StudyDate": dates, "ModalitiesInStudy": modality}
+        for study in _pages(client.search_for_studies, STUDY_UID, search_filters=query):
+            study_uid, day = _value(study, STUDY_UID), _date(_value(study, STUDY_DATE)) or since
+            instances = _pages(
+                client.search_for_instances,
+                "00080018",
+                study_instance_uid=study_uid,
+                search_filters={"Modality": modality},
+                fields=["BodyPartExamined", "ViewPosition", "Modality"],
+            )
+            for item in instances:
+                reason = why_not(
+                    source, _value(item, "00080060") or modality, _value(item, "00180015"), _value(item, "00185101")
+                )
+                if reason is not None:
+                    skipped[reason] += 1
+                    continue
+                sop = _value(item, "00080018")
+                found[sop] = (day, study_uid, _value(item, "0020000E"), sop)
+    newest_first = sorted(found.values(), reverse=True)
+    return [(study, series, sop) for _, study, series, sop in newest_first]
+
+
+def priors_into_spool(settings, folder: str) -> dict:
+    """The nightly flow's step after the pull: ``{"priors": summary}``, or ``{}`` when it does not apply."""
+    from xray_spark.audit import lake_patients
+    from xray_spark.errors import UsageError
+    from xray_spark.privacy import read_key
+    from xray_spark.spool import open_spool
+
+    if not (folder and settings.dicomweb_source.url and settings.priors.enabled and settings.priors.max_films):
+        return {}
+    try:
+        key = read_key(settings.privacy, settings.lake)
+    except UsageError:
+        return {}  # prepare says in one line that the DICOM source needs the key
+    prefix = f"{settings.dataset}/"
+    known = {k for k, who in lake_patients(settings.lake).items() if who.startswith(prefix)}
+    from xray_spark.audit import trail
+
+    spool = open_spool(folder, settings.lake)
+    done = fetch_priors(settings, spool, known, key, audit=trail(settings)).to_dict()
+    print(priors_summary_text(done), flush=True)
+    return {"priors": done}
+
+
+def priors_summary_text(summary: dict) -> str:
+    line = (
+        f"priors: {summary['new_patients']} new patients, {summary['asked']} asked for, "
+        f"{summary['fetched']} earlier films fetched, {summary['held']} held already"
+    )
+    if summary["stopped"]:
+        line += f" (stopped at priors.max_{'seconds' if summary['stopped'] == 'time' else 'patients'})"
+    return "\n".join([line, *(f"  failed: {n} x {why}" for why, n in summary["failed"].items())])
+
+
+def record_priors(spark, lake, settings, ingested: list[str], spool_root: str, run_id: str) -> int:
+    """``xray.priors`` rows for tonight's ingested files that were fetched as priors; how many."""
+    from pyspark.sql import functions as F
+
+    from xray_spark.lake import tables
+
+    priors = Spool(spool_root).priors()
+    mine = sorted({os.path.basename(p)[: -len(".dcm")] for p in ingested} & priors)
+    if not mine:
+        return 0
+    rows = spark.createDataFrame([(uid,) for uid in mine], "image_id string").select(
+        "image_id",
+        F.current_date().alias("fetched_on"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(settings.dataset).alias("dataset"),
+    )
+    tables.write_table_partitioned(rows, lake, "priors")
+    return len(mine)
+
+
+def after_ingest(spark, lake, settings, files: list[str], spool_root: str) -> dict:
+    """A successful night's end for the spool: tonight's priors recorded in ``xray.priors``, the files marked
+    ingested (or moved to ``done/``, ``dicom_node.after_ingest``)."""
+    from xray_spark.lake import new_run_id
+
+    priors = record_priors(spark, lake, settings, files, spool_root, new_run_id())
+    after = settings.dicom_node.after_ingest
+    done = Spool(os.path.abspath(spool_root)).mark_ingested(files, after)
+    return {"ingested": done, "after_ingest": after, "priors": priors}
