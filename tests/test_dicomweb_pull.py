@@ -267,3 +267,26 @@ def test_a_new_patients_earlier_films_are_fetched_scored_and_shown_but_never_del
     ).collect()
     assert sorted(r["films"] for r in films) == [1, 4], films
     assert len(srs) == 2
+
+
+def test_an_archive_that_will_not_page_is_asked_for_fewer_dates_and_hours_until_every_series_is_found(monkeypatch):
+    """An archive that answers a full page and no further: the search halves the dates, then the hours, and finds
+    every series; a single hour that still fills a page is an error, never a silent cut."""
+    from xray_spark.node import pull
+
+    monkeypatch.setattr(pull, "PAGE", 4)
+    day0 = dt.date(2026, 12, 1)
+    studies = [(day0 + dt.timedelta(days=d % 3), h, f"1.2.{d}.{h}") for d in range(3) for h in (1, 9, 13, 22)]
+
+    class IgnoresOffset:
+        def search_for_series(self, search_filters, limit, offset):
+            since, until = (dt.datetime.strptime(x, "%Y%m%d").date() for x in search_filters["StudyDate"].split("-"))
+            start, end = (int(t[:2]) for t in search_filters.get("StudyTime", "000000-235959").split("-"))
+            hits = [uid for day, hour, uid in studies if since <= day <= until and start <= hour <= end]
+            return [{pull.SERIES_UID: {"Value": [uid]}} for uid in hits[:limit]]  # offset ignored
+
+    found = pull.series_search(IgnoresOffset(), {"Modality": "DX"}, day0, day0 + dt.timedelta(days=2))
+    assert sorted(pull._value(s, pull.SERIES_UID) for s in found) == sorted(uid for _, _, uid in studies)
+    studies += [(day0, 1, f"1.3.{k}") for k in range(4)]  # five studies in one hour: no query can page them
+    with pytest.raises(pull.StuckPaging, match="pages no further"):
+        pull.series_search(IgnoresOffset(), {}, day0, day0)

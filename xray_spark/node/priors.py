@@ -22,7 +22,17 @@ import datetime as dt
 import os
 import time
 
-from xray_spark.node.pull import STUDY_UID, _pages, _retrieved, _value, header_why_not, session_of, why_not
+from xray_spark.node.pull import (
+    STUDY_UID,
+    StuckPaging,
+    _retrieved,
+    _value,
+    header_why_not,
+    series_instances,
+    series_search,
+    session_of,
+    why_not,
+)
 from xray_spark.spool import Spool
 
 STUDY_DATE = "00080020"
@@ -106,6 +116,8 @@ def fetch_priors(
                 spool.store(str(dataset.SOPInstanceUID), data)
                 fetched.append(str(dataset.SOPInstanceUID))
                 moved.add((patient_id, study))
+    except StuckPaging as exc:
+        failed[str(exc)] += 1
     except requests.HTTPError as exc:
         failed[f"HTTP {getattr(exc.response, 'status_code', 0)} from {source.url}"] += 1
     except requests.RequestException as exc:
@@ -137,28 +149,19 @@ def _earlier_films(
 ) -> list[tuple[str, str, str]]:
     """(study, series, SOP Instance UID) of the patient's frontal chest films before ``first``, newest first."""
     since = first - dt.timedelta(days=round(365.25 * years))
-    dates = f"{since:%Y%m%d}-{first - dt.timedelta(days=1):%Y%m%d}"
     found: dict[str, tuple[dt.date, str, str, str]] = {}
     for modality in dict.fromkeys(m.upper() for m in source.modalities):
-        query = {"PatientID": patient_id, "StudyDate": dates, "ModalitiesInStudy": modality}
-        for study in _pages(client.search_for_studies, STUDY_UID, search_filters=query):
-            study_uid, day = _value(study, STUDY_UID), _date(_value(study, STUDY_DATE)) or since
-            instances = _pages(
-                client.search_for_instances,
-                "00080018",
-                study_instance_uid=study_uid,
-                search_filters={"Modality": modality},
-                fields=["BodyPartExamined", "ViewPosition", "Modality"],
-            )
-            for item in instances:
-                reason = why_not(
-                    source, _value(item, "00080060") or modality, _value(item, "00180015"), _value(item, "00185101")
-                )
+        query = {"PatientID": patient_id, "Modality": modality}
+        for series in series_search(client, query, since, first - dt.timedelta(days=1)):
+            study_uid, series_uid = _value(series, STUDY_UID), _value(series, "0020000E")
+            for item in series_instances(client, series):
+                said = (_value(item, "00080060") or modality, _value(item, "00180015"), _value(item, "00185101"))
+                reason = why_not(source, *said)
                 if reason is not None:
                     skipped[reason] += 1
                     continue
-                sop = _value(item, "00080018")
-                found[sop] = (day, study_uid, _value(item, "0020000E"), sop)
+                day = _date(_value(item, STUDY_DATE) or _value(series, STUDY_DATE)) or since
+                found[_value(item, "00080018")] = (day, study_uid, series_uid, _value(item, "00080018"))
     newest_first = sorted(found.values(), reverse=True)
     return [(study, series, sop) for _, study, series, sop in newest_first]
 

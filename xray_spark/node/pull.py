@@ -2,10 +2,9 @@
 
     python -m xray_spark.node.pull [--lake L] [--config F] [--set k=v ...] [--spool DIR] [--today YYYY-MM-DD]
 
-For archives that do not push (OHIF's, a cloud archive, any DICOMweb service): the studies of
-the dates in the window that hold a modality of ``dicomweb_source.modalities`` are searched
-(QIDO-RS), their instances of those modalities listed with Body Part Examined and View
-Position, and each film of ``dicomweb_source.body_parts`` and ``views`` the spool does not hold
+For archives that do not push (OHIF's, a cloud archive, any DICOMweb service): the series of
+``dicomweb_source.modalities`` whose study date is in the window are searched (QIDO-RS), their
+instances listed with Body Part Examined and View Position, and each film of ``dicomweb_source.body_parts`` and ``views`` the spool does not hold
 yet is retrieved (WADO-RS) and stored as the node stores what a PACS sends
 (:meth:`xray_spark.spool.Spool.store`): prepare, privacy and delivery stay as they are. The
 header of each retrieved instance is checked again (a QIDO answer may leave out attributes it
@@ -105,18 +104,61 @@ def why_not(source: DicomWebSourceSettings, modality: str, body_part: str, view:
 PAGE = 200
 
 
+class StuckPaging(Exception):
+    """The archive answers a full page and will not page past it (it ignores ``offset``)."""
+
+
 def _pages(search, key: str, **query) -> list[dict]:
-    """Every result of a QIDO search, page by page. An archive that ignores ``offset`` (Orthanc's plugin does
-    without a limit) answers a page already seen: the search ends there, not in an endless loop."""
+    """Every result of a QIDO search, page by page. An archive that ignores ``offset`` (Orthanc's plugin does with
+    some filters) answers a full page already seen: :class:`StuckPaging`, never an endless loop or a silent cut."""
     found: dict[str, dict] = {}
     offset = 0
     while True:
         page = search(limit=PAGE, offset=offset, **query)
         new = {_value(item, key): item for item in page if _value(item, key) not in found}
         found.update(new)
-        if len(page) < PAGE or not new:
+        if len(page) < PAGE:
             return list(found.values())
+        if not new:
+            raise StuckPaging(f"{len(page)} results and no further page")
         offset += len(page)
+
+
+def series_search(
+    client, filters: dict, since: dt.date, until: dt.date, hours: tuple[int, int] = (0, 24)
+) -> list[dict]:
+    """The series of ``filters`` whose study date is in [since, until] (QIDO-RS at series level: Orthanc's plugin
+    cuts a study-level search by ``ModalitiesInStudy`` to its first page). Where the archive will not page past a
+    full page, the dates are halved, then a day's hours, until each part fits a page."""
+    query = {**filters, "StudyDate": f"{since:%Y%m%d}-{until:%Y%m%d}"}
+    if hours != (0, 24):
+        query["StudyTime"] = f"{hours[0]:02d}0000-{hours[1] - 1:02d}5959"
+    try:
+        return _pages(client.search_for_series, SERIES_UID, search_filters=query)
+    except StuckPaging:
+        if since < until:
+            middle = since + (until - since) // 2
+            later = middle + dt.timedelta(days=1)
+            return series_search(client, filters, since, middle) + series_search(client, filters, later, until)
+        if hours[1] - hours[0] > 1:
+            half = (hours[0] + hours[1]) // 2
+            return series_search(client, filters, since, until, (hours[0], half)) + series_search(
+                client, filters, since, until, (half, hours[1])
+            )
+        raise StuckPaging(
+            f"the archive answers {PAGE} series of {since} {hours[0]:02d}h and pages no further"
+        ) from None
+
+
+def series_instances(client, series: dict) -> list[dict]:
+    """The instances of one series (QIDO-RS), with the attributes a pull decides by."""
+    return _pages(
+        client.search_for_instances,
+        SOP_UID,
+        study_instance_uid=_value(series, STUDY_UID),
+        series_instance_uid=_value(series, SERIES_UID),
+        fields=["BodyPartExamined", "ViewPosition", "Modality", "StudyDate"],
+    )
 
 
 def header_why_not(source: DicomWebSourceSettings, dataset) -> str | None:
@@ -136,28 +178,17 @@ def session_of(source: DicomWebSourceSettings):
 
 def _films(client, source: DicomWebSourceSettings, since: dt.date, until: dt.date, summary: PullSummary):
     """(study, series, instance UID, why not) of each instance of the window's studies in the modalities asked for."""
-    dates = f"{since:%Y%m%d}-{until:%Y%m%d}"
     seen: set[str] = set()
     for modality in dict.fromkeys(m.upper() for m in source.modalities):
-        studies = _pages(
-            client.search_for_studies, STUDY_UID, search_filters={"StudyDate": dates, "ModalitiesInStudy": modality}
-        )
-        for study in studies:
-            study_uid = _value(study, STUDY_UID)
+        for series in series_search(client, {"Modality": modality}, since, until):
+            study_uid = _value(series, STUDY_UID)
             if study_uid not in seen:
                 seen.add(study_uid)
                 summary.studies += 1
-            instances = _pages(
-                client.search_for_instances,
-                SOP_UID,
-                study_instance_uid=study_uid,
-                search_filters={"Modality": modality},
-                fields=["BodyPartExamined", "ViewPosition", "Modality"],
-            )
-            for item in instances:
+            for item in series_instances(client, series):
                 kind = _value(item, MODALITY) or modality
                 reason = why_not(source, kind, _value(item, BODY_PART), _value(item, VIEW))
-                yield study_uid, _value(item, SERIES_UID), _value(item, SOP_UID), reason
+                yield study_uid, _value(series, SERIES_UID), _value(item, SOP_UID), reason
 
 
 def _retrieved(client, study: str, series: str, sop: str) -> tuple[bytes, object]:
@@ -210,6 +241,8 @@ def run_pull(
                 continue
             summary.stored += 1
             pulled.add((str(dataset.get("PatientID", "") or ""), str(dataset.get("StudyInstanceUID", "") or "")))
+    except StuckPaging as exc:
+        failed[str(exc)] += 1
     except requests.exceptions.SSLError:
         failed[f"TLS with {summary.url} failed: its certificate is not trusted"] += 1
     except requests.HTTPError as exc:
