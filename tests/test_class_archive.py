@@ -73,3 +73,26 @@ def test_a_torn_archive_is_removed_and_a_whole_one_is_kept(cache, class_archive)
     kept = cache / "spark-0123456789abcdef.2.part"
     shutil.copyfile(whole, kept)
     assert cds.finish(java, kept) and (cache / "spark-0123456789abcdef.jsa").exists()
+
+
+def test_archives_of_keys_unused_for_a_month_and_parts_left_by_dead_writers_are_pruned(tmp_path):
+    import os
+    import time
+
+    from xray_spark.class_archive import STALE_DAYS, prune
+
+    now, day = time.time(), 86400
+    ages = {
+        "spark-new.jsa": 0,
+        "spark-older.jsa": (STALE_DAYS + 10) * day,
+        "spark-recent.jsa": 5 * day,
+        "spark-gone.999999999.part": 2 * day,
+        f"spark-mine.{os.getpid()}.part": 2 * day,
+        "spark-fresh.999999999.part": 60,
+    }
+    for name, age in ages.items():
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (now - age, now - age))
+    removed = prune(tmp_path, keep=tmp_path / "spark-new.jsa")
+    assert sorted(p.name for p in removed) == ["spark-gone.999999999.part", "spark-older.jsa"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(ages) - {p.name for p in removed})

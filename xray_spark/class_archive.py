@@ -127,11 +127,35 @@ def finish(java: str, part: Path, final: Path | None = None) -> bool:
         )
         if checked.returncode == 0:
             os.replace(part, final)
+            prune(part.parent, keep=final)
             return True
         part.unlink()
     except (OSError, subprocess.SubprocessError) as exc:
         log.debug("class archive part %s: %s", part, exc)
     return False
+
+
+#: An archive of another key (an older Java, Spark or option set) not written or used for this long is removed
+#: when a new one is written: each is about 140 MB, and a key that is still in use writes its archive again.
+STALE_DAYS = 30
+
+
+def prune(folder: Path, keep: Path) -> list[Path]:
+    """Remove the archives of other keys unused for :data:`STALE_DAYS` and the parts whose writer has gone and left
+    them for a day; the ones removed."""
+    removed, now = [], time.time()
+    for path in [*folder.glob("spark-*.jsa"), *folder.glob("spark-*.part")]:
+        try:
+            stat = path.stat()
+            used = max(stat.st_mtime, stat.st_atime)
+            stale = path.suffix == ".jsa" and now - used > STALE_DAYS * 86400
+            orphan = path.suffix == ".part" and not _alive(path) and now - stat.st_mtime > 86400
+            if path != keep and (stale or orphan):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def _spark_class_path() -> str:
