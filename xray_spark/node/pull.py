@@ -4,8 +4,9 @@
 
 For archives that do not push (OHIF's, a cloud archive, any DICOMweb service): the series of
 ``dicomweb_source.modalities`` whose study date is in the window are searched (QIDO-RS), their
-instances listed with Body Part Examined and View Position, and each film of ``dicomweb_source.body_parts`` and ``views`` the spool does not hold
-yet is retrieved (WADO-RS) and stored as the node stores what a PACS sends
+instances listed with Body Part Examined and View Position, and each film of
+``dicomweb_source.body_parts`` and ``views`` the spool does not hold yet is retrieved (WADO-RS)
+and stored as the node stores what a PACS sends
 (:meth:`xray_spark.spool.Spool.store`): prepare, privacy and delivery stay as they are. The
 header of each retrieved instance is checked again (a QIDO answer may leave out attributes it
 does not index): a CT or a lateral film never enters the spool. The window runs from
