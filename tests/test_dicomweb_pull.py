@@ -124,26 +124,22 @@ def test_a_source_url_that_is_no_service_root_is_refused_when_the_settings_load(
         load_settings(None, [f"dicomweb_source.url={text}"])
 
 
-def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_stow_rs(spark, small_model, tmp_path):
-    """The whole round trip with a DICOMweb archive and nothing else: the night pulls tonight's films, prepares and
-    scores them, and sends each film's SR back into its study by STOW-RS; the lake holds no identity."""
+def _archive_night(spark, small_model, tmp_path: Path, films: list, *site: str):
+    """A night against an Orthanc DICOMweb archive holding ``films``: a site's configuration (pull and STOW-RS
+    delivery with Basic authentication, a pseudonym key, ``site``'s lines added), a champion, the night run.
+    (the night's exit, its summary, the lake, the tags of every instance the archive holds after it)."""
     from xray_spark.lake import Lake
     from xray_spark.registry import register_model, set_alias
 
     from .conftest import TEST_OVERRIDES
     from .jobs import run_in_process
 
-    tonight, others = _archive()
-    today = dt.date.today()
-    for ds in tonight + others[:2]:  # the night runs on today's date
-        ds.StudyDate = f"{today:%Y%m%d}"
-    auth = tmp_path / "etc" / "archive.auth"
-    auth.parent.mkdir()
-    auth.write_text(f"Basic {USER[0]}:{USER[1]}\n")
-    auth.chmod(0o600)
-    key = tmp_path / "etc" / "pseudonym.key"
-    key.write_text("a-dicomweb-night-key-long-enough-0123\n")
-    key.chmod(0o600)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "archive.auth").write_text(f"Basic {USER[0]}:{USER[1]}\n")
+    (etc / "pseudonym.key").write_text("a-dicomweb-night-key-long-enough-0123\n")
+    for name in ("archive.auth", "pseudonym.key"):
+        (etc / name).chmod(0o600)
     lake = Lake.at(str(tmp_path / "lake"))
     register_model(spark, lake, small_model["model_dir"], dataset="nih")
     set_alias(spark, lake, small_model["version"], reason="the archive's champion")
@@ -152,24 +148,21 @@ def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_st
         bridge(ns, ORTHANC_HTTP) as http,
         orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([USER])),
     ):
-        for ds in tonight + others:
+        for ds in films:
             rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
         root = f"http://127.0.0.1:{http}/dicom-web"
-        conf = tmp_path / "etc" / "site.yaml"
-        conf.write_text(
-            "\n".join(
-                [
-                    "lake: ../lake",
-                    "dataset: hospital",
-                    "quarantine: {max_fraction: 0.5}",
-                    "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
-                    "dicom_node: {spool: ../spool}",
-                    f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
-                    f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
-                    "",
-                ]
-            )
-        )
+        conf = etc / "site.yaml"
+        lines = [
+            "lake: ../lake",
+            "dataset: hospital",
+            "quarantine: {max_fraction: 0.5}",
+            "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
+            "dicom_node: {spool: ../spool}",
+            f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
+            f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
+            *site,
+        ]
+        conf.write_text("\n".join([*lines, ""]))
         overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
         summary_path = tmp_path / "night.json"
         night = run_in_process(
@@ -180,7 +173,17 @@ def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_st
             for i in rest(http, "GET", "/instances", auth=USER)
         ]
     assert night.returncode == 0, night.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    return night, json.loads(summary_path.read_text()), lake, held
+
+
+def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_stow_rs(spark, small_model, tmp_path):
+    """The whole round trip with a DICOMweb archive and nothing else: the night pulls tonight's films, prepares and
+    scores them, and sends each film's SR back into its study by STOW-RS; the lake holds no identity."""
+    tonight, others = _archive()
+    today = dt.date.today()
+    for ds in tonight + others[:2]:  # the night runs on today's date
+        ds.StudyDate = f"{today:%Y%m%d}"
+    _, summary, lake, held = _archive_night(spark, small_model, tmp_path, tonight + others)
     assert summary["dicomweb_pull"]["stored"] == 3 and summary["dicomweb_pull"]["complete"]
     # patient 3 is new to the lake: their film of three years ago is fetched as a prior, scored, never delivered
     assert summary["priors"]["fetched"] == 1 and summary["score"]["written"] == 4, summary["priors"]
@@ -198,60 +201,15 @@ def test_a_new_patients_earlier_films_are_fetched_scored_and_shown_but_never_del
     """Patient 1's first night in the lake: their three newest earlier frontal films within priors.years are
     fetched (not a fourth, older one beyond max_films, not a lateral, not one older than the years); all are
     prepared and scored, progression shows four films, and delivery sends tonight's SR only."""
-    from xray_spark.lake import Lake
-    from xray_spark.registry import register_model, set_alias
-
-    from .conftest import TEST_OVERRIDES
-    from .jobs import run_in_process
-
     today = dt.date.today()
     years_ago = [today - dt.timedelta(days=round(365.25 * y)) for y in (1, 2, 3, 4, 8)]
     tonight = [_film(1, today, seed=21), _film(2, today, seed=22)]
     earlier = [_film(1, day, seed=30 + i) for i, day in enumerate(years_ago)]
     lateral = _film(1, years_ago[0], seed=40, ViewPosition="LL")
     expected = {str(ds.SOPInstanceUID) for ds in earlier[:3]}
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "archive.auth").write_text(f"Basic {USER[0]}:{USER[1]}\n")
-    (etc / "pseudonym.key").write_text("a-priors-night-key-long-enough-0123456\n")
-    for name in ("archive.auth", "pseudonym.key"):
-        (etc / name).chmod(0o600)
-    lake = Lake.at(str(tmp_path / "lake"))
-    register_model(spark, lake, small_model["model_dir"], dataset="nih")
-    set_alias(spark, lake, small_model["version"], reason="the priors night's champion")
-    with (
-        network_namespace() as ns,
-        bridge(ns, ORTHANC_HTTP) as http,
-        orthanc(tmp_path, ns, {}, dicomweb=True, users=dict([USER])),
-    ):
-        for ds in [*tonight, *earlier, lateral]:
-            rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
-        root = f"http://127.0.0.1:{http}/dicom-web"
-        conf = etc / "site.yaml"
-        conf.write_text(
-            "\n".join(
-                [
-                    "lake: ../lake",
-                    "dataset: hospital",
-                    "quarantine: {max_fraction: 0.5}",
-                    "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
-                    "dicom_node: {spool: ../spool}",
-                    f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
-                    "priors: {max_films: 3, years: 5}",
-                    f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
-                    "",
-                ]
-            )
-        )
-        overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
-        summary_path = tmp_path / "night.json"
-        night = run_in_process(
-            "nightly", ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary_path), *overrides]
-        )
-        query = json.dumps({"Level": "Instance", "Query": {"Modality": "SR"}, "Expand": True}).encode()
-        srs = rest(http, "POST", "/tools/find", query, auth=USER)
-    assert night.returncode == 0, night.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    films = [*tonight, *earlier, lateral]
+    _, summary, lake, held = _archive_night(spark, small_model, tmp_path, films, "priors: {max_films: 3, years: 5}")
+    srs = [t for t in held if t["Modality"] == "SR"]
     assert summary["dicomweb_pull"]["stored"] == 2
     priors = summary["priors"]
     assert (priors["new_patients"], priors["fetched"], priors["failed"]) == (2, 3, {}), priors
