@@ -124,15 +124,11 @@ def test_a_source_url_that_is_no_service_root_is_refused_when_the_settings_load(
         load_settings(None, [f"dicomweb_source.url={text}"])
 
 
-def _archive_night(spark, small_model, tmp_path: Path, films: list, *site: str):
-    """A night against an Orthanc DICOMweb archive holding ``films``: a site's configuration (pull and STOW-RS
-    delivery with Basic authentication, a pseudonym key, ``site``'s lines added), a champion, the night run.
-    (the night's exit, its summary, the lake, the tags of every instance the archive holds after it)."""
+def site(spark, small_model, tmp_path: Path) -> tuple[Path, object]:
+    """A hospital's configuration folder (the archive's Basic credentials, a pseudonym key) and a lake whose champion
+    is ``small_model``."""
     from xray_spark.lake import Lake
     from xray_spark.registry import register_model, set_alias
-
-    from .conftest import TEST_OVERRIDES
-    from .jobs import run_in_process
 
     etc = tmp_path / "etc"
     etc.mkdir()
@@ -143,6 +139,37 @@ def _archive_night(spark, small_model, tmp_path: Path, films: list, *site: str):
     lake = Lake.at(str(tmp_path / "lake"))
     register_model(spark, lake, small_model["model_dir"], dataset="nih")
     set_alias(spark, lake, small_model["version"], reason="the archive's champion")
+    return etc, lake
+
+
+def night(etc: Path, *site_lines: str) -> dict:
+    """The nightly flow (``--source dicom``) on the site's configuration with ``site_lines``: its summary."""
+    from .conftest import TEST_OVERRIDES
+    from .jobs import run_in_process
+
+    lines = [
+        "lake: ../lake",
+        "dataset: hospital",
+        "quarantine: {max_fraction: 0.5}",
+        "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
+        *site_lines,
+    ]
+    conf = etc / "site.yaml"
+    conf.write_text("\n".join([*lines, ""]))
+    overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
+    summary_path = etc.parent / "night.json"
+    done = run_in_process(
+        "nightly", ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary_path), *overrides]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(summary_path.read_text())
+
+
+def _archive_night(spark, small_model, tmp_path: Path, films: list, *more: str):
+    """A night against an Orthanc DICOMweb archive holding ``films``: the pull and STOW-RS delivery with Basic
+    authentication, ``more`` lines of configuration. (The night's summary, the lake, the tags of every instance the
+    archive holds after it.)"""
+    etc, lake = site(spark, small_model, tmp_path)
     with (
         network_namespace() as ns,
         bridge(ns, ORTHANC_HTTP) as http,
@@ -151,29 +178,18 @@ def _archive_night(spark, small_model, tmp_path: Path, films: list, *site: str):
         for ds in films:
             rest(http, "POST", "/instances", encode(ds, "explicit-le"), auth=USER)
         root = f"http://127.0.0.1:{http}/dicom-web"
-        conf = etc / "site.yaml"
-        lines = [
-            "lake: ../lake",
-            "dataset: hospital",
-            "quarantine: {max_fraction: 0.5}",
-            "privacy: {key_file: pseudonym.key, identity_dir: ../identity}",
+        summary = night(
+            etc,
             "dicom_node: {spool: ../spool}",
             f"dicomweb_source: {{url: '{root}', auth_file: archive.auth}}",
             f"deliver: {{destinations: ['dicomweb:{root}'], dicomweb_auth_file: archive.auth}}",
-            *site,
-        ]
-        conf.write_text("\n".join([*lines, ""]))
-        overrides = [a for o in TEST_OVERRIDES for a in ("--set", o)]
-        summary_path = tmp_path / "night.json"
-        night = run_in_process(
-            "nightly", ["--config", str(conf), "--source", "dicom", "--summary-json", str(summary_path), *overrides]
+            *more,
         )
         held = [
             rest(http, "GET", f"/instances/{i}/simplified-tags", auth=USER)
             for i in rest(http, "GET", "/instances", auth=USER)
         ]
-    assert night.returncode == 0, night.stderr[-3000:]
-    return night, json.loads(summary_path.read_text()), lake, held
+    return summary, lake, held
 
 
 def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_stow_rs(spark, small_model, tmp_path):
@@ -183,7 +199,7 @@ def test_a_night_pulls_from_the_archive_scores_and_stores_its_results_back_by_st
     today = dt.date.today()
     for ds in tonight + others[:2]:  # the night runs on today's date
         ds.StudyDate = f"{today:%Y%m%d}"
-    _, summary, lake, held = _archive_night(spark, small_model, tmp_path, tonight + others)
+    summary, lake, held = _archive_night(spark, small_model, tmp_path, tonight + others)
     assert summary["dicomweb_pull"]["stored"] == 3 and summary["dicomweb_pull"]["complete"]
     # patient 3 is new to the lake: their film of three years ago is fetched as a prior, scored, never delivered
     assert summary["priors"]["fetched"] == 1 and summary["score"]["written"] == 4, summary["priors"]
@@ -208,7 +224,7 @@ def test_a_new_patients_earlier_films_are_fetched_scored_and_shown_but_never_del
     lateral = _film(1, years_ago[0], seed=40, ViewPosition="LL")
     expected = {str(ds.SOPInstanceUID) for ds in earlier[:3]}
     films = [*tonight, *earlier, lateral]
-    _, summary, lake, held = _archive_night(spark, small_model, tmp_path, films, "priors: {max_films: 3, years: 5}")
+    summary, lake, held = _archive_night(spark, small_model, tmp_path, films, "priors: {max_films: 3, years: 5}")
     srs = [t for t in held if t["Modality"] == "SR"]
     assert summary["dicomweb_pull"]["stored"] == 2
     priors = summary["priors"]

@@ -84,12 +84,14 @@ def test_the_conformance_statement_lists_what_the_code_negotiates_and_codes():
     from xray_spark.deliver.codes import FINDING_CODES
     from xray_spark.deliver.send import COMPREHENSIVE_SR, SECONDARY_CAPTURE, SYNTAXES
     from xray_spark.imaging.transfer_syntaxes import DECODED
+    from xray_spark.node.query_retrieve import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
     from xray_spark.node.scp import STORAGE_CLASSES, VERIFICATION
 
     text = (DOCS / "conformance.md").read_text(encoding="utf-8")
     services = text[text.index("Network services:") : text.index("Not supported in this release")]
     listed = dict(re.findall(r"^\| ([^|]+?) \| ([\d.]+) \| (?:yes|no)", services, flags=re.M))
-    assert set(listed.values()) == {*STORAGE_CLASSES, VERIFICATION, COMPREHENSIVE_SR, SECONDARY_CAPTURE}
+    asked = {STUDY_ROOT_FIND, STUDY_ROOT_MOVE}  # priors from a classic PACS
+    assert set(listed.values()) == {*STORAGE_CLASSES, VERIFICATION, COMPREHENSIVE_SR, SECONDARY_CAPTURE, *asked}
     accepted = text[text.index("**Presentation contexts accepted.**") : text.index("**C-STORE statuses returned.**")]
     assert re.findall(r"^\| [^|]+ \| ([\d.]+) \|$", accepted, flags=re.M) == [str(u) for u in DECODED]
     assert all(UID(u).name in accepted for u in DECODED)

@@ -145,13 +145,31 @@ class AuditSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PriorsSettings:
-    """A new patient's earlier films, fetched from the DICOMweb archive on the night of their first film."""
+    """A new patient's earlier films, fetched from the archive on the night of their first film: a classic PACS by
+    C-FIND and C-MOVE (``pacs``), else the DICOMweb source; see docs/dicom-node.md#a-new-patients-earlier-films."""
 
-    enabled: bool = setting(True, "fetch them when dicomweb_source.url is set")
+    enabled: bool = setting(True, "fetch them when priors.pacs or dicomweb_source.url is set")
+    pacs: str = setting(
+        "",
+        "a PACS asked by C-FIND and C-MOVE, AE_TITLE@HOST:PORT or tls:AE_TITLE@HOST:PORT; it moves the films to "
+        "dicom_node.ae_title, the node writing this spool; empty: the DICOMweb source",
+    )
     max_films: int = setting(3, "earlier frontal chest films per new patient, the newest first", ge=0)
     years: float = setting(5.0, "reaching back this many years before the patient's first film tonight", gt=0)
     max_seconds: float = setting(600.0, "a night spends at most this long fetching priors", gt=0)
     max_patients: int = setting(200, "new patients a night fetches priors for at most", ge=0)
+
+    def check(self) -> None:
+        from xray_spark.destinations import DICOM, parse_destination
+        from xray_spark.errors import UsageError
+
+        if self.pacs:
+            try:
+                kind = parse_destination(self.pacs).kind
+            except UsageError as exc:
+                raise ConfigError(f"configuration key 'priors.pacs': {exc}") from None
+            if kind != DICOM:
+                raise ConfigError("configuration key 'priors.pacs': AE_TITLE@HOST:PORT or tls:AE_TITLE@HOST:PORT")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare_summary_text(summary["prepare"]), flush=True)
             summary["score"] = run_scoring(spark, lake, settings, new_only=True)
             print(score_summary_text(summary["score"], new_only=True), flush=True)
+            if inputs.files:  # prepared and scored (a night that failed before leaves the spool as it was)
+                summary["spool"] = after_ingest(spark, lake, settings, inputs.files, inputs.images)
             summary["monitor"] = _monitor(spark, lake, settings)
             summary["worklist"] = run_worklist(spark, lake, settings, limit=args.limit)
             print(worklist_summary_text(summary["worklist"]), flush=True)
-            if inputs.files:  # a night that failed leaves the spool as it was
-                summary["spool"] = after_ingest(spark, lake, settings, inputs.files, inputs.images)
             if delivers:  # the results back to the PACS
                 summary["deliver"] = _deliver(spark, lake, settings)
         finally:  # what ran is on record however the night ends

@@ -1,17 +1,21 @@
-"""A new patient's earlier films, fetched from the DICOMweb archive on the night of their first film.
+"""A new patient's earlier films, fetched from the archive on the night of their first film.
 
 The thesis this product comes from wanted slow change across a patient's films caught; the
 lake sees only films that reached it since the product was installed, while the patient's
 earlier films are in the archive. Each night, for each patient of tonight's films in the spool
 whose pseudonym the lake does not know yet (no earlier film in the lake), the archive is asked
-(QIDO-RS by Patient ID) for studies of ``dicomweb_source.modalities`` from ``priors.years``
-before the patient's first study tonight up to the day before it; their frontal chest films
-(``dicomweb_source.body_parts`` and ``views``, checked again on the retrieved header) are
-fetched (WADO-RS), the newest first, at most ``priors.max_films`` a patient, into the spool,
-and recorded as priors (``priors.txt`` in the spool). The night prepares and scores them like
-any film, writes them to ``xray.priors`` and never delivers them back: the PACS has them. A
-night spends at most ``priors.max_seconds`` on it and ``priors.max_patients`` patients; an
-archive that refuses the queries is one line and the night goes on.
+for studies of ``dicomweb_source.modalities`` from ``priors.years`` before the patient's first
+study tonight up to the day before it; their frontal chest films (``dicomweb_source.body_parts``
+and ``views``, checked again on the retrieved header) are fetched, the newest first, at most
+``priors.max_films`` a patient, into the spool, and recorded as priors (``priors.txt`` in the
+spool). The night prepares and scores them like any film, writes them to ``xray.priors`` and
+never delivers them back: the PACS has them. A night spends at most ``priors.max_seconds`` on it
+and ``priors.max_patients`` patients; an archive that refuses the queries is one line and the
+night goes on.
+
+The archive is an :class:`Archive`: a DICOMweb service (QIDO-RS by Patient ID, WADO-RS; this
+module) or a classic PACS (C-FIND, then C-MOVE to the node that writes the spool;
+:mod:`xray_spark.node.query_retrieve`), ``priors.pacs`` picking the second.
 """
 
 from __future__ import annotations
@@ -22,20 +26,8 @@ import datetime as dt
 import os
 import time
 
-from xray_spark.node.pull import (
-    STUDY_UID,
-    StuckPaging,
-    _retrieved,
-    _value,
-    header_why_not,
-    series_instances,
-    series_search,
-    session_of,
-    why_not,
-)
+from xray_spark.node.archives import Archive, ArchiveFailed, DicomWebArchive, date_of
 from xray_spark.spool import Spool
-
-STUDY_DATE = "00080020"
 
 
 @dataclasses.dataclass
@@ -47,16 +39,10 @@ class PriorsSummary:
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     failed: dict[str, int] = dataclasses.field(default_factory=dict)
     stopped: str = ""
+    archive: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _date(text: str) -> dt.date | None:
-    try:
-        return dt.datetime.strptime(text[:8], "%Y%m%d").date()
-    except ValueError:
-        return None
 
 
 def new_patients(spool: Spool, key: bytes, known: set[str]) -> dict[str, dt.date]:
@@ -73,26 +59,23 @@ def new_patients(spool: Spool, key: bytes, known: set[str]) -> dict[str, dt.date
         except Exception:  # prepare quarantines what it cannot read, with the reason
             continue
         patient_id = str(ds.get("PatientID", "") or "").strip()
-        day = _date(str(ds.get("StudyDate", "") or "")) or dt.date.today()
+        day = date_of(str(ds.get("StudyDate", "") or "")) or dt.date.today()
         if patient_id and pseudonym(key, patient_id) not in known:
             first[patient_id] = min(day, first.get(patient_id, day))
     return first
 
 
 def fetch_priors(
-    settings, spool: Spool, known: set[str], key: bytes, *, clock=time.monotonic, audit=None
+    limits, spool: Spool, known: set[str], key: bytes, archive: Archive, *, clock=time.monotonic, audit=None
 ) -> PriorsSummary:
-    """Each new patient's earlier films into ``spool`` (see the module's text)."""
-    import requests
-
-    source, limits = settings.dicomweb_source, settings.priors
-    summary = PriorsSummary()
+    """Each new patient's earlier films into ``spool`` from ``archive`` (see the module's text); ``limits`` are the
+    ``priors`` settings."""
+    summary = PriorsSummary(archive=archive.name)
     patients = new_patients(spool, key, known)
     summary.new_patients = len(patients)
     skipped, failed = collections.Counter(), collections.Counter()
-    session, client = session_of(source)
     deadline = clock() + limits.max_seconds
-    fetched: list[str] = []
+    tried: list[str] = []
     moved: set[tuple[str, str]] = set()
     try:
         for n, (patient_id, first) in enumerate(sorted(patients.items())):
@@ -100,43 +83,40 @@ def fetch_priors(
                 summary.stopped = "patients" if n >= limits.max_patients else "time"
                 break
             summary.asked += 1
-            films = _earlier_films(client, source, patient_id, first, limits.years, skipped)
-            for study, series, sop in films[: limits.max_films]:
+            since = first - dt.timedelta(days=round(365.25 * limits.years))
+            films = archive.earlier_films(patient_id, since, first - dt.timedelta(days=1), skipped)
+            for film in sorted(films, reverse=True)[: limits.max_films]:
                 if clock() > deadline:
                     summary.stopped = "time"
                     break
-                if spool.holds(sop):
+                if spool.holds(film[3]):
                     summary.held += 1
                     continue
-                data, dataset = _retrieved(client, study, series, sop)
-                reason = header_why_not(source, dataset)
-                if reason is not None or str(dataset.get("PatientID", "")).strip() != patient_id:
-                    skipped[reason or "another patient's film"] += 1
+                tried.append(film[3])
+                reason = archive.fetch(film, patient_id, spool)
+                if reason is not None:
+                    skipped[reason] += 1
                     continue
-                spool.store(str(dataset.SOPInstanceUID), data)
-                fetched.append(str(dataset.SOPInstanceUID))
-                moved.add((patient_id, study))
-    except StuckPaging as exc:
+                summary.fetched += 1
+                moved.add((patient_id, film[1]))
+    except ArchiveFailed as exc:
         failed[str(exc)] += 1
-    except requests.HTTPError as exc:
-        failed[f"HTTP {getattr(exc.response, 'status_code', 0)} from {source.url}"] += 1
-    except requests.RequestException as exc:
-        failed[f"cannot reach {source.url} ({type(exc).__name__})"] += 1
     finally:
-        session.close()
-        if fetched:
-            spool.mark_priors(fetched)
+        archive.close()
+        arrived = [uid for uid in tried if spool.holds(uid)]
+        if arrived:
+            spool.mark_priors(arrived)
         if audit is not None and (moved or failed):
-            _audit(audit, source.url, moved, bool(failed))
-    summary.fetched, summary.skipped, summary.failed = len(fetched), dict(skipped), dict(failed)
+            _audit(audit, archive.name, moved, bool(failed))
+    summary.skipped, summary.failed = dict(skipped), dict(failed)
     return summary
 
 
-def _audit(trail, url: str, moved: set[tuple[str, str]], failed: bool) -> None:
+def _audit(trail, name: str, moved: set[tuple[str, str]], failed: bool) -> None:
     """DICOM Instances Transferred from the archive into the spool, naming the patients and studies."""
     from xray_spark import audit
 
-    archive = audit.Participant(url.rstrip("/"), False, "", audit.SOURCE)
+    archive = audit.Participant(name, False, "", audit.SOURCE)
     us = audit.Participant("xray-spark priors", True, "", audit.DESTINATION)
     subjects = [audit.patient(p) for p in sorted({p for p, _ in moved})]
     subjects += [audit.study(u) for u in sorted({u for _, u in moved})]
@@ -144,26 +124,15 @@ def _audit(trail, url: str, moved: set[tuple[str, str]], failed: bool) -> None:
     trail.record(audit.INSTANCES_TRANSFERRED, "C", outcome, [us, archive], subjects)
 
 
-def _earlier_films(
-    client, source, patient_id: str, first: dt.date, years: float, skipped
-) -> list[tuple[str, str, str]]:
-    """(study, series, SOP Instance UID) of the patient's frontal chest films before ``first``, newest first."""
-    since = first - dt.timedelta(days=round(365.25 * years))
-    found: dict[str, tuple[dt.date, str, str, str]] = {}
-    for modality in dict.fromkeys(m.upper() for m in source.modalities):
-        query = {"PatientID": patient_id, "Modality": modality}
-        for series in series_search(client, query, since, first - dt.timedelta(days=1)):
-            study_uid, series_uid = _value(series, STUDY_UID), _value(series, "0020000E")
-            for item in series_instances(client, series):
-                said = (_value(item, "00080060") or modality, _value(item, "00180015"), _value(item, "00185101"))
-                reason = why_not(source, *said)
-                if reason is not None:
-                    skipped[reason] += 1
-                    continue
-                day = _date(_value(item, STUDY_DATE) or _value(series, STUDY_DATE)) or since
-                found[_value(item, "00080018")] = (day, study_uid, series_uid, _value(item, "00080018"))
-    newest_first = sorted(found.values(), reverse=True)
-    return [(study, series, sop) for _, study, series, sop in newest_first]
+def archive_of(settings) -> Archive | None:
+    """The archive priors come from: ``priors.pacs`` by C-FIND and C-MOVE, else the DICOMweb source; None: neither."""
+    if settings.priors.pacs:
+        from xray_spark.node.query_retrieve import DimseArchive
+
+        return DimseArchive.of(settings)
+    if settings.dicomweb_source.url:
+        return DicomWebArchive(settings.dicomweb_source)
+    return None
 
 
 def priors_into_spool(settings, folder: str) -> dict:
@@ -173,7 +142,8 @@ def priors_into_spool(settings, folder: str) -> dict:
     from xray_spark.privacy import read_key
     from xray_spark.spool import open_spool
 
-    if not (folder and settings.dicomweb_source.url and settings.priors.enabled and settings.priors.max_films):
+    wanted = settings.priors.enabled and settings.priors.max_films
+    if not (folder and wanted and (settings.priors.pacs or settings.dicomweb_source.url)):
         return {}
     try:
         key = read_key(settings.privacy, settings.lake)
@@ -184,7 +154,10 @@ def priors_into_spool(settings, folder: str) -> dict:
     from xray_spark.audit import trail
 
     spool = open_spool(folder, settings.lake)
-    done = fetch_priors(settings, spool, known, key, audit=trail(settings)).to_dict()
+    archive = archive_of(settings)
+    if archive is None:
+        return {}
+    done = fetch_priors(settings.priors, spool, known, key, archive, audit=trail(settings)).to_dict()
     print(priors_summary_text(done), flush=True)
     return {"priors": done}
 
@@ -192,7 +165,7 @@ def priors_into_spool(settings, folder: str) -> dict:
 def priors_summary_text(summary: dict) -> str:
     line = (
         f"priors: {summary['new_patients']} new patients, {summary['asked']} asked for, "
-        f"{summary['fetched']} earlier films fetched, {summary['held']} held already"
+        f"{summary['fetched']} earlier films fetched, {summary['held']} held already (from {summary['archive']})"
     )
     if summary["stopped"]:
         line += f" (stopped at priors.max_{'seconds' if summary['stopped'] == 'time' else 'patients'})"
@@ -220,8 +193,9 @@ def record_priors(spark, lake, settings, ingested: list[str], spool_root: str, r
 
 
 def after_ingest(spark, lake, settings, files: list[str], spool_root: str) -> dict:
-    """A successful night's end for the spool: tonight's priors recorded in ``xray.priors``, the files marked
-    ingested (or moved to ``done/``, ``dicom_node.after_ingest``)."""
+    """Once the night has prepared and scored the spool's files: tonight's priors recorded in ``xray.priors`` (before
+    the worklist's patient pages, which mark them), the files marked ingested (or moved to ``done/``,
+    ``dicom_node.after_ingest``)."""
     from xray_spark.lake import new_run_id
 
     priors = record_priors(spark, lake, settings, files, spool_root, new_run_id())

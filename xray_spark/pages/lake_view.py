@@ -197,12 +197,15 @@ class LakeView:
         return found.get(which)
 
     def patient(self, dataset: str, patient_id: int) -> list[dict[str, Any]]:
-        """A patient's films in study order (study time where known, then follow-up)."""
+        """A patient's films in study order (study time where known, then follow-up); ``prior``: fetched from the
+        archive as an earlier film on the patient's first night (``xray.priors``)."""
         latest = self.latest(dataset)
         if latest.empty:
             return []
         mine = latest[latest["patient_id"] == patient_id]
-        films = [_film(r) for r in mine.to_dict("records")]
+        priors = self.table("priors")  # films fetched from the archive as the patient's earlier ones
+        earlier = set() if priors is None else set(priors.loc[priors["dataset"].astype(str) == dataset, "image_id"])
+        films = [{**_film(r), "prior": r["image_id"] in earlier} for r in mine.to_dict("records")]
         return sorted(films, key=lambda f: (f["study_datetime"] is None, f["study_datetime"] or "", f["follow_up"]))
 
     def film(self, dataset: str, image_id: str) -> dict[str, Any] | None:
