@@ -25,7 +25,8 @@ ACTIONS, OUTCOMES = {"C", "R", "U", "D", "E"}, {"0", "4", "8", "12"}
 def check_audit_message(text: str) -> ET.Element:
     """The rules of PS3.15 A.5.1's schema that an AuditMessage must keep, checked element by element: the event
     identified (action, time, outcome, a coded EventID), at least one active participant with a user and whether it
-    asked, the audit source, and each participant object with its ID, type, role and ID type."""
+    asked, the audit source, and each participant object with its ID, type, role, ID type and a name or a query,
+    in the schema's order."""
     root = ET.fromstring(text)
     assert root.tag == "AuditMessage"
     allowed = {
@@ -35,6 +36,9 @@ def check_audit_message(text: str) -> ET.Element:
         "ParticipantObjectIdentification",
     }
     assert {child.tag for child in root} <= allowed
+    order = [child.tag for child in root]  # the schema's sequence: event, participants, source, objects
+    assert order == sorted(order, key=["EventIdentification", *sorted(allowed - {"EventIdentification"})].index)
+    assert order.index("AuditSourceIdentification") == len(root.findall("ActiveParticipant")) + 1
     (event,) = root.findall("EventIdentification")
     assert event.get("EventActionCode") in ACTIONS and event.get("EventOutcomeIndicator") in OUTCOMES
     dt.datetime.fromisoformat(event.get("EventDateTime").replace("Z", "+00:00"))  # xs:dateTime with a zone
@@ -52,6 +56,12 @@ def check_audit_message(text: str) -> ET.Element:
     for o in root.findall("ParticipantObjectIdentification"):
         assert o.get("ParticipantObjectID") and o.get("ParticipantObjectTypeCode") in {"1", "2", "3", "4"}
         assert 1 <= int(o.get("ParticipantObjectTypeCodeRole")) <= 24
+        kids = [child.tag for child in o]  # the ID type, a name or a query, then details and descriptions
+        assert kids[:1] == ["ParticipantObjectIDTypeCode"] and kids[1:2] in (
+            ["ParticipantObjectName"],
+            ["ParticipantObjectQuery"],
+        )
+        assert set(kids[2:]) <= {"ParticipantObjectDetail", "ParticipantObjectDescription"}
         coded.append(o.find("ParticipantObjectIDTypeCode"))
     for code in coded:
         assert code is not None and code.get("csd-code") and code.get("codeSystemName") and code.get("originalText")

@@ -63,12 +63,16 @@ class Participant:
 
 @dataclasses.dataclass(frozen=True)
 class Subject:
-    """A ParticipantObject: a patient (type 1, role 1) or a study (type 2, role 3), by an ID of ``id_type``."""
+    """A ParticipantObject: a patient (type 1, role 1) or a study (type 2, role 3), by an ID of ``id_type``.
+
+    ``name``: its ParticipantObjectName (a patient's name where the event holds it); A.5.1's schema asks for a
+    name or a query in every participant object, so the element is written, empty when no name is known."""
 
     id: str
     id_type: tuple[str, str, str]
     type_code: str = "1"
     role: str = "1"
+    name: str = ""
 
 
 def patient(id_: str) -> Subject:
@@ -125,6 +129,7 @@ def message(
             },
         )
         _code(element, "ParticipantObjectIDTypeCode", s.id_type)
+        ET.SubElement(element, "ParticipantObjectName").text = s.name
     return ET.tostring(root, encoding="unicode")
 
 
