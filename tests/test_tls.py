@@ -49,7 +49,10 @@ def test_the_node_over_tls_takes_films_from_a_trusted_sender_only(tmp_path):
     from xray_spark.config import places
 
     home = Path(os.environ[places.HOME_ENV])
-    moved = [e for e in audit.read(str(home / "audit" / "audit.log")) if "TLS0001" in e.patients]
+    entries = list(audit.read(str(home / "audit" / "audit.log")))
+    alerts = [e for e in entries if e.event == "Security Alert" and "127.0.0.1" in e.users]
+    assert len(alerts) == log.count("TLS failed"), "each connection whose TLS failed is a Security Alert"
+    moved = [e for e in entries if "TLS0001" in e.patients]
     assert [(e.event, e.action, e.users) for e in moved] == [("DICOM Instances Transferred", "C", ("PACS",))]
     assert moved[0].studies == (str(ds.StudyInstanceUID),)
 

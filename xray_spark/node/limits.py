@@ -34,6 +34,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("xray_spark.node")
@@ -52,6 +53,7 @@ class Limits:
     pdu_timeout: float
     association_timeout: float
     receiving: str  # the spool's .receiving/
+    on_tls_failure: Callable[[str], None] | None = None  # called with the peer's address when its TLS fails
 
 
 _limits: list[Limits] = []
@@ -205,6 +207,13 @@ def _plain(address: str) -> str:
     return str(getattr(ip, "ipv4_mapped", None) or ip)
 
 
+def _peer_address(sock: socket.socket) -> str:
+    try:
+        return _plain(str(sock.getpeername()[0]))
+    except OSError:
+        return "unknown"
+
+
 def _largest(pdu_type: int, limits: Limits, established: bool) -> int:
     """The longest PDU read: a P-DATA-TF within an accepted association up to the ``max_pdu`` the node announced;
     anything else, and anything before the association is accepted, up to :data:`MAX_CONTROL_PDU`."""
@@ -223,6 +232,9 @@ def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes | None:
             chunk = sock.recv(min(n - got, 1 << 16))
         except ssl.SSLError as exc:  # no trusted certificate, not TLS at all, a broken record: one line
             log.warning("a connection's TLS failed (%s): closed", exc.reason or exc)
+            hook = _limits[0].on_tls_failure if _limits else None
+            if hook is not None:
+                hook(_peer_address(sock))
             return None
         except (OSError, TimeoutError):
             return None

@@ -264,6 +264,14 @@ def application_entity(settings: DicomNodeSettings) -> Any:
     return ae
 
 
+def tls_refused(trail: AuditTrail, settings: DicomNodeSettings, address: str) -> None:
+    """Security Alert (Node Authentication): a connection from ``address`` whose TLS failed (no certificate the
+    node's authority signed, or no TLS at all)."""
+    who = Participant(address, True, address, SOURCE)
+    us = Participant(settings.ae_title, False, "", DESTINATION)
+    trail.record(SECURITY_ALERT, "E", MINOR_FAILURE, [who, us], event_type=NODE_AUTHENTICATION)
+
+
 def serve(
     settings: DicomNodeSettings,
     spool: Spool,
@@ -283,6 +291,7 @@ def serve(
             settings.pdu_timeout_seconds,
             settings.association_timeout_seconds,
             spool.receiving,
+            on_tls_failure=None if audit is None else lambda address: tls_refused(audit, settings, address),
         )
     )
     node = Node(settings, spool, audit)
