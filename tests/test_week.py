@@ -1,12 +1,13 @@
-"""A week of nights, run the way an operator runs them: the PACS down one night, every other night green.
+"""Five nights, run the way an operator runs them: the PACS down one night, every other night green.
 
 A site's configuration in a folder of its own (every path in it relative to it); the DICOM node
 receives each night's films from dcmtk's ``dcmsend``; each night is ``nightly --conf FILE
 --source dicom`` started in an unrelated working directory, the last one through its systemd
 unit (:func:`units.run_unit`: from ``/``, only the unit's environment). Orthanc, the PACS the
 results go back to, is stopped for night 3 and back for night 4, a night when no study arrived
-(a Sunday). Nights 1, 2 and 4-7 exit 0, night 3 exits 4, night 4 (nothing new) delivers night 3's
-films, and Orthanc holds each film's SR once.
+(a Sunday). Nights 1, 2, 4 and 5 exit 0, night 3 exits 4, night 4 (nothing new) delivers night 3's
+films, and Orthanc holds each film's SR once. (Two more green nights between the quiet one and the
+last added a minute and a half and checked nothing these do not.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .dicom_peers import bridge, dcmsend, need, need_root, network_namespace, or
 from .jobs import run_in_process
 from .units import run_unit
 
-NIGHTS = 7
+NIGHTS = 5
 PER_NIGHT = 3
 QUIET = 4  # the night no study arrives: it still delivers what the night before could not
 KEY = "a-week-of-nights-key-long-enough-0123"
@@ -66,7 +67,7 @@ def _srs(namespace: str) -> list[str]:
     return [instance["MainDicomTags"]["SOPInstanceUID"] for instance in found]
 
 
-def test_a_week_of_nights_ends_green_but_the_night_the_pacs_was_down(spark, small_model, tmp_path, monkeypatch):
+def test_five_nights_end_green_but_the_night_the_pacs_was_down(spark, small_model, tmp_path, monkeypatch):
     need("dcmsend")
     need_root("Orthanc in a network namespace")
     busy = [n for n in range(1, NIGHTS + 1) if n != QUIET]
@@ -81,9 +82,9 @@ def test_a_week_of_nights_ends_green_but_the_night_the_pacs_was_down(spark, smal
         conf = _site(tmp_path, pacs_port)
         lake = Lake.at(str(tmp_path / "lake"))
         register_model(spark, lake, small_model["model_dir"], dataset="nih")
-        set_alias(spark, lake, small_model["version"], reason="the week's champion")
+        set_alias(spark, lake, small_model["version"], reason="the nights' champion")
         unit = systemd.units(str(conf), user=True, home=str(tmp_path / "home"))["xray-spark-nightly.service"]
-        unit = unit.replace("--source dicom", f"--source dicom --summary-json {tmp_path / 'night-7.json'}")
+        unit = unit.replace("--source dicom", f"--source dicom --summary-json {tmp_path / 'night-5.json'}")
         with running_node(tmp_path, extra=["--config", conf]) as node:
             assert node.spool == tmp_path / "spool"
             for night in range(1, NIGHTS + 1):
@@ -104,11 +105,11 @@ def test_a_week_of_nights_ends_green_but_the_night_the_pacs_was_down(spark, smal
                     if not down:
                         held = _srs(ns)
         assert not list(elsewhere.iterdir()), "nothing lands in the working directory"
-    assert statuses == [0, 0, 4, 0, 0, 0, 0], [s.get("deliver") for s in summaries]
+    assert statuses == [0, 0, 4, 0, 0], [s.get("deliver") for s in summaries]
     delivered = [s["deliver"] for s in summaries]
     assert [d["to_deliver"] for d in delivered] == [PER_NIGHT] * NIGHTS
     assert delivered[2]["failed"] == PER_NIGHT and delivered[QUIET - 1]["retried"] == PER_NIGHT
-    assert [d.get("sent", 0) for d in delivered] == [3, 3, 0, 3, 3, 3, 3]
+    assert [d.get("sent", 0) for d in delivered] == [3, 3, 0, 3, 3]
     assert not any(d.get("aged_out") or d.get("given_up") for d in delivered)
     assert len(held) == len(set(held)) == len(films), "each film's SR once, night 3's included"
     assert summaries[QUIET - 1]["spool"] == {"ingested": 0} and "score" not in summaries[QUIET - 1]
