@@ -146,6 +146,24 @@ KERAS_FORMAT = ModelFormat(
 register_format(KERAS_FORMAT)  # the product's own format; another toolkit's module registers its own
 
 
+def _check_onnx(model_file: str) -> None:
+    from xray_spark.onnx_runtime import check_onnx_file  # onnx is imported only when an ONNX model is checked
+
+    check_onnx_file(model_file)
+
+
+def _open_onnx(model_file: str) -> ModelRuntime:
+    from xray_spark.onnx_runtime import OnnxRuntime
+
+    return OnnxRuntime.open(model_file)
+
+
+#: Models from other toolkits: an ONNX graph of standard operators, read through the ``onnx`` section of its card.
+ONNX_FORMAT = ModelFormat(".onnx", "an ONNX graph of standard operators, with its card", _check_onnx, _open_onnx)
+
+register_format(ONNX_FORMAT)
+
+
 #: Models one Python worker keeps open at most: a champion and a challenger.
 MAX_WORKER_MODELS = 2
 

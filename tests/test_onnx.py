@@ -1,0 +1,201 @@
+"""Models from other toolkits: ONNX files with their cards, checked, registered and scored like our own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xray_spark import onnx_runtime
+from xray_spark.errors import ModelRefused, UsageError
+from xray_spark.labels import FINDINGS, probability_column
+from xray_spark.model_card import read_card
+from xray_spark.model_runtime import open_runtime
+
+from .jobs import run_in_process
+from .lakes import copy_lake
+
+#: torchxrayvision's 18 output names, in its order (its models' ``pathologies``): four are none of our findings.
+XRV_OUTPUTS = [
+    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis", "Effusion",
+    "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia", "Lung Lesion", "Fracture",
+    "Lung Opacity", "Enlarged Cardiomediastinum",
+]  # fmt: skip
+
+
+def _write_card(path: Path, version: str, onnx: dict, **more) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"version": version, "onnx": onnx, **more}))
+    return path
+
+
+def _keras_to_onnx(model_dir: str, out: Path) -> Path:
+    """The product's Keras model as an ONNX file (tf2onnx, uint8 films in as the Keras model takes them)."""
+    import tf2onnx
+
+    from xray_spark.models import load_model_safely
+    from xray_spark.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    model = load_model_safely(os.path.join(model_dir, "model.keras"))
+    spec = [tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="film")]
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(out))
+    return out
+
+
+def test_a_keras_model_exported_to_onnx_registers_and_scores_as_the_keras_model(spark, prepared, small_model, tmp_path):
+    """small_cnn trained here, exported to ONNX with a card that says it takes uint8 films and gives probabilities:
+    its outputs equal Keras's within 1e-4 on the store's films, and the scoring job writes the same calibrated
+    probabilities for it as for the Keras model."""
+    settings, lake = copy_lake(prepared, tmp_path / "lake")
+    keras_card = read_card(small_model["model_dir"])
+    onnx_file = _keras_to_onnx(small_model["model_dir"], tmp_path / "small.onnx")
+    labels = keras_card.labels
+    card = _write_card(
+        tmp_path / "card.yaml",
+        "small-cnn-onnx",
+        {
+            "input": "film",
+            "output": "probabilities",
+            "outputs": labels,
+            "findings": {x: x for x in labels},
+            "dtype": "uint8",
+        },
+        thresholds=keras_card.meta.get("thresholds"),
+        calibration=keras_card.meta.get("calibration"),
+    )
+    done = run_in_process("register_model", ["--lake", lake.root, "--model", str(onnx_file), "--card", str(card)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    registered = json.loads(done.stdout)
+    assert registered["version"] == "small-cnn-onnx" and registered["path"].endswith("small-cnn-onnx")
+
+    films = _store_films(spark, lake, settings.dataset, 32)
+    ours, theirs = open_runtime(keras_card.model_file), open_runtime(read_card(registered["path"]).model_file)
+    assert np.abs(ours.predict(films) - theirs.predict(films)).max() < 1e-4
+
+    from xray_spark.score.pipeline import run_scoring
+
+    for version in (small_model["version"], "small-cnn-onnx"):
+        run_scoring(spark, lake, settings, model_version=version)
+    scored = spark.read.parquet(lake.table_url("predictions")).toPandas()
+    columns = [probability_column(x) for x in labels]
+    by_version = {v: rows.set_index("image_id")[columns].sort_index() for v, rows in scored.groupby("model_version")}
+    keras_rows, onnx_rows = by_version[small_model["version"]], by_version["small-cnn-onnx"]
+    assert len(onnx_rows) == len(keras_rows) == spark.read.parquet(lake.store_url(settings.dataset)).count()
+    assert np.abs(keras_rows.to_numpy() - onnx_rows.to_numpy()).max() < 1e-4
+
+
+def _store_films(spark, lake, dataset: str, n: int) -> np.ndarray:
+    """``n`` films of the store as scoring reads them: (n, size, size, 1) uint8."""
+    import cv2
+
+    rows = spark.read.parquet(lake.store_url(dataset)).select("image").limit(n).collect()
+    return np.stack([cv2.imdecode(np.frombuffer(r["image"], np.uint8), 0)[..., None] for r in rows])
+
+
+def _graph(path: Path, size: int = 32, *, domain: str = "", weights: np.ndarray | None = None) -> np.ndarray:
+    """A hand-made ONNX graph in torchxrayvision's convention: ``img`` (N, 1, size, size) float32 in, 18 logits out,
+    each ``w * mean(img) + b``. Returns (w, b) as a (2, 18) array."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    wb = np.stack([rng.normal(0, 0.01, 18), rng.normal(0, 1, 18)]).astype(np.float32) if weights is None else weights
+    nodes = [
+        helper.make_node("ReduceMean", ["img"], ["mean"], axes=[1, 2, 3], keepdims=1, domain=domain),
+        helper.make_node("Reshape", ["mean", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "b"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "xrv-like",
+        [helper.make_tensor_value_info("img", TensorProto.FLOAT, ["N", 1, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 18])],
+        [
+            numpy_helper.from_array(np.array([-1, 1], np.int64), "shape"),
+            numpy_helper.from_array(wb[:1], "w"),
+            numpy_helper.from_array(wb[1], "b"),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return wb
+
+
+XRV_CARD = {
+    "input": "img",
+    "output": "out",
+    "outputs": XRV_OUTPUTS,
+    "findings": {name: name for name in XRV_OUTPUTS if name in FINDINGS},
+    "layout": "NCHW",
+    "scaling": "range",
+    "low": -1024.0,
+    "high": 1024.0,
+    "activation": "logits",
+}
+
+
+def test_a_card_maps_torchxrayvision_s_eighteen_outputs_onto_our_fourteen_in_our_order(tmp_path):
+    wb = _graph(tmp_path / "xrv.onnx")
+    folder = onnx_runtime.model_folder(
+        str(tmp_path / "xrv.onnx"), str(_write_card(tmp_path / "card.yaml", "xrv-like", XRV_CARD)), str(tmp_path / "m")
+    )
+    card = read_card(folder)
+    assert card.labels == list(FINDINGS) and card.size == 32, "ours only, in our order, the size read from the graph"
+    films = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 1), dtype=np.uint8)
+    got = open_runtime(card.model_file).predict(films)
+    scaled = -1024.0 + films.astype(np.float64) * (2048.0 / 255.0)
+    logits = scaled.reshape(5, -1).mean(axis=1, keepdims=True) * wb[0][None, :] + wb[1][None, :]
+    expected = 1 / (1 + np.exp(-logits[:, [XRV_OUTPUTS.index(f) for f in FINDINGS]]))
+    assert got.shape == (5, 14) and np.abs(got - expected).max() < 1e-5
+
+
+def _refused(tmp_path: Path, onnx_card: dict, model: Path) -> str:
+    card = _write_card(tmp_path / "card.yaml", "refused", onnx_card)
+    with pytest.raises((ModelRefused, UsageError)) as caught:
+        onnx_runtime.model_folder(str(model), str(card), str(tmp_path / "folder"))
+    message = str(caught.value)
+    assert "\n" not in message and not (tmp_path / "folder" / "model.json").exists()
+    return message
+
+
+def test_what_is_refused_is_one_line_and_no_model_folder(tmp_path, monkeypatch):
+    model = tmp_path / "xrv.onnx"
+    _graph(model)
+    assert "has no input 'x'" in _refused(tmp_path, {**XRV_CARD, "input": "x"}, model)
+    assert "3 channel(s)" in _refused(tmp_path, {**XRV_CARD, "channels": 3}, model)
+    assert "maps onto unknown findings" in _refused(tmp_path, {**XRV_CARD, "findings": {"Fracture": "Fracture"}}, model)
+    custom = tmp_path / "custom.onnx"
+    _graph(custom, domain="com.example.ops")
+    assert "custom domain 'com.example.ops'" in _refused(tmp_path, XRV_CARD, custom)
+    outside = _external_weights_outside(tmp_path)
+    assert "outside its folder" in _refused(tmp_path, XRV_CARD, outside)
+    monkeypatch.setattr(onnx_runtime, "MAX_BYTES", 200)
+    assert "over the 200 opened" in _refused(tmp_path, XRV_CARD, model)
+
+
+def _external_weights_outside(tmp_path: Path) -> Path:
+    """A graph whose weights are in a file one folder up from it."""
+    import onnx
+
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    _graph(inner / "big.onnx")
+    model = onnx.load(str(inner / "big.onnx"))
+    onnx.save_model(model, str(inner / "big.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+    shutil.move(str(inner / "w.bin"), str(tmp_path / "w.bin"))
+    model = onnx.load(str(inner / "big.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../w.bin"
+    onnx.save_model(model, str(inner / "big.onnx"))
+    return inner / "big.onnx"
