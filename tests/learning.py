@@ -69,3 +69,17 @@ def train_learned(spark, archive: Path, lake_dir: Path) -> dict:
         spark, archive, lake_dir, archive / "Data_Entry_2017.csv", bbox=archive / "BBox_List_2017.csv"
     )
     return summary
+
+
+def pooled_pointing(located: dict) -> tuple[dict, dict]:
+    """Over the findings with planted local lesions: the pointing game's tolerant hits, another film's heatmap's and
+    chance's, pooled by boxes; and per finding (boxes, tolerant hits, shuffled) for the report."""
+    from xray_spark.dev.anatomy import LOCAL_LESIONS
+
+    local = {f: m for f, m in located["by_finding"].items() if f in LOCAL_LESIONS}
+    boxes = sum(m["boxes"] for m in local.values()) or 1
+    pooled = {
+        k: sum(m[k] * m["boxes"] for m in local.values()) / boxes for k in ("pointing_tolerant", "shuffled", "chance")
+    }
+    report = {f: (m["boxes"], round(m["pointing_tolerant"], 2), round(m["shuffled"], 2)) for f, m in local.items()}
+    return pooled, report

@@ -199,3 +199,87 @@ def _external_weights_outside(tmp_path: Path) -> Path:
                 entry.value = "../w.bin"
     onnx.save_model(model, str(inner / "big.onnx"))
     return inner / "big.onnx"
+
+
+@pytest.fixture(scope="module")
+def learned_onnx(spark, trained, tmp_path_factory) -> str:
+    """The learning set's small_cnn (tests/learning.py) exported to ONNX and registered in the module's learning lake
+    with its card (its thresholds and calibration): the version ``learned-onnx``."""
+    from xray_spark.registry import register_model
+
+    _, lake, summary = trained
+    root = tmp_path_factory.mktemp("learned-onnx")
+    keras_card = read_card(summary["model_dir"])
+    labels = keras_card.labels
+    onnx_card = {"input": "film", "output": "probabilities", "outputs": labels, "findings": {x: x for x in labels}}
+    card = _write_card(
+        root / "card.yaml",
+        "learned-onnx",
+        {**onnx_card, "dtype": "uint8"},
+        thresholds=keras_card.meta.get("thresholds"),
+        calibration=keras_card.meta.get("calibration"),
+        dataset=keras_card.dataset,
+    )
+    onnx_file = _keras_to_onnx(summary["model_dir"], root / "learned.onnx")
+    folder = onnx_runtime.model_folder(str(onnx_file), str(card), str(root / "folder"))
+    register_model(spark, lake, folder, dataset=str(keras_card.dataset))
+    return "learned-onnx"
+
+
+def test_occlusion_heatmaps_of_the_learning_model_exported_to_onnx_point_at_the_planted_lesions(
+    spark, trained, learned_onnx
+):
+    """The scoring job draws the ONNX model's heatmaps by occlusion, and they point at the planted lesions of the
+    validation films (the pointing game, as Grad-CAM's in test_train) far above another film's heatmap."""
+    import dataclasses
+
+    from xray_spark.evaluate.pipeline import localize
+    from xray_spark.registry import resolve_model
+    from xray_spark.score.pipeline import run_scoring
+
+    from .learning import pooled_pointing
+
+    settings, lake, _ = trained
+    called = dataclasses.replace(settings, score=dataclasses.replace(settings.score, heatmaps="called"))
+    scored = run_scoring(spark, lake, called, model_version=learned_onnx, new_only=True)
+    assert scored["heatmaps"]["written"] > 0
+    located = localize(spark, lake, resolve_model(spark, lake, version=learned_onnx), "val", settings.dataset, seed=0)
+    pooled, report = pooled_pointing(located)
+    print(pooled, report)
+    assert pooled["pointing_tolerant"] >= 0.7 and pooled["pointing_tolerant"] - pooled["shuffled"] > 0.3, report
+
+
+def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_its_parent(
+    spark, trained, learned_onnx
+):
+    """quantize (static, calibrated on validation films): a registered version whose card names its parent, a
+    quarter of its size, whose AUROCs on the validation films are its parent's within 0.02; dynamic too."""
+    from sklearn.metrics import roc_auc_score
+
+    from xray_spark.jobs.quantize import validation_films
+    from xray_spark.lake.schema import decode_labels
+    from xray_spark.registry import resolve_model
+
+    settings, lake, _ = trained
+    done = run_in_process(
+        "quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--calibration-films", "64"]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = json.loads(done.stdout)
+    assert (made["version"], made["parent"], made["method"]) == ("learned-onnx-int8", learned_onnx, "static")
+    assert made["bytes"] < made["parent_bytes"] / 2.5, made
+    copy, parent = resolve_model(spark, lake, version=made["version"]), resolve_model(spark, lake, version=learned_onnx)
+    assert copy.meta["parent"] == learned_onnx and copy.labels == parent.labels
+    rows = spark.read.parquet(lake.store_url(settings.dataset)).where("split = 'val'").orderBy("image_id").collect()
+    films = validation_films(spark, lake, settings.dataset, len(rows))
+    truth = np.stack([decode_labels(r["labels"]) for r in rows])
+    aurocs = {}
+    for card in (parent, copy):
+        p = open_runtime(card.model_file).predict(films)
+        aurocs[card.version] = [
+            roc_auc_score(truth[:, j], p[:, j]) for j in range(p.shape[1]) if 0 < truth[:, j].sum() < len(truth)
+        ]
+    gap = np.abs(np.subtract(*aurocs.values()))
+    assert gap.max() < 0.02 and np.mean(aurocs[parent.version]) > 0.75, aurocs
+    dynamic = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--method", "dynamic"])
+    assert dynamic.returncode == 0 and json.loads(dynamic.stdout)["version"] == "learned-onnx-int8-dynamic"

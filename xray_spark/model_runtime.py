@@ -159,7 +159,9 @@ def _open_onnx(model_file: str) -> ModelRuntime:
 
 
 #: Models from other toolkits: an ONNX graph of standard operators, read through the ``onnx`` section of its card.
-ONNX_FORMAT = ModelFormat(".onnx", "an ONNX graph of standard operators, with its card", _check_onnx, _open_onnx)
+ONNX_FORMAT = ModelFormat(
+    ".onnx", "an ONNX graph of standard operators, with its card", _check_onnx, _open_onnx, explains=True
+)
 
 register_format(ONNX_FORMAT)
 
