@@ -55,7 +55,7 @@ def _imports(path: Path) -> set[str]:
 
 
 #: The core's rooms: subpackages of modules that belong together (the lake and its tables), core like the rest.
-CORE_ROOMS = ("lake", "config", "imaging", "pages")
+CORE_ROOMS = ("lake", "config", "imaging", "pages", "onnx")
 
 
 def _layer(module: str) -> str:

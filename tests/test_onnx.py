@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xray_spark import onnx_runtime
 from xray_spark.errors import ModelRefused, UsageError
 from xray_spark.labels import FINDINGS, probability_column
 from xray_spark.model_card import read_card
 from xray_spark.model_runtime import open_runtime
+from xray_spark.onnx import runtime as onnx_runtime
 
 from .jobs import run_in_process
 from .lakes import copy_lake
@@ -34,18 +34,40 @@ def _write_card(path: Path, version: str, onnx: dict, **more) -> Path:
     return path
 
 
-def _keras_to_onnx(model_dir: str, out: Path) -> Path:
-    """The product's Keras model as an ONNX file (tf2onnx, uint8 films in as the Keras model takes them)."""
+def _export(model, out: Path) -> Path:
+    """A tf_keras model as an ONNX file (tf2onnx), taking uint8 films as the Keras model does."""
     import tf2onnx
 
-    from xray_spark.models import load_model_safely
     from xray_spark.tf_quiet import import_tensorflow
 
     tf = import_tensorflow()
-    model = load_model_safely(os.path.join(model_dir, "model.keras"))
     spec = [tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="film")]
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(out))
     return out
+
+
+def _keras_to_onnx(model_dir: str, out: Path) -> Path:
+    """The product's Keras model of a model folder as an ONNX file."""
+    from xray_spark.models import load_model_safely
+
+    return _export(load_model_safely(os.path.join(model_dir, "model.keras")), out)
+
+
+def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs(tmp_path):
+    """The zoo's DenseNet-121 (random weights at 64 px: the export's fidelity through every layer, not learning)."""
+    import onnxruntime as ort
+
+    from xray_spark.keras_runtime import KerasRuntime
+    from xray_spark.models import build_model
+
+    model = build_model("densenet121", len(FINDINGS), 64)
+    path = str(_export(model, tmp_path / "densenet.onnx"))
+    card = onnx_runtime.OnnxCard("film", "probabilities", list(FINDINGS), {f: f for f in FINDINGS}, dtype="uint8")
+    onnx_model = onnx_runtime.OnnxRuntime(ort.InferenceSession(path, providers=["CPUExecutionProvider"]), card, path)
+    films = np.random.default_rng(3).integers(0, 256, (6, 64, 64, 1), dtype=np.uint8)
+    keras_out, onnx_out = KerasRuntime(model).predict(films), onnx_model.predict(films)
+    assert keras_out.std() > 1e-3, "films that the model tells apart"
+    assert np.abs(keras_out - onnx_out).max() < 1e-4
 
 
 def test_a_keras_model_exported_to_onnx_registers_and_scores_as_the_keras_model(spark, prepared, small_model, tmp_path):

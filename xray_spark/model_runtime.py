@@ -147,13 +147,13 @@ register_format(KERAS_FORMAT)  # the product's own format; another toolkit's mod
 
 
 def _check_onnx(model_file: str) -> None:
-    from xray_spark.onnx_runtime import check_onnx_file  # onnx is imported only when an ONNX model is checked
+    from xray_spark.onnx.runtime import check_onnx_file  # onnx is imported only when an ONNX model is checked
 
     check_onnx_file(model_file)
 
 
 def _open_onnx(model_file: str) -> ModelRuntime:
-    from xray_spark.onnx_runtime import OnnxRuntime
+    from xray_spark.onnx.runtime import OnnxRuntime
 
     return OnnxRuntime.open(model_file)
 

@@ -5,7 +5,7 @@ spark-submit jobs/quantize.py --model-version V [--method static|dynamic] [--cal
 
 Static quantization (the default) measures activation ranges on up to ``--calibration-films``
 films of the validation split of the store the model was trained on (``--dataset`` or the
-card's), dynamic needs none (:mod:`xray_spark.quantize`). The copy is registered as ``V-int8``
+card's), dynamic needs none (:mod:`xray_spark.onnx.quantize`). The copy is registered as ``V-int8``
 (or ``--version``) with its parent named in its card; it replaces its parent only through the
 challenge (``xray-spark challenge --challenger V-int8``) and a promotion. Prints the new
 version, its size and its parent's (JSON).
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
 
     def body() -> int:
-        from xray_spark.quantize import METHODS, quantized_folder
+        from xray_spark.onnx.quantize import METHODS, quantized_folder
 
         if args.method not in METHODS:
             raise UsageError(f"--method {args.method!r}: one of {', '.join(METHODS)}")

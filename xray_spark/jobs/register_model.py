@@ -5,7 +5,7 @@ spark-submit jobs/register_model.py --model FILE.onnx --card CARD.yaml [...]
 
 The folder needs a model.json (version, model_file, labels, input.size) and a native
 ``.keras`` model file, or an ONNX file and the ``onnx`` section of its card (with ``--card``
-the folder is made from the file and the card: :func:`xray_spark.onnx_runtime.model_folder`).
+the folder is made from the file and the card: :func:`xray_spark.onnx.runtime.model_folder`).
 The file is checked and opened once (Keras in safe mode: a Lambda layer, an ``.h5`` file or a
 SavedModel is refused; ONNX with standard operators only), its shapes are checked against model.json, the
 folder is copied to ``lake/models/<version>`` and ``xray.models`` records it with the
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         import tempfile
 
-        from xray_spark.onnx_runtime import ONNX_SUFFIX, model_folder
+        from xray_spark.onnx.runtime import ONNX_SUFFIX, model_folder
 
         if args.model.lower().endswith(ONNX_SUFFIX) != bool(args.card):
             raise UsageError("an .onnx file is registered with its card (--card CARD.yaml), and only an .onnx file")

@@ -82,7 +82,7 @@ def quantized_folder(parent, out_dir: str, version: str, method: str, films: np.
     quantized, its card the parent's with ``version``, ``parent`` and ``quantization``."""
     from xray_spark.lake import write_json_atomic
     from xray_spark.model_runtime import open_runtime
-    from xray_spark.onnx_runtime import ONNX_SUFFIX, OnnxRuntime
+    from xray_spark.onnx.runtime import ONNX_SUFFIX, OnnxRuntime
 
     if not parent.model_file.endswith(ONNX_SUFFIX):
         raise UsageError(
