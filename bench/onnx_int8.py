@@ -10,7 +10,8 @@ split's films (the same array, batches of ``score.batch_size``) ``--repeats`` ti
 is the best repeat. Each gets ``--threads`` threads (TensorFlow's intra-op pool, ONNX
 Runtime's). The mean AUROC of each on the test films (findings with both classes) shows what
 int8 costs in ranking. A DenseNet-121 (random weights: speed only) at ``--densenet-side``
-is timed the same way, as the model a hospital would bring.
+is timed the same way, as the model a hospital would bring. The versions it registers carry the
+run's time, so each run measures the export and quantization of the code it runs with.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def main() -> None:
     films = np.stack([cv2.imdecode(np.frombuffer(r["image"], np.uint8), 0)[..., None] for r in rows])
     truth = np.stack([decode_labels(r["labels"]) for r in rows])
     calibration = validation_films(spark, lake, dataset, 200)
-    versions = {"onnx": f"{parent.version}-onnx", "static": f"{parent.version}-onnx-int8"}
-    versions["dynamic"] = f"{parent.version}-onnx-int8-dynamic"
+    run = time.strftime("%Y%m%dT%H%M%S")  # each run exports and quantizes afresh, as the product's code is now
+    versions = {"onnx": f"{parent.version}-onnx-{run}", "static": f"{parent.version}-onnx-{run}-int8"}
+    versions["dynamic"] = f"{parent.version}-onnx-{run}-int8-dynamic"
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as scratch:
         work = Path(scratch)
         if registered_row(spark, lake, versions["onnx"]) is None:

@@ -305,3 +305,39 @@ def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_
     assert gap.max() < 0.02 and np.mean(aurocs[parent.version]) > 0.75, aurocs
     dynamic = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--method", "dynamic"])
     assert dynamic.returncode == 0 and json.loads(dynamic.stdout)["version"] == "learned-onnx-int8-dynamic"
+
+
+def test_batch_normalization_rewritten_as_multiply_and_add_computes_the_same(tmp_path):
+    """quantize's pre-pass: a normalization no convolution can absorb (after a concatenation, before a ReLU, as in
+    DenseNet) becomes Mul and Add with the same outputs, and the statistics it replaced leave the graph."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xray_spark.onnx.quantize import affine_batch_norms
+
+    rng = np.random.default_rng(2)
+    stats = [rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.normal(0, 1, 4), rng.uniform(0.1, 3, 4)]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["x", "x"], ["both"], axis=1),
+            helper.make_node("BatchNormalization", ["both", "g", "b", "m", "v"], ["normed"], epsilon=1e-3),
+            helper.make_node("Relu", ["normed"], ["y"]),
+        ],
+        "dense-block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5, 5])],
+        [numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(stats, "gbmv", strict=True)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model)
+    before, after = tmp_path / "bn.onnx", tmp_path / "affine.onnx"
+    onnx.save(model, str(before))
+    assert affine_batch_norms(str(before), str(after)) == 1
+    rewritten = onnx.load(str(after))
+    assert [n.op_type for n in rewritten.graph.node] == ["Concat", "Mul", "Add", "Relu"]
+    assert not {"g", "b", "m", "v"} & {t.name for t in rewritten.graph.initializer}
+    x = {"x": rng.normal(0, 2, (3, 2, 5, 5)).astype(np.float32)}
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, x)[0] for p in (before, after)]
+    assert np.abs(run[0] - run[1]).max() < 1e-5 and run[0].max() > 0

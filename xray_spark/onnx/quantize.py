@@ -2,7 +2,10 @@
 
 ``static`` (the default): weights int8 per output channel, activations uint8 with ranges
 measured on validation films (min-max over ``calibration_films``), in ONNX's QDQ form
-(QuantizeLinear and DequantizeLinear pairs that ONNX Runtime fuses into integer kernels).
+(QuantizeLinear and DequantizeLinear pairs that ONNX Runtime fuses into integer kernels;
+standard operators only, so the copy passes the same checks as any ONNX model), with each
+batch normalization first rewritten as the per-channel multiply and add it computes
+(:func:`affine_batch_norms`).
 ``dynamic``: weights int8, activation ranges computed per batch while scoring; no films
 needed, but ONNX Runtime quantizes only matrix products (MatMul, Gemm) that way, not
 convolutions, so a CNN gains little.
@@ -46,6 +49,55 @@ class _Films:
         pass
 
 
+def affine_batch_norms(model_file: str, out_file: str) -> int:
+    """Each inference BatchNormalization of a 4-D tensor, with constant statistics, rewritten as the per-channel
+    ``x * scale + shift`` it computes (Mul, Add): the quantizer leaves BatchNormalization in float, between a
+    dequantize and a quantize step, which in DenseNet (a normalization after every concatenation, before its ReLU
+    and convolution, that no convolution can absorb) cost more than the integer convolutions saved; Mul and Add it
+    quantizes. Returns how many were rewritten."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(model_file)
+    constants = {t.name: t for t in model.graph.initializer}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+        if v.type.tensor_type.HasField("shape")
+    }
+    nodes, added, n = [], [], 0
+    for node in model.graph.node:
+        stats = node.input[1:5]
+        if node.op_type != "BatchNormalization" or len(stats) != 4 or not all(i in constants for i in stats):
+            nodes.append(node)
+            continue
+        if ranks.get(node.input[0]) != 4 or len(node.output) != 1:
+            nodes.append(node)
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(constants[i]).astype(np.float64) for i in stats)
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        name = f"{node.name or node.output[0]}_affine"
+        added += [
+            numpy_helper.from_array(scale.astype(np.float32).reshape(1, -1, 1, 1), f"{name}_scale"),
+            numpy_helper.from_array(shift.astype(np.float32).reshape(1, -1, 1, 1), f"{name}_shift"),
+        ]
+        nodes += [
+            helper.make_node("Mul", [node.input[0], f"{name}_scale"], [f"{name}_scaled"], name=f"{name}_mul"),
+            helper.make_node("Add", [f"{name}_scaled", f"{name}_shift"], [node.output[0]], name=f"{name}_add"),
+        ]
+        n += 1
+    used = {i for node in nodes for i in node.input}
+    kept = [t for t in model.graph.initializer if t.name in used]  # the statistics the rewrite replaced go
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend([*kept, *added])
+    onnx.save(model, out_file)
+    return n
+
+
 def quantize_file(model_file: str, out_file: str, method: str, films: np.ndarray | None, runtime) -> dict:
     """``model_file`` quantized into ``out_file``; ``runtime`` is its opened :class:`OnnxRuntime` (how films are fed).
     Returns what the card records of it."""
@@ -58,6 +110,7 @@ def quantize_file(model_file: str, out_file: str, method: str, films: np.ndarray
         prepared = os.path.join(scratch, "prepared.onnx")
         # shapes inferred (ONNX's own inference: a CNN's shapes are static but for the batch) and constants folded
         quant_pre_process(model_file, prepared, skip_symbolic_shape=True)
+        affine_batch_norms(prepared, prepared)
         if method == "dynamic":
             quantize_dynamic(prepared, out_file, weight_type=QuantType.QInt8)
             return {"method": "dynamic", "weights": "int8"}
