@@ -52,3 +52,15 @@ def identify(ae) -> None:
     """Make a pynetdicom AE say it is xray-spark (not the library) in its A-ASSOCIATE requests and answers."""
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = implementation_version_name()
+
+
+def requesting_ae(calling_ae: str, timeout_s: float):
+    """A pynetdicom AE that asks for associations as ``calling_ae``, saying it is xray-spark, with one timeout for
+    the connection, the association and each message (delivery's C-STORE, the priors' C-FIND and C-MOVE)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    identify(ae)
+    for timeout in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
+        setattr(ae, timeout, timeout_s)
+    return ae

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from xray_spark import dicomweb
 from xray_spark.destinations import DICOM, DICOMWEB, FOLDER, Destination
-from xray_spark.uids import identify
+from xray_spark.uids import requesting_ae
 
 if TYPE_CHECKING:
     from xray_spark.config.services import DeliverSettings
@@ -84,12 +84,7 @@ class NodeSender:
     def _association(self):
         if self._assoc is not None and self._assoc.is_established:
             return self._assoc
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.calling_ae)
-        identify(ae)
-        for timeout in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
-            setattr(ae, timeout, self.timeout_s)
+        ae = requesting_ae(self.calling_ae, self.timeout_s)
         for sop_class in (COMPREHENSIVE_SR, SECONDARY_CAPTURE):
             ae.add_requested_context(sop_class, list(SYNTAXES))
         d = self.destination

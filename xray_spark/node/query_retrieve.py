@@ -23,7 +23,7 @@ from xray_spark.destinations import Destination, parse_destination
 from xray_spark.node.archives import ArchiveFailed, Film, date_of
 from xray_spark.node.pull import header_why_not, why_not
 from xray_spark.spool import Spool
-from xray_spark.uids import identify
+from xray_spark.uids import requesting_ae
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -63,12 +63,7 @@ class DimseArchive:
     def _association(self):
         if self._assoc is not None and self._assoc.is_established:
             return self._assoc
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.calling_ae)
-        identify(ae)
-        for timeout in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
-            setattr(ae, timeout, self.timeout_s)
+        ae = requesting_ae(self.calling_ae, self.timeout_s)
         ae.add_requested_context(STUDY_ROOT_FIND)
         ae.add_requested_context(STUDY_ROOT_MOVE)
         try:
