@@ -151,5 +151,11 @@ def quantized_folder(parent, out_dir: str, version: str, method: str, films: np.
     meta |= {"version": version, "model_file": "model" + ONNX_SUFFIX, "parent": parent.version, "quantization": how}
     meta["quantization"]["bytes"] = os.path.getsize(os.path.join(out_dir, "model" + ONNX_SUFFIX))
     meta["quantization"]["parent_bytes"] = os.path.getsize(parent.model_file)
+    if isinstance(meta.get("onnx", {}).get("cam"), dict):  # the quantized graph names its dense weights anew
+        import onnx
+
+        from xray_spark.onnx.cam import find_cam
+
+        meta["onnx"] = {**meta["onnx"], "cam": find_cam(onnx.load(os.path.join(out_dir, "model" + ONNX_SUFFIX)))}
     write_json_atomic(os.path.join(out_dir, "model.json"), meta)
     return out_dir

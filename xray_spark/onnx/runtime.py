@@ -17,9 +17,11 @@ executes with its own kernels. What could bring code in is refused before a sess
 needs a shared library registered with the session; none ever is), weights in external files
 outside the model's folder, a file over :data:`MAX_BYTES`, a graph the ONNX checker rejects.
 
-Heatmaps come from occlusion (:func:`occlusion`): the film greyed out patch by patch, and
-how much the finding's logit falls; it needs nothing of the graph's inside, and costs 65
-forward passes a film.
+Heatmaps are class activation maps where the graph ends in a global pooling and one dense
+layer (:mod:`xray_spark.onnx.cam`: found by registration, or named in the card's ``cam``), at
+the cost of one forward pass; otherwise occlusion (:func:`occlusion`): the film greyed out
+patch by patch, and how much the finding's logit falls, which needs nothing of the graph's
+inside and costs 65 forward passes a film.
 
 :func:`model_folder` makes a model folder from an ONNX file and a card written by hand
 (YAML), which ``register_model --model FILE.onnx --card CARD.yaml`` then admits to the lake.
@@ -71,6 +73,7 @@ class OnnxCard:
     mean: list[float] = dataclasses.field(default_factory=lambda: [0.0])
     std: list[float] = dataclasses.field(default_factory=lambda: [1.0])
     activation: str = "probabilities"
+    cam: Any = "auto"  # auto, none, or {feature_map, weights[, transposed]}; a model folder holds what was found
 
     @classmethod
     def parse(cls, section: Any, where: str) -> OnnxCard:
@@ -99,6 +102,8 @@ class OnnxCard:
         ):
             if value not in allowed:
                 raise UsageError(f"{where}: onnx.{key} is {value!r}, not one of {', '.join(allowed)}")
+        if not (self.cam in ("auto", "none", None) or isinstance(self.cam, dict)):
+            raise UsageError(f"{where}: onnx.cam is {self.cam!r}: auto, none, or feature_map and weights")
         if self.channels not in (1, 3):
             raise UsageError(f"{where}: onnx.channels is {self.channels!r}: 1 (gray) or 3 (the film repeated)")
         if self.scaling == "mean_std" and not (len(self.mean) == len(self.std) in (1, self.channels)):
@@ -203,21 +208,34 @@ class OnnxRuntime:
     """An ONNX model behind the runtime protocol (:class:`~xray_spark.model_runtime.ModelRuntime`): films prepared
     as its card says, its outputs mapped onto our findings."""
 
-    def __init__(self, session: Any, card: OnnxCard, model_file: str) -> None:
+    def __init__(self, session: Any, card: OnnxCard, model_file: str, cam_weights: np.ndarray | None = None) -> None:
         self.session, self.card, self.model_file = session, card, model_file
         self._size = self._input_size()
         self._columns = card.columns
+        self._cam_weights = cam_weights  # channels x output columns, where heatmaps are class activation maps
 
     @classmethod
     def open(cls, model_file: str) -> OnnxRuntime:
+        return cls.build(model_file, read_onnx_card(model_file))
+
+    @classmethod
+    def build(cls, model_file: str, card: OnnxCard) -> OnnxRuntime:
+        """A session for ``model_file`` as ``card`` says; where the card has a ``cam`` section, the graph also returns
+        its feature map, and the dense layer's weights are read from the file."""
         import onnxruntime as ort
 
-        card = read_onnx_card(model_file)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(os.environ.get("XRAY_SPARK_ONNX_THREADS", "1"))  # one per Spark task
-        session = ort.InferenceSession(model_file, options, providers=_providers(ort))
-        return cls(session, card, model_file)
+        if not isinstance(card.cam, dict):
+            return cls(ort.InferenceSession(model_file, options, providers=_providers(ort)), card, model_file)
+        import onnx
+
+        from xray_spark.onnx.cam import cam_weights, with_feature_map
+
+        graph = onnx.load(model_file)
+        session = ort.InferenceSession(with_feature_map(graph, card.cam), options, providers=_providers(ort))
+        return cls(session, card, model_file, cam_weights(graph, card.cam))
 
     def _input_size(self) -> int:
         """The film side the graph takes, checked against the card's input name, layout, channels and outputs."""
@@ -278,9 +296,18 @@ class OnnxRuntime:
         return 1.0 / (1.0 + np.exp(-mine)) if self.card.activation == "logits" else mine
 
     def explain(self, pixels: np.ndarray, findings: np.ndarray) -> np.ndarray:
-        """Occlusion heatmaps in [0, 1], ``(n, OCCLUSION_GRID, OCCLUSION_GRID)``: how much the finding's logit falls
-        when a patch of the film is greyed out, patch by patch (:func:`occlusion`)."""
-        return occlusion(self._logits, pixels, findings)
+        """Heatmaps in [0, 1], ``(n, h, w)``: class activation maps at the feature map's size where the card has a
+        ``cam`` section (:func:`xray_spark.onnx.cam.class_maps`), else by occlusion, ``OCCLUSION_GRID`` a side:
+        how much the finding's logit falls when a patch of the film is greyed out (:func:`occlusion`)."""
+        if self._cam_weights is None:
+            return occlusion(self._logits, pixels, findings)
+        from xray_spark.onnx.cam import class_maps
+
+        _, features = self.session.run(
+            [self.card.output, self.card.cam["feature_map"]], {self.card.input: self.feed(pixels)}
+        )
+        columns = np.asarray(self._columns)[np.asarray(findings, dtype=int)]
+        return class_maps(np.asarray(features), self._cam_weights, columns)
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
         mine = self.scores(pixels)
@@ -331,6 +358,16 @@ def _providers(ort: Any) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def resolve_cam(model: Any, cam: Any, where: str) -> dict | None:
+    """The card's ``cam`` as a model folder keeps it: what ``auto`` finds in the graph (None: occlusion), None for
+    ``none``, a hand-named section checked."""
+    from xray_spark.onnx.cam import check_cam, find_cam
+
+    if isinstance(cam, dict):
+        return check_cam(model, cam, where)
+    return find_cam(model) if cam == "auto" else None
+
+
 def open_onnx(model_file: str) -> OnnxRuntime:
     return OnnxRuntime.open(model_file)
 
@@ -351,11 +388,16 @@ def model_folder(model_file: str, card_file: str, out_dir: str) -> str:
         raise UsageError(f"model card {card_file} needs a version and an onnx section")
     onnx_card = OnnxCard.parse(given.get("onnx"), card_file)
     check_onnx_file(model_file)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-    size = OnnxRuntime(session, onnx_card, model_file).input_shape[0]  # the graph checked against the card
     import onnx
+
+    onnx_card = dataclasses.replace(onnx_card, cam=resolve_cam(onnx.load(model_file), onnx_card.cam, card_file))
+    runtime = OnnxRuntime.build(model_file, onnx_card)  # the graph checked against the card
+    size = runtime.input_shape[0]
+    if onnx_card.cam:
+        try:
+            runtime.explain(np.full((1, size, size, 1), 128, np.uint8), np.zeros(1, int))
+        except Exception as exc:  # the named map and weights do not fit together
+            raise ModelRefused(f"model file {model_file}: onnx.cam gives no heatmap ({exc})") from None
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.copyfile(model_file, os.path.join(out_dir, "model" + ONNX_SUFFIX))
