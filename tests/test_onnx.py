@@ -53,48 +53,70 @@ def _keras_to_onnx(model_dir: str, out: Path) -> Path:
     return _export(load_model_safely(os.path.join(model_dir, "model.keras")), out)
 
 
-def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs(tmp_path):
-    """The zoo's DenseNet-121 (random weights at 64 px: the export's fidelity through every layer, not learning)."""
-    import onnxruntime as ort
-
+def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs_and_class_activation_maps(tmp_path):
+    """The zoo's DenseNet-121 (random weights at 96 px: the export's fidelity through every layer, not learning):
+    its probabilities within 1e-4 of Keras's; registration finds its last feature map and dense layer by itself, and
+    the heatmaps are that map weighted by the dense layer's column, as computed from the Keras model."""
     from xray_spark.keras_runtime import KerasRuntime
-    from xray_spark.models import build_model
+    from xray_spark.models import build_model, keras
 
-    model = build_model("densenet121", len(FINDINGS), 64)
+    model = build_model("densenet121", len(FINDINGS), 96)
     path = str(_export(model, tmp_path / "densenet.onnx"))
-    card = onnx_runtime.OnnxCard("film", "probabilities", list(FINDINGS), {f: f for f in FINDINGS}, dtype="uint8")
-    onnx_model = onnx_runtime.OnnxRuntime(ort.InferenceSession(path, providers=["CPUExecutionProvider"]), card, path)
-    films = np.random.default_rng(3).integers(0, 256, (6, 64, 64, 1), dtype=np.uint8)
+    onnx_card = {"input": "film", "output": "probabilities", "outputs": list(FINDINGS), "dtype": "uint8"}
+    card = _write_card(tmp_path / "card.yaml", "densenet", {**onnx_card, "findings": {f: f for f in FINDINGS}})
+    folder = onnx_runtime.model_folder(path, str(card), str(tmp_path / "folder"))
+    cam = json.loads((tmp_path / "folder" / "model.json").read_text())["onnx"]["cam"]
+    assert cam["feature_map"].endswith("densenet121/relu/Relu:0") and cam["weights"].startswith("densenet121/logits")
+    onnx_model = open_runtime(read_card(folder).model_file)
+    films = np.random.default_rng(3).integers(0, 256, (6, 96, 96, 1), dtype=np.uint8)
     keras_out, onnx_out = KerasRuntime(model).predict(films), onnx_model.predict(films)
     assert keras_out.std() > 1e-3, "films that the model tells apart"
     assert np.abs(keras_out - onnx_out).max() < 1e-4
 
+    findings = np.arange(len(films)) * 2 % len(FINDINGS)
+    features = keras().Model(model.inputs, model.get_layer("gap").input)(films, training=False).numpy()
+    weights = model.get_layer("logits").get_weights()[0][:, findings].T
+    expected = np.maximum(np.einsum("nhwk,nk->nhw", features, weights), 0)
+    peak = expected.reshape(len(films), -1).max(axis=1)
+    assert (peak > 0).sum() >= 3, "maps with something in them"
+    expected /= np.where(peak > 0, peak, 1)[:, None, None]
+    got = onnx_model.explain(films, findings)
+    assert got.shape == (6, 3, 3) and np.abs(got - expected).max() < 1e-4
 
-def test_a_keras_model_exported_to_onnx_registers_and_scores_as_the_keras_model(spark, prepared, small_model, tmp_path):
-    """small_cnn trained here, exported to ONNX with a card that says it takes uint8 films and gives probabilities:
-    its outputs equal Keras's within 1e-4 on the store's films, and the scoring job writes the same calibrated
+
+def _recipe(marker: str, **values: str) -> str:
+    """The python block of docs/onnx.md that holds ``marker``, its placeholders (``NAME = "/path/to/..."``) set."""
+    import re
+
+    from .conftest import ROOT
+    from .test_docs_commands import fenced_blocks
+
+    (block,) = [
+        b for lang, b in fenced_blocks((ROOT / "docs" / "onnx.md").read_text()) if lang == "python" and marker in b
+    ]
+    for name, value in values.items():
+        block, n = re.subn(rf'^{name} = "/path/to/[^"]*"', f"{name} = {value!r}", block, flags=re.M)
+        assert n == 1, f"the recipe sets {name} once"
+    return block
+
+
+def test_the_docs_keras_recipe_exports_a_model_that_registers_and_scores_as_the_keras_model(
+    spark, prepared, small_model, tmp_path
+):
+    """small_cnn trained here, exported to ONNX and given its card by the recipe of docs/onnx.md, run as it is: its
+    outputs equal Keras's within 1e-4 on the store's films, and the scoring job writes the same calibrated
     probabilities for it as for the Keras model."""
     settings, lake = copy_lake(prepared, tmp_path / "lake")
     keras_card = read_card(small_model["model_dir"])
-    onnx_file = _keras_to_onnx(small_model["model_dir"], tmp_path / "small.onnx")
     labels = keras_card.labels
-    card = _write_card(
-        tmp_path / "card.yaml",
-        "small-cnn-onnx",
-        {
-            "input": "film",
-            "output": "probabilities",
-            "outputs": labels,
-            "findings": {x: x for x in labels},
-            "dtype": "uint8",
-        },
-        thresholds=keras_card.meta.get("thresholds"),
-        calibration=keras_card.meta.get("calibration"),
-    )
+    exec(_recipe("tf2onnx.convert.from_keras", MODEL_DIR=small_model["model_dir"], OUT=str(tmp_path)), {})
+    onnx_file, card = tmp_path / "model.onnx", tmp_path / "card.yaml"
     done = run_in_process("register_model", ["--lake", lake.root, "--model", str(onnx_file), "--card", str(card)])
     assert done.returncode == 0, done.stderr[-2000:]
     registered = json.loads(done.stdout)
-    assert registered["version"] == "small-cnn-onnx" and registered["path"].endswith("small-cnn-onnx")
+    onnx_version = f"{small_model['version']}-onnx"
+    assert registered["version"] == onnx_version and registered["path"].endswith(onnx_version)
+    assert read_card(registered["path"]).meta["calibration"] == keras_card.meta["calibration"]
 
     films = _store_films(spark, lake, settings.dataset, 32)
     ours, theirs = open_runtime(keras_card.model_file), open_runtime(read_card(registered["path"]).model_file)
@@ -102,12 +124,12 @@ def test_a_keras_model_exported_to_onnx_registers_and_scores_as_the_keras_model(
 
     from xray_spark.score.pipeline import run_scoring
 
-    for version in (small_model["version"], "small-cnn-onnx"):
+    for version in (small_model["version"], onnx_version):
         run_scoring(spark, lake, settings, model_version=version)
     scored = spark.read.parquet(lake.table_url("predictions")).toPandas()
     columns = [probability_column(x) for x in labels]
     by_version = {v: rows.set_index("image_id")[columns].sort_index() for v, rows in scored.groupby("model_version")}
-    keras_rows, onnx_rows = by_version[small_model["version"]], by_version["small-cnn-onnx"]
+    keras_rows, onnx_rows = by_version[small_model["version"]], by_version[onnx_version]
     assert len(onnx_rows) == len(keras_rows) == spark.read.parquet(lake.store_url(settings.dataset)).count()
     assert np.abs(keras_rows.to_numpy() - onnx_rows.to_numpy()).max() < 1e-4
 
@@ -180,6 +202,33 @@ def test_a_card_maps_torchxrayvision_s_eighteen_outputs_onto_our_fourteen_in_our
     assert got.shape == (5, 14) and np.abs(got - expected).max() < 1e-5
 
 
+def test_the_docs_torchxrayvision_recipe_writes_a_card_that_registers_the_model_s_trained_outputs(tmp_path):
+    """The card block of docs/onnx.md's torchxrayvision recipe, run with a stand-in for the model (its pathologies
+    with "" where it did not train, its operating thresholds with NaN there): the card registers with a graph in
+    torchxrayvision's convention and scores the findings it trained, in our order, with its thresholds."""
+    from types import SimpleNamespace
+
+    wb = _graph(tmp_path / "xrv.onnx")
+    untrained = {"Consolidation", "Hernia", "Lung Opacity"}
+    pathologies = ["" if name in untrained else name for name in XRV_OUTPUTS]
+    op_threshs = [float("nan") if not p else 0.01 * (i + 1) for i, p in enumerate(pathologies)]
+    model = SimpleNamespace(pathologies=pathologies)
+    exec(_recipe("xray_spark.labels", OUT=str(tmp_path)), {"model": model, "op_threshs": op_threshs})
+    folder = onnx_runtime.model_folder(
+        str(tmp_path / "xrv.onnx"), str(tmp_path / "xrv-densenet121-nih.yaml"), str(tmp_path / "m")
+    )
+    card = read_card(folder)
+    expected_labels = [f for f in FINDINGS if f in XRV_OUTPUTS and f not in untrained]
+    assert card.labels == expected_labels and card.version == "xrv-densenet121-nih"
+    assert card.thresholds == {f: 0.01 * (XRV_OUTPUTS.index(f) + 1) for f in expected_labels}
+    assert card.meta["onnx"]["cam"] is None, "a mean of the whole input is no pooled feature map: occlusion"
+    films = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
+    scaled = -1024.0 + films.astype(np.float64) * (2048.0 / 255.0)
+    logits = scaled.reshape(3, -1).mean(axis=1, keepdims=True) * wb[0][None, :] + wb[1][None, :]
+    expected = 1 / (1 + np.exp(-logits[:, [XRV_OUTPUTS.index(f) for f in expected_labels]]))
+    assert np.abs(open_runtime(card.model_file).predict(films) - expected).max() < 1e-5
+
+
 def _refused(tmp_path: Path, onnx_card: dict, model: Path) -> str:
     card = _write_card(tmp_path / "card.yaml", "refused", onnx_card)
     with pytest.raises((ModelRefused, UsageError)) as caught:
@@ -226,7 +275,8 @@ def _external_weights_outside(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def learned_onnx(spark, trained, tmp_path_factory) -> str:
     """The learning set's small_cnn (tests/learning.py) exported to ONNX and registered in the module's learning lake
-    with its card (its thresholds and calibration): the version ``learned-onnx``."""
+    with its card (its thresholds and calibration) twice: ``learned-onnx``, whose heatmaps are class activation maps
+    found by registration, and ``learned-onnx-occlusion``, whose card says ``cam: none``."""
     from xray_spark.registry import register_model
 
     _, lake, summary = trained
@@ -234,25 +284,29 @@ def learned_onnx(spark, trained, tmp_path_factory) -> str:
     keras_card = read_card(summary["model_dir"])
     labels = keras_card.labels
     onnx_card = {"input": "film", "output": "probabilities", "outputs": labels, "findings": {x: x for x in labels}}
-    card = _write_card(
-        root / "card.yaml",
-        "learned-onnx",
-        {**onnx_card, "dtype": "uint8"},
-        thresholds=keras_card.meta.get("thresholds"),
-        calibration=keras_card.meta.get("calibration"),
-        dataset=keras_card.dataset,
-    )
     onnx_file = _keras_to_onnx(summary["model_dir"], root / "learned.onnx")
-    folder = onnx_runtime.model_folder(str(onnx_file), str(card), str(root / "folder"))
-    register_model(spark, lake, folder, dataset=str(keras_card.dataset))
+    for version, cam in (("learned-onnx", "auto"), ("learned-onnx-occlusion", "none")):
+        card = _write_card(
+            root / f"{version}.yaml",
+            version,
+            {**onnx_card, "dtype": "uint8", "cam": cam},
+            thresholds=keras_card.meta.get("thresholds"),
+            calibration=keras_card.meta.get("calibration"),
+            dataset=keras_card.dataset,
+        )
+        folder = onnx_runtime.model_folder(str(onnx_file), str(card), str(root / version))
+        register_model(spark, lake, folder, dataset=str(keras_card.dataset))
     return "learned-onnx"
 
 
-def test_occlusion_heatmaps_of_the_learning_model_exported_to_onnx_point_at_the_planted_lesions(
-    spark, trained, learned_onnx
+@pytest.mark.parametrize("how", ["cam", "occlusion"])
+def test_heatmaps_of_the_learning_model_exported_to_onnx_point_at_the_planted_lesions(
+    spark, trained, learned_onnx, how
 ):
-    """The scoring job draws the ONNX model's heatmaps by occlusion, and they point at the planted lesions of the
-    validation films (the pointing game, as Grad-CAM's in test_train) far above another film's heatmap."""
+    """The scoring job draws the ONNX model's heatmaps, as class activation maps from the feature map that its
+    average and maximum poolings read (found by registration), or by occlusion, and they point at the planted
+    lesions of the validation films (the pointing game, as Grad-CAM's in test_train) far above another film's
+    heatmap."""
     import dataclasses
 
     from xray_spark.evaluate.pipeline import localize
@@ -262,10 +316,13 @@ def test_occlusion_heatmaps_of_the_learning_model_exported_to_onnx_point_at_the_
     from .learning import pooled_pointing
 
     settings, lake, _ = trained
+    version = learned_onnx if how == "cam" else f"{learned_onnx}-occlusion"
+    card = resolve_model(spark, lake, version=version)
+    assert bool(card.meta["onnx"]["cam"]) == (how == "cam"), card.meta["onnx"]
     called = dataclasses.replace(settings, score=dataclasses.replace(settings.score, heatmaps="called"))
-    scored = run_scoring(spark, lake, called, model_version=learned_onnx, new_only=True)
+    scored = run_scoring(spark, lake, called, model_version=version, new_only=True)
     assert scored["heatmaps"]["written"] > 0
-    located = localize(spark, lake, resolve_model(spark, lake, version=learned_onnx), "val", settings.dataset, seed=0)
+    located = localize(spark, lake, card, "val", settings.dataset, seed=0)
     pooled, report = pooled_pointing(located)
     print(pooled, report)
     assert pooled["pointing_tolerant"] >= 0.7 and pooled["pointing_tolerant"] - pooled["shuffled"] > 0.3, report
@@ -305,6 +362,34 @@ def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_
     assert gap.max() < 0.02 and np.mean(aurocs[parent.version]) > 0.75, aurocs
     dynamic = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--method", "dynamic"])
     assert dynamic.returncode == 0 and json.loads(dynamic.stdout)["version"] == "learned-onnx-int8-dynamic"
+
+    # Its heatmaps: the class activation maps of its own (dequantized) dense weights, on the parent's feature map.
+    assert copy.meta["onnx"]["cam"]["feature_map"] == parent.meta["onnx"]["cam"]["feature_map"]
+    assert copy.meta["onnx"]["cam"]["weights"] != parent.meta["onnx"]["cam"]["weights"], "the int8 weights'"
+    findings = np.zeros(len(films), int)
+    maps = [open_runtime(card.model_file).explain(films, findings).reshape(len(films), -1) for card in (parent, copy)]
+    agreement = [np.corrcoef(a, b)[0, 1] for a, b in zip(*maps, strict=True) if a.std() > 0 and b.std() > 0]
+    assert len(agreement) > len(films) // 2 and np.median(agreement) > 0.9, agreement
+
+
+def test_the_challenge_decides_whether_an_int8_copy_may_replace_its_parent(spark, trained, learned_onnx):
+    """The paired test, unchanged, on the int8 copy against its parent: both score the held-out films, every finding
+    with enough positives has its difference and interval, and promote --if-passed follows the outcome."""
+    _, lake, _ = trained
+    made = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--version", "int8-c"])
+    assert made.returncode == 0, made.stderr[-2000:]
+    on_val = ["--set", "promotion.split=val"]  # the learning set has no test films
+    done = run_in_process(
+        "challenge", ["--lake", lake.root, "--challenger", "int8-c", "--champion", learned_onnx, *on_val]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    compared = [row for row in summary["findings"] if not np.isnan(row["difference"] or np.nan)]
+    print(summary["outcome"], [(r["finding"], round(r["difference"], 4)) for r in compared])
+    assert len(compared) >= 3 and all(abs(row["difference"]) < 0.02 for row in compared), compared
+    assert all(row["delong_low"] <= row["difference"] <= row["delong_high"] for row in compared)
+    promoted = run_in_process("promote", ["--lake", lake.root, "--if-passed", summary["challenge_id"]])
+    assert (promoted.returncode == 0) == (summary["outcome"] == "PASS"), (summary["outcome"], promoted.stderr[-500:])
 
 
 def test_batch_normalization_rewritten_as_multiply_and_add_computes_the_same(tmp_path):
