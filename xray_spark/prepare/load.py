@@ -188,11 +188,14 @@ DICOM_STUDY_COLUMNS = {
 }
 
 
-def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str, source: str = "nih") -> int:
+def write_studies(
+    spark: SparkSession, lake: Lake, dataset: str, store_url: str, source: str = "nih", *, empty: bool | None = None
+) -> int:
     """Rewrite this dataset's part of ``xray.studies`` from the store itself (so they always agree).
 
     ``source`` (a name of :data:`~xray_spark.prepare.sources.SOURCES`) is recorded per row; a DICOM
     film also gets its study's date and time, its UIDs and its accession number from ``xray.dicom_instances``.
+    ``empty``: whether the store is, where the caller has counted it already (else asked of the rows).
     """
     store = spark.read.parquet(store_url)
     studies = store.select(
@@ -208,7 +211,7 @@ def write_studies(spark: SparkSession, lake: Lake, dataset: str, store_url: str,
     else:
         studies = studies.select("*", *(F.lit(None).cast(t).alias(c) for c, t in DICOM_STUDY_COLUMNS.items()))
     studies = studies.withColumn("dataset", F.lit(dataset))
-    write_dataset_partition(spark, studies, lake, "studies", dataset)
+    write_dataset_partition(spark, studies, lake, "studies", dataset, empty=empty)
     return tables.read_table(spark, lake, "studies").where(F.col("dataset") == dataset).count()
 
 
@@ -238,13 +241,16 @@ def write_display_pictures(
     )
 
 
-def write_dataset_partition(spark: SparkSession, df: DataFrame, lake: Lake, name: str, dataset: str) -> None:
+def write_dataset_partition(
+    spark: SparkSession, df: DataFrame, lake: Lake, name: str, dataset: str, *, empty: bool | None = None
+) -> None:
     """Replace one dataset's partition of a table, leaving other datasets' rows alone.
 
     Dynamic partition overwrite only replaces partitions the new rows fall in: with no rows
-    the old partition would stay, so an empty result removes it explicitly.
+    the old partition would stay, so an empty result removes it explicitly. ``empty``: whether ``df`` has no rows,
+    where the caller knows (asking the rows costs a Spark job that computes them up to the first).
     """
-    if df.isEmpty():
+    if df.isEmpty() if empty is None else empty:
         with tables.table_writer(lake, name):
             lake.delete_dir(lake.path("tables", name, f"dataset={dataset}"))
         if tables.exists_in_lake(spark, lake, name):

@@ -250,9 +250,11 @@ def write_store(run: PrepareRun, good: DataFrame, n_good: int, label_set: list[s
 
 def write_tables(run: PrepareRun) -> None:
     """``xray.studies`` from the store, and the store's sizes per split and finding."""
-    studies = load.write_studies(run.spark, run.lake, run.dataset, run.store_url, run.inputs.source)
-    run.summary["studies_rows"] = studies
     run.summary |= tally.store_tally(run.spark.read.parquet(run.store_url), UNLABELED)
+    empty = run.summary["store_rows"] == 0
+    run.summary["studies_rows"] = load.write_studies(
+        run.spark, run.lake, run.dataset, run.store_url, run.inputs.source, empty=empty
+    )
     run.phase("tables")
 
 

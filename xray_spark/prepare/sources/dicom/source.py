@@ -129,25 +129,25 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
     n_partitions = max(run.spark.sparkContext.defaultParallelism, math.ceil(n_files / 500))
     image = run.settings.image
     headers = run.keep(read_headers(files, key, image.max_file_bytes, n_partitions, image.max_decoded_bytes))
-    kinds = {r["kind"]: int(r["count"]) for r in headers.groupBy("kind").count().collect()}
+    kinds, n_objects, by_skip = _header_tally(headers)
     objects = headers.where(F.col("kind").isin("dicom", "unknown"))
     broken = objects.where(F.col("reason").isNotNull())
     valid = objects.where(F.col("reason").isNull())
     skipped = valid.where(F.col("skip_reason").isNotNull())
-    by_skip = {r["skip_reason"]: int(r["count"]) for r in skipped.groupBy("skip_reason").count().collect()}
     if by_skip:
         columns = ("source_path", "sop_uid", "modality", "skip_reason", "skip_detail")
         load.write_list(skipped.select(*columns), f"{run.report_dir}/skipped")
     films, bad_ids = _check_ids(valid.where(F.col("skip_reason").isNull()))
     films, duplicates = _one_file_per_instance(films)
-    n_duplicates = duplicates.count()
-    if n_duplicates:
-        load.write_list(duplicates.select("sop_uid", "source_path"), f"{run.report_dir}/duplicate_files")
-    already = 0
+    already, frames = 0, {"duplicates": duplicates}
     if run.appends:
         stored = load.store_image_ids(run.spark, run.store_url).withColumnRenamed("image_id", "sop_uid")
-        already = films.join(stored, "sop_uid", "left_semi").count()
+        frames["already"] = films.join(stored, "sop_uid", "left_semi")
         films = films.join(stored, "sop_uid", "left_anti")
+    counted = tally.row_counts(**frames)  # one job for both
+    n_duplicates, already = counted["duplicates"], counted.get("already", 0)
+    if n_duplicates:
+        load.write_list(duplicates.select("sop_uid", "source_path"), f"{run.report_dir}/duplicate_files")
     candidates = _candidates(run, films)
     bad = broken.select(F.col("sop_uid").alias("image_id"), "source_path", "reason", "detail").unionByName(bad_ids)
     if run.inputs.labels:
@@ -155,16 +155,38 @@ def read_dicom(run: PrepareRun) -> tuple[CheckedMetadata, MatchedFiles]:
         candidates, bad_labels = apply_labels(candidates, rows, key, run.settings.split)
         bad = bad.unionByName(bad_labels)
     candidates = run.keep(candidates)
-    n_candidates = candidates.count()
-    rows_read = objects.count() - sum(by_skip.values()) - n_duplicates - already
+    views, n_patients = _candidate_tally(candidates)
+    n_candidates = sum(views.values())
+    rows_read = n_objects - sum(by_skip.values()) - n_duplicates - already
     counts = {"files": n_files, "kinds": kinds, "skipped": by_skip, "duplicates": n_duplicates, "already": already}
-    _summarise(run, counts, candidates, n_candidates, rows_read)
+    _summarise(run, counts, candidates, (n_candidates, n_patients, views), rows_read)
     checked = CheckedMetadata(checked=candidates, valid=candidates, bad=bad, rows_read=rows_read)
     return checked, MatchedFiles(candidates, n_candidates, 0, n_files)
 
 
-def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidates: int, rows_read: int) -> None:
+def _header_tally(headers: DataFrame) -> tuple[dict[str, int], int, dict[str, int]]:
+    """Files per kind, the DICOM objects among them, and the readable ones skipped per reason: one job."""
+    rows = headers.groupBy("kind", F.col("reason").isNull().alias("_read"), "skip_reason").count().collect()
+    kinds: dict[str, int] = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + int(r["count"])
+    objects = [r for r in rows if r["kind"] in ("dicom", "unknown")]
+    by_skip: dict[str, int] = {}
+    for r in objects:
+        if r["_read"] and r["skip_reason"] is not None:
+            by_skip[r["skip_reason"]] = by_skip.get(r["skip_reason"], 0) + int(r["count"])
+    return kinds, sum(int(r["count"]) for r in objects), by_skip
+
+
+def _candidate_tally(candidates: DataFrame) -> tuple[dict[str, int], int]:
+    """Films per view and the patients they belong to: one job."""
+    rows = candidates.groupBy("view").agg(F.count("*").alias("n"), F.collect_set("patient_id").alias("p")).collect()
+    return {r["view"]: int(r["n"]) for r in rows}, len(set().union(*(r["p"] for r in rows)))
+
+
+def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, tallied: tuple, rows_read: int) -> None:
     """The run summary's ``dicom``, ``metadata`` and ``images`` sections (counts only, nothing identifying)."""
+    n_candidates, n_patients, views = tallied
     kinds, already, n_files, n_duplicates = counts["kinds"], counts["already"], counts["files"], counts["duplicates"]
     by_skip = counts["skipped"]
     run.summary["dicom"] = {
@@ -183,8 +205,8 @@ def _summarise(run: PrepareRun, counts: dict, candidates: DataFrame, n_candidate
         rows_considered=rows_read,
         already_in_store=already,
         valid_rows=n_candidates,
-        patients=candidates.select("patient_id").distinct().count(),
-        views={r["view"]: int(r["count"]) for r in candidates.groupBy("view").count().collect()},
+        patients=n_patients,
+        views=views,
         finding_counts=tally.count_findings(labelled) if run.inputs.labels else {},
     )
     images = ImageCounts(run.images_ref, n_files, n_candidates, kinds.get("not_dicom", 0), n_duplicates)
