@@ -244,6 +244,10 @@ def test_what_is_refused_is_one_line_and_no_model_folder(tmp_path, monkeypatch):
     assert "has no input 'x'" in _refused(tmp_path, {**XRV_CARD, "input": "x"}, model)
     assert "3 channel(s)" in _refused(tmp_path, {**XRV_CARD, "channels": 3}, model)
     assert "maps onto unknown findings" in _refused(tmp_path, {**XRV_CARD, "findings": {"Fracture": "Fracture"}}, model)
+    unknown_map = {**XRV_CARD, "cam": {"feature_map": "features", "weights": "w"}}
+    assert "onnx.cam.feature_map 'features' is no tensor" in _refused(tmp_path, unknown_map, model)
+    not_weights = {**XRV_CARD, "cam": {"feature_map": "mean", "weights": "shape"}}
+    assert "no two-dimensional weight" in _refused(tmp_path, not_weights, model)
     custom = tmp_path / "custom.onnx"
     _graph(custom, domain="com.example.ops")
     assert "custom domain 'com.example.ops'" in _refused(tmp_path, XRV_CARD, custom)

@@ -358,14 +358,17 @@ def _providers(ort: Any) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def resolve_cam(model: Any, cam: Any, where: str) -> dict | None:
-    """The card's ``cam`` as a model folder keeps it: what ``auto`` finds in the graph (None: occlusion), None for
-    ``none``, a hand-named section checked."""
-    from xray_spark.onnx.cam import check_cam, find_cam
+def resolve_cam(model: Any, cam: Any, where: str, n_outputs: int) -> dict | None:
+    """The card's ``cam`` as a model folder keeps it: what ``auto`` finds in the graph (None: occlusion, also where
+    the dense layer found has another width than the card's outputs), None for ``none``, a hand-named section
+    checked (refused where its weights' width is not the outputs')."""
+    from xray_spark.onnx.cam import cam_weights, check_cam, find_cam
 
-    if isinstance(cam, dict):
-        return check_cam(model, cam, where)
-    return find_cam(model) if cam == "auto" else None
+    found = check_cam(model, cam, where) if isinstance(cam, dict) else find_cam(model) if cam == "auto" else None
+    width = cam_weights(model, found).shape[1] if found else n_outputs
+    if width != n_outputs and isinstance(cam, dict):
+        raise ModelRefused(f"{where}: onnx.cam.weights give {width} classes; onnx.outputs names {n_outputs}")
+    return found if width == n_outputs else None
 
 
 def open_onnx(model_file: str) -> OnnxRuntime:
@@ -390,14 +393,18 @@ def model_folder(model_file: str, card_file: str, out_dir: str) -> str:
     check_onnx_file(model_file)
     import onnx
 
-    onnx_card = dataclasses.replace(onnx_card, cam=resolve_cam(onnx.load(model_file), onnx_card.cam, card_file))
+    asked = onnx_card.cam
+    found = resolve_cam(onnx.load(model_file), asked, card_file, len(onnx_card.outputs))
+    onnx_card = dataclasses.replace(onnx_card, cam=found)
     runtime = OnnxRuntime.build(model_file, onnx_card)  # the graph checked against the card
     size = runtime.input_shape[0]
     if onnx_card.cam:
         try:
             runtime.explain(np.full((1, size, size, 1), 128, np.uint8), np.zeros(1, int))
-        except Exception as exc:  # the named map and weights do not fit together
-            raise ModelRefused(f"model file {model_file}: onnx.cam gives no heatmap ({exc})") from None
+        except Exception as exc:  # the map and weights do not fit together, or not the card's output columns
+            if isinstance(asked, dict):
+                raise ModelRefused(f"model file {model_file}: onnx.cam gives no heatmap ({exc})") from None
+            onnx_card = dataclasses.replace(onnx_card, cam=None)  # what auto found is not the classifier: occlusion
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.copyfile(model_file, os.path.join(out_dir, "model" + ONNX_SUFFIX))
