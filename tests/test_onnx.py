@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -53,7 +54,7 @@ def _keras_to_onnx(model_dir: str, out: Path) -> Path:
     return _export(load_model_safely(os.path.join(model_dir, "model.keras")), out)
 
 
-def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs_and_class_activation_maps(tmp_path):
+def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs_and_class_activation_maps(tmp_path, caplog):
     """The zoo's DenseNet-121 (random weights at 96 px: the export's fidelity through every layer, not learning):
     its probabilities within 1e-4 of Keras's; registration finds its last feature map and dense layer by itself, and
     the heatmaps are that map weighted by the dense layer's column, as computed from the Keras model."""
@@ -64,7 +65,9 @@ def test_a_densenet121_exported_to_onnx_gives_the_keras_model_s_outputs_and_clas
     path = str(_export(model, tmp_path / "densenet.onnx"))
     onnx_card = {"input": "film", "output": "probabilities", "outputs": list(FINDINGS), "dtype": "uint8"}
     card = _write_card(tmp_path / "card.yaml", "densenet", {**onnx_card, "findings": {f: f for f in FINDINGS}})
-    folder = onnx_runtime.model_folder(path, str(card), str(tmp_path / "folder"))
+    with caplog.at_level(logging.INFO, logger="xray_spark"):
+        folder = onnx_runtime.model_folder(path, str(card), str(tmp_path / "folder"))
+    assert "heatmaps: class activation maps of" in caplog.text, "registration says where heatmaps come from"
     cam = json.loads((tmp_path / "folder" / "model.json").read_text())["onnx"]["cam"]
     assert cam["feature_map"].endswith("densenet121/relu/Relu:0") and cam["weights"].startswith("densenet121/logits")
     onnx_model = open_runtime(read_card(folder).model_file)
@@ -202,7 +205,7 @@ def test_a_card_maps_torchxrayvision_s_eighteen_outputs_onto_our_fourteen_in_our
     assert got.shape == (5, 14) and np.abs(got - expected).max() < 1e-5
 
 
-def test_the_docs_torchxrayvision_recipe_writes_a_card_that_registers_the_model_s_trained_outputs(tmp_path):
+def test_the_docs_torchxrayvision_recipe_writes_a_card_that_registers_the_model_s_trained_outputs(tmp_path, caplog):
     """The card block of docs/onnx.md's torchxrayvision recipe, run with a stand-in for the model (its pathologies
     with "" where it did not train, its operating thresholds with NaN there): the card registers with a graph in
     torchxrayvision's convention and scores the findings it trained, in our order, with its thresholds."""
@@ -214,14 +217,16 @@ def test_the_docs_torchxrayvision_recipe_writes_a_card_that_registers_the_model_
     op_threshs = [float("nan") if not p else 0.01 * (i + 1) for i, p in enumerate(pathologies)]
     model = SimpleNamespace(pathologies=pathologies)
     exec(_recipe("xray_spark.labels", OUT=str(tmp_path)), {"model": model, "op_threshs": op_threshs})
-    folder = onnx_runtime.model_folder(
-        str(tmp_path / "xrv.onnx"), str(tmp_path / "xrv-densenet121-nih.yaml"), str(tmp_path / "m")
-    )
+    with caplog.at_level(logging.INFO, logger="xray_spark"):
+        folder = onnx_runtime.model_folder(
+            str(tmp_path / "xrv.onnx"), str(tmp_path / "xrv-densenet121-nih.yaml"), str(tmp_path / "m")
+        )
     card = read_card(folder)
     expected_labels = [f for f in FINDINGS if f in XRV_OUTPUTS and f not in untrained]
     assert card.labels == expected_labels and card.version == "xrv-densenet121-nih"
     assert card.thresholds == {f: 0.01 * (XRV_OUTPUTS.index(f) + 1) for f in expected_labels}
     assert card.meta["onnx"]["cam"] is None, "a mean of the whole input is no pooled feature map: occlusion"
+    assert "heatmaps: by occlusion, 65 forward passes a film (no global pooling then dense layer found)" in caplog.text
     films = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
     scaled = -1024.0 + films.astype(np.float64) * (2048.0 / 255.0)
     logits = scaled.reshape(3, -1).mean(axis=1, keepdims=True) * wb[0][None, :] + wb[1][None, :]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from typing import Any
@@ -38,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from xray_spark.errors import ModelRefused, UsageError
+
+log = logging.getLogger("xray_spark")
 
 ONNX_SUFFIX = ".onnx"
 #: The largest ONNX file (with its external weights) opened: a DenseNet-121 is about 30 MB, a ViT-L 1.2 GB.
@@ -405,6 +408,11 @@ def model_folder(model_file: str, card_file: str, out_dir: str) -> str:
             if isinstance(asked, dict):
                 raise ModelRefused(f"model file {model_file}: onnx.cam gives no heatmap ({exc})") from None
             onnx_card = dataclasses.replace(onnx_card, cam=None)  # what auto found is not the classifier: occlusion
+    if onnx_card.cam:
+        log.info("heatmaps: class activation maps of %r, weighted by %r", found["feature_map"], found["weights"])
+    else:
+        why = "the card says cam: none" if asked in ("none", None) else "no global pooling then dense layer found"
+        log.info("heatmaps: by occlusion, 65 forward passes a film (%s)", why)
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.copyfile(model_file, os.path.join(out_dir, "model" + ONNX_SUFFIX))
