@@ -119,7 +119,9 @@ def test_the_docs_keras_recipe_exports_a_model_that_registers_and_scores_as_the_
     registered = json.loads(done.stdout)
     onnx_version = f"{small_model['version']}-onnx"
     assert registered["version"] == onnx_version and registered["path"].endswith(onnx_version)
-    assert read_card(registered["path"]).meta["calibration"] == keras_card.meta["calibration"]
+    onnx_meta = read_card(registered["path"]).meta
+    for key in ("calibration", "threshold_rule", "operating_points", "training_patients"):
+        assert onnx_meta[key] == keras_card.meta[key], f"the exported card keeps {key}"
 
     films = _store_films(spark, lake, settings.dataset, 32)
     ours, theirs = open_runtime(keras_card.model_file), open_runtime(read_card(registered["path"]).model_file)

@@ -378,9 +378,23 @@ def open_onnx(model_file: str) -> OnnxRuntime:
     return OnnxRuntime.open(model_file)
 
 
+#: What a card may carry beside its version and onnx section: a model exported from this lake keeps how its
+#: thresholds were chosen, its validation call rates (the monitor's expectations) and the digests of the patients
+#: it was trained on (the challenge refuses to measure it on them).
+CARD_KEYS = (
+    "thresholds",
+    "threshold_rule",
+    "calibration",
+    "operating_points",
+    "training_patients",
+    "dataset",
+    "description",
+)
+
+
 def model_folder(model_file: str, card_file: str, out_dir: str) -> str:
     """A model folder (``model.onnx`` and ``model.json``) in ``out_dir`` from an ONNX file and a card in YAML: its
-    ``version``, ``onnx`` section and, optionally, ``thresholds``, ``calibration``, ``dataset``, ``description``."""
+    ``version``, ``onnx`` section and, optionally, the :data:`CARD_KEYS`."""
     import yaml
 
     from xray_spark.lake import write_json_atomic
@@ -419,7 +433,9 @@ def model_folder(model_file: str, card_file: str, out_dir: str) -> str:
     for location, where in _external(model_file, onnx.load(model_file, load_external_data=False)).items():
         os.makedirs(os.path.dirname(os.path.join(out_dir, location)), exist_ok=True)
         shutil.copyfile(where, os.path.join(out_dir, location))
-    kept = {k: given[k] for k in ("thresholds", "calibration", "dataset", "description") if k in given}
+    kept = {k: given[k] for k in CARD_KEYS if k in given}
+    if kept.get("thresholds") and not kept.get("threshold_rule"):
+        kept["threshold_rule"] = "given by the model's card at registration"
     meta = {
         "version": str(given["version"]),
         "model": "external",
