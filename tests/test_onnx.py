@@ -343,7 +343,8 @@ def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_
     spark, trained, learned_onnx
 ):
     """quantize (static, calibrated on validation films): a registered version whose card names its parent, a
-    quarter of its size, whose AUROCs on the validation films are its parent's within 0.02; dynamic too."""
+    quarter of its size, whose mean AUROC on the validation films is its parent's within 0.005 (each finding's
+    within 0.05: a finding with a handful of positives moves by a rank); dynamic too."""
     from sklearn.metrics import roc_auc_score
 
     from xray_spark.jobs.quantize import validation_films
@@ -369,8 +370,9 @@ def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_
         aurocs[card.version] = [
             roc_auc_score(truth[:, j], p[:, j]) for j in range(p.shape[1]) if 0 < truth[:, j].sum() < len(truth)
         ]
-    gap = np.abs(np.subtract(*aurocs.values()))
-    assert gap.max() < 0.02 and np.mean(aurocs[parent.version]) > 0.75, aurocs
+    gap = np.subtract(*aurocs.values())
+    assert abs(gap.mean()) < 0.005 and np.abs(gap).max() < 0.05, aurocs
+    assert np.mean(aurocs[parent.version]) > 0.75, aurocs
     dynamic = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--method", "dynamic"])
     assert dynamic.returncode == 0 and json.loads(dynamic.stdout)["version"] == "learned-onnx-int8-dynamic"
 
@@ -383,10 +385,11 @@ def test_an_int8_copy_is_a_new_version_naming_its_parent_and_ranks_the_films_as_
     assert len(agreement) > len(films) // 2 and np.median(agreement) > 0.9, agreement
 
 
-def test_the_challenge_decides_whether_an_int8_copy_may_replace_its_parent(spark, trained, learned_onnx):
-    """The paired test, unchanged, on the int8 copy against its parent: both score the held-out films, every finding
-    with enough positives has its difference and interval, and promote --if-passed follows the outcome."""
-    _, lake, _ = trained
+def test_the_challenge_decides_whether_an_int8_copy_may_replace_its_parent(spark, trained, learned_onnx, tmp_path):
+    """The paired test, unchanged, on the int8 copy against its parent (in a copy of the learning lake, since a PASS
+    promotes it): both score the held-out films, each finding compared has its difference inside its interval, the
+    mean difference is within 0.005, and promote --if-passed follows the outcome."""
+    _, lake = copy_lake(trained, tmp_path / "lake")
     made = run_in_process("quantize", ["--lake", lake.root, "--model-version", learned_onnx, "--version", "int8-c"])
     assert made.returncode == 0, made.stderr[-2000:]
     on_val = ["--set", "promotion.split=val"]  # the learning set has no test films
@@ -397,10 +400,15 @@ def test_the_challenge_decides_whether_an_int8_copy_may_replace_its_parent(spark
     summary = json.loads(done.stdout)
     compared = [row for row in summary["findings"] if not np.isnan(row["difference"] or np.nan)]
     print(summary["outcome"], [(r["finding"], round(r["difference"], 4)) for r in compared])
-    assert len(compared) >= 3 and all(abs(row["difference"]) < 0.02 for row in compared), compared
+    differences = [row["difference"] for row in compared]
+    assert len(compared) >= 3 and abs(np.mean(differences)) < 0.005 and max(map(abs, differences)) < 0.05, compared
     assert all(row["delong_low"] <= row["difference"] <= row["delong_high"] for row in compared)
     promoted = run_in_process("promote", ["--lake", lake.root, "--if-passed", summary["challenge_id"]])
     assert (promoted.returncode == 0) == (summary["outcome"] == "PASS"), (summary["outcome"], promoted.stderr[-500:])
+    from xray_spark.registry import alias_holder
+
+    holder = (alias_holder(spark, lake) or {}).get("version")
+    assert (holder == "int8-c") == (summary["outcome"] == "PASS"), holder
 
 
 def test_batch_normalization_rewritten_as_multiply_and_add_computes_the_same(tmp_path):
