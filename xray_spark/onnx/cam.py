@@ -5,8 +5,8 @@ A DenseNet (torchxrayvision's, CheXNet's, the zoo's) ends in a feature map ``F``
 a global average pooling, and one dense layer ``W`` (``k`` x classes). A finding's map is then
 ``relu(sum_k W[k, c] * F[k, y, x])``: one forward pass that also returns ``F``, and a product with
 the weights already in the file. A model that concatenates an average and a maximum pooling of the
-same map (our small_cnn) gets the sum of the two weight blocks: exact for the average's share, and
-for the maximum's, the map of where each channel peaks.
+same map (our small_cnn) gets, besides the average's map, each channel's maximum weighted at the
+place where that channel peaks: the logit split exactly among the map's positions.
 
 The card's ``onnx.cam`` says where the map comes from: ``auto`` (the default: :func:`find_cam`
 looks for global pooling then one dense layer, through the reshapes, dropouts and quantize steps
@@ -46,17 +46,19 @@ class _Graph:
             node = self.maker.get(tensor)
         return tensor, node
 
-    def pooled_map(self, tensor: str) -> str | None:
-        """The feature map that ``tensor`` is a global pooling of (or a concatenation of poolings of), else None."""
+    def pooled_map(self, tensor: str) -> tuple[str, list[str]] | None:
+        """The feature map that ``tensor`` is a global pooling of (or a concatenation of poolings of), and each
+        pooling's kind (``average`` or ``max``) in order; None for anything else."""
         _, node = self.source(tensor)
         parts = list(node.input) if node is not None and node.op_type == "Concat" else [tensor]
-        maps = set()
+        maps, pools = set(), []
         for part in parts:
             _, pool = self.source(part)
             if pool is None or pool.op_type not in POOLS or not self.spatial(pool):
                 return None
             maps.add(self.source(pool.input[0], SAME_SHAPE)[0])
-        return maps.pop() if len(maps) == 1 else None
+            pools.append("max" if "Max" in pool.op_type else "average")
+        return (maps.pop(), pools) if len(maps) == 1 else None
 
     def spatial(self, pool: Any) -> bool:
         """Whether a pooling reduces the rows and columns only (a ReduceMean over the channels too is no pooling)."""
@@ -103,11 +105,11 @@ def find_cam(model: Any) -> dict | None:
     for node in reversed(model.graph.node):
         if node.op_type not in DENSE or len(node.input) < 2:
             continue
-        feature_map = graph.pooled_map(node.input[0])
+        pooled = graph.pooled_map(node.input[0])
         weights = node.input[1] if graph.weights(node.input[1]) is not None else None
-        if feature_map and weights:
+        if pooled and weights:
             transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute)
-            return {"feature_map": feature_map, "weights": weights, "transposed": transposed}
+            return {"feature_map": pooled[0], "weights": weights, "transposed": transposed, "pools": pooled[1]}
     return None
 
 
@@ -117,9 +119,11 @@ def check_cam(model: Any, cam: dict, where: str) -> dict:
     from xray_spark.errors import ModelRefused
 
     graph = _Graph(model)
-    unknown = sorted(set(cam) - {"feature_map", "weights", "transposed"})
+    unknown = sorted(set(cam) - {"feature_map", "weights", "transposed", "pools"})
     if unknown or not {"feature_map", "weights"} <= set(cam):
-        raise ModelRefused(f"{where}: onnx.cam is auto, none, or feature_map and weights (and transposed)")
+        raise ModelRefused(f"{where}: onnx.cam is auto, none, or feature_map and weights (and transposed, pools)")
+    if not set(cam.get("pools") or []) <= {"average", "max"}:
+        raise ModelRefused(f"{where}: onnx.cam.pools lists average or max for each pooling, not {cam['pools']!r}")
     if cam["feature_map"] not in graph.maker:
         raise ModelRefused(f"{where}: onnx.cam.feature_map {cam['feature_map']!r} is no tensor of the graph")
     weights = graph.weights(cam["weights"])
@@ -148,18 +152,33 @@ def with_feature_map(model: Any, cam: dict) -> bytes:
     return copy.SerializeToString()
 
 
-def class_maps(features: np.ndarray, weights: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Heatmaps in [0, 1], ``(n, h, w)``: for film ``i``, ``relu(features[i] . weights[:, columns[i]])`` over the
-    channels, scaled to its maximum. ``features`` is ``(n, k, h, w)`` or ``(n, h, w, k)``, told apart by ``k``; the
-    weights' channels are ``k`` or a multiple of it (one block per pooling concatenated), the blocks summed."""
+def class_maps(
+    features: np.ndarray, weights: np.ndarray, columns: np.ndarray, pools: list[str] | None = None
+) -> np.ndarray:
+    """Heatmaps in [0, 1], ``(n, h, w)``: what each position of film ``i``'s feature map adds to the logit of
+    output ``columns[i]`` (never below 0), scaled to its maximum. ``features`` is ``(n, k, h, w)`` or ``(n, h, w,
+    k)``, told apart by ``k``; the weights' channels are ``k`` or a multiple of it, one block per pooling
+    concatenated (``pools``: ``average`` or ``max`` each; all average when not given). An average pooling's block
+    adds ``w[k] * F[k, y, x] / (h * w)`` at every position (the class activation map), a maximum pooling's adds
+    ``w[k] * max F[k]`` where channel ``k`` peaks: together, exactly the logit less its bias."""
     total = weights.shape[0]
     fits = [(features.shape[axis], axis) for axis in (1, 3) if total % features.shape[axis] == 0]
     if features.ndim != 4 or not fits:
         raise ValueError(f"a feature map {features.shape} does not match a dense layer of {total} inputs")
     k, axis = max(fits)  # the channels: far more of them than rows or columns where both fit
-    per_channel = weights.reshape(total // k, k, -1).sum(axis=0)  # (k, classes)
-    maps = np.moveaxis(features, 1, -1) if axis == 1 else features  # (n, h, w, k)
-    chosen = per_channel[:, columns].T  # (n, k)
-    cams = np.maximum(np.einsum("nhwk,nk->nhw", maps.astype(np.float32), chosen), 0)
+    blocks = weights.reshape(total // k, k, -1)  # (pools, k, classes)
+    kinds = list(pools) if pools and len(pools) == len(blocks) else ["average"] * len(blocks)
+    maps = (np.moveaxis(features, 1, -1) if axis == 1 else features).astype(np.float32)  # (n, h, w, k)
+    n, h, w = maps.shape[:3]
+    flat = maps.reshape(n, h * w, k)
+    cams = np.zeros((n, h * w), np.float32)
+    for kind, block in zip(kinds, blocks, strict=True):
+        chosen = block[:, columns].T  # (n, k)
+        if kind == "max":
+            peaks = flat.argmax(axis=1)  # (n, k): where each channel's maximum is
+            np.add.at(cams, (np.arange(n)[:, None], peaks), flat.max(axis=1) * chosen)
+        else:
+            cams += np.einsum("npk,nk->np", flat, chosen) / (h * w)
+    cams = np.maximum(cams.reshape(n, h, w), 0)
     peak = cams.reshape(len(cams), -1).max(axis=1) if len(cams) else np.zeros(0)
     return (cams / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)

@@ -310,7 +310,7 @@ class OnnxRuntime:
             [self.card.output, self.card.cam["feature_map"]], {self.card.input: self.feed(pixels)}
         )
         columns = np.asarray(self._columns)[np.asarray(findings, dtype=int)]
-        return class_maps(np.asarray(features), self._cam_weights, columns)
+        return class_maps(np.asarray(features), self._cam_weights, columns, self.card.cam.get("pools"))
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
         mine = self.scores(pixels)
