@@ -209,14 +209,28 @@ def _the_viewer_link_opens_the_study_in_orthanc(lake: Lake, settings, http: int,
     assert "SR" in shown and film["Modality"] in shown, f"the radiograph and the delivered SR: {shown!r}"
 
 
-def _deliver_and_read_scs(spark, lake: Lake, settings, out: Path) -> dict[str, int]:
-    """Deliver the champion's results with SCs into ``out`` and read each SC's pixels against the tables: a film
-    with a call shows its riskiest called finding's map (hot where the map is hot, gray where cold, the box
-    in yellow, the colour scale in the band); a film with none called shows no colour at all. Counts of each."""
+def _deliver_with_scs(spark, lake: Lake, settings, out: Path) -> dict:
+    """The champion's results delivered with SCs into the folder ``out``: the summary."""
     summary = run_delivery(
         spark, lake, settings, destinations=[f"folder:{out}"], secondary_capture=True, display=display_image
     )
     assert summary["sent"] == summary["to_deliver"] > 0 and summary["failed"] == 0
+    return summary
+
+
+@pytest.fixture(scope="module")
+def delivered(spark, hospital, tmp_path_factory) -> tuple[Path, dict]:
+    """The hospital's results delivered once with SCs into a folder, which the SC and validator tests both read:
+    (the folder, the summary)."""
+    settings, lake, _ = hospital
+    out = tmp_path_factory.mktemp("delivered") / "results"
+    return out, _deliver_with_scs(spark, lake, settings, out)
+
+
+def _read_scs(spark, lake: Lake, settings, out: Path, summary: dict) -> dict[str, int]:
+    """Each SC's pixels in ``out`` read against the tables: a film with a call shows its riskiest called finding's
+    map (hot where the map is hot, gray where cold, the box in yellow, the colour scale in the band); a film with
+    none called shows no colour at all. Counts of each."""
     maps = spark.read.parquet(lake.table_url("heatmaps")).where(F.col("dataset") == DATASET).collect()
     films = privacy.read_film_map(settings.privacy, DATASET)
     version = summary["model_version"]
@@ -268,10 +282,10 @@ def _deliver_and_read_scs(spark, lake: Lake, settings, out: Path) -> dict[str, i
 
 
 def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_lake_holds_no_identity(
-    spark, hospital, small_model, tmp_path
+    spark, hospital, delivered, small_model, tmp_path
 ):
     settings, lake, export = hospital
-    shown = _deliver_and_read_scs(spark, lake, settings, tmp_path / "results")
+    shown = _read_scs(spark, lake, settings, *delivered)
     assert sum(shown.values()) >= 15, shown  # each film's SC: with its called finding's map, or none called
     # The same films scored by a copy of the champion whose calibration calls more (3 logits higher): SCs whose
     # called finding's map is drawn, whatever the run's small model calls on these films
@@ -284,7 +298,8 @@ def test_the_secondary_capture_shows_the_heatmap_where_the_table_says_and_the_la
     registry.register_model(spark, mine, copy, dataset="nih")
     registry.set_alias(spark, mine, version, reason="a champion that calls more")
     run_scoring(spark, mine, keen, new_only=True)
-    called = _deliver_and_read_scs(spark, mine, keen, tmp_path / "keen-results")
+    keen_out = tmp_path / "keen-results"
+    called = _read_scs(spark, mine, keen, keen_out, _deliver_with_scs(spark, mine, keen, keen_out))
     assert called["drawn"] >= 3, called
     needles = [v.encode() for v in planted_identity(export)]
     assert len(needles) > 20
@@ -383,15 +398,11 @@ def test_delivery_over_tls_reaches_a_pacs_it_trusts_and_sends_nothing_to_one_it_
     assert sorted(t["Modality"] for t in held) == ["SR"] * len(films)
 
 
-def test_every_object_delivered_passes_the_standard_validators(spark, hospital, tmp_path):
+def test_every_object_delivered_passes_the_standard_validators(delivered):
     """dicom3tools' dciodvfy finds no error in any SR or SC delivery writes, and pixelmed's DicomSRValidator
     (``-checktemplateid``) none in an SR whose findings carry a hot region and one whose none do. The warnings left
     are the ones docs/conformance.md lists, and no other."""
-    settings, lake, _ = hospital
-    out = tmp_path / "results"
-    summary = run_delivery(
-        spark, lake, settings, destinations=[f"folder:{out}"], secondary_capture=True, display=display_image
-    )
+    out, summary = delivered
     objects = {path: dcmread(path, stop_before_pixels=True) for path in sorted(out.glob("*.dcm"))}
     srs = [p for p, ds in objects.items() if ds.Modality == "SR"]
     scs = [p for p, ds in objects.items() if ds.Modality == "OT"]
