@@ -38,7 +38,9 @@ $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# --no-compile: pip would byte-compile every file of TensorFlow, Spark and the rest (20 of 56 s of a fresh
+	@# install on 2 cores); Python compiles the modules a process imports on first use instead, a fraction of a second.
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
 	@# pip's bin/beeline looks for pyspark with the python3 on PATH; this one knows where it is.
 	@home=$$($(PY) -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"); \
 	  printf '#!/bin/sh\n# beeline of the pyspark in this venv (written by make setup)\nexport SPARK_HOME="%s"\nexec "$$SPARK_HOME/bin/beeline" "$$@"\n' "$$home" > $(VENV)/bin/beeline
