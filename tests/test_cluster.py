@@ -175,8 +175,8 @@ def _runs_python_task(worker_pid: int, before: set[str]) -> bool:
 
 
 def _score_killing_a_worker(cluster: cluster_mod.LocalCluster, args: list[str]) -> dict:
-    """Run score on the cluster and SIGKILL its first worker once a task runs Python there: the job's exit, its
-    stderr and how long it went on after the kill."""
+    """Run score on the cluster and SIGKILL its first worker once a task runs Python there; the job must exit 0.
+    How long it went on after the kill."""
     victim = cluster.workers[0]
     before = {app.name for app in cluster.work_dir(victim).glob("app-*")}
     proc = subprocess.Popen(
@@ -200,13 +200,12 @@ def _score_killing_a_worker(cluster: cluster_mod.LocalCluster, args: list[str]) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-3000:]
-    return {"returncode": proc.returncode, "after_kill_seconds": time.monotonic() - killed_at}
+    return {"after_kill_seconds": time.monotonic() - killed_at}
 
 
 def test_a_killed_worker_loses_no_prediction(spark, cluster, cluster_run):
     """SIGKILL one worker while score runs (the fixture's scoring): the job finishes on the other, one row per study
     (the probabilities equal local mode's: test_predictions_on_the_cluster_equal_local_mode)."""
-    assert cluster_run["killed"]["returncode"] == 0
     assert not cluster_mod.is_running(cluster.workers[0])
     summary = cluster_run["score"]
     assert summary["written"] == 160

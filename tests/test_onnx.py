@@ -414,6 +414,23 @@ def test_the_challenge_decides_whether_an_int8_copy_may_replace_its_parent(spark
     assert (holder == "int8-c") == (summary["outcome"] == "PASS"), holder
 
 
+def test_class_maps_place_a_maximum_poolings_share_where_its_channel_peaks():
+    """A 2 x 2 map of three channels, the first weighted, pooled by average (weight 4) and by maximum (weight 1):
+    the average's share is the channel itself (4 * F / 4), the maximum's adds 3 at its peak. Read as two averages it
+    would be 1.25 * F instead."""
+    from xray_spark.onnx.cam import class_maps
+
+    features = np.zeros((1, 2, 2, 3))  # (n, h, w, k)
+    features[0, :, :, 0] = [[1.0, 0.0], [0.0, 3.0]]
+    features[0, :, :, 1:] = 5.0  # channels the finding's weights ignore
+    weights = np.array([[4.0], [0.0], [0.0], [1.0], [0.0], [0.0]])  # the average block, then the maximum's
+    split = class_maps(features, weights, np.array([0]), ["average", "max"])
+    assert np.allclose(split[0], [[1 / 6, 0], [0, 1]])
+    assert np.allclose(class_maps(features, weights, np.array([0]))[0], [[1 / 3, 0], [0, 1]])
+    with pytest.raises(ValueError, match="1 pooling kinds for a dense layer of 2 blocks of 3"):
+        class_maps(features, weights, np.array([0]), ["average"])
+
+
 def test_batch_normalization_rewritten_as_multiply_and_add_computes_the_same(tmp_path):
     """quantize's pre-pass: a normalization no convolution can absorb (after a concatenation, before a ReLU, as in
     DenseNet) becomes Mul and Add with the same outputs, and the statistics it replaced leave the graph."""

@@ -167,7 +167,9 @@ def class_maps(
         raise ValueError(f"a feature map {features.shape} does not match a dense layer of {total} inputs")
     k, axis = max(fits)  # the channels: far more of them than rows or columns where both fit
     blocks = weights.reshape(total // k, k, -1)  # (pools, k, classes)
-    kinds = list(pools) if pools and len(pools) == len(blocks) else ["average"] * len(blocks)
+    kinds = list(pools) if pools else ["average"] * len(blocks)  # a card written before pools were recorded
+    if len(kinds) != len(blocks):
+        raise ValueError(f"{len(kinds)} pooling kinds for a dense layer of {len(blocks)} blocks of {k} channels")
     maps = (np.moveaxis(features, 1, -1) if axis == 1 else features).astype(np.float32)  # (n, h, w, k)
     n, h, w = maps.shape[:3]
     flat = maps.reshape(n, h * w, k)
